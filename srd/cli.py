@@ -1,0 +1,127 @@
+"""``srd`` command line: run | check | version.
+
+Exit codes: 0 success; 1 the daemon stopped because an essential task failed; 2 the config
+(or the command line) is invalid — nothing was started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from srd import __version__, logs
+from srd.config import Config, ConfigError, load_config, resolve_config_path, split_host_port
+from srd.runtime import Daemon
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    result: int = args.handler(args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="srd", description="Site-reliability daemon: probes, SLO and DR rules, failover."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("--config", help="config file (default: $SRD_CONFIG or /etc/srd/srd.yaml)")
+    run.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="start the built-in simulated platform and monitor it (ignores --config)",
+    )
+    run.add_argument("--listen", help="with --sandbox: host:port to serve on (127.0.0.1:9877)")
+    run.add_argument(
+        "--state-dir", help="with --sandbox: where to keep state (default: a new temp dir)"
+    )
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-format", choices=["auto", "json", "console"])
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check", help="validate the config and every file it references")
+    check.add_argument("--config", help="config file (default: $SRD_CONFIG or /etc/srd/srd.yaml)")
+    check.set_defaults(handler=_check)
+
+    version = commands.add_parser("version", help="print the version")
+    version.set_defaults(handler=_version)
+    return parser
+
+
+def _load(path: Path) -> Config | None:
+    """The config at ``path``, or None after printing every problem with file and key."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        print(f"{path}: {len(exc.issues)} error(s); srd did not start", file=sys.stderr)
+        return None
+
+
+def _check(args: argparse.Namespace) -> int:
+    path = resolve_config_path(args.config)
+    config = _load(path)
+    if config is None:
+        return EXIT_CONFIG
+    targets = len(config.probes.substrate) + len(config.probes.http)
+    print(f"{path}: ok (mode {config.mode}, {targets} probe target(s))")
+    return 0
+
+
+def _version(_: argparse.Namespace) -> int:
+    print(f"srd {__version__} (Python {platform.python_version()})")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    logs.configure(args.log_level or "info", args.log_format or "auto")
+    if args.sandbox:
+        return asyncio.run(_run_sandbox(args))
+    if args.listen or args.state_dir:
+        print(
+            "srd run: --listen and --state-dir apply to --sandbox only; set them in the config",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    path = resolve_config_path(args.config)
+    config = _load(path)
+    if config is None:
+        return EXIT_CONFIG
+    return asyncio.run(_daemon(path, config, args))
+
+
+async def _daemon(path: Path, config: Config, args: argparse.Namespace) -> int:
+    daemon = Daemon(path, config, log_level=args.log_level, log_format=args.log_format)
+    return await daemon.run()
+
+
+async def _run_sandbox(args: argparse.Namespace) -> int:
+    from srd.simulate.sandbox import running_sandbox
+
+    listen = args.listen or "127.0.0.1:9877"
+    try:
+        split_host_port(listen)
+    except ValueError as exc:
+        print(f"srd run: --listen: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="srd-sandbox-"))
+    async with running_sandbox(state_dir, listen) as sandbox:
+        logs.get_logger("srd.cli").info(
+            "sandbox running", config=str(sandbox.config_path), **sandbox.urls
+        )
+        config = load_config(sandbox.config_path)
+        return await _daemon(sandbox.config_path, config, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Structured logging: JSON lines by default, readable console output on a TTY.
+
+Every log line carries the context bound with ``structlog.contextvars`` — the task name and,
+for work that acts or decides, its ``correlation_id`` — so one action can be followed through
+probes, evaluation, failover and the journal.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import uuid
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+# Keys whose values must never be written, whatever a caller passes by mistake.
+_SECRET_KEY = re.compile(r"(token|password|secret|authorization|credential)", re.IGNORECASE)
+
+
+def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in event:
+        if _SECRET_KEY.search(key):
+            event[key] = "**redacted**"
+    return event
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Set up structlog for the process. ``fmt`` is ``auto``, ``json`` or ``console``."""
+    out = stream or sys.stderr
+    console = fmt == "console" or (fmt == "auto" and out.isatty())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
+        if console
+        else structlog.processors.JSONRenderer(sort_keys=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info if not console else _keep_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _keep_exc_info(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # ConsoleRenderer formats exc_info itself, with a readable traceback.
+    return event
+
+
+def new_correlation_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

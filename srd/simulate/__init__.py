@@ -1,0 +1,1 @@
+"""The simulated platform (sandbox) and, later, game-day drills."""
