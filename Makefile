@@ -1,0 +1,45 @@
+# The two commands (README): `make run` and `make test`. Both set up what they need on a fresh
+# machine that has Python 3.11+, pip and apt-get.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Debian packages the tests run for real: systemd-analyze (unit check), the node exporter.
+APT_PACKAGES := systemd prometheus-node-exporter
+APT_COMMANDS := systemd-analyze prometheus-node-exporter
+
+.PHONY: setup system-deps run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(STAMP)
+
+# Installs the Debian packages only when one of their commands is missing (needs root or sudo).
+system-deps:
+	@missing=""; for c in $(APT_COMMANDS); do command -v $$c >/dev/null || missing=yes; done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+run: setup
+	$(BIN)/srd run --sandbox
+
+lint: setup
+	$(BIN)/ruff check srd tests bench
+	$(BIN)/ruff format --check srd tests bench
+	$(BIN)/mypy
+
+test: setup system-deps lint
+	$(BIN)/pytest
+
+bench: setup system-deps
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
