@@ -42,8 +42,13 @@ class RunningSrd:
                     return float(sample.value)
         return None
 
-    async def wait_for(self, name: str, labels: dict[str, str], predicate: Callable[[float], bool],
-                       timeout: float = 15) -> float:
+    async def wait_for(
+        self,
+        name: str,
+        labels: dict[str, str],
+        predicate: Callable[[float], bool],
+        timeout: float = 15,
+    ) -> float:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -59,12 +64,19 @@ class RunningSrd:
 
 
 @asynccontextmanager
-async def running_srd(*args: str, port: int, env: dict[str, str] | None = None,
-                      ready_timeout: float = 20) -> AsyncIterator[RunningSrd]:
+async def running_srd(
+    *args: str, port: int, env: dict[str, str] | None = None, ready_timeout: float = 20
+) -> AsyncIterator[RunningSrd]:
     """Start ``srd ARGS…`` with JSON logs and wait until /healthz answers."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "srd.cli", *args, "--log-format", "json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "srd.cli",
+        *args,
+        "--log-format",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},
     )
     srd = RunningSrd(process, f"http://127.0.0.1:{port}")

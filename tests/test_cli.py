@@ -22,14 +22,20 @@ def test_check_accepts_a_valid_config(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_check_of_a_typo_exits_2_naming_file_and_key_path(tmp_path: Path) -> None:
     config = tmp_path / "srd.yaml"
     config.write_text("server:\n  listn: 127.0.0.1:9877\n")
-    result = subprocess.run([SRD, "check", "--config", str(config)], capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [SRD, "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
     assert f"{config}:2: server.listn: unknown key (did you mean 'listen'?)" in result.stderr
 
 
-def test_check_reads_the_path_from_srd_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_reads_the_path_from_srd_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "from-env.yaml"
     config.write_text("mode: dry-run\n")
     monkeypatch.setenv("SRD_CONFIG", str(config))

@@ -112,8 +112,18 @@ def test_secrets_are_read_from_env_or_file_and_never_shown(
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("5s", 5), ("1m30s", 90), ("1 hour", 3600), ("2 hours", 7200), ("24 hours", 86400),
-     ("500ms", 0.5), (300, 300), ("1.5h", 5400), ("30 minutes", 1800), ("7d", 604800)],
+    [
+        ("5s", 5),
+        ("1m30s", 90),
+        ("1 hour", 3600),
+        ("2 hours", 7200),
+        ("24 hours", 86400),
+        ("500ms", 0.5),
+        (300, 300),
+        ("1.5h", 5400),
+        ("30 minutes", 1800),
+        ("7d", 604800),
+    ],
 )
 def test_durations_read_prometheus_and_platform_forms(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == seconds

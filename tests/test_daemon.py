@@ -23,7 +23,12 @@ async def test_sandbox_shows_build_info_and_a_growing_chain_and_stops_cleanly_on
 ) -> None:
     port = free_port()
     async with running_srd(
-        "run", "--sandbox", "--listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path),
+        "run",
+        "--sandbox",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--state-dir",
+        str(tmp_path),
         port=port,
     ) as srd:
         assert await srd.metric("srd_build_info") == 1
@@ -90,8 +95,9 @@ async def test_sighup_with_a_valid_config_swaps_the_probed_targets(tmp_path: Pat
     ):
         config.write_text(config_text(old_url, port))
         async with running_srd("run", "--config", str(config), port=port) as srd:
-            await srd.wait_for("srd_probe_up", {"probe": "substrate", "target": "node-a"},
-                               lambda v: v == 1)
+            await srd.wait_for(
+                "srd_probe_up", {"probe": "substrate", "target": "node-a"}, lambda v: v == 1
+            )
             web = f"http://127.0.0.1:{service_port}/health"
             config.write_text(
                 config_text(new_url, port)
@@ -99,8 +105,9 @@ async def test_sighup_with_a_valid_config_swaps_the_probed_targets(tmp_path: Pat
             )
             srd.process.send_signal(signal.SIGHUP)
             await srd.wait_for("srd_config_reloads_total", {"result": "success"}, lambda v: v == 1)
-            await srd.wait_for("srd_chain_best_block", {"chain": "new-chain", "node": "node-a"},
-                               lambda v: v == 0)
+            await srd.wait_for(
+                "srd_chain_best_block", {"chain": "new-chain", "node": "node-a"}, lambda v: v == 0
+            )
             await srd.wait_for("srd_probe_up", {"probe": "http", "target": "web"}, lambda v: v == 1)
             timestamp = await srd.metric("srd_config_last_reload_success_timestamp_seconds")
             assert timestamp is not None and timestamp > 0
@@ -113,13 +120,15 @@ async def test_a_target_going_down_is_exported_and_logged_once_with_its_reason(
     port = free_port()
     config = tmp_path / "srd.yaml"
     async with serving(service.app(), "127.0.0.1", 0) as service_port:
-        config.write_text(textwrap.dedent(f"""\
+        config.write_text(
+            textwrap.dedent(f"""\
             server: {{listen: "127.0.0.1:{port}"}}
             probes:
               http:
                 - {{name: web, url: "http://127.0.0.1:{service_port}/health",
                     interval: 0.1s, timeout: 0.1s}}
-            """))
+            """)
+        )
         async with running_srd("run", "--config", str(config), port=port) as srd:
             labels = {"probe": "http", "target": "web"}
             await srd.wait_for("srd_probe_up", labels, lambda v: v == 1)
