@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -246,16 +246,27 @@ def load_config(path: Path) -> Config:
     return parse_config(text, str(path))
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 def parse_config(text: str, filename: str) -> Config:
-    node, data = _load_yaml(text, filename)
+    return parse_yaml_model(text, filename, Config)
+
+
+def parse_yaml_model(text: str, filename: str, model: type[M]) -> M:
+    """Validate YAML ``text`` as ``model``; ConfigError names file, line and key of each problem.
+
+    Rule packs, runbooks and drills use this too, so every file srd reads reports errors alike.
+    """
+    node, data = load_yaml(text, filename)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(filename, "", "the file must be a mapping of keys")])
     try:
-        return Config.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_issues(exc, filename, node)) from None
+        raise ConfigError(validation_issues(exc, filename, node, model)) from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -276,7 +287,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def _load_yaml(text: str, filename: str) -> tuple[yaml.Node | None, Any]:
+def load_yaml(text: str, filename: str) -> tuple[yaml.Node | None, Any]:
+    """Parse YAML refusing duplicate keys; returns the node tree (for line numbers) and data."""
     try:
         node = yaml.compose(text, Loader=_UniqueKeyLoader)
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
@@ -288,13 +300,16 @@ def _load_yaml(text: str, filename: str) -> tuple[yaml.Node | None, Any]:
     return node, data
 
 
-def _issues(exc: ValidationError, filename: str, node: yaml.Node | None) -> list[ConfigIssue]:
+def validation_issues(
+    exc: ValidationError, filename: str, node: yaml.Node | None, root: type[BaseModel]
+) -> list[ConfigIssue]:
+    """One ConfigIssue per pydantic error, with the YAML line of the key when known."""
     issues = []
     for error in exc.errors():
         loc = [part for part in error["loc"] if not _is_union_tag(part)]
         reason = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            reason = "unknown key" + _suggestion(exc, loc)
+            reason = "unknown key" + _suggestion(root, loc)
         elif error["type"] == "missing":
             reason = "required key is missing"
         issues.append(ConfigIssue(filename, _key_path(loc), reason, _line_of(node, loc)))
@@ -313,8 +328,8 @@ def _key_path(loc: list[Any]) -> str:
     return path
 
 
-def _suggestion(exc: ValidationError, loc: list[Any]) -> str:
-    model: Any = Config
+def _suggestion(root: type[BaseModel], loc: list[Any]) -> str:
+    model: Any = root
     for part in loc[:-1]:
         field = model.model_fields.get(part) if isinstance(part, str) else None
         if isinstance(part, int):

@@ -57,6 +57,12 @@ class Metrics:
             ["probe", "target"],
             registry=reg,
         )
+        self.probe_results = Counter(
+            "srd_probe_results",
+            "Probes by outcome (success, failure): the event counts availability SLIs use.",
+            ["probe", "target", "result"],
+            registry=reg,
+        )
         self.probe_duration = Histogram(
             "srd_probe_duration_seconds",
             "Duration of probes, by probe kind.",
@@ -81,6 +87,8 @@ class Metrics:
         """Export one observation. A failed probe keeps the last chain numbers out of date
         rather than zeroing them: ``srd_probe_up`` says the data is stale."""
         self.probe_up.labels(obs.probe, obs.target).set(1 if obs.up else 0)
+        result = "success" if obs.up else "failure"
+        self.probe_results.labels(obs.probe, obs.target, result).inc()
         self.probe_duration.labels(obs.probe).observe(obs.duration)
         if obs.chain is not None:
             self.chain_best_block.labels(obs.chain.chain, obs.target).set(obs.chain.best)
