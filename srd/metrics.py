@@ -87,8 +87,10 @@ class Metrics:
         """Export one observation. A failed probe keeps the last chain numbers out of date
         rather than zeroing them: ``srd_probe_up`` says the data is stale."""
         self.probe_up.labels(obs.probe, obs.target).set(1 if obs.up else 0)
-        result = "success" if obs.up else "failure"
-        self.probe_results.labels(obs.probe, obs.target, result).inc()
+        # Both outcomes exist from the first probe, so a bad/total ratio is 0, not absent.
+        success = self.probe_results.labels(obs.probe, obs.target, "success")
+        failure = self.probe_results.labels(obs.probe, obs.target, "failure")
+        (success if obs.up else failure).inc()
         self.probe_duration.labels(obs.probe).observe(obs.duration)
         if obs.chain is not None:
             self.chain_best_block.labels(obs.chain.chain, obs.target).set(obs.chain.best)
