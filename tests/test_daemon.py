@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 import textwrap
 from pathlib import Path
@@ -151,3 +152,28 @@ async def test_srd_run_with_a_bad_config_exits_2_before_serving(tmp_path: Path) 
     assert f"{config}:3: probes.substrat: unknown key (did you mean 'substrate'?)" in (
         stderr.decode()
     )
+
+
+async def test_srd_tells_systemd_it_is_ready_reloading_and_stopping(tmp_path: Path) -> None:
+    notify_path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify_path))
+    listener.setblocking(False)
+    loop = asyncio.get_running_loop()
+    port = free_port()
+    config = tmp_path / "srd.yaml"
+    config.write_text(f"server: {{listen: '127.0.0.1:{port}'}}\n")
+
+    async def next_message() -> str:
+        return (await asyncio.wait_for(loop.sock_recv(listener, 4096), timeout=10)).decode()
+
+    with listener:
+        env = {"NOTIFY_SOCKET": str(notify_path)}
+        async with running_srd("run", "--config", str(config), port=port, env=env) as srd:
+            assert (await next_message()).startswith("READY=1")
+            srd.process.send_signal(signal.SIGHUP)
+            assert (await next_message()).startswith("RELOADING=1\nMONOTONIC_USEC=")
+            assert (await next_message()).startswith("READY=1\nSTATUS=config reloaded")
+            srd.process.send_signal(signal.SIGTERM)
+            assert await next_message() == "STOPPING=1"
+            assert await asyncio.wait_for(srd.process.wait(), timeout=10) == 0
