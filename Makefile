@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Debian packages the tests run for real: systemd-analyze (unit check), the node exporter.
-APT_PACKAGES := systemd prometheus-node-exporter
-APT_COMMANDS := systemd-analyze prometheus-node-exporter
+# Debian packages the tests run for real: systemd-analyze (unit check), the node exporter,
+# promtool (rule export checks and parity).
+APT_PACKAGES := systemd prometheus-node-exporter prometheus
+APT_COMMANDS := systemd-analyze prometheus-node-exporter promtool
 
 .PHONY: setup system-deps run test lint bench clean
 

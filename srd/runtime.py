@@ -1,4 +1,4 @@
-"""The daemon: wires config, probes, metrics and the server under one supervisor.
+"""The daemon: wires config, probes, evaluation, metrics and the server under one supervisor.
 
 Signals only set flags (SIGTERM/SIGINT: stop; SIGHUP: reload); the work happens in tasks.
 Shutdown goes in stages: intake stops (readiness turns false, no new polls are scheduled),
@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -18,9 +19,12 @@ import structlog
 
 from srd import __version__, logs, systemd
 from srd.config import Config, ConfigError, load_config
+from srd.evaluation.backups import BackupChecker, assess_readiness
+from srd.evaluation.engine import Engine
+from srd.evaluation.rulepacks import RulePack, load_rule_packs
 from srd.metrics import Metrics
-from srd.model import Observation
-from srd.probes import Probe, build_probes
+from srd.model import Observation, RecoveryRecord
+from srd.probes.runner import ProbeRunner
 from srd.server import build_app, serving
 from srd.supervisor import Backoff, Supervisor, wait_first
 
@@ -30,30 +34,58 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 
 
+@dataclass(frozen=True)
+class Setup:
+    """Everything srd reads before it starts: the config and the rule packs it names.
+    Loaded and validated as one, so a reload applies all of it or none."""
+
+    path: Path
+    config: Config
+    rule_paths: tuple[Path, ...]
+    packs: tuple[RulePack, ...]
+
+
+def load_setup(path: Path) -> Setup:
+    """Read the config at ``path`` and its rule packs; ConfigError lists every problem.
+    Relative rule paths are read beside the config, whatever the working directory."""
+    config = load_config(path)
+    rules = [p if p.is_absolute() else path.parent / p for p in config.evaluation.rules]
+    return Setup(path, config, tuple(rules), tuple(load_rule_packs(rules)))
+
+
+class _NoRecoveries:
+    """Recovery records until the failover journal lands: no RTO measured yet."""
+
+    async def recovery_records(self) -> Sequence[RecoveryRecord]:
+        return ()
+
+
 class Daemon:
     def __init__(
         self,
-        config_path: Path,
-        config: Config,
+        setup: Setup,
         *,
         metrics: Metrics | None = None,
         log_level: str | None = None,
         log_format: str | None = None,
     ) -> None:
-        self.config_path = config_path
-        self.config = config
+        self.setup = setup
         self.metrics = metrics or Metrics()
         self._log_level = log_level
         self._log_format = log_format
-        self._probe_tasks: list[str] = []
         self._last_up: dict[tuple[str, str], bool] = {}
         self._stop_requested = asyncio.Event()
         self._reload_requested = asyncio.Event()
-        self._server_up = False
+        runtime = setup.config.runtime
         self.supervisor = Supervisor(
-            self.metrics,
-            Backoff(config.runtime.restart_backoff_initial, config.runtime.restart_backoff_max),
+            self.metrics, Backoff(runtime.restart_backoff_initial, runtime.restart_backoff_max)
         )
+        self._probes: ProbeRunner | None = None
+        self._evaluation_tasks: list[str] = []
+
+    @property
+    def config(self) -> Config:
+        return self.setup.config
 
     def request_stop(self) -> None:
         self._stop_requested.set()
@@ -95,13 +127,13 @@ class Daemon:
             self._session = session
             self.supervisor.start("server", self._serve, essential=True)
             self.supervisor.start("reloader", self._reloader)
-            self._start_probes(self.config)
+            self._start_stages(self.setup)
             await wait_first(self._stop_requested, self.supervisor.failed)
             failure = self.supervisor.failure
             systemd.notify("STOPPING=1")
             grace = self.config.runtime.shutdown_grace
             log.info("shutting down", grace_seconds=grace, reason=str(failure or "signal"))
-            await self.supervisor.shutdown(grace, first=self._probe_tasks)
+            await self.supervisor.shutdown(grace, first=self._stage_tasks())
         if failure is not None:
             log.error("stopped because an essential task failed", failure=str(failure))
             return EXIT_FAILED
@@ -126,52 +158,89 @@ class Daemon:
             await self.reload()
 
     async def reload(self) -> bool:
-        """Validate the config file again and apply it; a bad one leaves the old running."""
+        """Validate the config and rule packs again and apply them; if anything is wrong,
+        everything that runs keeps running as it was."""
+        path = self.setup.path
         with structlog.contextvars.bound_contextvars(
             correlation_id=logs.new_correlation_id(), action="reload"
         ):
             systemd.reloading()
             try:
-                new = await asyncio.to_thread(load_config, self.config_path)
+                new = await asyncio.to_thread(load_setup, path)
             except ConfigError as exc:
                 self.metrics.config_reloads.labels("error").inc()
                 log.error(
                     "config reload failed; the running config stays in force",
-                    file=str(self.config_path),
+                    file=str(path),
                     errors=[str(issue) for issue in exc.issues],
                 )
                 systemd.notify("READY=1", "STATUS=config reload failed; old config kept")
                 return False
-            if new.server != self.config.server:
+            if new.config.server != self.config.server:
                 log.warning("server settings changed; they take effect after a restart")
-            await self.supervisor.stop(self._probe_tasks, self.config.runtime.shutdown_grace)
-            self.config = new
-            self._configure_logs(new)
-            self._start_probes(new)
+            await self.supervisor.stop(self._stage_tasks(), self.config.runtime.shutdown_grace)
+            self.setup = new
+            self._configure_logs(new.config)
+            self._start_stages(new)
             self.metrics.config_reloads.labels("success").inc()
             self.metrics.config_last_reload_success.set(time.time())
-            log.info("config reloaded", file=str(self.config_path), probes=len(self._probe_tasks))
+            log.info("config reloaded", file=str(path), tasks=len(self._stage_tasks()))
             systemd.notify("READY=1", "STATUS=config reloaded")
             return True
 
     def _configure_logs(self, config: Config) -> None:
         logs.configure(self._log_level or config.log.level, self._log_format or config.log.format)
 
-    def _start_probes(self, config: Config) -> None:
-        self._probe_tasks = []
-        for target, kind, probe in build_probes(config.probes, self._session):
-            name = f"probe:{kind}:{target.name}"
+    def _stage_tasks(self) -> list[str]:
+        """Probe and evaluation tasks: the intake that stops first on shutdown and reload."""
+        probes = self._probes.tasks if self._probes is not None else []
+        return [*probes, *self._evaluation_tasks]
+
+    def _start_stages(self, setup: Setup) -> None:
+        config = setup.config
+        self._probes = ProbeRunner(
+            config, self.supervisor, self._session, self.metrics, self._observed
+        )
+        self._probes.start()
+        engine = Engine(
+            [slo for pack in setup.packs for slo in pack.slos],
+            self.metrics,
+            state_dir=config.state_dir,
+            extra_groups=[group for pack in setup.packs for group in pack.groups()],
+            coarse_step=config.evaluation.coarse_step,
+        )
+        evaluation = [] if not engine.groups else ["evaluation"]
+        if evaluation:
             self.supervisor.start_periodic(
-                name, target.interval, self._poll_job(probe), jitter=config.runtime.schedule_jitter
+                "evaluation", config.evaluation.interval, lambda: self._evaluate(engine), jitter=0
             )
-            self._probe_tasks.append(name)
+        # load_rule_packs allows one disaster-recovery pack at most.
+        recovery = next((p.recovery for p in setup.packs if p.recovery is not None), None)
+        if recovery is not None:
+            checker = BackupChecker(recovery)
+            self.supervisor.start_periodic(
+                "backups",
+                recovery.srd.s3.interval,
+                lambda: self._check_backups(checker),
+                jitter=config.runtime.schedule_jitter,
+            )
+            evaluation.append("backups")
+        self._evaluation_tasks = evaluation
 
-    def _poll_job(self, probe: Probe) -> Callable[[], Awaitable[None]]:
-        async def poll() -> None:
-            with structlog.contextvars.bound_contextvars(correlation_id=logs.new_correlation_id()):
-                self._observed(await probe())
+    async def _evaluate(self, engine: Engine) -> None:
+        with structlog.contextvars.bound_contextvars(correlation_id=logs.new_correlation_id()):
+            for alert in engine.evaluate(time.time()):
+                log.info(
+                    "alert " + alert.state,
+                    alertname=alert.name,
+                    labels=dict(alert.labels),
+                    fingerprint=alert.fingerprint,
+                )
 
-        return poll
+    async def _check_backups(self, checker: BackupChecker) -> None:
+        with structlog.contextvars.bound_contextvars(correlation_id=logs.new_correlation_id()):
+            for item in await assess_readiness(checker, _NoRecoveries(), self.metrics):
+                log.debug("disaster-recovery readiness", **item.to_dict())
 
     def _observed(self, obs: Observation) -> None:
         self.metrics.record(obs)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -45,9 +46,16 @@ class EssentialTaskFailed(Exception):
 class Supervisor:
     """Runs named tasks, restarts them when they fail, and stops them in stages."""
 
-    def __init__(self, metrics: Metrics, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        backoff: Backoff | None = None,
+        on_lag: Callable[[str, float], None] | None = None,
+    ) -> None:
+        """``on_lag(task, seconds)`` also gets each periodic run's start delay (benchmarks)."""
         self._metrics = metrics
         self._backoff = backoff or Backoff()
+        self._on_lag = on_lag
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop_events: dict[str, asyncio.Event] = {}
         self._essential: set[str] = set()
@@ -78,7 +86,27 @@ class Supervisor:
         """Run ``job`` every ``interval`` seconds at a fixed rate (no drift), the first run
         delayed by a random part of ``jitter × interval``. A run that overruns skips the
         ticks it missed instead of bursting to catch up."""
-        self.start(name, lambda stop: _periodic(name, interval, job, jitter, stop))
+        self.start(name, lambda stop: self._periodic(name, interval, job, jitter, stop))
+
+    async def _periodic(
+        self, name: str, interval: float, job: Job, jitter: float, stop: asyncio.Event
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        next_run = loop.time() + random.uniform(0, jitter * interval)  # noqa: S311
+        while True:
+            if await _set_within(stop, next_run - loop.time()):
+                return
+            lag = loop.time() - next_run
+            self._metrics.schedule_lag.observe(lag)
+            if self._on_lag is not None:
+                self._on_lag(name, lag)
+            await job()
+            next_run += interval
+            now = loop.time()
+            if now > next_run:
+                missed = int((now - next_run) // interval) + 1
+                log.warning("periodic run overran its interval", task=name, missed_runs=missed)
+                next_run += missed * interval
 
     async def _guard(
         self, name: str, factory: TaskFactory, essential: bool, stop: asyncio.Event
@@ -135,23 +163,6 @@ class Supervisor:
         await self.stop(list(self._tasks), grace)
 
 
-async def _periodic(
-    name: str, interval: float, job: Job, jitter: float, stop: asyncio.Event
-) -> None:
-    loop = asyncio.get_running_loop()
-    next_run = loop.time() + random.uniform(0, jitter * interval)  # noqa: S311
-    while True:
-        if await _set_within(stop, next_run - loop.time()):
-            return
-        await job()
-        next_run += interval
-        now = loop.time()
-        if now > next_run:
-            missed = int((now - next_run) // interval) + 1
-            log.warning("periodic run overran its interval", task=name, missed_runs=missed)
-            next_run += missed * interval
-
-
 async def wait_first(*events: asyncio.Event) -> None:
     """Return as soon as any of ``events`` is set."""
     waiters = [asyncio.create_task(event.wait()) for event in events]
@@ -161,6 +172,21 @@ async def wait_first(*events: asyncio.Event) -> None:
         for waiter in waiters:
             waiter.cancel()
         await asyncio.gather(*waiters, return_exceptions=True)
+
+
+async def run_until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+    """Run ``work`` until it ends (its exception propagates) or ``stop`` is set (it is
+    cancelled): for loops that cannot watch the stop event themselves."""
+    task = asyncio.create_task(work)
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, stopped):
+            pending.cancel()
+        await asyncio.gather(stopped, return_exceptions=True)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _set_within(event: asyncio.Event, seconds: float) -> bool:

@@ -1,49 +1,138 @@
-"""Service health endpoints: up when the status is expected and the answer came in time."""
+"""Service health endpoints: up when the status is expected, the answer came in time and, when
+asked, the body holds the expected value.
+
+Every way down has its own reason (timeout, refused, TLS, bad status, body mismatch, body too
+large, too many redirects), so an alert can say what broke without anyone re-running curl.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import ssl
 import time
+from collections.abc import Callable
 
 import aiohttp
 
-from srd.config import HttpTarget
+from srd.config import BodyMatch, HttpTarget, JsonScalar
+from srd.jsonpath import JsonPath
 from srd.model import Observation
+from srd.probes.exporter import ScrapeError, read_limited
+
+
+class BodyMismatch(Exception):
+    """The body does not hold what the target's ``body`` asks for."""
+
+
+BodyCheck = Callable[[bytes], None]
+"""Raises BodyMismatch saying why a body fails the target's ``body`` match."""
+
+
+def body_check(match: BodyMatch) -> BodyCheck:
+    if match.regex is not None:
+        return _RegexCheck(re.compile(match.regex))
+    if match.json_path is not None:
+        return _JsonPathCheck(JsonPath.parse(match.json_path), match.equals)
+    raise ValueError("a body match needs json_path or regex")  # BodyMatch validation prevents it
+
+
+class _RegexCheck:
+    def __init__(self, regex: re.Pattern[str]) -> None:
+        self._regex = regex
+
+    def __call__(self, body: bytes) -> None:
+        if self._regex.search(body.decode("utf-8", errors="replace")) is None:
+            raise BodyMismatch(f"no match for regex {self._regex.pattern!r}")
+
+
+class _JsonPathCheck:
+    def __init__(self, path: JsonPath, expected: JsonScalar) -> None:
+        self._path = path
+        self._expected = expected
+
+    def __call__(self, body: bytes) -> None:
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            raise BodyMismatch(f"body is not JSON ({exc})") from None
+        try:
+            value = self._path.find(document)
+        except LookupError as exc:
+            raise BodyMismatch(str(exc)) from None
+        if not _same(value, self._expected):
+            raise BodyMismatch(
+                f"{self._path.text} is {_show(value)}, expected {_show(self._expected)}"
+            )
+
+
+def _same(value: object, expected: JsonScalar) -> bool:
+    # In Python True == 1; in JSON a boolean and a number are different answers.
+    if isinstance(value, bool) or isinstance(expected, bool):
+        return type(value) is type(expected) and value == expected
+    return value == expected
+
+
+def _show(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def ssl_option(target: HttpTarget) -> ssl.SSLContext | bool:
+    """aiohttp's ``ssl=``: False skips verification, True uses the system store."""
+    if not target.tls_verify:
+        return False
+    if target.ca_file is not None:
+        return ssl.create_default_context(cafile=target.ca_file)
+    return True
 
 
 class HttpProbe:
+    kind = "http"
+
     def __init__(self, target: HttpTarget, session: aiohttp.ClientSession) -> None:
         self.target = target
         self._session = session
+        self._ssl = ssl_option(target)
+        self._check = body_check(target.body) if target.body is not None else None
+        self._headers: dict[str, str] = {}
+        if target.bearer_token is not None:
+            self._headers["Authorization"] = f"Bearer {target.bearer_token.value}"
 
     async def __call__(self) -> Observation:
         target = self.target
-        headers = {}
-        if target.bearer_token is not None:
-            headers["Authorization"] = f"Bearer {target.bearer_token.value}"
         loop = asyncio.get_running_loop()
         started, at = loop.time(), time.time()
         status: int | None = None
+        reason = ""
         try:
             async with (
                 asyncio.timeout(target.timeout),
                 self._session.get(
                     str(target.url),
-                    headers=headers,
-                    ssl=target.tls_verify,
-                    allow_redirects=False,
+                    headers=self._headers,
+                    ssl=self._ssl,
+                    allow_redirects=target.max_redirects > 0,
+                    # aiohttp fails on reaching max_redirects; srd's value is how many to follow.
+                    max_redirects=target.max_redirects + 1,
                 ) as response,
             ):
                 status = response.status
-                await response.content.read(64 * 1024)
+                if status not in target.expect_status:
+                    reason = f"unexpected status {status}"
+                elif self._check is not None:
+                    self._check(await read_limited(response, target.max_body_bytes))
         except TimeoutError:
             reason = f"timeout after {target.timeout:g}s"
+        except BodyMismatch as exc:
+            reason = f"body mismatch: {exc}"
+        except ScrapeError as exc:  # the body is over max_body_bytes
+            reason = str(exc)
         except aiohttp.ClientError as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-        else:
-            reason = "" if status in target.expect_status else f"unexpected status {status}"
+            reason = describe_client_error(exc)
         return Observation(
-            "http",
+            self.kind,
             target.name,
             at,
             loop.time() - started,
@@ -51,3 +140,25 @@ class HttpProbe:
             reason=reason,
             http_status=status,
         )
+
+
+def describe_client_error(exc: aiohttp.ClientError) -> str:
+    """A short reason for a failed request, naming the cause an operator acts on."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cause = exc.certificate_error
+        detail = getattr(cause, "verify_message", None) or str(cause)
+        return f"TLS certificate verification failed for {exc.host}:{exc.port}: {detail}"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        return f"TLS handshake with {exc.host}:{exc.port} failed: {exc.os_error}"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"cannot resolve {exc.host}: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return f"connection refused by {exc.host}:{exc.port}"
+        return f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        # history holds the redirects followed plus the one that went over the limit.
+        return f"more than {len(exc.history) - 1} redirects (last from {exc.history[-1].url})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without answering"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,4 +1,8 @@
-"""Substrate JSON-RPC over HTTP (REFERENCE.md §1), tolerant of what real nodes send."""
+"""Substrate JSON-RPC over HTTP and WebSocket (REFERENCE.md §1), tolerant of what real nodes send.
+
+``SubstrateProbe`` is a one-shot poll; ``srd.probes.substrate_watcher`` follows a node for as
+long as it runs, on top of the clients here.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,27 @@ import asyncio
 import itertools
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import aiohttp
+import structlog
 
 from srd.config import SubstrateTarget
+from srd.metrics import Metrics
 from srd.model import ChainSnapshot, Observation
+from srd.probes.chain import Health, parse_block_number
+
+__all__ = ["RpcClient", "RpcError", "SubstrateProbe", "WsRpc", "classify", "connect_ws"]
+__all__ += ["learn_methods", "parse_block_number"]
+
+log = structlog.get_logger("srd.probes.substrate")
 
 # Substrate's RPC server refuses bodies above 10 MiB; srd's answers are small.
 MAX_RESPONSE_BYTES = 1 << 20
+MAX_PENDING_NOTIFICATIONS = 1024
+"""Notifications queued beyond this are dropped: the gap they leave is backfilled."""
 
 _CLASSES = {
     -32700: "parse",
@@ -33,8 +49,14 @@ _CLASSES = {
 }
 
 
+_NOT_FOUND = ("not found", "unsafe")
+
+
 def classify(code: object) -> str:
-    """Error class of a JSON-RPC error code, by range (codes differ across server versions)."""
+    """Error class of a JSON-RPC error code, by range (codes differ across server versions).
+
+    Transport classes are added by the clients: ``http``, ``rate_limited`` (HTTP 429),
+    ``connection``, ``timeout``, ``malformed``, ``too_big``."""
     if not isinstance(code, int) or isinstance(code, bool):
         return "unknown"
     if code in _CLASSES:
@@ -53,32 +75,62 @@ class RpcError(Exception):
         super().__init__(f"{method}: {message}")
 
 
-def parse_block_number(value: object) -> int:
-    """Block numbers come as hex strings, padded (``0x00000004``) or not (``0x67``), or ints."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value[:2].lower() == "0x":
-        return int(value, 16)
-    raise ValueError(f"not a block number: {value!r}")
+def _request(request_id: int, method: str, params: list[Any] | None) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or []}
 
 
-class RpcClient:
-    """JSON-RPC 2.0 over HTTP POST to one node."""
+class _Instrumented:
+    """Times every call and counts its failures by class."""
 
-    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
+    metrics: Metrics | None
+
+    @asynccontextmanager
+    async def _observed(self, method: str) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        except RpcError as exc:
+            self._count(method, exc.error_class)
+            raise
+        except TimeoutError:
+            self._count(method, "timeout")
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.rpc_duration.labels(method).observe(time.perf_counter() - started)
+
+    def _count(self, method: str, error_class: str) -> None:
+        if self.metrics is not None:
+            self.metrics.rpc_errors.labels(method, error_class).inc()
+
+
+class RpcClient(_Instrumented):
+    """JSON-RPC 2.0 over HTTP POST to one node. Every call has a timeout."""
+
+    def __init__(
+        self,
+        url: str,
+        session: aiohttp.ClientSession,
+        *,
+        timeout: float = 10.0,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.url = url
+        self.timeout = timeout
+        self.metrics = metrics
         self._session = session
         self._ids = itertools.count(1)
 
     async def call(self, method: str, params: list[Any] | None = None) -> Any:
-        request = {
-            "jsonrpc": "2.0",
-            "id": next(self._ids),
-            "method": method,
-            "params": params or [],
-        }
+        async with self._observed(method), asyncio.timeout(self.timeout):
+            body = await self._post(method, _request(next(self._ids), method, params))
+            return _result(method, body)
+
+    async def _post(self, method: str, request: dict[str, Any]) -> bytes:
         try:
             async with self._session.post(self.url, json=request) as response:
+                if response.status == 429:
+                    raise RpcError(method, "rate_limited", "HTTP 429: too many connections")
                 if response.status != 200:
                     raise RpcError(method, "http", f"HTTP {response.status}")
                 body = await response.content.read(MAX_RESPONSE_BYTES + 1)
@@ -86,23 +138,28 @@ class RpcClient:
             raise RpcError(method, "connection", str(exc) or type(exc).__name__) from exc
         if len(body) > MAX_RESPONSE_BYTES:
             raise RpcError(method, "too_big", f"response over {MAX_RESPONSE_BYTES} bytes")
-        return _result(method, body)
+        return body
 
 
-def _result(method: str, body: bytes) -> Any:
+def _result(method: str, body: bytes | str) -> Any:
     try:
         reply = json.loads(body)
     except ValueError:
         raise RpcError(method, "malformed", "response is not JSON") from None
     if not isinstance(reply, dict):
         raise RpcError(method, "malformed", "response is not a JSON object")
+    return _unwrap(method, reply)
+
+
+def _unwrap(method: str, reply: dict[str, Any]) -> Any:
     error = reply.get("error")
     if error is not None:
         # Some servers omit "code" (seen: {"error": {"message": "Method not found: …"}}).
         code = error.get("code") if isinstance(error, dict) else None
         message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
         error_class = classify(code)
-        if error_class == "unknown" and "not found" in str(message).lower():
+        # -32601 is also "RPC call is unsafe to be called externally".
+        if error_class == "unknown" and any(w in str(message).lower() for w in _NOT_FOUND):
             error_class = "method_not_found"
         raise RpcError(method, error_class, f"{message} (code {code})")
     if "result" not in reply:
@@ -110,13 +167,150 @@ def _result(method: str, body: bytes) -> Any:
     return reply["result"]
 
 
-class SubstrateProbe:
-    """Polls one node: health, chain name, best and finalized headers."""
+class ConnectionClosed(Exception):
+    """The WebSocket closed or failed; calls in flight and subscriptions are gone."""
 
-    def __init__(self, target: SubstrateTarget, session: aiohttp.ClientSession) -> None:
+
+class WsRpc(_Instrumented):
+    """JSON-RPC over one WebSocket: calls matched to replies by id, and one bounded queue of
+    subscription notifications as (subscription id, result)."""
+
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse, timeout: float, metrics: Metrics | None
+    ):
+        self.timeout = timeout
+        self.metrics = metrics
+        self._ws = ws
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[str, asyncio.Future[Any]]] = {}
+        self._notifications: asyncio.Queue[tuple[object, Any] | None] = asyncio.Queue()
+        self.dropped = 0
+        """Notifications dropped because the queue was full."""
+
+    async def call(self, method: str, params: list[Any] | None = None) -> Any:
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = (method, future)
+        try:
+            async with self._observed(method), asyncio.timeout(self.timeout):
+                try:
+                    await self._ws.send_json(_request(request_id, method, params))
+                except (ConnectionError, aiohttp.ClientError) as exc:
+                    raise RpcError(method, "connection", str(exc) or "send failed") from exc
+                return await future
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def subscribe(self, method: str) -> object:
+        """Subscribe; the id is a string on Substrate, may be an integer elsewhere."""
+        subscription = await self.call(method)
+        if not isinstance(subscription, str | int) or isinstance(subscription, bool):
+            raise RpcError(method, "malformed", f"subscription id {subscription!r}")
+        return subscription
+
+    async def notification(self) -> tuple[object, Any]:
+        """The next notification; ConnectionClosed once the socket is gone."""
+        item = await self._notifications.get()
+        if item is None:
+            self._notifications.put_nowait(None)  # later callers learn it too
+            raise ConnectionClosed("WebSocket closed")
+        return item
+
+    async def read(self) -> None:
+        """Dispatch incoming messages until the socket closes."""
+        try:
+            async for message in self._ws:
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    break
+                self._dispatch(message.data)
+        finally:
+            for method, future in self._pending.values():
+                if not future.done():
+                    future.set_exception(RpcError(method, "connection", "WebSocket closed"))
+            self._notifications.put_nowait(None)
+
+    def _dispatch(self, data: str) -> None:
+        try:
+            message = json.loads(data)
+        except ValueError:
+            # No id to match: the call it answered times out; the count says why.
+            self._count("websocket_message", "malformed")
+            return
+        if not isinstance(message, dict):
+            self._count("websocket_message", "malformed")
+            return
+        params = message.get("params")
+        if "method" in message and isinstance(params, dict) and "subscription" in params:
+            if self._notifications.qsize() >= MAX_PENDING_NOTIFICATIONS:
+                self.dropped += 1
+                return
+            self._notifications.put_nowait((params["subscription"], params.get("result")))
+            return
+        pending = self._pending.get(message.get("id"))  # type: ignore[arg-type]
+        if pending is None or pending[1].done():
+            return
+        method, future = pending
+        try:
+            future.set_result(_unwrap(method, message))
+        except RpcError as exc:
+            future.set_exception(exc)
+
+
+def ws_url(url: str) -> str:
+    """The WebSocket URL of a node: same host, port and path (Substrate serves both)."""
+    if url.startswith("https://"):
+        return "wss://" + url.removeprefix("https://")
+    return "ws://" + url.removeprefix("http://")
+
+
+@asynccontextmanager
+async def connect_ws(
+    url: str,
+    session: aiohttp.ClientSession,
+    *,
+    call_timeout: float,
+    metrics: Metrics | None = None,
+) -> AsyncIterator[WsRpc]:
+    """Open a WebSocket to the node and read it until the ``async with`` ends; the connect
+    and every call on it are bounded by ``call_timeout`` seconds."""
+    timeout = call_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            ws = await session.ws_connect(
+                ws_url(url),
+                max_msg_size=MAX_RESPONSE_BYTES,
+                timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
+            )
+    except aiohttp.WSServerHandshakeError as exc:
+        error_class = "rate_limited" if exc.status == 429 else "http"
+        raise RpcError("websocket_connect", error_class, f"HTTP {exc.status}") from exc
+    except aiohttp.ClientError as exc:
+        raise RpcError("websocket_connect", "connection", str(exc) or type(exc).__name__) from exc
+    rpc = WsRpc(ws, timeout, metrics)
+    reader = asyncio.create_task(rpc.read(), name=f"substrate-ws-reader:{url}")
+    try:
+        yield rpc
+    finally:
+        reader.cancel()
+        with suppress(asyncio.CancelledError):
+            await reader
+        await ws.close()
+
+
+class SubstrateProbe:
+    """Polls one node once per call: health, chain name, best and finalized headers."""
+
+    def __init__(
+        self,
+        target: SubstrateTarget,
+        session: aiohttp.ClientSession,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.target = target
-        self.rpc = RpcClient(str(target.url), session)
+        self.rpc = RpcClient(str(target.url), session, timeout=target.timeout, metrics=metrics)
         self._chain: str | None = None
+        self.methods: frozenset[str] | None = None
+        """What the node supports (rpc_methods), once learned."""
 
     async def __call__(self) -> Observation:
         loop = asyncio.get_running_loop()
@@ -139,6 +333,8 @@ class SubstrateProbe:
         )
 
     async def _snapshot(self) -> ChainSnapshot:
+        if self.methods is None:
+            self.methods = await learn_methods(self.rpc)
         if self._chain is None:
             self._chain = str(await self.rpc.call("system_chain"))
         health, best, finalized_hash = await asyncio.gather(
@@ -147,11 +343,24 @@ class SubstrateProbe:
             self.rpc.call("chain_getFinalizedHead"),
         )
         finalized = await self.rpc.call("chain_getHeader", [finalized_hash])
+        node = Health.from_rpc(health)
         return ChainSnapshot(
             chain=self._chain,
             best=parse_block_number(best["number"]),
             finalized=parse_block_number(finalized["number"]),
-            peers=int(health["peers"]),
-            is_syncing=bool(health["isSyncing"]),
-            should_have_peers=bool(health.get("shouldHavePeers", True)),
+            peers=node.peers,
+            is_syncing=node.is_syncing,
+            should_have_peers=node.should_have_peers,
         )
+
+
+async def learn_methods(rpc: RpcClient) -> frozenset[str]:
+    """The methods a node supports; empty when it does not say (then srd tries the basics)."""
+    try:
+        answer = await rpc.call("rpc_methods")
+    except RpcError as exc:
+        if exc.error_class != "method_not_found":
+            raise
+        return frozenset()
+    methods = answer.get("methods") if isinstance(answer, dict) else None
+    return frozenset(m for m in methods or () if isinstance(m, str))

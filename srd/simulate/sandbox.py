@@ -1,12 +1,15 @@
 """The built-in sandbox: a small simulated platform on loopback ports, in srd's own process.
 
 One chain produced by two fake Substrate nodes (validator-1 pads block numbers, validator-2
-does not, as real servers differ) and one web service health endpoint. ``srd run --sandbox``
+does not, as real servers differ), a web service health endpoint, a node exporter page and
+the platform's stream exporter with simulated viewers and transactions. ``srd run --sandbox``
 monitors it with the bundled ``sandbox.yaml``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 import string
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -16,7 +19,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from srd.server import serving
+from srd.simulate import background
+from srd.simulate.exporters import (
+    FakeNodeExporter,
+    FakeStreamPlatform,
+    node_exporter_app,
+    serve,
+)
 from srd.simulate.substrate import FakeChain, FakeSubstrateNode, producing
 
 SANDBOX_BLOCK_TIME = 2.0
@@ -45,6 +54,7 @@ class Sandbox:
     chain: FakeChain
     nodes: dict[str, FakeSubstrateNode]
     services: dict[str, FakeService]
+    platform: FakeStreamPlatform
     urls: dict[str, str]
     config_path: Path
 
@@ -70,20 +80,33 @@ async def running_sandbox(
         "validator-2": FakeSubstrateNode(chain, name="validator-2", pad_numbers=False),
     }
     services = {"web-viewer": FakeService()}
+    platform = FakeStreamPlatform()
+    apps = {
+        "node-exporter": node_exporter_app(FakeNodeExporter()),
+        "platform": platform.app(),
+        **{name: service.app() for name, service in services.items()},
+    }
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(producing(chain, block_time))
+        traffic = _stream_traffic(platform, block_time)
+        await stack.enter_async_context(background(traffic, "sandbox-traffic"))
         urls = {name: await stack.enter_async_context(node.serve()) for name, node in nodes.items()}
-        for name, service in services.items():
-            port = await stack.enter_async_context(serving(service.app(), "127.0.0.1", 0))
-            urls[name] = f"http://127.0.0.1:{port}"
+        for name, app in apps.items():
+            urls[name] = await stack.enter_async_context(serve(app))
+        values = {name.upper().replace("-", "_") + "_URL": url for name, url in urls.items()}
         config_path = write_config(
-            state_dir,
-            {
-                "STATE_DIR": str(state_dir),
-                "LISTEN": listen,
-                "NODE_1_URL": urls["validator-1"],
-                "NODE_2_URL": urls["validator-2"],
-                "WEB_VIEWER_URL": urls["web-viewer"],
-            },
+            state_dir, values | {"STATE_DIR": str(state_dir), "LISTEN": listen}
         )
-        yield Sandbox(chain, nodes, services, urls, config_path)
+        yield Sandbox(chain, nodes, services, platform, urls, config_path)
+
+
+async def _stream_traffic(platform: FakeStreamPlatform, block_time: float) -> None:
+    """Viewers come and go and each block carries a few transactions, so the sandbox's
+    stream metrics and latency histogram move like the platform's."""
+    rng = random.Random(7)  # noqa: S311 - simulated traffic, not security
+    while True:
+        await asyncio.sleep(block_time)
+        platform.viewers = max(0, platform.viewers + rng.randint(-10, 12))
+        platform.active_streams = max(1, platform.active_streams + rng.choice((-1, 0, 0, 1)))
+        for _ in range(rng.randint(1, 5)):
+            platform.observe(rng.lognormvariate(-3.0, 0.8))

@@ -1,26 +1,45 @@
-"""A fake Substrate chain and nodes that speak its JSON-RPC over HTTP (REFERENCE.md §1).
+"""A fake Substrate chain and nodes speaking its JSON-RPC over HTTP and WebSocket (REFERENCE.md §1).
 
 Use it wherever a real node cannot run: ``srd run --sandbox``, drills and tests. It answers like
 a real node does — hex block numbers (zero-padded or minimal), ``-32601`` for unsafe and unknown
-methods, batches, ``/health`` and ``/health/readiness`` — so the parsers are tested against the
-quirks they meet in production.
+methods, batches, head subscriptions on the same port, ``/health``, ``/health/readiness`` and a
+``/metrics`` page with the node's Prometheus names (§2) — and block hashes are real: blake2b-256
+of the SCALE-encoded header. Faults are scriptable, for tests and drills:
+
+- chain: ``chain.production_stalled``, ``chain.finality_stalled``, ``chain.reorg(depth=3)``;
+- node: ``node.faults`` (``skip_heads``, ``too_many_connections``, ``latency``,
+  ``malformed_json``, ``omit_error_codes``), ``node.silence_subscriptions()``,
+  ``await node.close_websockets()``, ``node.missing_methods``, ``node.syncing``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
+from srd.probes.chain import header_hash
 from srd.server import serving
 
 UNSAFE_METHODS = frozenset({"system_peers", "system_addReservedPeer", "author_rotateKeys"})
+SUBSCRIPTIONS = {
+    # subscribe method: (kind, notification method, unsubscribe method)
+    "chain_subscribeNewHeads": ("best", "chain_newHead", "chain_unsubscribeNewHeads"),
+    "chain_subscribeFinalizedHeads": (
+        "finalized",
+        "chain_finalizedHead",
+        "chain_unsubscribeFinalizedHeads",
+    ),
+}
+UNSUBSCRIBE = frozenset(unsubscribe for _, _, unsubscribe in SUBSCRIPTIONS.values())
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -28,6 +47,33 @@ class Block:
     number: int
     hash: str
     parent_hash: str
+    state_root: str = "0x" + "00" * 32
+    extrinsics_root: str = "0x" + "00" * 32
+    logs: tuple[str, ...] = ()
+
+
+def _make_block(chain: str, number: int, parent_hash: str, fork: int) -> Block:
+    state_root = _hash(f"{chain}/state/{fork}", number)
+    extrinsics_root = _hash(f"{chain}/extrinsics", number)
+    # A PreRuntime digest item (0x06, engine "aura", SCALE bytes of the u64 slot), as on a
+    # real Aura chain: the hash covers encoded logs too.
+    logs = ("0x06" + b"aura".hex() + "20" + number.to_bytes(8, "little").hex(),)
+    raw = {
+        "parentHash": parent_hash,
+        "number": number,
+        "stateRoot": state_root,
+        "extrinsicsRoot": extrinsics_root,
+        "digest": {"logs": list(logs)},
+    }
+    return Block(number, header_hash(raw), parent_hash, state_root, extrinsics_root, logs)
+
+
+def _hash(text: str, number: int) -> str:
+    return "0x" + hashlib.blake2b(f"{text}/{number}".encode(), digest_size=32).hexdigest()
+
+
+Listener = Callable[[str, Block], None]
+"""Called with ("best" | "finalized", block) when the chain's best or finalized block changes."""
 
 
 class FakeChain:
@@ -36,9 +82,16 @@ class FakeChain:
     def __init__(self, name: str = "Vilokanam Sandbox", finality_lag: int = 2) -> None:
         self.name = name
         self.finality_lag = finality_lag
-        genesis = Block(0, _hash(name, 0), "0x" + "00" * 32)
+        self.production_stalled = False
+        """run() produces nothing while True (a block-production stall)."""
+        self.finality_stalled = False
+        """Finalized stays where it is while True (a finality stall)."""
+        genesis = _make_block(name, 0, "0x" + "00" * 32, 0)
         self.blocks: list[Block] = [genesis]
         self.by_hash: dict[str, Block] = {genesis.hash: genesis}
+        self.listeners: list[Listener] = []
+        self._finalized = 0
+        self._forks = itertools.count(1)
 
     @property
     def best(self) -> Block:
@@ -46,30 +99,90 @@ class FakeChain:
 
     @property
     def finalized(self) -> Block:
-        return self.blocks[max(0, len(self.blocks) - 1 - self.finality_lag)]
+        return self.blocks[self._finalized]
 
     def produce(self) -> Block:
-        parent = self.best
-        block = Block(parent.number + 1, _hash(self.name, parent.number + 1), parent.hash)
+        block = self._append(self.best, 0)
+        self._notify("best", block)
+        self._finalize()
+        return block
+
+    def reorg(self, depth: int) -> Block:
+        """Replace the last ``depth`` blocks by a longer fork (``depth + 1`` blocks) from their
+        parent; nodes notify only the new best, as real ones do. Finalized blocks never revert."""
+        if not 0 < depth <= self.best.number - self.finalized.number:
+            raise ValueError(
+                f"reorg depth {depth} must be 1..{self.best.number - self.finalized.number} "
+                "(unfinalized blocks)"
+            )
+        fork = next(self._forks)
+        ancestor = self.blocks[self.best.number - depth]
+        del self.blocks[ancestor.number + 1 :]
+        block = ancestor
+        for _ in range(depth + 1):
+            block = self._append(block, fork)
+        self._notify("best", block)
+        self._finalize()
+        return block
+
+    async def run(self, block_time: float) -> None:
+        """Produce blocks forever, one every ``block_time`` seconds, unless stalled."""
+        while True:
+            await asyncio.sleep(block_time)
+            if not self.production_stalled:
+                self.produce()
+
+    def _append(self, parent: Block, fork: int) -> Block:
+        block = _make_block(self.name, parent.number + 1, parent.hash, fork)
         self.blocks.append(block)
         self.by_hash[block.hash] = block
         return block
 
-    async def run(self, block_time: float) -> None:
-        """Produce blocks forever, one every ``block_time`` seconds."""
-        while True:
-            await asyncio.sleep(block_time)
-            self.produce()
+    def _finalize(self) -> None:
+        target = max(self._finalized, self.best.number - self.finality_lag)
+        if not self.finality_stalled and target > self._finalized:
+            self._finalized = target
+            self._notify("finalized", self.finalized)
 
-
-def _hash(chain: str, number: int) -> str:
-    return "0x" + hashlib.blake2b(f"{chain}/{number}".encode(), digest_size=32).hexdigest()
+    def _notify(self, kind: str, block: Block) -> None:
+        for listener in self.listeners:
+            listener(kind, block)
 
 
 class RpcFault(Exception):
     def __init__(self, code: int, message: str) -> None:
         self.code = code
         self.message = message
+
+
+@dataclass
+class NodeFaults:
+    """Faults one node shows, as real nodes and proxies do; set them at any time."""
+
+    skip_heads: int = 0
+    """Drop this many coming new-head notifications (the client sees a gap)."""
+    too_many_connections: bool = False
+    """Answer HTTP 429 to RPC posts and WebSocket upgrades."""
+    latency: float = 0.0
+    """Seconds added before every answer (rate limiting shows up so, not as errors)."""
+    malformed_json: bool = False
+    """Answer with a truncated JSON body."""
+    omit_error_codes: bool = False
+    """Error objects without ``code`` (seen: ``{"error":{"message":"Method not found: …"}}``)."""
+
+
+@dataclass
+class _Subscription:
+    kind: str
+    notification: str
+    silent: bool = False
+
+
+@dataclass(eq=False)  # connections are kept in a set, by identity
+class _Connection:
+    ws: web.WebSocketResponse
+    outbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    subscriptions: dict[object, _Subscription] = field(default_factory=dict)
 
 
 class FakeSubstrateNode:
@@ -87,13 +200,23 @@ class FakeSubstrateNode:
         self.name = name
         self.peers = peers
         self.pad_numbers = pad_numbers
+        self.syncing = False
+        self.sync_gap = 0
+        """highestBlock − currentBlock in system_syncState."""
+        self.missing_methods: set[str] = set()
+        """Methods this node does not implement (seen: system_syncState on some servers)."""
+        self.integer_subscription_ids = False
+        """Substrate's ids are strings; other servers use integers."""
+        self.faults = NodeFaults()
         self.requests: dict[str, int] = {}
+        self._connections: set[_Connection] = set()
+        self._ids = itertools.count(1)
         self._methods: dict[str, Callable[[list[Any]], Any]] = {
             "system_health": lambda _: self.health(),
             "system_syncState": lambda _: {
                 "startingBlock": 0,
                 "currentBlock": chain.best.number,
-                "highestBlock": chain.best.number,
+                "highestBlock": chain.best.number + self.sync_gap,
             },
             "system_chain": lambda _: chain.name,
             "system_name": lambda _: self.name,
@@ -102,20 +225,26 @@ class FakeSubstrateNode:
             "chain_getFinalizedHead": lambda _: chain.finalized.hash,
             "chain_getFinalisedHead": lambda _: chain.finalized.hash,
             "chain_getBlockHash": self._get_block_hash,
-            "rpc_methods": lambda _: {"version": 1, "methods": sorted(self._methods)},
+            "rpc_methods": lambda _: {
+                "version": 1,
+                "methods": sorted(
+                    {*self._methods, *SUBSCRIPTIONS, *UNSUBSCRIBE} - self.missing_methods
+                ),
+            },
         }
+        chain.listeners.append(self._on_block)
 
     def health(self) -> dict[str, Any]:
-        return {"peers": self.peers, "isSyncing": False, "shouldHavePeers": True}
+        return {"peers": self.peers, "isSyncing": self.syncing, "shouldHavePeers": True}
 
     def header(self, block: Block) -> dict[str, Any]:
         number = f"0x{block.number:08x}" if self.pad_numbers else hex(block.number)
         return {
             "parentHash": block.parent_hash,
             "number": number,
-            "stateRoot": _hash("state", block.number),
-            "extrinsicsRoot": _hash("extrinsics", block.number),
-            "digest": {"logs": []},
+            "stateRoot": block.state_root,
+            "extrinsicsRoot": block.extrinsics_root,
+            "digest": {"logs": list(block.logs)},
         }
 
     def _get_header(self, params: list[Any]) -> dict[str, Any] | None:
@@ -144,42 +273,157 @@ class FakeSubstrateNode:
         blocks = self.chain.blocks
         return blocks[number].hash if number < len(blocks) else None
 
-    def answer(self, request: Any) -> dict[str, Any]:
+    def answer(self, request: Any, connection: _Connection | None = None) -> dict[str, Any]:
         """The JSON-RPC response object for one request object."""
         if not isinstance(request, dict) or not isinstance(request.get("method"), str):
-            return _error(None, -32600, "Invalid request")
+            return self._error(None, -32600, "Invalid request")
         method, request_id = request["method"], request.get("id")
         self.requests[method] = self.requests.get(method, 0) + 1
         params = request.get("params", [])
         try:
             if method in UNSAFE_METHODS:
                 raise RpcFault(-32601, "RPC call is unsafe to be called externally")
-            handler = self._methods.get(method)
-            if handler is None:
-                raise RpcFault(-32601, "Method not found")
             if not isinstance(params, list):
                 raise RpcFault(-32602, "Invalid params: expected an array")
-            return {"jsonrpc": "2.0", "id": request_id, "result": handler(params)}
+            result = self._call(method, params, connection)
+            return {"jsonrpc": "2.0", "id": request_id, "result": result}
         except RpcFault as fault:
-            return _error(request_id, fault.code, fault.message)
+            return self._error(request_id, fault.code, fault.message)
+
+    def _call(self, method: str, params: list[Any], connection: _Connection | None) -> Any:
+        handler = self._methods.get(method)
+        if method in self.missing_methods:
+            handler = None
+        elif handler is None and connection is not None:  # subscriptions need a WebSocket
+            if method in SUBSCRIPTIONS:
+                return self._subscribe(method, connection)
+            if method in UNSUBSCRIBE:
+                return connection.subscriptions.pop(params[0] if params else None, None) is not None
+        if handler is None:
+            raise RpcFault(-32601, f"Method not found: {method}")
+        return handler(params)
+
+    def _subscribe(self, method: str, connection: _Connection) -> object:
+        kind, notification, _ = SUBSCRIPTIONS[method]
+        number = next(self._ids)
+        subscription: object = number if self.integer_subscription_ids else f"sub{number:013x}"
+        connection.subscriptions[subscription] = _Subscription(kind, notification)
+        # A real node sends the current head right after the subscription id.
+        current = self.chain.best if kind == "best" else self.chain.finalized
+        asyncio.get_running_loop().call_soon(self._send, connection, subscription, current)
+        return subscription
+
+    def _error(self, request_id: Any, code: int, message: str) -> dict[str, Any]:
+        error: dict[str, Any] = {"message": message}
+        if not self.faults.omit_error_codes:
+            error["code"] = code
+        return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+    def _on_block(self, kind: str, block: Block) -> None:
+        if kind == "best" and self.faults.skip_heads > 0:
+            self.faults.skip_heads -= 1
+            return
+        for connection in self._connections:
+            for subscription, sub in connection.subscriptions.items():
+                if sub.kind == kind:
+                    self._send(connection, subscription, block)
+
+    def _send(self, connection: _Connection, subscription: object, block: Block) -> None:
+        sub = connection.subscriptions.get(subscription)
+        if sub is None or sub.silent:
+            return
+        notification = {
+            "jsonrpc": "2.0",
+            "method": sub.notification,
+            "params": {"subscription": subscription, "result": self.header(block)},
+        }
+        connection.outbox.put_nowait(json.dumps(notification))
+
+    def silence_subscriptions(self) -> None:
+        """The subscriptions open now stop notifying; their sockets stay open and answer calls,
+        and a new subscription works (the stuck-subscription bug of real nodes)."""
+        for connection in self._connections:
+            for sub in connection.subscriptions.values():
+                sub.silent = True
+
+    async def close_websockets(self) -> None:
+        """Close every WebSocket mid-stream, as a restarting node or a proxy does."""
+        for connection in list(self._connections):
+            await connection.ws.close()
+
+    @property
+    def websockets(self) -> int:
+        return len(self._connections)
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/", self._rpc)
+        app.router.add_get("/", self._websocket)
         app.router.add_get("/health", self._health)
         app.router.add_get("/health/readiness", self._readiness)
+        app.router.add_get("/metrics", self._metrics)
         return app
 
+    def _body(self, payload: Any) -> str:
+        text = json.dumps(payload)
+        return text[: len(text) // 2] if self.faults.malformed_json else text
+
     async def _rpc(self, request: web.Request) -> web.Response:
+        if self.faults.too_many_connections:
+            return web.Response(status=429, text="Too many connections")
+        await asyncio.sleep(self.faults.latency)
         try:
             payload = json.loads(await request.read())
         except ValueError:
-            return web.json_response(_error(None, -32700, "Parse error"))
+            return self._json(self._error(None, -32700, "Parse error"))
         if isinstance(payload, list):
             if not payload:
-                return web.json_response(_error(None, -32600, "Invalid request: empty batch"))
-            return web.json_response([self.answer(item) for item in payload])
-        return web.json_response(self.answer(payload))
+                return self._json(self._error(None, -32600, "Invalid request: empty batch"))
+            return self._json([self.answer(item) for item in payload])
+        return self._json(self.answer(payload))
+
+    def _json(self, payload: Any) -> web.Response:
+        return web.Response(text=self._body(payload), content_type="application/json")
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        if self.faults.too_many_connections:
+            return web.Response(status=429, text="Too many connections")
+        ws = web.WebSocketResponse()
+        if not ws.can_prepare(request).ok:
+            return web.Response(
+                status=405, text="Used HTTP Method is not allowed. POST is required"
+            )
+        await ws.prepare(request)
+        connection = _Connection(ws)
+        self._connections.add(connection)
+        sender = asyncio.create_task(self._sender(connection), name=f"fake-node-ws:{self.name}")
+        try:
+            async for message in ws:
+                if message.type != WSMsgType.TEXT:
+                    break
+                await asyncio.sleep(self.faults.latency)
+                connection.outbox.put_nowait(self._body(self._ws_answer(message.data, connection)))
+        finally:
+            self._connections.discard(connection)
+            sender.cancel()
+            with suppress(asyncio.CancelledError):
+                await sender
+        return ws
+
+    def _ws_answer(self, data: str, connection: _Connection) -> Any:
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            return self._error(None, -32700, "Parse error")
+        if isinstance(payload, list):
+            return [self.answer(item, connection) for item in payload]
+        return self.answer(payload, connection)
+
+    async def _sender(self, connection: _Connection) -> None:
+        while True:
+            text = await connection.outbox.get()
+            with suppress(ConnectionError):
+                await connection.ws.send_str(text)
 
     async def _health(self, _: web.Request) -> web.Response:
         return web.json_response(self.health())
@@ -189,15 +433,62 @@ class FakeSubstrateNode:
         ready = not health["isSyncing"] and health["peers"] > 0
         return web.Response(status=200 if ready else 500)
 
+    async def _metrics(self, _: web.Request) -> web.Response:
+        return web.Response(
+            body=self.metrics_page().encode(), headers={"Content-Type": TEXT_FORMAT}
+        )
+
+    def metrics_page(self) -> str:
+        """The node's Prometheus page (REFERENCE.md §2, port 9615), label ``chain``."""
+        chain, best = json.dumps(self.chain.name), self.chain.best.number
+        heights = {"best": best, "finalized": self.chain.finalized.number}
+        heights["sync_target"] = best + self.sync_gap
+        gauges = {
+            "substrate_number_leaves": 1,
+            "substrate_ready_transactions_number": 0,
+            "substrate_sub_libp2p_peers_count": self.peers,
+            "substrate_sub_libp2p_is_major_syncing": int(self.syncing),
+            "substrate_finality_grandpa_round": self.chain.finalized.number,
+        }
+        lines = ["# TYPE substrate_block_height gauge"]
+        lines += [
+            f'substrate_block_height{{status="{status}",chain={chain}}} {value}'
+            for status, value in heights.items()
+        ]
+        for name, value in gauges.items():
+            lines += [f"# TYPE {name} gauge", f"{name}{{chain={chain}}} {value}"]
+        lines += [
+            "# TYPE substrate_import_queue_processed_total counter",
+            f'substrate_import_queue_processed_total{{result="success",chain={chain}}} {best}',
+            "# TYPE substrate_sub_txpool_validations_scheduled counter",
+            f"substrate_sub_txpool_validations_scheduled{{chain={chain}}} 0",
+            "# TYPE substrate_sub_txpool_validations_finished counter",
+            f"substrate_sub_txpool_validations_finished{{chain={chain}}} 0",
+            "# TYPE substrate_build_info gauge",
+            f'substrate_build_info{{name="{self.name}",version="1.0.0-sandbox",chain={chain}}} 1',
+        ]
+        for histogram in (
+            "substrate_block_verification_time",
+            "substrate_block_propagation_time",
+            "substrate_proposer_block_constructed",
+        ):
+            lines += [
+                f"# TYPE {histogram} histogram",
+                f'{histogram}_bucket{{le="0.1",chain={chain}}} {best}',
+                f'{histogram}_bucket{{le="+Inf",chain={chain}}} {best}',
+                f"{histogram}_sum{{chain={chain}}} {best * 0.01:.2f}",
+                f"{histogram}_count{{chain={chain}}} {best}",
+            ]
+        return "\n".join(lines) + "\n"
+
     @asynccontextmanager
     async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-        """Serve on host:port (0 = a free port); yields the node's RPC URL."""
+        """Serve on host:port (0 = a free port); yields the node's RPC URL (HTTP and WS)."""
         async with serving(self.app(), host, port) as bound:
-            yield f"http://{host}:{bound}"
-
-
-def _error(request_id: Any, code: int, message: str) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+            try:
+                yield f"http://{host}:{bound}"
+            finally:
+                await self.close_websockets()
 
 
 @asynccontextmanager

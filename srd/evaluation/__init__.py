@@ -1,0 +1,1 @@
+"""Evaluation: rule packs (SLOs …), the series store, alert state, and Prometheus export."""

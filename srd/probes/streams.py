@@ -1,0 +1,78 @@
+"""The platform's JSON stream stats endpoint, e.g. ``{"active_streams": 3, "viewers": 120}``,
+observed as samples under the platform's metric names (see srd.streams)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+
+import aiohttp
+
+from srd.config import StreamStatsTarget
+from srd.model import Observation, Sample
+from srd.probes.exporter import ScrapeError, read_limited
+from srd.streams import ACTIVE_STREAMS, VIEWER_COUNT
+
+MAX_BODY_BYTES = 64 * 1024
+"""A stats object is a few dozen bytes; anything near this is not one."""
+FIELDS = {"active_streams": ACTIVE_STREAMS, "viewers": VIEWER_COUNT}
+
+
+def parse_stats(body: bytes) -> tuple[Sample, ...]:
+    """The two counts as samples; ScrapeError naming the field when one is missing or bad."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise ScrapeError(f"invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ScrapeError("expected a JSON object")
+    samples = []
+    for field, name in FIELDS.items():
+        value = data.get(field)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ScrapeError(f"{field!r} is missing or not a number")
+        if not math.isfinite(value) or value < 0:
+            raise ScrapeError(f"{field!r} is not a count: {value}")
+        samples.append(Sample(name, (), float(value)))
+    return tuple(samples)
+
+
+class StreamStatsProbe:
+    kind = "streams"
+
+    def __init__(self, target: StreamStatsTarget, session: aiohttp.ClientSession) -> None:
+        self.target = target
+        self._session = session
+
+    async def __call__(self) -> Observation:
+        target = self.target
+        loop = asyncio.get_running_loop()
+        started, at = loop.time(), time.time()
+        samples: tuple[Sample, ...] | None = None
+        try:
+            async with (
+                asyncio.timeout(target.timeout),
+                self._session.get(str(target.url), allow_redirects=False) as response,
+            ):
+                if response.status != 200:
+                    raise ScrapeError(f"unexpected status {response.status}")
+                body = await read_limited(response, MAX_BODY_BYTES)
+            samples = parse_stats(body)
+            reason = ""
+        except TimeoutError:
+            reason = f"timeout after {target.timeout:g}s"
+        except ScrapeError as exc:
+            reason = str(exc)
+        except aiohttp.ClientError as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        return Observation(
+            self.kind,
+            target.name,
+            at,
+            loop.time() - started,
+            up=not reason,
+            reason=reason,
+            samples=samples,
+        )
