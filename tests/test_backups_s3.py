@@ -44,6 +44,8 @@ def _dummy_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+    # Never let the credential chain reach for the EC2 metadata address from a test.
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 @pytest.fixture
@@ -214,7 +216,8 @@ async def test_an_unreachable_endpoint_is_no_data_with_the_reason() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    status = await checker(make_pack(f"http://127.0.0.1:{port}", "down", "2s")).check()
+    # The budget covers botocore's one retry with its backoff, so the refusal is what's seen.
+    status = await checker(make_pack(f"http://127.0.0.1:{port}", "down", "10s")).check()
     assert status["database_failure"].state == "unknown"
     assert "Could not connect" in status["database_failure"].reason
 

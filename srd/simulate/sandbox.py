@@ -95,7 +95,13 @@ async def running_sandbox(
             urls[name] = await stack.enter_async_context(serve(app))
         values = {name.upper().replace("-", "_") + "_URL": url for name, url in urls.items()}
         config_path = write_config(
-            state_dir, values | {"STATE_DIR": str(state_dir), "LISTEN": listen}
+            state_dir,
+            values
+            | {
+                "STATE_DIR": str(state_dir),
+                "LISTEN": listen,
+                "RULES_DIR": str(files("srd.simulate").joinpath("rules")),
+            },
         )
         yield Sandbox(chain, nodes, services, platform, urls, config_path)
 

@@ -1,0 +1,1 @@
+"""Actuators act on infrastructure (Kubernetes, AWS, plug-ins); see ``base`` for the contract."""
