@@ -62,19 +62,22 @@ class StepRecord:
 
 
 class Journal(Protocol):
-    async def record_alert(self, fingerprint: str, starts_at: str, status: str,
-                           alert: dict[str, Any]) -> bool:
+    async def record_alert(
+        self, fingerprint: str, starts_at: str, status: str, alert: dict[str, Any]
+    ) -> bool:
         """Record one received alert; False when this (fingerprint, startsAt, status) was
         already recorded (an Alertmanager resend or an HA duplicate)."""
         ...
 
-    async def start_execution(self, runbook: str, key: str, mode: str, correlation_id: str,
-                              alert: dict[str, Any]) -> ExecutionRecord | None:
+    async def start_execution(
+        self, runbook: str, key: str, mode: str, correlation_id: str, alert: dict[str, Any]
+    ) -> ExecutionRecord | None:
         """Create an execution in state ``planned``; None when ``key`` already exists."""
         ...
 
-    async def set_state(self, execution_id: str, state: ExecutionState,
-                        detail: dict[str, Any] | None = None) -> None: ...
+    async def set_state(
+        self, execution_id: str, state: ExecutionState, detail: dict[str, Any] | None = None
+    ) -> None: ...
 
     async def step(self, record: StepRecord) -> None:
         """Append a step event (started or ended)."""
