@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from srd import __version__, logs
 from srd.config import (
@@ -23,6 +26,7 @@ from srd.config import (
     split_host_port,
 )
 from srd.evaluation.commands import rules_export, rules_test
+from srd.probes.oneshot import probe_once
 from srd.runtime import Daemon, Setup, load_setup
 
 EXIT_CONFIG = 2
@@ -80,6 +84,20 @@ def _parser() -> argparse.ArgumentParser:
         action.add_argument("--config", help="config file whose evaluation.rules to use")
         action.set_defaults(handler=handler)
 
+    probe = commands.add_parser(
+        "probe", help="probe one target once and print what srd sees as JSON (exit 1 if down)"
+    )
+    probe.add_argument("kind", choices=["substrate", "exporter", "http"])
+    probe.add_argument("url", help="JSON-RPC URL, metrics page URL or health URL")
+    probe.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    probe.add_argument(
+        "--keep", action="append", default=[], help="exporter: a metric name to extract (repeat)"
+    )
+    probe.add_argument(
+        "--expect-status", type=int, action="append", help="http: an accepted status (repeat)"
+    )
+    probe.set_defaults(handler=_probe)
+
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=_version)
     return parser
@@ -131,6 +149,29 @@ def _rules_export(args: argparse.Namespace) -> int:
 def _rules_test(args: argparse.Namespace) -> int:
     paths = _rule_paths(args)
     return EXIT_CONFIG if paths is None else rules_test(paths, promtool=args.promtool)
+
+
+def _probe(args: argparse.Namespace) -> int:
+    if args.kind == "exporter" and not args.keep:
+        print("srd probe exporter: name the series to extract with --keep NAME", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        report, up = asyncio.run(
+            probe_once(
+                args.kind,
+                args.url,
+                timeout_seconds=args.timeout,
+                keep=args.keep,
+                expect_status=args.expect_status or [200],
+            )
+        )
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            print(f"srd probe {args.kind}: {where}: {error['msg']}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(json.dumps(report, indent=2))
+    return 0 if up else 1
 
 
 def _version(_: argparse.Namespace) -> int:
