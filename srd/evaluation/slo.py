@@ -298,7 +298,8 @@ class NoDataAlert:
     def window(self) -> float:
         return min((t.long_window for t in self.slo.tiers if t.enabled), default=HOUR)
 
-    for_ = 0.0
+    # A start or restart has no events for a moment; only a lasting gap is worth a ticket.
+    for_ = 600.0
     keep_firing_for = 0.0
 
     @property
