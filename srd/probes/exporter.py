@@ -10,15 +10,14 @@ for the values (tests compare the two on generated pages).
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from collections.abc import Iterable, Mapping
 
 import aiohttp
 
 from srd.config import ExporterTarget
 from srd.model import Observation, Sample
+from srd.probes.fetch import Payload, ScrapeError, observe, read_limited
 
 ACCEPT = "text/plain;version=0.0.4;q=1.0,*/*;q=0.1"
 SUFFIXES = ("_bucket", "_sum", "_count")
@@ -33,16 +32,8 @@ _ESCAPE = re.compile(r"\\[\\n\"]")
 _UNESCAPED = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
 
 
-class ScrapeError(Exception):
-    """The page cannot be used; ``str()`` is the reason the observation gives."""
-
-
 class PageError(ScrapeError, ValueError):
     """A wanted line of the page is not valid text format."""
-
-
-class BodyTooLarge(ScrapeError):
-    """The page is bigger than the configured limit; it was not read past it."""
 
 
 class Extractor:
@@ -125,21 +116,6 @@ def _number(text: str, name: str) -> int | float:
         raise PageError(f"invalid number {text[:40]!r} in {name}") from None
 
 
-async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, or BodyTooLarge as soon as it is known to exceed ``limit`` bytes."""
-    declared = response.content_length
-    if declared is not None and declared > limit:
-        raise BodyTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks, size = [], 0
-    # Never asks for more than one byte past the limit, so a huge body is not buffered.
-    while chunk := await response.content.read(limit + 1 - size):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 class ExporterProbe:
     """Scrapes one exporter page; up with the kept samples, or down with the reason."""
 
@@ -151,34 +127,14 @@ class ExporterProbe:
         self._extract = Extractor(target.keep, target.match)
 
     async def __call__(self) -> Observation:
+        return await observe(self.kind, self.target, self._scrape)
+
+    async def _scrape(self, payload: Payload) -> None:
         target = self.target
-        loop = asyncio.get_running_loop()
-        started, at = loop.time(), time.time()
-        samples: tuple[Sample, ...] | None = None
-        try:
-            async with (
-                asyncio.timeout(target.timeout),
-                self._session.get(
-                    str(target.url), headers={"Accept": ACCEPT}, allow_redirects=False
-                ) as response,
-            ):
-                if response.status != 200:
-                    raise ScrapeError(f"unexpected status {response.status}")
-                body = await read_limited(response, target.max_body_bytes)
-            samples = tuple(self._extract(body.decode("utf-8", errors="replace")))
-            reason = ""
-        except TimeoutError:
-            reason = f"timeout after {target.timeout:g}s"
-        except ScrapeError as exc:
-            reason = str(exc)
-        except aiohttp.ClientError as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-        return Observation(
-            self.kind,
-            target.name,
-            at,
-            loop.time() - started,
-            up=not reason,
-            reason=reason,
-            samples=samples,
-        )
+        async with self._session.get(
+            str(target.url), headers={"Accept": ACCEPT}, allow_redirects=False
+        ) as response:
+            if response.status != 200:
+                raise ScrapeError(f"unexpected status {response.status}")
+            body = await read_limited(response, target.max_body_bytes)
+        payload.samples = tuple(self._extract(body.decode("utf-8", errors="replace")))

@@ -7,11 +7,9 @@ large, too many redirects), so an alert can say what broke without anyone re-run
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import ssl
-import time
 from collections.abc import Callable
 
 import aiohttp
@@ -19,7 +17,7 @@ import aiohttp
 from srd.config import BodyMatch, HttpTarget, JsonScalar
 from srd.jsonpath import JsonPath
 from srd.model import Observation
-from srd.probes.exporter import ScrapeError, read_limited
+from srd.probes.fetch import Payload, ScrapeError, observe, read_limited
 
 
 class BodyMismatch(Exception):
@@ -101,64 +99,23 @@ class HttpProbe:
             self._headers["Authorization"] = f"Bearer {target.bearer_token.value}"
 
     async def __call__(self) -> Observation:
+        return await observe(self.kind, self.target, self._get)
+
+    async def _get(self, payload: Payload) -> None:
         target = self.target
-        loop = asyncio.get_running_loop()
-        started, at = loop.time(), time.time()
-        status: int | None = None
-        reason = ""
-        try:
-            async with (
-                asyncio.timeout(target.timeout),
-                self._session.get(
-                    str(target.url),
-                    headers=self._headers,
-                    ssl=self._ssl,
-                    allow_redirects=target.max_redirects > 0,
-                    # aiohttp fails on reaching max_redirects; srd's value is how many to follow.
-                    max_redirects=target.max_redirects + 1,
-                ) as response,
-            ):
-                status = response.status
-                if status not in target.expect_status:
-                    reason = f"unexpected status {status}"
-                elif self._check is not None:
+        async with self._session.get(
+            str(target.url),
+            headers=self._headers,
+            ssl=self._ssl,
+            allow_redirects=target.max_redirects > 0,
+            # aiohttp fails on reaching max_redirects; srd's value is how many to follow.
+            max_redirects=target.max_redirects + 1,
+        ) as response:
+            payload.http_status = response.status
+            if response.status not in target.expect_status:
+                raise ScrapeError(f"unexpected status {response.status}")
+            if self._check is not None:
+                try:
                     self._check(await read_limited(response, target.max_body_bytes))
-        except TimeoutError:
-            reason = f"timeout after {target.timeout:g}s"
-        except BodyMismatch as exc:
-            reason = f"body mismatch: {exc}"
-        except ScrapeError as exc:  # the body is over max_body_bytes
-            reason = str(exc)
-        except aiohttp.ClientError as exc:
-            reason = describe_client_error(exc)
-        return Observation(
-            self.kind,
-            target.name,
-            at,
-            loop.time() - started,
-            up=not reason,
-            reason=reason,
-            http_status=status,
-        )
-
-
-def describe_client_error(exc: aiohttp.ClientError) -> str:
-    """A short reason for a failed request, naming the cause an operator acts on."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        cause = exc.certificate_error
-        detail = getattr(cause, "verify_message", None) or str(cause)
-        return f"TLS certificate verification failed for {exc.host}:{exc.port}: {detail}"
-    if isinstance(exc, aiohttp.ClientConnectorSSLError):
-        return f"TLS handshake with {exc.host}:{exc.port} failed: {exc.os_error}"
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return f"cannot resolve {exc.host}: {exc.os_error.strerror or exc.os_error}"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        if isinstance(exc.os_error, ConnectionRefusedError):
-            return f"connection refused by {exc.host}:{exc.port}"
-        return f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
-    if isinstance(exc, aiohttp.TooManyRedirects):
-        # history holds the redirects followed plus the one that went over the limit.
-        return f"more than {len(exc.history) - 1} redirects (last from {exc.history[-1].url})"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection without answering"
-    return f"{type(exc).__name__}: {exc}"
+                except BodyMismatch as exc:
+                    raise ScrapeError(f"body mismatch: {exc}") from None

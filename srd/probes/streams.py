@@ -3,16 +3,14 @@ observed as samples under the platform's metric names (see srd.streams)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-import time
 
 import aiohttp
 
 from srd.config import StreamStatsTarget
 from srd.model import Observation, Sample
-from srd.probes.exporter import ScrapeError, read_limited
+from srd.probes.fetch import Payload, ScrapeError, observe, read_limited
 from srd.streams import ACTIVE_STREAMS, VIEWER_COUNT
 
 MAX_BODY_BYTES = 64 * 1024
@@ -47,32 +45,11 @@ class StreamStatsProbe:
         self._session = session
 
     async def __call__(self) -> Observation:
-        target = self.target
-        loop = asyncio.get_running_loop()
-        started, at = loop.time(), time.time()
-        samples: tuple[Sample, ...] | None = None
-        try:
-            async with (
-                asyncio.timeout(target.timeout),
-                self._session.get(str(target.url), allow_redirects=False) as response,
-            ):
-                if response.status != 200:
-                    raise ScrapeError(f"unexpected status {response.status}")
-                body = await read_limited(response, MAX_BODY_BYTES)
-            samples = parse_stats(body)
-            reason = ""
-        except TimeoutError:
-            reason = f"timeout after {target.timeout:g}s"
-        except ScrapeError as exc:
-            reason = str(exc)
-        except aiohttp.ClientError as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-        return Observation(
-            self.kind,
-            target.name,
-            at,
-            loop.time() - started,
-            up=not reason,
-            reason=reason,
-            samples=samples,
-        )
+        return await observe(self.kind, self.target, self._read)
+
+    async def _read(self, payload: Payload) -> None:
+        async with self._session.get(str(self.target.url), allow_redirects=False) as response:
+            if response.status != 200:
+                raise ScrapeError(f"unexpected status {response.status}")
+            body = await read_limited(response, MAX_BODY_BYTES)
+        payload.samples = parse_stats(body)

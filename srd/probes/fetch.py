@@ -1,0 +1,97 @@
+"""What the HTTP-based probes share: a timed observation, a bounded body, and one way of
+turning a failure into the reason an operator reads."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from srd.config import ProbeTarget
+from srd.model import Observation, Sample
+
+
+class ScrapeError(Exception):
+    """The answer cannot be used; ``str()`` is the reason the observation gives."""
+
+
+class BodyTooLarge(ScrapeError):
+    """The body is bigger than the configured limit; it was not read past it."""
+
+
+@dataclass
+class Payload:
+    """What a probe learned, filled in as it goes (the status is known before a body fails)."""
+
+    samples: tuple[Sample, ...] | None = None
+    http_status: int | None = None
+
+
+async def observe(
+    kind: str, target: ProbeTarget, work: Callable[[Payload], Awaitable[None]]
+) -> Observation:
+    """Run ``work`` within the target's timeout; up when it returns, down with the reason
+    when it raises ScrapeError, times out or fails to connect."""
+    loop = asyncio.get_running_loop()
+    started, at = loop.time(), time.time()
+    payload = Payload()
+    reason = ""
+    try:
+        async with asyncio.timeout(target.timeout):
+            await work(payload)
+    except TimeoutError:
+        reason = f"timeout after {target.timeout:g}s"
+    except ScrapeError as exc:
+        reason = str(exc)
+    except aiohttp.ClientError as exc:
+        reason = describe_client_error(exc)
+    return Observation(
+        kind,
+        target.name,
+        at,
+        loop.time() - started,
+        up=not reason,
+        reason=reason,
+        samples=None if reason else payload.samples,
+        http_status=payload.http_status,
+    )
+
+
+async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, or BodyTooLarge as soon as it is known to exceed ``limit`` bytes."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise BodyTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    # Never asks for more than one byte past the limit, so a huge body is not buffered.
+    while chunk := await response.content.read(limit + 1 - size):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def describe_client_error(exc: aiohttp.ClientError) -> str:
+    """A short reason for a failed request, naming the cause an operator acts on."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cause = exc.certificate_error
+        detail = getattr(cause, "verify_message", None) or str(cause)
+        return f"TLS certificate verification failed for {exc.host}:{exc.port}: {detail}"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        return f"TLS handshake with {exc.host}:{exc.port} failed: {exc.os_error}"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"cannot resolve {exc.host}: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return f"connection refused by {exc.host}:{exc.port}"
+        return f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        # history holds the redirects followed plus the one that went over the limit.
+        return f"more than {len(exc.history) - 1} redirects (last from {exc.history[-1].url})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without answering"
+    return f"{type(exc).__name__}: {exc}"
