@@ -513,6 +513,82 @@ class EvaluationConfig(Strict):
         return self
 
 
+class BasicAuth(Strict):
+    username: str = Field(min_length=1)
+    password: SecretRef
+
+
+class WebhookAuth(Strict):
+    """How callers of /alertmanager and /api/* prove who they are (Alertmanager's
+    ``http_config``: ``authorization`` with a bearer token, or ``basic_auth``)."""
+
+    bearer_token: SecretRef | None = None
+    basic: BasicAuth | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> WebhookAuth:
+        if (self.bearer_token is None) == (self.basic is None):
+            raise ValueError("give exactly one of 'bearer_token' or 'basic'")
+        return self
+
+
+class FailoverConfig(Strict):
+    """Alert intake (Alertmanager webhook, srd's own rules), runbooks and their guards."""
+
+    runbooks: list[Path] = Field(
+        default_factory=list,
+        description="Runbook files or directories (every *.yaml / *.yml in them); relative "
+        "paths are read beside the config.",
+    )
+    auth: WebhookAuth | None = Field(
+        None,
+        description="Credentials /alertmanager and /api/* require. Required in armed mode: an "
+        "unauthenticated endpoint that can trigger failover is an open door.",
+    )
+    queue_size: int = Field(
+        1000,
+        gt=0,
+        description="Alerts waiting to be decided on. When full the webhook answers 503 and "
+        "Alertmanager retries; 1000 is minutes of a large incident's alert storm.",
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        gt=0,
+        description="Largest webhook body (bytes); larger gets 413. An alert is about 1 KiB; "
+        "1 MiB holds a group of ~1000 alerts (set max_alerts in Alertmanager above that).",
+    )
+    kill_switch_file: Path | None = Field(
+        None,
+        description="While this file exists no step runs (POST /api/killswitch creates and "
+        "removes it, so the switch survives a restart). Default: <state_dir>/killswitch.",
+    )
+    cooldown: Duration = Field(
+        1800.0,
+        description="Seconds after an execution of a runbook ends before it may run again "
+        "(a runbook can set its own). 30 m: longer than DNS TTL 300 s plus convergence, so a "
+        "failover is judged on its effect before anything flips again.",
+    )
+    flap_window: Duration = Field(
+        3600.0, description="Window (seconds) over which flap_max is counted."
+    )
+    flap_max: int = Field(
+        3,
+        gt=0,
+        description="Executions one alert (fingerprint) may start within flap_window, cancelled "
+        "ones included: an alert that fires and resolves over and over is flapping, and acting "
+        "on each flip does more harm than the fault.",
+    )
+    execution_window: Duration = Field(
+        3600.0, description="Window (seconds) over which max_executions is counted."
+    )
+    max_executions: int = Field(
+        5,
+        gt=0,
+        description="Executions of all runbooks that may start within execution_window: a cap "
+        "on the blast radius of automation gone wrong (the rest are blocked and journaled).",
+    )
+
+
 class Config(Strict):
     mode: Mode = Field(Mode.OBSERVE, description="observe (default), dry-run or armed.")
     state_dir: Path = Field(
@@ -524,6 +600,16 @@ class Config(Strict):
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    failover: FailoverConfig = Field(default_factory=FailoverConfig)
+
+    @model_validator(mode="after")
+    def _armed_needs_auth(self) -> Config:
+        if self.mode is Mode.ARMED and self.failover.auth is None:
+            raise ValueError(
+                "mode armed needs failover.auth (bearer_token or basic): srd will not take "
+                "failover triggers from unauthenticated callers"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -552,11 +638,16 @@ def resolve_config_path(cli_value: str | None) -> Path:
 
 def load_config(path: Path) -> Config:
     """Read and validate ``path``; raise ConfigError naming every problem."""
+    return load_yaml_model(path, Config)
+
+
+def load_yaml_model(path: Path, model: type[M]) -> M:
+    """Read ``path`` and validate it as ``model``; an unreadable file is a ConfigError too."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([ConfigIssue(str(path), "", f"cannot read: {exc.strerror}")]) from None
-    return parse_config(text, str(path))
+    return parse_yaml_model(text, str(path), model)
 
 
 M = TypeVar("M", bound=BaseModel)

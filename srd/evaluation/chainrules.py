@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from srd.config import ConfigError, ConfigIssue, Strict, parse_yaml_model
+from srd.config import Strict, load_yaml_model, parse_yaml_model
 from srd.durations import Duration, format_duration
 from srd.evaluation.rules import (
     AlertRule,
@@ -305,8 +305,4 @@ def parse_chain_pack(text: str, filename: str) -> ChainHealth:
 
 def load_chain_pack(path: Path) -> ChainHealth:
     """Read and validate a chain pack; ConfigError names file, line and key of each problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([ConfigIssue(str(path), "", f"cannot read: {exc.strerror}")]) from None
-    return parse_chain_pack(text, str(path))
+    return load_yaml_model(path, ChainPack).chain

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from srd.config import ConfigError, ConfigIssue, SecretRef, Strict, parse_yaml_model
+from srd.config import SecretRef, Strict, load_yaml_model, parse_yaml_model
 from srd.durations import Duration
 from srd.evaluation.chainrules import AlertGroup, Compare, ThresholdAlert
 from srd.model import RecoveryRecord
@@ -205,11 +205,7 @@ def parse_recovery_pack(text: str, filename: str) -> RecoveryPack:
 
 def load_recovery_pack(path: Path) -> RecoveryPack:
     """Read and validate a DR rule pack; ConfigError names file, line and key of each problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([ConfigIssue(str(path), "", f"cannot read: {exc.strerror}")]) from None
-    return parse_recovery_pack(text, str(path))
+    return load_yaml_model(path, RecoveryPack)
 
 
 # --- RPO -------------------------------------------------------------------------------------
