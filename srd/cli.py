@@ -26,6 +26,7 @@ from srd.config import (
     split_host_port,
 )
 from srd.evaluation.commands import rules_export, rules_test
+from srd.journal_cli import journal_list, journal_show
 from srd.probes.oneshot import probe_once
 from srd.runtime import Daemon, Setup, load_setup
 
@@ -97,6 +98,16 @@ def _parser() -> argparse.ArgumentParser:
         "--expect-status", type=int, action="append", help="http: an accepted status (repeat)"
     )
     probe.set_defaults(handler=_probe)
+
+    journal = commands.add_parser(
+        "journal", help="list failover executions, or show one with its steps and guard blocks"
+    )
+    journal.add_argument("id", nargs="?", help="an execution id (omit to list the newest)")
+    journal.add_argument("--config", help="config whose state_dir holds the journal")
+    journal.add_argument("--journal", help="a state directory or sqlite:///path (overrides)")
+    journal.add_argument("--limit", type=int, default=20, help="executions to list (20)")
+    journal.add_argument("--json", action="store_true", help="print JSON")
+    journal.set_defaults(handler=_journal)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=_version)
@@ -172,6 +183,20 @@ def _probe(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     print(json.dumps(report, indent=2))
     return 0 if up else 1
+
+
+def _journal(args: argparse.Namespace) -> int:
+    target: str | Path
+    if args.journal:
+        target = args.journal
+    else:
+        setup = _load(resolve_config_path(args.config))
+        if setup is None:
+            return EXIT_CONFIG
+        target = setup.config.state_dir
+    if args.id:
+        return journal_show(target, args.id, as_json=args.json)
+    return journal_list(target, limit=args.limit, as_json=args.json)
 
 
 def _version(_: argparse.Namespace) -> int:

@@ -487,6 +487,18 @@ class DiscoveryConfig(Strict):
         return self
 
 
+class PrometheusSource(Strict):
+    """A Prometheus server to read SLIs that srd cannot compute from its own series."""
+
+    url: AnyHttpUrl
+    timeout: Duration = Field(10.0, description="Limit of each query; the loop never waits on it.")
+    lag: Duration = Field(
+        30.0,
+        description="Queries are evaluated this far in the past: about two scrape intervals, so "
+        "the newest samples have arrived and a window is never read half-filled.",
+    )
+
+
 class EvaluationConfig(Strict):
     """In-process evaluation of the rule packs (SLOs, chain health, DR)."""
 
@@ -499,6 +511,11 @@ class EvaluationConfig(Strict):
         30.0,
         description="Seconds between evaluations. Prometheus' common 30 s: a 5 m window then "
         "holds 10 points, enough for rate() to be stable.",
+    )
+    prometheus: PrometheusSource | None = Field(
+        None,
+        description="Where SLIs written as PromQL (Sloth, OpenSLO) are read from; without it "
+        "such SLOs are exported to Prometheus but not judged by srd.",
     )
     coarse_step: Duration = Field(
         300.0,

@@ -124,6 +124,7 @@ class Metrics:
         )
         self._chain_metrics(reg)
         self._recovery_metrics(reg)
+        self._failover_metrics(reg)
         self.alert_state = Gauge(
             "srd_alert_state",
             "Alert instances of srd's own rules by state (pending, firing, resolved: kept "
@@ -142,6 +143,13 @@ class Metrics:
             "srd_slo_burn_rate",
             "Error ratio over a window divided by the SLO's allowed error ratio (1 = on budget).",
             ["slo", "window"],
+            registry=reg,
+        )
+        self.promql_sli_events = Counter(
+            "srd_promql_sli_events",
+            "Events of a PromQL SLI counted from Prometheus query results, by kind (bad, "
+            "total): the counters the SLO engine evaluates such an SLI on.",
+            ["slo", "kind"],
             registry=reg,
         )
         self.streams = StreamMetrics()
@@ -241,6 +249,41 @@ class Metrics:
             registry=reg,
         )
 
+    def _failover_metrics(self, reg: CollectorRegistry) -> None:
+        self.webhook_alerts = Counter(
+            "srd_webhook_alerts",
+            "Alerts accepted from Alertmanager webhook posts, by status (firing, resolved).",
+            ["status"],
+            registry=reg,
+        )
+        self.webhook_rejected = Counter(
+            "srd_webhook_rejected",
+            "Webhook posts refused, by reason (unauthorized, too_large, malformed, queue_full).",
+            ["reason"],
+            registry=reg,
+        )
+        self.guard_blocks = Counter(
+            "srd_guard_blocks",
+            "Runbook steps a guard refused, by guard (mode, kill_switch, leadership, cooldown, "
+            "flapping, rate_limit, min_healthy, error_budget, approval).",
+            ["guard"],
+            registry=reg,
+        )
+        self.runbook_executions = Counter(
+            "srd_runbook_executions",
+            "Runbook executions that ended, by result (succeeded, rolled_back, failed, "
+            "escalated, blocked, cancelled, planned: a dry run).",
+            ["runbook", "result"],
+            registry=reg,
+        )
+        self.runbook_step_duration = Histogram(
+            "srd_runbook_step_duration_seconds",
+            "Duration of runbook steps, convergence and verification included.",
+            ["runbook", "step"],
+            buckets=(0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0),
+            registry=reg,
+        )
+
     def _recovery_metrics(self, reg: CollectorRegistry) -> None:
         scenario = ["scenario"]
         self.backup_age = Gauge(
@@ -336,6 +379,10 @@ class Metrics:
 
     def _record_chain(self, chain: ChainSnapshot, node: str) -> None:
         labels = (chain.chain, node)
+        # Reorg series exist at 0 from a node's first snapshot: no reorgs is 0, not no-data,
+        # and rate() sees the first reorg (a counter born at 1 would hide it).
+        self.chain_reorgs.labels(*labels)
+        self.chain_reorg_depth.labels(*labels)
         self.chain_finality_lag.labels(*labels).set(chain.finality_lag)
         self.chain_peers.labels(*labels).set(chain.peers)
         self.chain_should_have_peers.labels(*labels).set(int(chain.should_have_peers))

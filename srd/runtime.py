@@ -21,7 +21,9 @@ from srd import __version__, logs, systemd
 from srd.config import Config, ConfigError, load_config
 from srd.evaluation.backups import BackupChecker, assess_readiness
 from srd.evaluation.engine import Engine
+from srd.evaluation.promql import PromqlClient, PromqlSource, event_slo
 from srd.evaluation.rulepacks import RulePack, load_rule_packs
+from srd.evaluation.slo import Slo
 from srd.metrics import Metrics
 from srd.model import Observation, RecoveryRecord
 from srd.probes.runner import ProbeRunner
@@ -202,8 +204,12 @@ class Daemon:
             config, self.supervisor, self._session, self.metrics, self._observed
         )
         self._probes.start()
+        slos = [slo for pack in setup.packs for slo in pack.slos]
+        sources = self._promql_sources(config, slos)
+        # SLOs read from Prometheus are judged on the event counters their sources fill.
+        judged = {source.slo.name: event_slo(source.slo) for source in sources}
         engine = Engine(
-            [slo for pack in setup.packs for slo in pack.slos],
+            [judged.get(slo.name, slo) for slo in slos],
             self.metrics,
             state_dir=config.state_dir,
             extra_groups=[group for pack in setup.packs for group in pack.groups()],
@@ -212,7 +218,10 @@ class Daemon:
         evaluation = [] if not engine.groups else ["evaluation"]
         if evaluation:
             self.supervisor.start_periodic(
-                "evaluation", config.evaluation.interval, lambda: self._evaluate(engine), jitter=0
+                "evaluation",
+                config.evaluation.interval,
+                lambda: self._evaluate(engine, sources, config),
+                jitter=0,
             )
         # load_rule_packs allows one disaster-recovery pack at most.
         recovery = next((p.recovery for p in setup.packs if p.recovery is not None), None)
@@ -227,8 +236,29 @@ class Daemon:
             evaluation.append("backups")
         self._evaluation_tasks = evaluation
 
-    async def _evaluate(self, engine: Engine) -> None:
+    def _promql_sources(self, config: Config, slos: list[Slo]) -> list[PromqlSource]:
+        prometheus = config.evaluation.prometheus
+        pending = [slo for slo in slos if not slo.evaluable]
+        if prometheus is None:
+            if pending:
+                log.warning(
+                    "SLOs written in PromQL are exported but not judged: set "
+                    "evaluation.prometheus to read them",
+                    slos=[slo.name for slo in pending],
+                )
+            return []
+        client = PromqlClient(str(prometheus.url), timeout=prometheus.timeout)
+        return [PromqlSource(slo, client, self.metrics) for slo in pending]
+
+    async def _evaluate(
+        self, engine: Engine, sources: Sequence[PromqlSource], config: Config
+    ) -> None:
         with structlog.contextvars.bound_contextvars(correlation_id=logs.new_correlation_id()):
+            lag = config.evaluation.prometheus.lag if config.evaluation.prometheus else 0.0
+            for source in sources:
+                poll = await source.poll(time.time() - lag)
+                if poll.reason:
+                    log.debug("PromQL SLI not counted", slo=poll.slo, reason=poll.reason)
             for alert in engine.evaluate(time.time()):
                 log.info(
                     "alert " + alert.state,

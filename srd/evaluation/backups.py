@@ -128,7 +128,7 @@ def _client_args(settings: S3Settings) -> dict[str, Any]:
         "config": AioConfig(
             connect_timeout=settings.timeout,
             read_timeout=settings.timeout,
-            retries={"max_attempts": 2, "mode": "standard"},
+            retries={"total_max_attempts": 2, "mode": "standard"},
         ),
     }
     if settings.endpoint_url is not None:

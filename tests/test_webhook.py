@@ -1,0 +1,329 @@
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from srd.config import ConfigError, Mode, WebhookAuth, parse_config
+from srd.failover.control import add_api_routes
+from srd.failover.dispatch import Dispatcher
+from srd.failover.intake import Intake, from_rule_alert
+from srd.failover.runbooks import Runbook
+from srd.failover.webhook import Authenticator, add_routes
+from srd.metrics import Metrics
+from srd.model import Alert
+from srd.server import serving
+from tests.failoverkit import Kit, kit
+
+TOKEN = "s3cret-token"
+
+
+def payload(status: str = "firing", fingerprint: str = "abc", n: int = 1) -> dict[str, Any]:
+    alert = {
+        "status": status,
+        "labels": {"alertname": "Down", "service": "web"},
+        "annotations": {"summary": "web is down"},
+        "startsAt": "2024-05-01T10:00:00.123456789Z",
+        "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2024-05-01T10:05:00Z",
+        "generatorURL": "http://prometheus/graph",
+        "fingerprint": fingerprint,
+    }
+    return {
+        "version": "4",
+        "groupKey": '{}:{alertname="Down"}',
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "srd",
+        "groupLabels": {"alertname": "Down"},
+        "commonLabels": {"alertname": "Down"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [{**alert, "fingerprint": f"{fingerprint}{i}" if n > 1 else fingerprint}
+                   for i in range(n)],
+    }  # fmt: skip
+
+
+@asynccontextmanager
+async def server(
+    intake: Intake, metrics: Metrics, auth: WebhookAuth | None, limit: int = 64 * 1024
+) -> AsyncIterator[str]:
+    app = web.Application()
+    add_routes(app, intake, Authenticator(auth), metrics, limit)
+    async with serving(app, "127.0.0.1", 0) as port:
+        yield f"http://127.0.0.1:{port}/alertmanager"
+
+
+def bearer_auth(monkeypatch: pytest.MonkeyPatch) -> WebhookAuth:
+    monkeypatch.setenv("SRD_TEST_TOKEN", TOKEN)
+    return WebhookAuth.model_validate({"bearer_token": {"env": "SRD_TEST_TOKEN"}})
+
+
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def post(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=data, headers=BEARER if headers is None else headers) as response,
+    ):
+        return (
+            response.status,
+            await response.json(content_type=None),
+        )
+
+
+async def test_a_valid_post_is_queued_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    intake, metrics = Intake(10), Metrics()
+    async with server(intake, metrics, bearer_auth(monkeypatch)) as url:
+        status, body = await post(url, payload(n=2))
+    assert (status, body) == (200, {"accepted": 2})
+    alert = await intake.get()
+    assert (alert.fingerprint, alert.starts_at) == ("abc0", "2024-05-01T10:00:00.123Z")
+    value = metrics.registry.get_sample_value("srd_webhook_alerts_total", {"status": "firing"})
+    assert value == 2
+
+
+async def test_unauthenticated_posts_get_401_with_a_challenge(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    intake, metrics = Intake(10), Metrics()
+    async with (
+        server(intake, metrics, bearer_auth(monkeypatch)) as url,
+        aiohttp.ClientSession() as http,
+    ):
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            async with http.post(url, json=payload(), headers=headers) as response:
+                assert response.status == 401
+                assert response.headers["WWW-Authenticate"] == 'Bearer realm="srd"'
+    assert intake.size == 0
+    labels = {"reason": "unauthorized"}
+    assert metrics.registry.get_sample_value("srd_webhook_rejected_total", labels) == 2
+
+
+async def test_basic_auth_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SRD_TEST_PASSWORD", "pw")
+    auth = WebhookAuth.model_validate(
+        {"basic": {"username": "am", "password": {"env": "SRD_TEST_PASSWORD"}}}
+    )
+    intake = Intake(10)
+    async with server(intake, Metrics(), auth) as url:
+        good = {"Authorization": "Basic " + base64.b64encode(b"am:pw").decode()}
+        bad = {"Authorization": "Basic " + base64.b64encode(b"am:no").decode()}
+        assert (await post(url, payload(), good))[0] == 200
+        assert (await post(url, payload(), bad))[0] == 401
+
+
+async def test_an_oversized_body_gets_413(monkeypatch: pytest.MonkeyPatch) -> None:
+    intake = Intake(10)
+    async with server(intake, Metrics(), bearer_auth(monkeypatch), limit=2048) as url:
+        status, _ = await post(url, payload(n=20))
+    assert status == 413
+    assert intake.size == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda p: p.update(version="3"), "version"),
+        (lambda p: p["alerts"][0].pop("fingerprint"), "alerts.0.fingerprint"),
+        (lambda p: p["alerts"][0].update(startsAt="yesterday"), "alerts.0.startsAt"),
+        (lambda p: p["alerts"][0].update(status="firin"), "alerts.0.status"),
+    ],
+)
+async def test_a_malformed_payload_gets_400_naming_the_field(
+    monkeypatch: pytest.MonkeyPatch, change: Any, field: str
+) -> None:
+    body = payload()
+    change(body)
+    async with server(Intake(10), Metrics(), bearer_auth(monkeypatch)) as url:
+        status, answer = await post(url, body)
+    assert status == 400
+    assert [p["field"] for p in answer["problems"]] == [field]
+
+
+async def test_non_json_gets_400(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with server(Intake(10), Metrics(), bearer_auth(monkeypatch)) as url:
+        status, answer = await post(url, b"{not json")
+    assert status == 400
+    assert answer["error"].startswith("body is not JSON")
+
+
+async def test_a_full_queue_answers_503_and_takes_none_of_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    intake = Intake(3)
+    async with server(intake, Metrics(), bearer_auth(monkeypatch)) as url:
+        assert (await post(url, payload(n=2)))[0] == 200
+        assert (await post(url, payload(fingerprint="x", n=2)))[0] == 503
+    assert intake.size == 2
+
+
+def test_armed_mode_without_webhook_auth_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"mode armed needs failover\.auth"):
+        parse_config("mode: armed\n", "srd.yaml")
+
+
+def test_alerts_of_srds_own_rules_enter_as_incoming_alerts() -> None:
+    labels = (("alertname", "Down"), ("service", "web"))
+    firing = Alert("Down", labels, (), "firing", 1_714_557_600.0, 1_714_557_660.0, None, "f1")
+    incoming = from_rule_alert(firing)
+    assert incoming is not None
+    assert (incoming.source, incoming.status, incoming.fingerprint) == ("srd", "firing", "f1")
+    assert incoming.starts_at == "2024-05-01T10:00:00.000Z"
+    pending = Alert("Down", labels, (), "pending", 1.0, None, None, "f1")
+    assert from_rule_alert(pending) is None
+
+
+async def test_srds_own_alerts_wait_for_room_instead_of_being_dropped() -> None:
+    labels = (("alertname", "Down"),)
+    incoming = from_rule_alert(Alert("Down", labels, (), "firing", 1.0, 1.0, None, "f1"))
+    assert incoming is not None
+    intake = Intake(1)
+    await intake.put(incoming)
+    second = asyncio.create_task(intake.put(incoming))
+    await asyncio.sleep(0.01)
+    assert not second.done()
+    await intake.get()
+    await second
+    assert intake.size == 1
+
+
+def test_the_authorization_header_srd_approve_sends_is_the_one_the_api_accepts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    auth = Authenticator(bearer_auth(monkeypatch))
+    assert auth.header == f"Bearer {TOKEN}"
+    assert auth.allows({"Authorization": auth.header})
+    assert Authenticator(None).header is None
+
+
+RUNBOOK = """
+runbooks:
+  - name: failover
+    match: [alertname="Down", service=~"web|api"]
+    settle: SETTLE
+    steps:
+      - {name: ask, approval: "go?", timeout: 5s}
+      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 1s}
+"""
+
+
+@asynccontextmanager
+async def pipeline(
+    k: Kit, runbook: Runbook, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[str, Dispatcher]]:
+    intake = Intake(100)
+    dispatcher = Dispatcher(
+        intake=intake,
+        journal=k.journal,
+        executor=k.executor,
+        runbooks=[runbook],
+        mode=lambda: Mode.ARMED,
+        metrics=k.metrics,
+    )
+    stop = asyncio.Event()
+    app = web.Application()
+    add_routes(app, intake, Authenticator(bearer_auth(monkeypatch)), k.metrics, 64 * 1024)
+    add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
+    task = asyncio.create_task(dispatcher.run(stop))
+    try:
+        async with serving(app, "127.0.0.1", 0) as port:
+            yield f"http://127.0.0.1:{port}/alertmanager", dispatcher
+    finally:
+        stop.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def until(condition: Any) -> None:
+    async with asyncio.timeout(5):
+        while not await condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_refused_posts_do_not_disturb_a_runbook_in_progress_and_resends_do_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with kit(tmp_path) as k:
+        runbook = k.runbook(RUNBOOK.replace("SETTLE", "0s"))
+        async with pipeline(k, runbook, monkeypatch) as (url, _):
+            assert (await post(url, payload()))[0] == 200
+
+            async def waiting() -> bool:
+                return bool(k.guards.approvals.pending())
+
+            await until(waiting)
+            assert (await post(url, payload(), {}))[0] == 401
+            assert (await post(url, b"x" * 100_000))[0] == 413
+            assert (await post(url, {"version": "4"}))[0] == 400
+            assert (await post(url, payload()))[0] == 200  # Alertmanager's resend
+            [approval_id] = k.guards.approvals.pending()
+            k.guards.approvals.approve(approval_id, "ann")
+            [execution] = await k.journal.executions()
+
+            async def done() -> bool:
+                return await k.state(execution.id) == "succeeded"
+
+            await until(done)
+            assert (await post(url, payload()))[0] == 200  # and once more after it ended
+            await asyncio.sleep(0.05)
+        assert len(await k.journal.executions()) == 1
+        assert k.actuator.calls == [("apply", "a", 1)]
+
+
+async def test_resolved_cancels_a_planned_execution(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with kit(tmp_path) as k:
+        runbook = k.runbook(RUNBOOK.replace("SETTLE", "10s"))
+        async with pipeline(k, runbook, monkeypatch) as (url, _):
+            assert (await post(url, payload()))[0] == 200
+
+            async def planned() -> bool:
+                return len(await k.journal.executions()) == 1
+
+            await until(planned)
+            assert (await post(url, payload("resolved")))[0] == 200
+            [execution] = await k.journal.executions()
+
+            async def cancelled() -> bool:
+                return await k.state(execution.id) == "cancelled"
+
+            await until(cancelled)
+        assert k.actuator.calls == []
+
+
+async def test_resolved_while_running_is_recorded_and_not_acted_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with kit(tmp_path) as k:
+        runbook = k.runbook(RUNBOOK.replace("SETTLE", "0s"))
+        async with pipeline(k, runbook, monkeypatch) as (url, _):
+            assert (await post(url, payload()))[0] == 200
+
+            async def waiting() -> bool:
+                return bool(k.guards.approvals.pending())
+
+            await until(waiting)
+            assert (await post(url, payload("resolved")))[0] == 200
+            await asyncio.sleep(0.05)
+            [execution] = await k.journal.executions()
+            assert execution.state == "running"
+            [approval_id] = k.guards.approvals.pending()
+            k.guards.approvals.approve(approval_id, "ann")
+
+            async def done() -> bool:
+                return await k.state(execution.id) == "succeeded"
+
+            await until(done)
+        # The resolved alert is in the journal: a second record of it is refused.
+        assert not await k.journal.record_alert("abc", "2024-05-01T10:00:00.123Z", "resolved", {})
