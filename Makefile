@@ -5,9 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the tests run for real: systemd-analyze (unit check), the node exporter,
-# promtool (rule export checks and parity).
-APT_PACKAGES := systemd prometheus-node-exporter prometheus
-APT_COMMANDS := systemd-analyze prometheus-node-exporter promtool
+# Prometheus and promtool (rule export checks, parity, dashboards), Alertmanager (failover e2e).
+APT_PACKAGES := systemd prometheus-node-exporter prometheus prometheus-alertmanager
+APT_COMMANDS := systemd-analyze prometheus-node-exporter promtool prometheus prometheus-alertmanager
 
 .PHONY: setup system-deps run test lint bench clean
 

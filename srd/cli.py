@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import platform
@@ -16,6 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import aiohttp
 from pydantic import ValidationError
 
 from srd import __version__, logs
@@ -26,6 +28,8 @@ from srd.config import (
     split_host_port,
 )
 from srd.evaluation.commands import rules_export, rules_test
+from srd.failover.control import approve
+from srd.failover.webhook import Authenticator
 from srd.journal_cli import journal_list, journal_show
 from srd.probes.oneshot import probe_once
 from srd.runtime import Daemon, Setup, load_setup
@@ -109,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
     journal.add_argument("--json", action="store_true", help="print JSON")
     journal.set_defaults(handler=_journal)
 
+    approve = commands.add_parser(
+        "approve", help="approve a runbook step waiting for a human (see GET /api/approvals)"
+    )
+    approve.add_argument("id", help="the approval id")
+    approve.add_argument("--config", help="config of the running srd (its server and auth)")
+    approve.add_argument("--url", help="srd's base URL (default: from the config's listen)")
+    approve.set_defaults(handler=_approve)
+
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=_version)
     return parser
@@ -138,7 +150,8 @@ def _check(args: argparse.Namespace) -> int:
     slos = sum(len(pack.slos) for pack in setup.packs)
     print(
         f"{path}: ok (mode {setup.config.mode}, {targets} probe target(s), "
-        f"{len(setup.packs)} rule pack(s), {slos} SLO(s))"
+        f"{len(setup.packs)} rule pack(s), {slos} SLO(s), {len(setup.runbooks)} runbook(s), "
+        f"{len(setup.actuators)} actuator(s))"
     )
     return 0
 
@@ -197,6 +210,23 @@ def _journal(args: argparse.Namespace) -> int:
     if args.id:
         return journal_show(target, args.id, as_json=args.json)
     return journal_list(target, limit=args.limit, as_json=args.json)
+
+
+def _approve(args: argparse.Namespace) -> int:
+    setup = _load(resolve_config_path(args.config))
+    if setup is None:
+        return EXIT_CONFIG
+    server = setup.config.server
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    url = args.url or f"http://{host}:{server.port}"
+    authorization = Authenticator(setup.config.failover.auth).header
+    try:
+        approved, message = asyncio.run(approve(url, args.id, authorization, getpass.getuser()))
+    except aiohttp.ClientError as exc:
+        print(f"srd approve: cannot reach srd at {url}: {exc}", file=sys.stderr)
+        return 1
+    print(message, file=sys.stdout if approved else sys.stderr)
+    return 0 if approved else 1
 
 
 def _version(_: argparse.Namespace) -> int:

@@ -618,6 +618,11 @@ class Config(Strict):
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     failover: FailoverConfig = Field(default_factory=FailoverConfig)
+    actuators: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Actuator name (kubernetes, aws, or a plug-in of the srd.actuators entry "
+        "point group) → its settings; runbook steps act only through actuators listed here.",
+    )
 
     @model_validator(mode="after")
     def _armed_needs_auth(self) -> Config:

@@ -10,22 +10,28 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import structlog
+from pydantic import ValidationError
 
 from srd import __version__, logs, systemd
-from srd.config import Config, ConfigError, load_config
+from srd.actuators import registry
+from srd.actuators.base import Actuator
+from srd.config import Config, ConfigError, ConfigIssue, load_config
 from srd.evaluation.backups import BackupChecker, assess_readiness
 from srd.evaluation.engine import Engine
 from srd.evaluation.promql import PromqlClient, PromqlSource, event_slo
+from srd.evaluation.recovery import RecoverySource
 from srd.evaluation.rulepacks import RulePack, load_rule_packs
 from srd.evaluation.slo import Slo
+from srd.failover.runbooks import Runbook, load_runbooks
+from srd.failover.stage import FailoverStage
 from srd.metrics import Metrics
-from srd.model import Observation, RecoveryRecord
+from srd.model import Observation
 from srd.probes.runner import ProbeRunner
 from srd.server import build_app, serving
 from srd.supervisor import Backoff, Supervisor, wait_first
@@ -45,21 +51,48 @@ class Setup:
     config: Config
     rule_paths: tuple[Path, ...]
     packs: tuple[RulePack, ...]
+    actuators: Mapping[str, Actuator]
+    runbooks: tuple[Runbook, ...]
 
 
 def load_setup(path: Path) -> Setup:
-    """Read the config at ``path`` and its rule packs; ConfigError lists every problem.
-    Relative rule paths are read beside the config, whatever the working directory."""
+    """Read the config at ``path``, its rule packs and runbooks, and build its actuators
+    (clients connect lazily: nothing is contacted); ConfigError lists every problem.
+    Relative paths are read beside the config, whatever the working directory."""
     config = load_config(path)
-    rules = [p if p.is_absolute() else path.parent / p for p in config.evaluation.rules]
-    return Setup(path, config, tuple(rules), tuple(load_rule_packs(rules)))
+    rules = [_beside(path, p) for p in config.evaluation.rules]
+    packs = tuple(load_rule_packs(rules))
+    actuators = _build_actuators(path, config)
+    probes = config.probes
+    names = [
+        t.name
+        for kind in (probes.substrate, probes.http, probes.exporter, probes.streams)
+        for t in kind
+    ]
+    runbook_paths = [_beside(path, p) for p in config.failover.runbooks]
+    runbooks = tuple(load_runbooks(runbook_paths, actuators, names))
+    return Setup(path, config, tuple(rules), packs, actuators, runbooks)
 
 
-class _NoRecoveries:
-    """Recovery records until the failover journal lands: no RTO measured yet."""
+def _beside(config_path: Path, path: Path) -> Path:
+    return path if path.is_absolute() else config_path.parent / path
 
-    async def recovery_records(self) -> Sequence[RecoveryRecord]:
-        return ()
+
+def _build_actuators(path: Path, config: Config) -> dict[str, Actuator]:
+    built, issues = {}, []
+    for name, section in config.actuators.items():
+        key = f"actuators.{name}"
+        try:
+            built[name] = registry.build(name, section)
+        except ValidationError as exc:
+            for error in exc.errors():
+                where = ".".join(str(part) for part in error["loc"])
+                issues.append(ConfigIssue(str(path), f"{key}.{where}", error["msg"]))
+        except registry.PluginError as exc:
+            issues.append(ConfigIssue(str(path), key, str(exc)))
+    if issues:
+        raise ConfigError(issues)
+    return built
 
 
 class Daemon:
@@ -84,10 +117,18 @@ class Daemon:
         )
         self._probes: ProbeRunner | None = None
         self._evaluation_tasks: list[str] = []
+        self._last_obs: dict[str, Observation] = {}
+        self._retired: list[Actuator] = []
+        self.failover: FailoverStage | None = None
 
     @property
     def config(self) -> Config:
         return self.setup.config
+
+    def _failover(self) -> FailoverStage:
+        if self.failover is None:
+            raise RuntimeError("the failover stage is opened before any task starts")
+        return self.failover
 
     def request_stop(self) -> None:
         self._stop_requested.set()
@@ -127,15 +168,29 @@ class Daemon:
         headers = {"User-Agent": f"srd/{__version__}"}
         async with aiohttp.ClientSession(headers=headers) as session:
             self._session = session
-            self.supervisor.start("server", self._serve, essential=True)
-            self.supervisor.start("reloader", self._reloader)
-            self._start_stages(self.setup)
-            await wait_first(self._stop_requested, self.supervisor.failed)
-            failure = self.supervisor.failure
-            systemd.notify("STOPPING=1")
-            grace = self.config.runtime.shutdown_grace
-            log.info("shutting down", grace_seconds=grace, reason=str(failure or "signal"))
-            await self.supervisor.shutdown(grace, first=self._stage_tasks())
+            failover = self.failover = await FailoverStage.open(
+                self.config,
+                session,
+                self.metrics,
+                actuators=self.setup.actuators,
+                runbooks=self.setup.runbooks,
+                probe_status=self._last_obs.get,
+            )
+            try:
+                self.supervisor.start("server", self._serve, essential=True)
+                self.supervisor.start("reloader", self._reloader)
+                self.supervisor.start("failover", failover.run)
+                self._start_stages(self.setup)
+                await wait_first(self._stop_requested, self.supervisor.failed)
+                failure = self.supervisor.failure
+                systemd.notify("STOPPING=1")
+                grace = self.config.runtime.shutdown_grace
+                log.info("shutting down", grace_seconds=grace, reason=str(failure or "signal"))
+                await self.supervisor.shutdown(grace, first=[*self._stage_tasks(), "failover"])
+            finally:
+                await failover.close()
+                for actuator in self._retired:
+                    await actuator.close()
         if failure is not None:
             log.error("stopped because an essential task failed", failure=str(failure))
             return EXIT_FAILED
@@ -145,6 +200,7 @@ class Daemon:
     async def _serve(self, stop: asyncio.Event) -> None:
         server = self.config.server
         app = build_app(self.metrics.registry, self.not_ready)
+        self._failover().add_routes(app)
         async with serving(app, server.host, server.port) as port:
             url = f"http://{_url_host(server.host)}:{port}"
             log.info("serving", url=url, mode=self.config.mode)
@@ -182,6 +238,7 @@ class Daemon:
                 log.warning("server settings changed; they take effect after a restart")
             await self.supervisor.stop(self._stage_tasks(), self.config.runtime.shutdown_grace)
             self.setup = new
+            self._retired += self._failover().reload(new.config, new.actuators, new.runbooks)
             self._configure_logs(new.config)
             self._start_stages(new)
             self.metrics.config_reloads.labels("success").inc()
@@ -227,10 +284,11 @@ class Daemon:
         recovery = next((p.recovery for p in setup.packs if p.recovery is not None), None)
         if recovery is not None:
             checker = BackupChecker(recovery)
+            journal = self._failover().journal
             self.supervisor.start_periodic(
                 "backups",
                 recovery.srd.s3.interval,
-                lambda: self._check_backups(checker),
+                lambda: self._check_backups(checker, journal),
                 jitter=config.runtime.schedule_jitter,
             )
             evaluation.append("backups")
@@ -266,14 +324,16 @@ class Daemon:
                     labels=dict(alert.labels),
                     fingerprint=alert.fingerprint,
                 )
+                await self._failover().submit(alert)
 
-    async def _check_backups(self, checker: BackupChecker) -> None:
+    async def _check_backups(self, checker: BackupChecker, source: RecoverySource) -> None:
         with structlog.contextvars.bound_contextvars(correlation_id=logs.new_correlation_id()):
-            for item in await assess_readiness(checker, _NoRecoveries(), self.metrics):
+            for item in await assess_readiness(checker, source, self.metrics):
                 log.debug("disaster-recovery readiness", **item.to_dict())
 
     def _observed(self, obs: Observation) -> None:
         self.metrics.record(obs)
+        self._last_obs[obs.target] = obs
         key = (obs.probe, obs.target)
         if self._last_up.get(key) != obs.up:
             if obs.up:

@@ -16,7 +16,7 @@ def test_check_accepts_a_valid_config(tmp_path: Path, capsys: pytest.CaptureFixt
     config = tmp_path / "srd.yaml"
     config.write_text("probes:\n  substrate:\n    - {name: n1, url: 'http://127.0.0.1:9944'}\n")
     assert main(["check", "--config", str(config)]) == 0
-    assert "ok (mode observe, 1 probe target(s), 0 rule pack(s), 0 SLO(s))" in (
+    assert "ok (mode observe, 1 probe target(s), 0 rule pack(s), 0 SLO(s), 0 runbook(s)" in (
         capsys.readouterr().out
     )
 
