@@ -384,3 +384,32 @@ async def test_a_real_alertmanager_with_bearer_auth_triggers_the_failover(
         except TimeoutError:
             alertmanager.kill()
             await alertmanager.wait()
+
+
+async def test_dry_run_journals_the_plan_and_diff_and_changes_nothing(
+    tmp_path: Path, platform: Platform
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path, platform, port)
+    config.write_text(config.read_text().replace("mode: armed", "mode: dry-run"))
+    env = {"SRD_E2E_TOKEN": TOKEN}
+    async with running_srd("run", "--config", str(config), port=port, env=env) as srd:
+        assert await post(srd, payload()) == 200
+        done = await wait_execution(srd, "succeeded")
+        assert done["mode"] == "dry-run"
+        status, text = await srd.get(f"/api/executions/{done['id']}")
+        assert status == 200
+        ended = [s for s in json.loads(text)["steps"] if s["phase"] == "ended"]
+    planned = {s["name"]: s for s in ended if s["result"] == "planned"}
+    assert set(planned) >= {"scale_backup_up", "swap_targets", "dns_to_dr", "scale_primary_down"}
+    assert planned["scale_primary_down"]["detail"]["changes"] == [
+        "deployment vilokanam-production/web-primary replicas: 3 → 0"
+    ]
+    assert DR_ADDRESS in " ".join(planned["dns_to_dr"]["detail"]["changes"])
+    # Read back: nothing moved.
+    assert replicas(platform.kubernetes, "vilokanam-production", "web-primary") == 3
+    assert replicas(platform.kubernetes, "vilokanam-dr", "web-backup") == 0
+    assert await platform.record() == [PRIMARY_ADDRESS]
+    assert await platform.targets() == [PRIMARY_TARGET]
+    writes = {"ChangeResourceRecordSets", "RegisterTargets", "DeregisterTargets"}
+    assert not writes & set(platform.proxy.calls)
