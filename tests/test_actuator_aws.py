@@ -18,8 +18,7 @@ from srd.actuators.aws import AwsActuator, AwsSettings
 from srd.actuators.base import Actuator, ActuatorError, Params
 from srd.actuators.kubernetes import KubernetesActuator, KubernetesSettings
 from srd.simulate.aws import AwsProxy
-from srd.simulate.kubernetes import FakeKubernetes
-from tests.test_actuator_kubernetes import replicas, seed
+from srd.simulate.kubernetes import FakeKubernetes, replicas, seed_platform
 
 PRIMARY_ADDRESS, DR_ADDRESS = "203.0.113.10", "198.51.100.20"
 PRIMARY_TARGETS = [("10.0.1.1", 8080), ("10.0.1.2", 8080)]
@@ -373,7 +372,7 @@ async def test_the_platforms_failover_ends_in_the_dr_state_and_rolls_back_to_the
     aws.dns_pending, aws.targets_initial = 45, 20
     zone, arn = await cloud.zone_with_record(), await cloud.target_group()
     fake = FakeKubernetes()
-    seed(fake)
+    seed_platform(fake)
     async with fake.serving() as url:
         kubernetes = KubernetesActuator(KubernetesSettings(host=url))
         primary = {"namespace": "vilokanam-production", "name": "web-primary", "replicas": 0}

@@ -15,52 +15,34 @@ from srd.actuators.base import Actuator, ActuatorError
 from srd.actuators.kubernetes import KubernetesActuator, KubernetesSettings
 from srd.server import serving
 from srd.simulate import kubernetes as fake_kubernetes
-from srd.simulate.kubernetes import DEPLOYMENTS, PODS, SERVICES, FakeKubernetes, make_pod
+from srd.simulate.kubernetes import (
+    DEPLOYMENTS,
+    DR,
+    PODS,
+    PRODUCTION,
+    SERVICES,
+    WEB,
+    FakeKubernetes,
+    make_pod,
+    replicas,
+    seed_platform,
+)
 
-PRODUCTION, DR, WEB = "vilokanam-production", "vilokanam-dr", "vilokanam-web"
 PRIMARY = {"namespace": PRODUCTION, "name": "web-primary", "replicas": 0}
 BACKUP = {"namespace": DR, "name": "web-backup", "replicas": 3}
 GREEN = {"namespace": WEB, "name": "web-service", "selector": {"version": "green"}}
 
 
-def deployment(name: str, replicas: int) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {"containers": []}},
-        },
-    }
-
-
-def seed(fake: FakeKubernetes) -> None:
-    """The platform as it runs before a failover: primary up, backup idle, web on blue."""
-    store = fake.store
-    store.create(DEPLOYMENTS, PRODUCTION, deployment("web-primary", 3))
-    store.create(DEPLOYMENTS, DR, deployment("web-backup", 0))
-    blue = {"app": "web", "version": "blue"}
-    store.create(SERVICES, WEB, {"metadata": {"name": "web-service"}, "spec": {"selector": blue}})
-    for colour in ("blue", "green"):
-        labels = {"app": "web", "version": colour}
-        store.create(PODS, WEB, make_pod(f"web-{colour}-1", "10.0.0.9", labels=labels))
-
-
 @pytest.fixture
 async def cluster() -> AsyncIterator[tuple[FakeKubernetes, KubernetesActuator]]:
     fake = FakeKubernetes()
-    seed(fake)
+    seed_platform(fake)
     async with fake.serving() as url:
         actuator = KubernetesActuator(KubernetesSettings(host=url))
         try:
             yield fake, actuator
         finally:
             await actuator.close()
-
-
-def replicas(fake: FakeKubernetes, namespace: str, name: str) -> int:
-    return int(fake.store.get(DEPLOYMENTS, namespace, name)["spec"]["replicas"])
 
 
 def selector(fake: FakeKubernetes) -> dict[str, str]:
@@ -268,7 +250,7 @@ def test_bad_params_are_refused_at_validation_naming_the_parameter(
 
 async def test_credentials_and_server_come_from_a_kubeconfig(tmp_path: Path) -> None:
     fake = FakeKubernetes()
-    seed(fake)
+    seed_platform(fake)
     async with fake.serving() as url:
         kubeconfig = tmp_path / "config"
         kubeconfig.write_text(

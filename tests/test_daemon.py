@@ -35,7 +35,11 @@ async def test_sandbox_shows_build_info_and_a_growing_chain_and_stops_cleanly_on
         assert await srd.metric("srd_build_info") == 1
         first = await srd.wait_for("srd_chain_best_block", NODE, lambda v: v >= 1)
         await srd.wait_for("srd_chain_best_block", NODE, lambda v: v > first)
-        assert await srd.metric("srd_probe_up", {"probe": "http", "target": "web-viewer"}) == 1
+        web = {"probe": "http", "target": "web-viewer"}
+        await srd.wait_for("srd_probe_up", web, lambda v: v == 1)
+        # The sandbox's S3 (moto) holds the platform's backups: the RPO is judged and met.
+        database = {"scenario": "database_failure"}
+        await srd.wait_for("srd_rpo_met", database, lambda v: v == 1, timeout=40)
         assert (await srd.get("/readyz"))[0] == 200
         assert await srd.metric("process_resident_memory_bytes") is not None
 

@@ -24,10 +24,9 @@ from moto.server import ThreadedMotoServer
 
 from srd.server import serving
 from srd.simulate.aws import AwsProxy
-from srd.simulate.kubernetes import FakeKubernetes
+from srd.simulate.kubernetes import FakeKubernetes, replicas, seed_platform
 from srd.simulate.sandbox import FakeService
 from tests.daemon import RunningSrd, free_port, running_srd
-from tests.test_actuator_kubernetes import replicas, seed
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "e2e-webhook-token"
@@ -87,7 +86,7 @@ async def platform(moto_url: str) -> AsyncIterator[Platform]:
     session = get_session()
     args: dict[str, Any] = {"endpoint_url": moto_url, "region_name": "us-east-1"}
     fake = FakeKubernetes()
-    seed(fake)
+    seed_platform(fake)
     proxy = AwsProxy(moto_url)
     service, backup = FakeService(), FakeService()
     async with (

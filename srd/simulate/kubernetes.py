@@ -416,3 +416,38 @@ def make_pod(
         "spec": {"containers": [container]},
         "status": status,
     }
+
+
+PRODUCTION, DR, WEB = "vilokanam-production", "vilokanam-dr", "vilokanam-web"
+"""The platform's namespaces (REFERENCE.md §3)."""
+
+
+def make_deployment(name: str, replicas: int) -> Object:
+    labels = {"app": name}
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": []}},
+        },
+    }
+
+
+def seed_platform(fake: FakeKubernetes, services: tuple[str, ...] = ("web",)) -> None:
+    """The platform as it runs before a failover: each service's primary up (3 replicas) in
+    vilokanam-production, its backup idle in vilokanam-dr, and ``web-service`` on blue."""
+    store = fake.store
+    for service in services:
+        store.create(DEPLOYMENTS, PRODUCTION, make_deployment(f"{service}-primary", 3))
+        store.create(DEPLOYMENTS, DR, make_deployment(f"{service}-backup", 0))
+    blue = {"app": "web", "version": "blue"}
+    store.create(SERVICES, WEB, {"metadata": {"name": "web-service"}, "spec": {"selector": blue}})
+    for colour in ("blue", "green"):
+        labels = {"app": "web", "version": colour}
+        store.create(PODS, WEB, make_pod(f"web-{colour}-1", "10.0.0.9", labels=labels))
+
+
+def replicas(fake: FakeKubernetes, namespace: str, name: str) -> int:
+    """A deployment's desired replicas, read straight from the store."""
+    return int(fake.store.get(DEPLOYMENTS, namespace, name)["spec"]["replicas"])

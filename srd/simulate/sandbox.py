@@ -9,6 +9,7 @@ monitors it with the bundled ``sandbox.yaml``.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import string
 from collections.abc import AsyncIterator
@@ -17,16 +18,22 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+import structlog
 from aiohttp import web
 
 from srd.simulate import background
+from srd.simulate.cloud import SERVICES as CLOUD_SERVICES
+from srd.simulate.cloud import SandboxCloud, sandbox_cloud
 from srd.simulate.exporters import (
     FakeNodeExporter,
     FakeStreamPlatform,
     node_exporter_app,
     serve,
 )
+from srd.simulate.kubernetes import FakeKubernetes, seed_platform
 from srd.simulate.substrate import FakeChain, FakeSubstrateNode, producing
+
+log = structlog.get_logger("srd.simulate.sandbox")
 
 SANDBOX_BLOCK_TIME = 2.0
 """Seconds per sandbox block: 3× faster than the platform's 6 s so a newcomer sees it move."""
@@ -55,15 +62,25 @@ class Sandbox:
     nodes: dict[str, FakeSubstrateNode]
     services: dict[str, FakeService]
     platform: FakeStreamPlatform
+    kubernetes: FakeKubernetes
+    cloud: SandboxCloud | None
     urls: dict[str, str]
     config_path: Path
 
 
-def write_config(state_dir: Path, values: dict[str, str]) -> Path:
-    """Render the bundled ``sandbox.yaml`` with ``values`` into ``state_dir/srd.yaml``."""
-    template = files("srd.simulate").joinpath("sandbox.yaml").read_text(encoding="utf-8")
-    state_dir.mkdir(parents=True, exist_ok=True)
+def write_config(state_dir: Path, values: dict[str, str], *, aws: bool) -> Path:
+    """Render the bundled ``sandbox.yaml`` into ``state_dir/srd.yaml`` and its rule packs into
+    ``state_dir/rules`` (``*.yaml.aws`` ones only when the sandbox has AWS)."""
+    bundled = files("srd.simulate")
+    rules = state_dir / "rules"
+    rules.mkdir(parents=True, exist_ok=True)
+    for item in bundled.joinpath("rules").iterdir():
+        name = item.name.removesuffix(".aws")
+        if name.endswith(".yaml") and (aws or not item.name.endswith(".aws")):
+            text = string.Template(item.read_text(encoding="utf-8")).substitute(values)
+            (rules / name).write_text(text, encoding="utf-8")
     path = state_dir / "srd.yaml"
+    template = bundled.joinpath("sandbox.yaml").read_text(encoding="utf-8")
     path.write_text(string.Template(template).substitute(values), encoding="utf-8")
     return path
 
@@ -86,24 +103,34 @@ async def running_sandbox(
         "platform": platform.app(),
         **{name: service.app() for name, service in services.items()},
     }
+    kubernetes = FakeKubernetes()
+    seed_platform(kubernetes, ("web", *CLOUD_SERVICES))
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(producing(chain, block_time))
+        cloud = await stack.enter_async_context(sandbox_cloud())
         traffic = _stream_traffic(platform, block_time)
         await stack.enter_async_context(background(traffic, "sandbox-traffic"))
         urls = {name: await stack.enter_async_context(node.serve()) for name, node in nodes.items()}
         for name, app in apps.items():
             urls[name] = await stack.enter_async_context(serve(app))
+        urls["kubernetes"] = await stack.enter_async_context(kubernetes.serving())
         values = {name.upper().replace("-", "_") + "_URL": url for name, url in urls.items()}
-        config_path = write_config(
-            state_dir,
-            values
-            | {
-                "STATE_DIR": str(state_dir),
-                "LISTEN": listen,
-                "RULES_DIR": str(files("srd.simulate").joinpath("rules")),
-            },
-        )
-        yield Sandbox(chain, nodes, services, platform, urls, config_path)
+        values |= {"STATE_DIR": str(state_dir), "LISTEN": listen} | _aws_values(cloud)
+        config_path = write_config(state_dir, values, aws=cloud is not None)
+        yield Sandbox(chain, nodes, services, platform, kubernetes, cloud, urls, config_path)
+
+
+def _aws_values(cloud: SandboxCloud | None) -> dict[str, str]:
+    if cloud is None:
+        log.warning("the sandbox runs without AWS: install moto (pip install 'srd[sandbox]')")
+        return {"AWS_URL": "", "AWS_ACTUATOR": "  # aws: needs moto (pip install 'srd[sandbox]')"}
+    # moto takes any keys; named variables keep the sandbox's keys apart from real ones.
+    os.environ["SRD_SANDBOX_AWS_KEY_ID"] = "sandbox"
+    os.environ["SRD_SANDBOX_AWS_SECRET"] = "sandbox"  # noqa: S105 - moto accepts any key
+    secrets = "access_key_id: {env: SRD_SANDBOX_AWS_KEY_ID}, "
+    secrets += "secret_access_key: {env: SRD_SANDBOX_AWS_SECRET}"
+    actuator = f'  aws: {{endpoint_url: "{cloud.url}", region: {cloud.region}, {secrets}}}'
+    return {"AWS_URL": cloud.url, "AWS_ACTUATOR": actuator}
 
 
 async def _stream_traffic(platform: FakeStreamPlatform, block_time: float) -> None:

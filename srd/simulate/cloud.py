@@ -1,0 +1,154 @@
+"""The sandbox's AWS: a moto server on loopback holding the platform's backups (S3), its DNS
+zone (Route 53) and its load-balancer targets (ELBv2), so DR readiness and failover runbooks
+have something real to read and act on.
+
+moto is an optional dependency (``pip install srd[sandbox]``; ``make run`` installs it). Without
+it the sandbox runs without AWS and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiobotocore.session import get_session
+
+BUCKET = "vilokanam-backups-{environment}"
+DATABASE_EVERY = 30 * 60.0
+"""The sandbox's database backups run every 30 min: well inside the 1 h RPO."""
+CHAIN_EVERY = 4 * 3600.0
+"""Chain-state backups every 4 h: inside the 6 h RPO of a node failure."""
+PRIMARY_ADDRESS = "203.0.113.10"
+PRIMARY_TARGET = "10.0.1.10"
+SERVICES = ("web-viewer", "web-creator")
+
+
+@dataclass(frozen=True)
+class SandboxCloud:
+    url: str
+    region: str
+    zone_id: str
+    target_group_arn: str
+    bucket: str
+
+
+@asynccontextmanager
+async def sandbox_cloud(environment: str = "sandbox") -> AsyncIterator[SandboxCloud | None]:
+    """moto on a free loopback port, seeded like the platform; None when moto is missing."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        yield None
+        return
+    # moto's werkzeug logs every request as plain text on stderr, between srd's JSON lines.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    await asyncio.to_thread(server.start)
+    try:
+        host, port = server.get_host_and_port()
+        url = f"http://{host}:{port}"
+        cloud = await _seed(url, BUCKET.format(environment=environment))
+        task = asyncio.create_task(_keep_backing_up(cloud), name="sandbox-backups")
+        try:
+            yield cloud
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+def _client_args(url: str) -> dict[str, Any]:
+    # moto accepts any credentials; these keep the AWS credential chain (and its metadata
+    # endpoint lookups) out of the sandbox.
+    return {
+        "endpoint_url": url,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "sandbox",
+        "aws_secret_access_key": "sandbox",
+    }
+
+
+async def _seed(url: str, bucket: str) -> SandboxCloud:
+    session = get_session()
+    args = _client_args(url)
+    async with (
+        session.create_client("s3", **args) as s3,
+        session.create_client("route53", **args) as route53,
+        session.create_client("ec2", **args) as ec2,
+        session.create_client("elbv2", **args) as elbv2,
+    ):
+        await s3.create_bucket(Bucket=bucket)
+        now = time.time()
+        # The platform keeps 30 database and 7 chain-state backups.
+        for i in range(30):
+            await _backup(s3, bucket, "database", now - 600 - i * DATABASE_EVERY)
+        for i in range(7):
+            await _backup(s3, bucket, "blockchain", now - 7200 - i * CHAIN_EVERY)
+        zone = await route53.create_hosted_zone(
+            Name="vilokanam.com", CallerReference=str(uuid.uuid4())
+        )
+        zone_id = str(zone["HostedZone"]["Id"]).removeprefix("/hostedzone/")
+        changes = [
+            {
+                "Action": "CREATE",
+                "ResourceRecordSet": {
+                    "Name": f"{service}.vilokanam.com",
+                    "Type": "A",
+                    "TTL": 300,
+                    "ResourceRecords": [{"Value": PRIMARY_ADDRESS}],
+                },
+            }
+            for service in SERVICES
+        ]
+        await route53.change_resource_record_sets(
+            HostedZoneId=zone_id, ChangeBatch={"Changes": changes}
+        )
+        vpc = (await ec2.create_vpc(CidrBlock="10.0.0.0/16"))["Vpc"]["VpcId"]
+        group = await elbv2.create_target_group(
+            Name="web-primary", Protocol="HTTP", Port=80, VpcId=vpc, TargetType="ip"
+        )
+        arn = str(group["TargetGroups"][0]["TargetGroupArn"])
+        await elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": PRIMARY_TARGET}])
+    return SandboxCloud(url, "us-east-1", zone_id, arn, bucket)
+
+
+async def _backup(s3: Any, bucket: str, kind: str, at: float) -> None:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(at))
+    key = (
+        f"database/postgres-backup-{stamp}.sql.gz"
+        if kind == "database"
+        else f"blockchain/blockchain-state-{stamp}.tar.gz"
+    )
+    await s3.put_object(Bucket=bucket, Key=key, Body=b"sandbox backup")
+
+
+async def _keep_backing_up(cloud: SandboxCloud) -> None:
+    """New backups on the platform's rhythm, so a long-running sandbox keeps meeting its RPO
+    (and a drill that stops this task can breach it)."""
+    session = get_session()
+    async with session.create_client("s3", **_client_args(cloud.url)) as s3:
+        last = {"database": time.time() - 600, "blockchain": time.time() - 7200}
+        while True:
+            await asyncio.sleep(60)
+            now = time.time()
+            for kind, every in (("database", DATABASE_EVERY), ("blockchain", CHAIN_EVERY)):
+                if now - last[kind] >= every:
+                    await _backup(s3, cloud.bucket, kind, now)
+                    await _prune(s3, cloud.bucket, kind)
+                    last[kind] = now
+
+
+async def _prune(s3: Any, bucket: str, kind: str) -> None:
+    """Keep the platform's retention: the newest 30 database and 7 chain-state backups."""
+    keep = 30 if kind == "database" else 7
+    listed = await s3.list_objects_v2(Bucket=bucket, Prefix=f"{kind}/")
+    keys = sorted(obj["Key"] for obj in listed.get("Contents", ()))
+    for key in keys[:-keep]:
+        await s3.delete_object(Bucket=bucket, Key=key)
