@@ -1,13 +1,14 @@
 """Shared fixtures. Every test builds its own registry; an async test that leaves tasks
-running fails."""
+running fails; no test reaches real AWS credentials or the EC2 metadata address."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
+from moto.server import ThreadedMotoServer
 
 from srd.metrics import Metrics
 
@@ -29,3 +30,23 @@ async def _no_leftover_tasks() -> AsyncIterator[None]:
 @pytest.fixture
 def metrics() -> Metrics:
     return Metrics()
+
+
+@pytest.fixture(autouse=True)
+def dummy_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The standard credential chain reads these (and so does a srd subprocess a test starts);
+    # a real profile on the host must not leak in.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """A real moto server (S3, Route 53, ELBv2, EC2) on a free loopback port."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

@@ -12,7 +12,7 @@ import signal
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiobotocore.session import get_session
-from moto.server import ThreadedMotoServer
 
 from srd.server import serving
 from srd.simulate.aws import AwsProxy
@@ -35,24 +34,6 @@ PRIMARY_TARGET, DR_TARGET = "10.0.1.10", "10.0.2.10"
 SHIPPED_TARGET_GROUP = (
     "arn:aws:elasticloadbalancing:us-east-1:111111111111:targetgroup/primary/0000000000000000"
 )
-
-
-@pytest.fixture(autouse=True)
-def _dummy_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    # srd runs as a subprocess with this environment: dummy keys, and never the EC2 metadata.
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @dataclass
