@@ -9,10 +9,14 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from . import exporter_parse, poll_schedule
+from . import exporter_parse, poll_schedule, webhook
 
 RESULTS = Path(__file__).parent / "results.json"
-BENCHMARKS: list[Callable[[], dict[str, float]]] = [exporter_parse.run, poll_schedule.run]
+BENCHMARKS: list[Callable[[], dict[str, float]]] = [
+    exporter_parse.run,
+    poll_schedule.run,
+    webhook.run,
+]
 
 
 def main() -> None:
