@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -52,6 +53,9 @@ class Dispatcher:
         """Replace on reload; executions in flight keep the runbook they started with."""
         self._mode = mode
         self._metrics = metrics
+        self.tags: dict[str, Any] = {}
+        """Merged into every new execution's recorded alert: a drill sets ``kind: drill``
+        so its recoveries are told apart from real ones (``Journal.recovery_records``)."""
         self._entries: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -128,6 +132,7 @@ class Dispatcher:
             data = alert.to_dict()
             if runbook.scenario is not None:
                 data["scenario"] = runbook.scenario
+            data.update(self.tags)
             correlation = structlog.contextvars.get_contextvars()["correlation_id"]
             execution = await self._journal.start_execution(
                 runbook.name, key, mode.value, correlation, data

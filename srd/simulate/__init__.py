@@ -1,4 +1,4 @@
-"""The simulated platform (sandbox) and, later, game-day drills."""
+"""The simulated platform (sandbox) and game-day drills (`srd simulate`)."""
 
 from __future__ import annotations
 

@@ -40,10 +40,12 @@ SANDBOX_BLOCK_TIME = 2.0
 
 
 class FakeService:
-    """A web service's health endpoint; set ``healthy`` to False to make it fail."""
+    """A web service's health endpoint; set ``healthy`` to False to make it fail, ``delay``
+    (seconds) to make it answer late."""
 
     def __init__(self) -> None:
         self.healthy = True
+        self.delay = 0.0
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -51,6 +53,8 @@ class FakeService:
         return app
 
     async def _health(self, _: web.Request) -> web.Response:
+        if self.delay > 0:
+            await asyncio.sleep(self.delay)
         if self.healthy:
             return web.json_response({"status": "ok"})
         return web.json_response({"status": "failing"}, status=503)

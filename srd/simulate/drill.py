@@ -1,0 +1,317 @@
+"""Drill files: a game day written down (``drills/*.yaml``), validated like every srd file.
+
+A drill names the recovery scenario it exercises and its objectives, the steady state that
+must hold before and after, the faults to inject and when, the stop conditions that abort it,
+the alert rules and runbooks the daemon runs with, what the simulated operator does at
+approval steps, and what is expected. See docs/simulate.md for every key.
+
+Durations in a drill are in the drill's own time; the runner divides them by ``time_scale``
+to run and multiplies measured times back to report. Metric thresholds are never scaled:
+``srd_chain_head_age_seconds > 10`` means ten real seconds of the sandbox's chain.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from prometheus_client import CollectorRegistry
+from pydantic import Field, field_validator, model_validator
+
+from srd.config import ConfigError, ConfigIssue, Strict, load_yaml_model, parse_yaml_model
+from srd.durations import Duration
+from srd.evaluation.recovery import DisasterRecovery, ScenarioName
+from srd.evaluation.rules import LabelSet, Outcome, Selector, SeriesNeed
+from srd.evaluation.series import SeriesStore
+from srd.simulate.faults import KINDS
+
+_EXPR = re.compile(
+    r"^\s*(?P<selector>.+?)\s*(?P<op>==|!=|<=|>=|<|>)\s*(?P<value>-?[0-9.eE+-]+)\s*$"
+)
+OPS: Mapping[str, Callable[[float, float], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+DEFAULT_DR = Path(__file__).resolve().parents[2] / "rules" / "disaster_recovery.yaml"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``selector OP number`` — ``srd_probe_up{target="web-viewer"} == 1``: the one kind of
+    expression a drill's probes, stop conditions and alerts use (a plain selector, no PromQL
+    functions), so srd evaluates it itself on its own registry."""
+
+    text: str
+    selector: Selector
+    op: str
+    value: float
+
+    @classmethod
+    def parse(cls, text: str) -> Condition:
+        found = _EXPR.match(text)
+        if found is None:
+            raise ValueError(
+                f"cannot read {text!r}: write selector OP number, e.g. "
+                'srd_probe_up{target="web-viewer"} == 1 (OP one of == != < <= > >=)'
+            )
+        try:
+            value = float(found["value"])
+        except ValueError:
+            raise ValueError(f"{text!r}: {found['value']!r} is not a number") from None
+        return cls(text, Selector.parse(found["selector"]), found["op"], value)
+
+    def holds(self, value: float) -> bool:
+        return OPS[self.op](value, self.value)
+
+    def series(self, registry: CollectorRegistry) -> dict[LabelSet, float]:
+        """The selected series' current values in ``registry``."""
+        found: dict[LabelSet, float] = {}
+        for family in registry.collect():
+            for sample in family.samples:
+                if sample.name == self.selector.name and self.selector.matches(sample.labels):
+                    found[tuple(sorted(sample.labels.items()))] = sample.value
+        return found
+
+    def all_hold(self, registry: CollectorRegistry) -> tuple[bool, str]:
+        """Steady state: every selected series meets it, and there is at least one."""
+        values = self.series(registry)
+        if not values:
+            return False, f"{self.text}: no data"
+        bad = [labels for labels, value in values.items() if not self.holds(value)]
+        if bad:
+            shown = ", ".join(f"{dict(b)}={values[b]:g}" for b in bad[:3])
+            return False, f"{self.text}: {shown}"
+        return True, ""
+
+    def any_holds(self, registry: CollectorRegistry) -> str | None:
+        """Stop condition: the first series that meets it, described; None when none does."""
+        for labels, value in self.series(registry).items():
+            if self.holds(value):
+                return f"{self.text} ({dict(labels)} = {value:g})"
+        return None
+
+
+def _condition(text: str) -> str:
+    Condition.parse(text)
+    return text
+
+
+class DrillAlert(Strict):
+    """An alert rule the daemon evaluates during the drill, beside its rule packs."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+    expr: str = Field(description='selector OP number: srd_probe_up{target="database"} == 0')
+    for_: Duration = Field(0.0, alias="for", description="Drill time the condition must hold.")
+    labels: dict[str, str] = Field(default_factory=dict)
+    summary: str = ""
+
+    _check_expr = field_validator("expr")(_condition)
+
+
+class FaultSpec(Strict):
+    """One fault: ``kind`` (see ``srd.simulate.faults.KINDS``) with its ``params``, injected
+    ``at`` this offset after the steady state is confirmed."""
+
+    id: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$", description="Default: kind-N.")
+    kind: str
+    at: Duration = 0.0
+    params: dict[str, Any] = Field(default_factory=dict)
+    repaired_by: str | None = Field(
+        None,
+        description="A runbook step whose success repairs this fault (the simulated "
+        "restore or traffic switch worked): the fault is reverted when that step ends ok.",
+    )
+
+    @model_validator(mode="after")
+    def _known(self) -> FaultSpec:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; known: {sorted(KINDS)}")
+        KINDS[self.kind].check(self.params)
+        return self
+
+
+class SteadyState(Strict):
+    probes: list[str] = Field(min_length=1, description="Conditions that must all hold.")
+    within: Duration = Field(
+        300.0, description="Drill time to reach the steady state, before and after the drill."
+    )
+
+    _check_probes = field_validator("probes")(lambda v: [_condition(t) for t in v])
+
+
+class Objectives(Strict):
+    rto: Duration | None = Field(None, description="Default: the scenario's in the DR pack.")
+    rpo: Duration | None = Field(None, description="Default: the scenario's in the DR pack.")
+
+
+class Operator(Strict):
+    """The humans of the drill: how long they take to grant each approval step."""
+
+    approvals: dict[str, Duration] = Field(
+        default_factory=dict, description="Step name → drill time until it is approved."
+    )
+    default_approval: Duration = Field(60.0, description="For approval steps not listed.")
+
+
+ObjectiveName = Literal["rto", "rpo"]
+OBJECTIVES: tuple[ObjectiveName, ...] = ("rto", "rpo")
+
+
+class Expect(Strict):
+    runbook: str | None = Field(None, description="The runbook that must run (and succeed).")
+    objectives: list[ObjectiveName] = Field(default_factory=lambda: list(OBJECTIVES))
+
+
+class Drill(Strict):
+    name: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$", description="Default: file stem.")
+    description: str = ""
+    scenario: ScenarioName
+    objectives: Objectives = Field(default_factory=Objectives)
+    time_scale: float = Field(60.0, gt=0, description="Drill seconds per wall-clock second.")
+    expect_breach: bool = Field(
+        False, description="The drill exists to show a breach: a breach counts as passing."
+    )
+    services: list[str] = Field(
+        default_factory=list,
+        description="Extra health endpoints the sandbox serves (and srd probes) by name.",
+    )
+    steady_state: SteadyState
+    alerts: list[DrillAlert] = Field(default_factory=list)
+    runbooks: list[dict[str, Any]] = Field(
+        min_length=1,
+        description="Runbooks as in a runbook file; vars zone_id, target_group_arn, bucket, "
+        "dr_address, primary_target, dr_target and <service>_url come from the sandbox.",
+    )
+    operator: Operator = Field(default_factory=Operator)
+    faults: list[FaultSpec] = Field(min_length=1)
+    stop_conditions: list[str] = Field(
+        default_factory=list, description="Checked continuously; one that holds aborts."
+    )
+    expect: Expect = Field(default_factory=Expect)
+    sustain: Duration = Field(
+        300.0, description="Drill time the steady state must hold to count as recovered."
+    )
+    deadline: Duration | None = Field(None, description="Give up after this; default 2 × RTO.")
+    rollback: Literal["always", "never"] = "always"
+
+    _check_stops = field_validator("stop_conditions")(lambda v: [_condition(t) for t in v])
+
+    @field_validator("services")
+    @classmethod
+    def _service_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"[a-z][a-z0-9-]{0,40}", name):
+                raise ValueError(f"service name {name!r}: lower case letters, digits and -")
+        return value
+
+    def fault_ids(self) -> list[str]:
+        return [f.id or f"{f.kind}-{i + 1}" for i, f in enumerate(self.faults)]
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The drill's objectives in drill seconds, resolved against the DR pack."""
+
+    rto: float
+    rpo: float
+
+
+def targets(drill: Drill, recovery: DisasterRecovery | None, filename: str) -> Targets:
+    """Objectives from the drill, else from the scenario in ``recovery`` (the platform's
+    block); ConfigError when neither gives one."""
+    found = {}
+    scenario = next(
+        (
+            s
+            for s in (recovery.recovery_scenarios if recovery else [])
+            if s.scenario == drill.scenario
+        ),
+        None,
+    )
+    for kind in ("rto", "rpo"):
+        value = getattr(drill.objectives, kind)
+        if value is None and scenario is not None:
+            value = getattr(scenario, kind)
+        if value is None and recovery is not None:
+            value = recovery.objective(kind)
+        if value is None:
+            reason = f"no {kind.upper()} for scenario {drill.scenario!r}: set objectives.{kind}"
+            raise ConfigError([ConfigIssue(filename, f"objectives.{kind}", reason)])
+        found[kind] = float(value)
+    return Targets(found["rto"], found["rpo"])
+
+
+def parse_drill(text: str, filename: str) -> Drill:
+    """Validate a drill; ConfigError names file, line and key of each problem."""
+    drill = parse_yaml_model(text, filename, Drill)
+    if not drill.name:
+        drill = drill.model_copy(update={"name": Path(filename).stem})
+    return drill
+
+
+def load_drill(path: Path) -> Drill:
+    drill = load_yaml_model(path, Drill)
+    if not drill.name:
+        drill = drill.model_copy(update={"name": path.stem})
+    return drill
+
+
+@dataclass(frozen=True)
+class ConditionAlert:
+    """A drill alert as an ``AlertRule`` the engine evaluates (``for`` already scaled)."""
+
+    name: str
+    condition: Condition
+    for_: float
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    keep_firing_for: float = 0.0
+
+    def expr(self) -> str:
+        return f"{self.condition.selector.promql()} {self.condition.op} {self.condition.value:g}"
+
+    def needs(self) -> list[SeriesNeed]:
+        return [SeriesNeed(self.condition.selector, 0.0)]
+
+    def evaluate(
+        self, store: SeriesStore, at: float, firing: Mapping[str, bool]
+    ) -> dict[LabelSet, Outcome]:
+        values = store.last(self.condition.selector, at)
+        return {labels: self.condition.holds(value) for labels, value in values.items()}
+
+
+@dataclass(frozen=True)
+class DrillAlerts:
+    """The drill's alerts as one rule group."""
+
+    rules: tuple[ConditionAlert, ...]
+    name: str = "drill"
+
+    def recording_rules(self) -> list[Any]:
+        return []
+
+    def alert_rules(self) -> tuple[ConditionAlert, ...]:
+        return self.rules
+
+
+def alert_group(drill: Drill, scale: float) -> DrillAlerts:
+    return DrillAlerts(
+        tuple(
+            ConditionAlert(
+                a.name,
+                Condition.parse(a.expr),
+                a.for_ / scale,
+                {"severity": "critical", **a.labels},
+                {"summary": a.summary or a.name},
+            )
+            for a in drill.alerts
+        )
+    )

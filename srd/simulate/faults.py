@@ -1,0 +1,313 @@
+"""Faults a drill injects into the sandbox: a small typed registry, each kind with its params
+model, an ``inject`` and the revert it returns (so rollback undoes exactly what ran).
+
+Kinds: ``service_failing``, ``service_slow``, ``chain_stall``, ``finality_stall``,
+``chain_reorg``, ``node_down``, ``rpc_errors``, ``rpc_latency``, ``backups_deleted``,
+``backups_aged``, ``dns_slow``, ``targets_slow``, ``aws_throttle``.
+Not done: Kubernetes API conflicts and errors (the fake API has no fault hooks yet).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from aiobotocore.session import get_session
+from pydantic import BaseModel, Field, ValidationError
+
+from srd.config import Strict
+from srd.durations import Duration
+from srd.simulate.aws import AwsProxy
+from srd.simulate.cloud import SandboxCloud
+from srd.simulate.sandbox import FakeService
+from srd.simulate.substrate import FakeChain, FakeSubstrateNode
+
+Revert = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Target:
+    """What faults act on: the running sandbox, seen through the drill's AWS proxy."""
+
+    chain: FakeChain
+    nodes: Mapping[str, FakeSubstrateNode]
+    services: Mapping[str, FakeService]
+    cloud: SandboxCloud | None
+    proxy: AwsProxy | None
+    scale: float
+    """Drill seconds per wall second: fault durations are in drill time."""
+
+
+Inject = Callable[[Target, Any], Awaitable[Revert]]
+
+
+@dataclass(frozen=True)
+class FaultKind:
+    params: type[BaseModel]
+    inject: Inject
+    summary: str
+
+    def check(self, params: Mapping[str, Any]) -> None:
+        """ValueError naming the bad param (drill validation reports it at the fault)."""
+        try:
+            self.params.model_validate(params)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"params.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValueError(problems) from None
+
+    async def apply(self, target: Target, params: Mapping[str, Any]) -> Revert:
+        return await self.inject(target, self.params.model_validate(params))
+
+
+async def _nothing() -> None:
+    return None
+
+
+class ServiceParams(Strict):
+    service: str
+
+
+class SlowParams(Strict):
+    service: str
+    delay: Duration = Field(description="Real seconds added to every health answer.")
+
+
+class NodeParams(Strict):
+    node: str = "validator-1"
+
+
+class LatencyParams(Strict):
+    node: str = "validator-1"
+    delay: Duration = Field(description="Real seconds added to every RPC answer.")
+
+
+class ReorgParams(Strict):
+    depth: int = Field(1, ge=1)
+
+
+class BackupParams(Strict):
+    kind: Literal["database", "blockchain"] = "database"
+    newer_than: Duration | None = Field(
+        None,
+        description="backups_aged: delete the backups younger than this (real time), so the "
+        "newest good one is at least this old.",
+    )
+
+
+class DelayParams(Strict):
+    seconds: Duration = Field(description="Drill time the change stays unconverged.")
+
+
+class ThrottleParams(Strict):
+    operation: str = Field(description="AWS operation: GetChange, RegisterTargets …")
+    times: int = Field(3, ge=1)
+    code: str = "Throttling"
+
+
+def _service(target: Target, name: str) -> FakeService:
+    if name not in target.services:
+        raise KeyError(f"no sandbox service {name!r}; have {sorted(target.services)}")
+    return target.services[name]
+
+
+def _node(target: Target, name: str) -> FakeSubstrateNode:
+    if name not in target.nodes:
+        raise KeyError(f"no sandbox node {name!r}; have {sorted(target.nodes)}")
+    return target.nodes[name]
+
+
+def _proxy(target: Target) -> AwsProxy:
+    if target.proxy is None:
+        raise RuntimeError("this fault needs the sandbox's AWS (pip install 'srd[sandbox]')")
+    return target.proxy
+
+
+async def service_failing(target: Target, p: ServiceParams) -> Revert:
+    service = _service(target, p.service)
+    service.healthy = False
+
+    async def revert() -> None:
+        service.healthy = True
+
+    return revert
+
+
+async def service_slow(target: Target, p: SlowParams) -> Revert:
+    service = _service(target, p.service)
+    before, service.delay = service.delay, p.delay
+
+    async def revert() -> None:
+        service.delay = before
+
+    return revert
+
+
+async def chain_stall(target: Target, _: Any) -> Revert:
+    target.chain.production_stalled = True
+
+    async def revert() -> None:
+        target.chain.production_stalled = False
+
+    return revert
+
+
+async def finality_stall(target: Target, _: Any) -> Revert:
+    target.chain.finality_stalled = True
+
+    async def revert() -> None:
+        target.chain.finality_stalled = False
+
+    return revert
+
+
+async def chain_reorg(target: Target, p: ReorgParams) -> Revert:
+    # A reorg cannot be undone; the chain simply goes on from the new fork.
+    target.chain.reorg(p.depth)
+    return _nothing
+
+
+async def node_down(target: Target, p: NodeParams) -> Revert:
+    node = _node(target, p.node)
+    node.faults.too_many_connections = True
+    await node.close_websockets()
+
+    async def revert() -> None:
+        node.faults.too_many_connections = False
+
+    return revert
+
+
+async def rpc_errors(target: Target, p: NodeParams) -> Revert:
+    node = _node(target, p.node)
+    node.faults.malformed_json = True
+
+    async def revert() -> None:
+        node.faults.malformed_json = False
+
+    return revert
+
+
+async def rpc_latency(target: Target, p: LatencyParams) -> Revert:
+    node = _node(target, p.node)
+    before, node.faults.latency = node.faults.latency, p.delay
+
+    async def revert() -> None:
+        node.faults.latency = before
+
+    return revert
+
+
+def _s3_args(cloud: SandboxCloud) -> dict[str, Any]:
+    return {
+        "endpoint_url": cloud.url,
+        "region_name": cloud.region,
+        "aws_access_key_id": "sandbox",
+        "aws_secret_access_key": "sandbox",
+    }
+
+
+_STAMP = "%Y%m%d-%H%M%S"
+
+
+def _key_time(key: str) -> float | None:
+    stem = key.rsplit("-", 2)
+    if len(stem) < 3:
+        return None
+    text = f"{stem[-2][-8:]}-{stem[-1][:6]}"
+    try:
+        return datetime.strptime(text, _STAMP).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+async def _delete_backups(target: Target, p: BackupParams) -> Revert:
+    """Delete backups (all, or those younger than ``newer_than``); the revert puts every
+    deleted object back. The sandbox's backup job writes on the platform's real cadence (every
+    30 min), so within a drill it does not refill what was deleted."""
+    cloud = target.cloud
+    if cloud is None:
+        raise RuntimeError("backup faults need the sandbox's AWS (pip install 'srd[sandbox]')")
+    session = get_session()
+    saved: dict[str, bytes] = {}
+    async with session.create_client("s3", **_s3_args(cloud)) as s3:
+        listed = await s3.list_objects_v2(Bucket=cloud.bucket, Prefix=f"{p.kind}/")
+        now = time.time()
+        for obj in listed.get("Contents", ()):
+            key = str(obj["Key"])
+            at = _key_time(key)
+            if p.newer_than is not None and (at is None or now - at >= p.newer_than):
+                continue
+            body = await s3.get_object(Bucket=cloud.bucket, Key=key)
+            async with body["Body"] as stream:
+                saved[key] = await stream.read()
+            await s3.delete_object(Bucket=cloud.bucket, Key=key)
+
+    async def revert() -> None:
+        async with session.create_client("s3", **_s3_args(cloud)) as s3:
+            for key, data in saved.items():
+                await s3.put_object(Bucket=cloud.bucket, Key=key, Body=data)
+
+    return revert
+
+
+async def backups_deleted(target: Target, p: BackupParams) -> Revert:
+    return await _delete_backups(target, p.model_copy(update={"newer_than": None}))
+
+
+async def backups_aged(target: Target, p: BackupParams) -> Revert:
+    if p.newer_than is None:
+        raise ValueError("backups_aged needs params.newer_than")
+    return await _delete_backups(target, p)
+
+
+async def dns_slow(target: Target, p: DelayParams) -> Revert:
+    proxy = _proxy(target)
+    before, proxy.dns_pending = proxy.dns_pending, p.seconds / target.scale
+
+    async def revert() -> None:
+        proxy.dns_pending = before
+
+    return revert
+
+
+async def targets_slow(target: Target, p: DelayParams) -> Revert:
+    proxy = _proxy(target)
+    before, proxy.targets_initial = proxy.targets_initial, p.seconds / target.scale
+
+    async def revert() -> None:
+        proxy.targets_initial = before
+
+    return revert
+
+
+async def aws_throttle(target: Target, p: ThrottleParams) -> Revert:
+    _proxy(target).throttle(p.operation, p.times, p.code)
+    # Throttles are used up by the calls they answer; nothing is left to undo.
+    return _nothing
+
+
+class NoParams(Strict):
+    pass
+
+
+KINDS: dict[str, FaultKind] = {
+    "service_failing": FaultKind(ServiceParams, service_failing, "health endpoint answers 503"),
+    "service_slow": FaultKind(SlowParams, service_slow, "health endpoint answers late"),
+    "chain_stall": FaultKind(NoParams, chain_stall, "no new blocks"),
+    "finality_stall": FaultKind(NoParams, finality_stall, "finalized head stops"),
+    "chain_reorg": FaultKind(ReorgParams, chain_reorg, "best chain replaced by a fork"),
+    "node_down": FaultKind(NodeParams, node_down, "node refuses RPC and drops WebSockets"),
+    "rpc_errors": FaultKind(NodeParams, rpc_errors, "node answers malformed JSON"),
+    "rpc_latency": FaultKind(LatencyParams, rpc_latency, "node answers late"),
+    "backups_deleted": FaultKind(BackupParams, backups_deleted, "all backups of a kind deleted"),
+    "backups_aged": FaultKind(BackupParams, backups_aged, "recent backups deleted (RPO breach)"),
+    "dns_slow": FaultKind(DelayParams, dns_slow, "Route 53 changes stay PENDING"),
+    "targets_slow": FaultKind(DelayParams, targets_slow, "new ELBv2 targets stay initial"),
+    "aws_throttle": FaultKind(ThrottleParams, aws_throttle, "AWS answers Throttling"),
+}
+NOT_DONE = ("kubernetes_conflicts", "kubernetes_errors")

@@ -1,0 +1,287 @@
+"""Drill reports: ``report.json`` (machine-readable, schema below), ``report.md`` (for a
+ticket) and ``report.html`` (for people: an inline SVG timeline chart).
+
+``report.json``, schema_version 1 — times are Unix seconds (``at``) and, in the timeline,
+also drill seconds since the first fault (``t``); durations are drill seconds:
+
+- ``schema_version`` (1), ``drill``, ``file``, ``scenario``, ``description``, ``mode``,
+  ``time_scale``, ``started_at``, ``ended_at``, ``wall_seconds``;
+- ``outcome``: met | breached | not_restored | aborted | interrupted; ``exit_code``;
+  ``expect_breach``; ``passed`` (met, or breached when ``expect_breach``);
+- ``objectives[]``: ``{name: RTO|RPO, target_seconds, measured_seconds, met,
+  breached_by_seconds, reason}`` and, when the drill expects a runbook,
+  ``{name: runbook, target, met, reason}``;
+- ``rto``: ``{source: journal, injected_at, decided_at, recovered_at, sustained, execution,
+  measured_seconds, phases: {detect, decide, act, converge}}``;
+- ``rpo``: ``{state, measured_seconds, objective_seconds, reason, backups[]}`` — RPO is the age
+  of the newest good backup at injection, in real seconds (backup ages are not scaled);
+- ``timeline[]``: ``{at, t, event, label, source: runner|registry|journal, detail}``;
+- ``executions[]``: ``{id, runbook, mode, state, alert_starts_at, created_at, updated_at,
+  states[], steps[{index, name, started_at, ended_at, result, compensation}]}``;
+- ``faults[]``: ``{id, kind, params, at_seconds, injected_at, reverted_at, reverted_by, error}``;
+- ``stop``: ``{condition, at}`` or null; ``rollback``: ``{policy, ran, reverted[],
+  steady_state_restored}``; ``recorded_rto_seconds``: what the journal's drill record feeds
+  ``srd_rto_last_seconds``; ``notes[]``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import TYPE_CHECKING, Any
+
+from srd.durations import format_duration
+
+if TYPE_CHECKING:
+    from srd.simulate.runner import DrillResult
+
+SCHEMA_VERSION = 1
+COLORS = {"runner": "#c0392b", "registry": "#d68910", "journal": "#1f618d"}
+
+
+def report_data(result: DrillResult) -> dict[str, Any]:
+    drill = result.drill
+    injected = result.rto.get("injected_at") or result.started_at
+    rpo = result.rpo
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "drill": drill.name,
+        "file": str(result.path),
+        "scenario": drill.scenario,
+        "description": drill.description,
+        "mode": result.mode,
+        "time_scale": result.scale,
+        "started_at": result.started_at,
+        "ended_at": result.ended_at,
+        "wall_seconds": result.ended_at - result.started_at,
+        "outcome": result.outcome,
+        "exit_code": result.exit_code,
+        "expect_breach": drill.expect_breach,
+        "passed": result.outcome == "met" or (drill.expect_breach and result.outcome == "breached"),
+        "objectives": result.objectives,
+        "rto": result.rto,
+        "rpo": {
+            "state": rpo.state if rpo else "unknown",
+            "measured_seconds": rpo.age if rpo else None,
+            "objective_seconds": result.targets.rpo,
+            "reason": rpo.reason if rpo else "not checked",
+            "backups": [
+                {
+                    "location": loc.location,
+                    "newest_good_key": loc.newest_good_key,
+                    "age_seconds": loc.age,
+                }
+                for loc in (rpo.locations if rpo else ())
+            ],
+        },
+        "timeline": [
+            {
+                "at": e.at,
+                "t": (e.at - injected) * result.scale,
+                "event": e.event,
+                "label": e.label,
+                "source": e.source,
+                "detail": e.detail,
+            }
+            for e in sorted(result.events, key=lambda e: e.at)
+        ],
+        "executions": result.executions,
+        "faults": [
+            {
+                "id": f.id,
+                "kind": f.kind,
+                "params": f.params,
+                "at_seconds": f.at,
+                "injected_at": f.injected_at,
+                "reverted_at": f.reverted_at,
+                "reverted_by": f.reverted_by,
+                "error": f.error,
+            }
+            for f in result.faults
+        ],
+        "stop": result.stop,
+        "rollback": result.rollback,
+        "recorded_rto_seconds": result.recorded_rto,
+        "notes": result.notes,
+    }
+
+
+def _d(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if abs(seconds) < 1:
+        return "0s"
+    sign = "-" if seconds < 0 else ""
+    return sign + format_duration(round(abs(seconds)))
+
+
+def markdown(data: dict[str, Any]) -> str:
+    lines = [
+        f"# Drill `{data['drill']}` — {data['outcome'].upper()} (exit {data['exit_code']})",
+        "",
+        f"Scenario **{data['scenario']}**, mode {data['mode']}, time scale ×{data['time_scale']:g} "
+        f"({data['wall_seconds']:.1f} s wall). {data['description']}".rstrip(),
+        "",
+        "## Objectives",
+        "",
+        "| objective | target | measured | result |",
+        "|---|---|---|---|",
+    ]
+    for o in data["objectives"]:
+        if "target_seconds" in o:
+            verdict = "met" if o["met"] else "**BREACHED**"
+            if o.get("breached_by_seconds"):
+                verdict += f" by {_d(o['breached_by_seconds'])}"
+            if o["reason"]:
+                verdict += f" — {o['reason']}"
+            target, measured = _d(o["target_seconds"]), _d(o["measured_seconds"])
+            lines.append(f"| {o['name']} | {target} | {measured} | {verdict} |")
+        else:
+            verdict = "ran and succeeded" if o["met"] else f"**FAILED** — {o['reason']}"
+            lines.append(f"| runbook | {o['target']} | | {verdict} |")
+    rto = data["rto"]
+    phases = rto.get("phases") or {}
+    lines += [
+        "",
+        "## RTO, measured from the journal",
+        "",
+        "| detect | decide | act | converge | total |",
+        "|---|---|---|---|---|",
+        "| "
+        + " | ".join(_d(phases.get(p)) for p in ("detect", "decide", "act", "converge"))
+        + f" | {_d(rto.get('measured_seconds'))} |",
+        "",
+        "## Timeline (drill time since the first fault)",
+        "",
+        "| T | event | source |",
+        "|---|---|---|",
+    ]
+    for e in data["timeline"]:
+        lines.append(f"| {_d(e['t'])} | {e['label']} | {e['source']} |")
+    rollback = data["rollback"]
+    lines += ["", "## Rollback", ""]
+    if rollback.get("ran"):
+        restored = "restored" if rollback.get("steady_state_restored") else "NOT restored"
+        lines.append(
+            f"Reverted {', '.join(rollback['reverted']) or 'nothing'}; steady state {restored}."
+        )
+    else:
+        lines.append("Skipped (--no-rollback): the faults were left in place.")
+    if data["stop"]:
+        lines += ["", f"Aborted by stop condition: `{data['stop']['condition']}`."]
+    for note in data["notes"]:
+        lines.append(f"\n- {note}")
+    return "\n".join(lines) + "\n"
+
+
+def svg_timeline(data: dict[str, Any]) -> str:
+    """Events on a time axis (drill time), one row per source, executions' steps as bars."""
+    events = data["timeline"]
+    width, left, right, row = 960, 120, 30, 28
+    ts = [e["t"] for e in events] or [0.0]
+    steps = [s for ex in data["executions"] for s in ex["steps"] if s["started_at"]]
+    injected = data["rto"].get("injected_at") or data["started_at"]
+    scale = data["time_scale"]
+    lo, hi = float(min(0.0, *ts)), float(max(1.0, *ts))
+    span = hi - lo or 1.0
+
+    def x(t: float) -> float:
+        return left + (t - lo) / span * (width - left - right)
+
+    rows = ["runner", "registry", "journal", "steps"]
+    height = 40 + row * (len(rows) + len(steps)) + 40
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+    ]
+    for i, name in enumerate(rows[:3]):
+        y = 30 + i * row
+        out.append(f'<text x="8" y="{y + 4}">{name}</text>')
+        out.append(f'<line x1="{left}" y1="{y}" x2="{width - right}" y2="{y}" stroke="#ddd"/>')
+    for e in events:
+        if e["source"] not in COLORS:
+            continue
+        y = 30 + rows.index(e["source"]) * row
+        out.append(
+            f'<circle cx="{x(e["t"]):.1f}" cy="{y}" r="5" fill="{COLORS[e["source"]]}">'
+            f"<title>{html.escape(_d(e['t']))} {html.escape(e['label'])}</title></circle>"
+        )
+    for i, s in enumerate(steps):
+        y = 30 + (3 + i) * row
+        a = (s["started_at"] - injected) * scale
+        b = ((s["ended_at"] or data["ended_at"]) - injected) * scale
+        color = "#27ae60" if s["result"] == "ok" else "#c0392b"
+        out.append(f'<text x="8" y="{y + 4}">{html.escape(s["name"][:18])}</text>')
+        tip = f"{html.escape(s['name'])}: {_d(b - a)} → {s['result']}"
+        out.append(
+            f'<rect x="{x(a):.1f}" y="{y - 7}" width="{max(x(b) - x(a), 2):.1f}" height="14" '
+            f'fill="{color}"><title>{tip}</title></rect>'
+        )
+    rto = data["rto"].get("measured_seconds")
+    target = next((o["target_seconds"] for o in data["objectives"] if o["name"] == "RTO"), None)
+    axis_y = height - 25
+    out.append(
+        f'<line x1="{left}" y1="{axis_y}" x2="{width - right}" y2="{axis_y}" stroke="#333"/>'
+    )
+    for k in range(6):
+        t = lo + span * k / 5
+        out.append(f'<text x="{x(t):.1f}" y="{axis_y + 15}" text-anchor="middle">{_d(t)}</text>')
+    if target is not None and lo <= target <= hi:
+        out.append(
+            f'<line x1="{x(target):.1f}" y1="15" x2="{x(target):.1f}" y2="{axis_y}" '
+            'stroke="#8e44ad" stroke-dasharray="4 3"><title>RTO objective</title></line>'
+        )
+        out.append(f'<text x="{x(target) + 3:.1f}" y="14" fill="#8e44ad">RTO objective</text>')
+    if rto is not None:
+        out.append(
+            f'<line x1="{x(rto):.1f}" y1="15" x2="{x(rto):.1f}" y2="{axis_y}" stroke="#27ae60">'
+            "<title>recovered</title></line>"
+        )
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def html_report(data: dict[str, Any], md: str) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(_d(e['t']))}</td><td>{html.escape(e['label'])}</td>"
+        f"<td>{e['source']}</td></tr>"
+        for e in data["timeline"]
+    )
+    objectives = "".join(
+        f'<li class="{"ok" if o["met"] else "bad"}">{html.escape(o["name"])}: '
+        + (
+            f"{_d(o.get('measured_seconds'))} of {_d(o.get('target_seconds'))} "
+            if "target_seconds" in o
+            else f"{html.escape(str(o['target']))} "
+        )
+        + ("met" if o["met"] else f"BREACHED {html.escape(o['reason'])}")
+        + "</li>"
+        for o in data["objectives"]
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Drill {html.escape(data["drill"])}: {data["outcome"]}</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}
+.ok{{color:#1e8449}}.bad{{color:#c0392b;font-weight:bold}}
+table{{border-collapse:collapse}}td{{border-bottom:1px solid #eee;padding:2px 8px}}</style>
+</head><body>
+<h1>Drill {html.escape(data["drill"])} — {data["outcome"]} (exit {data["exit_code"]})</h1>
+<p>Scenario {html.escape(data["scenario"])}, mode {data["mode"]},
+time scale ×{data["time_scale"]:g}.</p>
+<ul>{objectives}</ul>
+<h2>Timeline</h2>
+{svg_timeline(data)}
+<table><tr><th>T (drill time)</th><th>event</th><th>source</th></tr>{rows}</table>
+</body></html>
+"""
+
+
+def write_reports(result: DrillResult) -> dict[str, Any]:
+    data = report_data(result)
+    result.report_dir.mkdir(parents=True, exist_ok=True)
+    (result.report_dir / "report.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    md = markdown(data)
+    (result.report_dir / "report.md").write_text(md)
+    (result.report_dir / "report.html").write_text(html_report(data, md))
+    return data
