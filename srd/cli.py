@@ -121,9 +121,42 @@ def _parser() -> argparse.ArgumentParser:
     approve.add_argument("--url", help="srd's base URL (default: from the config's listen)")
     approve.set_defaults(handler=_approve)
 
+    simulate = commands.add_parser(
+        "simulate",
+        help="run a game-day drill on the built-in sandbox and report RTO and RPO "
+        "(exit 0 met, 2 invalid, 3 breached, 4 not restored, 5 aborted, 6 interrupted)",
+    )
+    simulate.add_argument("drill", nargs="?", type=Path, help="a drill file (drills/*.yaml)")
+    simulate.add_argument("--all", action="store_true", help="run every drill in --drills")
+    simulate.add_argument("--drills", type=Path, default=Path("drills"), help="for --all")
+    simulate.add_argument("--report-dir", type=Path, help="default: drill-reports/<drill>")
+    simulate.add_argument("--time-scale", type=float, help="drill seconds per wall second")
+    simulate.add_argument("--no-rollback", action="store_true", help="leave the faults in place")
+    simulate.add_argument("--mode", choices=["armed", "dry-run"], default="armed")
+    simulate.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    simulate.set_defaults(handler=_simulate)
+
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=_version)
     return parser
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from srd.simulate.runner import simulate_command  # the sandbox's imports only when asked
+
+    if args.all == (args.drill is not None):
+        print("srd simulate: give one drill file, or --all", file=sys.stderr)
+        return EXIT_CONFIG
+    return simulate_command(
+        [args.drill] if args.drill else [],
+        run_all=args.all,
+        drills_dir=args.drills,
+        report_dir=args.report_dir,
+        time_scale=args.time_scale,
+        rollback=not args.no_rollback,
+        mode=args.mode,
+        log_level=args.log_level or "error",
+    )
 
 
 def _load(path: Path) -> Setup | None:

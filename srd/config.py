@@ -606,6 +606,92 @@ class FailoverConfig(Strict):
     )
 
 
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+class KubernetesConnection(Strict):
+    """How srd reaches the Kubernetes API, as the kubernetes actuator's settings."""
+
+    host: AnyHttpUrl | None = Field(
+        None,
+        description="API server URL used without credentials: the sandbox's fake API and tests. "
+        "Unset: the in-cluster service account when run in a pod, else kubeconfig.",
+    )
+    kubeconfig: Path | None = Field(None, description="kubeconfig file; $KUBECONFIG or ~/.kube.")
+    context: str | None = Field(None, description="kubeconfig context; its current one if unset.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> KubernetesConnection:
+        if self.host is not None and (self.kubeconfig is not None or self.context is not None):
+            raise ValueError("give host or kubeconfig/context, not both")
+        return self
+
+
+class HaConfig(Strict):
+    """High availability: several replicas, one leader (a Kubernetes Lease); only the leader
+    acts. ``standalone`` is a single srd, always the leader."""
+
+    mode: Literal["standalone", "kubernetes"] = "standalone"
+    namespace: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="Namespace of the Lease. Default: srd's own, read from the service "
+        "account; required outside a pod.",
+    )
+    lease_name: str = Field("srd-leader", pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    lease_duration: Duration = Field(
+        15.0,
+        description="Whole seconds a lease lasts after its last renewal: how long followers "
+        "wait before taking over from a leader that died (client-go's default, 15 s).",
+    )
+    renew_deadline: Duration = Field(
+        10.0,
+        description="A leader that could not renew for this long stops acting. Below "
+        "lease_duration, so it has stopped before anyone can take over (the gap covers "
+        "clock skew between nodes).",
+    )
+    retry_period: Duration = Field(
+        2.0, description="Seconds between renewals, and between a follower's attempts."
+    )
+    identity: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Holder name. Default: $POD_NAME, else the host name. A random suffix is "
+        "always added: a restarted process is a new holder, never its predecessor.",
+    )
+    kubernetes: KubernetesConnection = Field(default_factory=KubernetesConnection)
+
+    @model_validator(mode="after")
+    def _durations(self) -> HaConfig:
+        if not 0 < self.retry_period < self.renew_deadline < self.lease_duration:
+            raise ValueError(
+                f"need lease_duration ({self.lease_duration:g}s) > renew_deadline "
+                f"({self.renew_deadline:g}s) > retry_period ({self.retry_period:g}s) > 0: a "
+                "leader must stop acting before its lease can expire, and renew several times "
+                "before it gives up"
+            )
+        if self.lease_duration != int(self.lease_duration):
+            raise ValueError(
+                f"lease_duration must be whole seconds (the Lease stores seconds), "
+                f"got {self.lease_duration:g}s"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _namespace(self) -> HaConfig:
+        if self.mode == "kubernetes" and self.namespace is None:
+            try:
+                own = SERVICE_ACCOUNT_NAMESPACE.read_text(encoding="utf-8").strip()
+            except OSError:
+                raise ValueError(
+                    "mode kubernetes outside a pod needs namespace: where the Lease lives"
+                ) from None
+            # Frozen model: the resolved namespace is set once, while validating.
+            object.__setattr__(self, "namespace", own)
+        return self
+
+
 class Config(Strict):
     mode: Mode = Field(Mode.OBSERVE, description="observe (default), dry-run or armed.")
     state_dir: Path = Field(
@@ -618,6 +704,7 @@ class Config(Strict):
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     failover: FailoverConfig = Field(default_factory=FailoverConfig)
+    ha: HaConfig = Field(default_factory=HaConfig)
     actuators: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Actuator name (kubernetes, aws, or a plug-in of the srd.actuators entry "

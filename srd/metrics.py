@@ -283,6 +283,12 @@ class Metrics:
             buckets=(0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0),
             registry=reg,
         )
+        self.leader = Gauge(
+            "srd_leader",
+            "1 while this srd instance leads (may act), 0 while it follows; by holder identity.",
+            ["identity"],
+            registry=reg,
+        )
 
     def _recovery_metrics(self, reg: CollectorRegistry) -> None:
         scenario = ["scenario"]

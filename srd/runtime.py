@@ -27,9 +27,11 @@ from srd.evaluation.engine import Engine
 from srd.evaluation.promql import PromqlClient, PromqlSource, event_slo
 from srd.evaluation.recovery import RecoverySource
 from srd.evaluation.rulepacks import RulePack, load_rule_packs
+from srd.evaluation.rules import RuleGroup
 from srd.evaluation.slo import Slo
 from srd.failover.runbooks import Runbook, load_runbooks
 from srd.failover.stage import FailoverStage
+from srd.leader import leadership_from_config
 from srd.metrics import Metrics
 from srd.model import Observation
 from srd.probes.runner import ProbeRunner
@@ -103,8 +105,11 @@ class Daemon:
         metrics: Metrics | None = None,
         log_level: str | None = None,
         log_format: str | None = None,
+        extra_groups: Sequence[RuleGroup] = (),
     ) -> None:
+        """``extra_groups``: rule groups evaluated beside the rule packs' (a drill's alerts)."""
         self.setup = setup
+        self._extra_groups = tuple(extra_groups)
         self.metrics = metrics or Metrics()
         self._log_level = log_level
         self._log_format = log_format
@@ -168,6 +173,9 @@ class Daemon:
         headers = {"User-Agent": f"srd/{__version__}"}
         async with aiohttp.ClientSession(headers=headers) as session:
             self._session = session
+            leadership, keep_leadership = leadership_from_config(
+                self.config, self.metrics, on_loss=self._deposed
+            )
             failover = self.failover = await FailoverStage.open(
                 self.config,
                 session,
@@ -175,11 +183,14 @@ class Daemon:
                 actuators=self.setup.actuators,
                 runbooks=self.setup.runbooks,
                 probe_status=self._last_obs.get,
+                leadership=leadership,
             )
             try:
                 self.supervisor.start("server", self._serve, essential=True)
                 self.supervisor.start("reloader", self._reloader)
                 self.supervisor.start("failover", failover.run)
+                if keep_leadership is not None:
+                    self.supervisor.start("leader", keep_leadership)
                 self._start_stages(self.setup)
                 await wait_first(self._stop_requested, self.supervisor.failed)
                 failure = self.supervisor.failure
@@ -196,6 +207,15 @@ class Daemon:
             return EXIT_FAILED
         log.info("stopped")
         return EXIT_OK
+
+    async def _deposed(self) -> None:
+        """Leadership lost: cancel executions in flight now, their actuator calls with them
+        (the guards alone would stop them only at their next step). The dispatcher starts
+        again at once, so alerts are still taken; the guards refuse to act on them."""
+        if self.supervisor.stopping:
+            return
+        await self.supervisor.stop(["failover"], 0)
+        self.supervisor.start("failover", self._failover().run)
 
     async def _serve(self, stop: asyncio.Event) -> None:
         server = self.config.server
@@ -236,6 +256,8 @@ class Daemon:
                 return False
             if new.config.server != self.config.server:
                 log.warning("server settings changed; they take effect after a restart")
+            if new.config.ha != self.config.ha:
+                log.warning("ha settings changed; they take effect after a restart")
             await self.supervisor.stop(self._stage_tasks(), self.config.runtime.shutdown_grace)
             self.setup = new
             self._retired += self._failover().reload(new.config, new.actuators, new.runbooks)
@@ -269,7 +291,10 @@ class Daemon:
             [judged.get(slo.name, slo) for slo in slos],
             self.metrics,
             state_dir=config.state_dir,
-            extra_groups=[group for pack in setup.packs for group in pack.groups()],
+            extra_groups=[
+                *(group for pack in setup.packs for group in pack.groups()),
+                *self._extra_groups,
+            ],
             coarse_step=config.evaluation.coarse_step,
         )
         evaluation = [] if not engine.groups else ["evaluation"]

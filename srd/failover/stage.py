@@ -19,7 +19,7 @@ from srd.failover import control, webhook
 from srd.failover.checks import Checks
 from srd.failover.dispatch import Dispatcher
 from srd.failover.executor import Executor
-from srd.failover.guards import Guards, KillSwitch, Limits, SingleInstance, budget_from_registry
+from srd.failover.guards import Guards, KillSwitch, Leadership, Limits, budget_from_registry
 from srd.failover.intake import Intake, from_rule_alert
 from srd.failover.runbooks import Runbook
 from srd.journal import Journal, open_journal
@@ -40,6 +40,7 @@ class FailoverStage:
         actuators: Mapping[str, Actuator],
         runbooks: Sequence[Runbook],
         probe_status: Callable[[str], Observation | None],
+        leadership: Leadership,
     ) -> None:
         self.config = config
         self.journal = journal
@@ -53,7 +54,7 @@ class FailoverStage:
         self.guards = Guards(
             mode=lambda: self.config.mode,
             kill_switch=self.kill_switch,
-            leadership=SingleInstance(),
+            leadership=leadership,
             journal=journal,
             limits=Limits.of(failover),
             checks=checks,
@@ -88,6 +89,7 @@ class FailoverStage:
         actuators: Mapping[str, Actuator],
         runbooks: Sequence[Runbook],
         probe_status: Callable[[str], Observation | None],
+        leadership: Leadership,
     ) -> FailoverStage:
         journal = await open_journal(config.state_dir, create=True)
         return cls(
@@ -98,6 +100,7 @@ class FailoverStage:
             actuators=actuators,
             runbooks=runbooks,
             probe_status=probe_status,
+            leadership=leadership,
         )
 
     def add_routes(self, app: web.Application) -> None:
