@@ -124,14 +124,16 @@ class Prometheus:
 
     def _query(self, expr: str) -> dict[str, Any]:
         status, body = get(f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
-        if status == 0:
-            return {"status": "error", "error": "no answer"}
+        if status == 0 or not body.startswith(b"{"):
+            # Not answering yet, or "Service Unavailable" in plain text while it starts.
+            return {"status": "error", "error": f"HTTP {status}: {body[:200]!r}"}
         reply: dict[str, Any] = json.loads(body)
         return reply
 
     def targets_up(self) -> dict[str, str]:
-        _, body = get(self.url + "/api/v1/targets")
-        active = json.loads(body)["data"]["activeTargets"] if body else []
+        status, body = get(self.url + "/api/v1/targets")
+        # Prometheus answers 503 in plain text until its storage is ready.
+        active = json.loads(body)["data"]["activeTargets"] if status == 200 else []
         return {t["scrapeUrl"]: t["health"] for t in active}
 
 
