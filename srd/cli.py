@@ -108,7 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     journal.add_argument("id", nargs="?", help="an execution id (omit to list the newest)")
     journal.add_argument("--config", help="config whose state_dir holds the journal")
-    journal.add_argument("--journal", help="a state directory or sqlite:///path (overrides)")
+    journal.add_argument(
+        "--journal",
+        help="a state directory, sqlite:///path or postgresql://user@host/db (overrides; "
+        "the password from PGPASSWORD or ~/.pgpass)",
+    )
     journal.add_argument("--limit", type=int, default=20, help="executions to list (20)")
     journal.add_argument("--json", action="store_true", help="print JSON")
     journal.set_defaults(handler=_journal)
@@ -233,16 +237,19 @@ def _probe(args: argparse.Namespace) -> int:
 
 def _journal(args: argparse.Namespace) -> int:
     target: str | Path
+    password = None
     if args.journal:
         target = args.journal
     else:
         setup = _load(resolve_config_path(args.config))
         if setup is None:
             return EXIT_CONFIG
-        target = setup.config.state_dir
+        failover = setup.config.failover
+        target = failover.journal or setup.config.state_dir
+        password = failover.journal_password.value if failover.journal_password else None
     if args.id:
-        return journal_show(target, args.id, as_json=args.json)
-    return journal_list(target, limit=args.limit, as_json=args.json)
+        return journal_show(target, args.id, as_json=args.json, password=password)
+    return journal_list(target, limit=args.limit, as_json=args.json, password=password)
 
 
 def _approve(args: argparse.Namespace) -> int:

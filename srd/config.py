@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from srd.durations import Duration
+from srd.journal import JournalError, check_journal_url
 from srd.jsonpath import JsonPath
 
 CONFIG_ENV = "SRD_CONFIG"
@@ -604,6 +605,33 @@ class FailoverConfig(Strict):
         description="Executions of all runbooks that may start within execution_window: a cap "
         "on the blast radius of automation gone wrong (the rest are blocked and journaled).",
     )
+    journal: str | None = Field(
+        None,
+        description="Where the journal lives: sqlite:///abs/path.sqlite3, or "
+        "postgresql://user@host:port/db for one journal shared by several replicas (ha). "
+        "Default: <state_dir>/journal.sqlite3. Never put a password in the URL.",
+    )
+    journal_password: SecretRef | None = Field(
+        None,
+        description="Password of the PostgreSQL journal's user. Unset: libpq's PGPASSWORD or "
+        "~/.pgpass, or none (trust or certificate authentication).",
+    )
+
+    @field_validator("journal")
+    @classmethod
+    def _journal_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_journal_url(value)
+            except JournalError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _password_for_postgres(self) -> FailoverConfig:
+        if self.journal_password is not None and not (self.journal or "").startswith("postgres"):
+            raise ValueError("journal_password is only used by a postgresql:// journal")
+        return self
 
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")

@@ -1,8 +1,8 @@
 """``srd journal [ID]``: list executions, or show one as a timeline; ``--json`` for scripts.
 
-Plain functions returning an exit code: 0 shown, 1 no such journal or execution. They open
-the journal read-mostly beside a running daemon (WAL lets readers and the writer overlap) and
-never create one.
+Plain functions returning an exit code: 0 shown, 1 no such journal or execution (or one that
+cannot be reached). They open the journal read-mostly beside a running daemon (SQLite's WAL
+and PostgreSQL both let readers and the writer overlap) and never create one.
 """
 
 from __future__ import annotations
@@ -25,12 +25,19 @@ T = TypeVar("T")
 
 
 def journal_list(
-    target: str | Path, *, limit: int = 20, as_json: bool = False, out: TextIO = sys.stdout
+    target: str | Path,
+    *,
+    limit: int = 20,
+    as_json: bool = False,
+    out: TextIO = sys.stdout,
+    password: str | None = None,
 ) -> int:
     """Print the newest ``limit`` executions of the journal in ``target`` (a state directory
-    or a journal URL) as a table, or as a JSON list."""
+    or a journal URL; ``password`` a PostgreSQL journal's) as a table, or as a JSON list."""
     try:
-        executions = asyncio.run(_reading(target, lambda journal: journal.executions(limit)))
+        executions = asyncio.run(
+            _reading(target, password, lambda journal: journal.executions(limit))
+        )
     except JournalError as exc:
         print(exc, file=sys.stderr)
         return EXIT_FAILED
@@ -48,12 +55,17 @@ def journal_list(
 
 
 def journal_show(
-    target: str | Path, execution_id: str, *, as_json: bool = False, out: TextIO = sys.stdout
+    target: str | Path,
+    execution_id: str,
+    *,
+    as_json: bool = False,
+    out: TextIO = sys.stdout,
+    password: str | None = None,
 ) -> int:
     """Print one execution: its header, then states, steps and guard blocks in time order."""
     try:
         detail = asyncio.run(
-            _reading(target, lambda journal: execution_detail(journal, execution_id))
+            _reading(target, password, lambda journal: execution_detail(journal, execution_id))
         )
     except JournalError as exc:
         print(exc, file=sys.stderr)
@@ -68,8 +80,10 @@ def journal_show(
     return EXIT_OK
 
 
-async def _reading(target: str | Path, read: Callable[[Journal], Awaitable[T]]) -> T:
-    journal = await open_journal(target, create=False)
+async def _reading(
+    target: str | Path, password: str | None, read: Callable[[Journal], Awaitable[T]]
+) -> T:
+    journal = await open_journal(target, create=False, password=password)
     try:
         return await read(journal)
     finally:

@@ -38,6 +38,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from srd.config import Config, HaConfig, KubernetesConnection
 from srd.failover.guards import Leadership, SingleInstance
+from srd.journal import NO_TERM, Fence
 from srd.metrics import Metrics
 from srd.supervisor import TaskFactory
 
@@ -103,6 +104,12 @@ class LeaseLeadership:
 
     def is_leader(self) -> bool:
         return self._held and time.monotonic() - self._renewed < self._settings.renew_deadline
+
+    def fence(self) -> Fence:
+        """This replica's identity and term while it leads; while it follows (or once its
+        renewal is overdue) a term every journal refuses."""
+        term = self.term if self.term is not None and self.is_leader() else NO_TERM
+        return Fence(self.identity, term)
 
     @property
     def leader(self) -> str | None:

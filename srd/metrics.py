@@ -289,6 +289,12 @@ class Metrics:
             ["identity"],
             registry=reg,
         )
+        self.journal_fenced_writes = Counter(
+            "srd_journal_fenced_writes",
+            "Journal writes refused because another replica leads at a higher term: each one "
+            "stopped an execution here, for the leader to reconcile.",
+            registry=reg,
+        )
 
     def _recovery_metrics(self, reg: CollectorRegistry) -> None:
         scenario = ["scenario"]

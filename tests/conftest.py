@@ -11,6 +11,7 @@ import pytest_asyncio
 from moto.server import ThreadedMotoServer
 
 from srd.metrics import Metrics
+from tests.pgserver import PgDatabase, PgServer
 
 
 @pytest_asyncio.fixture(autouse=True)
@@ -50,3 +51,16 @@ def moto_url() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A real PostgreSQL server for the session (tests/pgserver.py); fails if there is none."""
+    with PgServer.running() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_database(pg_server: PgServer) -> PgDatabase:
+    """A fresh, empty database of its own for each test."""
+    return pg_server.create_database()

@@ -13,7 +13,7 @@ from srd.failover.executor import Executor
 from srd.failover.guards import Guards, KillSwitch, Limits
 from srd.failover.runbooks import Runbook, parse_runbooks
 from srd.failover.testing import FakeActuator, FakeChecks
-from srd.journal import ExecutionRecord, SqliteJournal
+from srd.journal import ExecutionRecord, Fence, SqliteJournal
 from srd.metrics import Metrics
 from srd.model import Alert
 
@@ -31,9 +31,14 @@ class Clock:
 class Leader:
     def __init__(self) -> None:
         self.leader = True
+        self.fenced_as: Fence | None = None
+        """What ``fence()`` answers: None (unfenced, as a single srd) unless a test sets it."""
 
     def is_leader(self) -> bool:
         return self.leader
+
+    def fence(self) -> Fence | None:
+        return self.fenced_as
 
 
 @dataclass

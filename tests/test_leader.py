@@ -16,6 +16,7 @@ from aiohttp import web
 
 from srd.config import ConfigError, HaConfig, parse_config
 from srd.failover.guards import SingleInstance
+from srd.journal import NO_TERM, Fence
 from srd.leader import LeaseLeadership, leadership_from_config
 from srd.metrics import Metrics
 from srd.simulate.kubernetes import LEASES, ApiError, FakeKubernetes
@@ -189,6 +190,9 @@ async def test_a_leader_that_stops_cleanly_releases_the_lease_and_a_follower_tak
         assert fake.lease()["leaseTransitions"] == 1
         assert new.leadership.term == 1
         assert old.gauge() == 0
+        # The journal's fence: the new holder's term; the old one holds none any more.
+        assert new.leadership.fence() == Fence(new.leadership.identity, 1)
+        assert old.leadership.fence() == Fence(old.leadership.identity, NO_TERM)
 
 
 async def test_a_conflict_on_renewal_means_not_leader_until_a_fresh_read_wins_again() -> None:

@@ -6,6 +6,10 @@ pages. When every step of a remedy ran but the runbook's health is not back by i
 the next remedy is tried, and after the last one srd escalates and stops — it never loops.
 ``resume`` reconciles an execution a crash interrupted: the step that was running is judged
 by the actuator's ``converged``; done steps are never repeated.
+
+Every step and state write carries the leadership's fence (holder and term). When the journal
+refuses one (``FencedError``: another replica has led since), this replica stops acting on the
+execution at once — no further step, no rollback: the new leader reconciles it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ from srd.actuators.base import Actuator, ActuatorError, State
 from srd.failover.checks import CheckResult, CheckRunner, wait_for
 from srd.failover.guards import Guards, Refusal
 from srd.failover.runbooks import ActionSpec, Check, Runbook, Step
-from srd.journal import ExecutionRecord, ExecutionState, Journal, StepRecord, StepResult
+from srd.journal import (
+    ExecutionRecord,
+    ExecutionState,
+    Fence,
+    FencedError,
+    Journal,
+    StepRecord,
+    StepResult,
+)
 from srd.metrics import Metrics
 from srd.model import Alert
 
@@ -54,6 +66,9 @@ class _Run:
     completed: set[int]
     attempts: dict[int, int] = field(default_factory=dict)
     """Per step index, how many earlier runs the journal holds (a crash interrupted them)."""
+    fence: Fence | None = None
+    """Taken when the run begins and carried by all its writes: a replica that lost the lead
+    and won it back (a new term) must not continue a run the leader in between reconciled."""
 
     @property
     def dry(self) -> bool:
@@ -85,32 +100,51 @@ class Executor:
         self._poll = poll_interval
         self._backoff = retry_backoff
 
-    async def run(self, runbook: Runbook, execution: ExecutionRecord) -> ExecutionState:
-        """Carry out a ``planned`` execution."""
-        run = _Run(runbook, execution, [], set())
-        with _bound(execution):
-            if refusal := await self._guards.admit(runbook, execution):
-                return await self._blocked(run, refusal)
-            await self._journal.set_state(execution.id, "running")
-            log.info("runbook started", mode=execution.mode)
-            return await self._remedies(run, 0)
+    async def run(self, runbook: Runbook, execution: ExecutionRecord) -> ExecutionState | None:
+        """Carry out a ``planned`` execution. None: fenced off, this replica stopped and the
+        execution's state is the new leader's to decide."""
+        return await self._carry_out(runbook, execution, resume=False)
 
-    async def resume(self, runbook: Runbook, execution: ExecutionRecord) -> ExecutionState:
-        """Reconcile an execution left ``planned`` or ``running`` by a crash."""
-        if execution.state == "planned":
-            return await self.run(runbook, execution)
-        with _bound(execution):
-            records = await self._journal.steps(execution.id)
-            return await self._reconcile(runbook, execution, records)
+    async def resume(self, runbook: Runbook, execution: ExecutionRecord) -> ExecutionState | None:
+        """Reconcile an execution left ``planned`` or ``running`` by a crash (or by a leader
+        that was deposed). None: fenced off, as ``run``."""
+        return await self._carry_out(runbook, execution, resume=execution.state != "planned")
 
-    async def _reconcile(
-        self, runbook: Runbook, execution: ExecutionRecord, records: Sequence[StepRecord]
-    ) -> ExecutionState:
+    async def _carry_out(
+        self, runbook: Runbook, execution: ExecutionRecord, *, resume: bool
+    ) -> ExecutionState | None:
+        run = _Run(runbook, execution, [], set(), fence=self._guards.leadership.fence())
+        with _bound(execution):
+            try:
+                if resume:
+                    if run.fence is not None:
+                        # Claim the term before judging what the previous leader left, so
+                        # that leader can write nothing more while this one reconciles.
+                        await self._journal.lead(run.fence)
+                    return await self._reconcile(run, await self._journal.steps(execution.id))
+                return await self._start(run)
+            except FencedError as exc:
+                self._metrics.journal_fenced_writes.inc()
+                log.error(
+                    "fenced off: another replica leads; this one stops acting on the execution"
+                    " and leaves it to the leader to reconcile",
+                    reason=str(exc),
+                )
+                return None
+
+    async def _start(self, run: _Run) -> ExecutionState:
+        if refusal := await self._guards.admit(run.runbook, run.execution):
+            return await self._blocked(run, refusal)
+        await self._journal.set_state(run.execution.id, "running", fence=run.fence)
+        log.info("runbook started", mode=run.execution.mode)
+        return await self._remedies(run, 0)
+
+    async def _reconcile(self, run: _Run, records: Sequence[StepRecord]) -> ExecutionState:
+        runbook = run.runbook
         # The last attempt of a step wins: records come oldest first.
         started = {r.index: r for r in records if r.phase == "started" and _main(r)}
         ended = {r.index: r for r in records if r.phase == "ended" and _main(r)}
         ended = {i: r for i, r in ended.items() if r.key == started[i].key}
-        run = _Run(runbook, execution, [], set())
         for r in records:
             if r.phase == "started" and _main(r):
                 run.attempts[r.index] = run.attempts.get(r.index, 0) + 1
@@ -330,7 +364,8 @@ class Executor:
                 time.time(),
                 prior=done.prior,
                 detail={"compensate": _compensation(step)},
-            )
+            ),
+            fence=run.fence,
         )
         try:
             async with asyncio.timeout(step.timeout):
@@ -357,7 +392,8 @@ class Executor:
                 time.time(),
                 result="compensated" if ok else "failed",
                 detail=detail,
-            )
+            ),
+            fence=run.fence,
         )
         return ok
 
@@ -371,7 +407,9 @@ class Executor:
     async def _finish(
         self, run: _Run, state: ExecutionState, reason: str, *, page: bool = False
     ) -> ExecutionState:
-        await self._journal.set_state(run.execution.id, state, {"reason": reason, "paged": page})
+        await self._journal.set_state(
+            run.execution.id, state, {"reason": reason, "paged": page}, fence=run.fence
+        )
         result = "planned" if run.dry and state == "succeeded" else state
         self._metrics.runbook_executions.labels(run.runbook.name, result).inc()
         (log.error if page else log.info)("runbook ended", state=state, reason=reason)
@@ -398,7 +436,7 @@ class Executor:
         record = StepRecord(
             run.execution.id, index, name, phase, key, time.time(), result, prior, detail
         )
-        await self._journal.step(record)
+        await self._journal.step(record, fence=run.fence)
 
     def _interval(self, check: Check) -> float:
         return check.http.interval if check.http is not None else self._poll

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from srd.config import FailoverConfig, Mode
 from srd.failover.checks import CheckRunner
 from srd.failover.runbooks import Runbook, Step
-from srd.journal import ExecutionRecord, Journal
+from srd.journal import ExecutionRecord, Fence, Journal
 from srd.metrics import Metrics
 
 log = structlog.get_logger("srd.failover.guards")
@@ -51,16 +51,24 @@ class Refusal:
 
 
 class Leadership(Protocol):
-    """Whether this srd instance may act. The HA issue plugs a Kubernetes Lease in here."""
+    """Whether this srd instance may act (``srd.leader``: a Kubernetes Lease)."""
 
     def is_leader(self) -> bool: ...
 
+    def fence(self) -> Fence | None:
+        """The holder and term the executor's journal writes carry, so the journal refuses
+        them once another holder has led (``FencedError``); None: unfenced (one srd alone)."""
+        ...
+
 
 class SingleInstance:
-    """Leadership of a single srd: always the leader."""
+    """Leadership of a single srd: always the leader, never fenced."""
 
     def is_leader(self) -> bool:
         return True
+
+    def fence(self) -> None:
+        return None
 
 
 class KillSwitch:

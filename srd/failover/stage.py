@@ -91,7 +91,11 @@ class FailoverStage:
         probe_status: Callable[[str], Observation | None],
         leadership: Leadership,
     ) -> FailoverStage:
-        journal = await open_journal(config.state_dir, create=True)
+        failover = config.failover
+        password = failover.journal_password.value if failover.journal_password else None
+        journal = await open_journal(
+            failover.journal or config.state_dir, create=True, password=password
+        )
         return cls(
             config,
             journal,

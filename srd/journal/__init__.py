@@ -1,0 +1,90 @@
+"""The journal: the durable, append-only record of alerts received, decisions and steps.
+
+``base`` is the contract (the ``Journal`` Protocol, its records, the fence); ``sql`` the
+schema, statements and write logic both backends share; ``sqlite`` the default (one file in
+``state_dir``, WAL) and ``postgres`` the journal several replicas share. ``open_journal``
+picks one from a URL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from srd.journal.base import (
+    NO_TERM,
+    ExecutionRecord,
+    ExecutionState,
+    Fence,
+    FencedError,
+    GuardBlock,
+    Journal,
+    JournalError,
+    StateChange,
+    StepPhase,
+    StepRecord,
+    StepResult,
+)
+from srd.journal.postgres import SCHEMES as POSTGRES_SCHEMES
+from srd.journal.postgres import PostgresJournal
+from srd.journal.postgres import parse as parse_postgres
+from srd.journal.sqlite import JOURNAL_FILE, SqliteJournal
+
+__all__ = [
+    "JOURNAL_FILE",
+    "NO_TERM",
+    "ExecutionRecord",
+    "ExecutionState",
+    "Fence",
+    "FencedError",
+    "GuardBlock",
+    "Journal",
+    "JournalError",
+    "PostgresJournal",
+    "SqliteJournal",
+    "StateChange",
+    "StepPhase",
+    "StepRecord",
+    "StepResult",
+    "check_journal_url",
+    "journal_path",
+    "open_journal",
+]
+
+
+async def open_journal(
+    target: str | Path, *, create: bool = True, password: str | None = None
+) -> Journal:
+    """Open the journal named by ``target``: a state directory (the journal is its
+    ``journal.sqlite3``), ``sqlite:///abs/path.sqlite3`` or ``postgresql://user@host:port/db``
+    (``password`` is the PostgreSQL user's). With ``create`` False a missing journal raises
+    JournalError (readers such as ``srd journal`` must not make one)."""
+    text = str(target)
+    if urlsplit(text).scheme in POSTGRES_SCHEMES:
+        return await PostgresJournal.open(text, password=password, create=create)
+    return await SqliteJournal.open(journal_path(target), create=create)
+
+
+def check_journal_url(url: str) -> None:
+    """Check a journal URL's syntax without opening it (``srd check``): JournalError says
+    what is wrong."""
+    if urlsplit(url).scheme in POSTGRES_SCHEMES:
+        parse_postgres(url)
+    else:
+        journal_path(url)
+
+
+def journal_path(target: str | Path) -> Path:
+    """The SQLite file ``target`` names; JournalError for a URL that names no SQLite file."""
+    text = str(target)
+    if "://" not in text:
+        return Path(target) / JOURNAL_FILE
+    url = urlsplit(text)
+    if url.scheme != "sqlite":
+        raise JournalError(
+            f"unsupported journal URL scheme {url.scheme!r}: expected sqlite:///abs/path"
+            " or postgresql://user@host:port/db"
+        )
+    if url.netloc or not url.path.startswith("/"):
+        raise JournalError(f"journal URL {text!r} must name an absolute path: sqlite:///abs/path")
+    return Path(url.path)

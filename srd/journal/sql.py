@@ -1,0 +1,450 @@
+"""What both backends share: the schema, every statement, and the logic of every write.
+
+A write is an *operation*: a generator that yields statements and receives their results, so
+its logic (idempotency, existence checks, the fence) is written once and each backend drives
+it in one transaction on its own connection — SQLite on its journal thread, PostgreSQL on the
+event loop. Statements use ``?`` placeholders; the PostgreSQL backend translates them.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, NamedTuple, TypeVar, cast
+
+from srd.journal.base import (
+    NO_TERM,
+    ExecutionRecord,
+    ExecutionState,
+    Fence,
+    FencedError,
+    GuardBlock,
+    JournalError,
+    StateChange,
+    StepRecord,
+)
+from srd.model import RecoveryRecord
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+
+
+class Query(NamedTuple):
+    sql: str
+    params: tuple[Any, ...] | None = ()
+    """None: sent as it is, placeholders and all (DDL, where ``%`` and ``?`` are literal)."""
+
+
+class Lock(NamedTuple):
+    """Serialise this transaction with every other one taking the same lock, until it ends.
+    SQLite's write transactions are serial already; PostgreSQL takes an advisory lock."""
+
+    name: Literal["migrate", "fence"]
+
+
+class Result(NamedTuple):
+    rowcount: int
+    rows: list[tuple[Any, ...]]
+
+
+Statement = Query | Lock
+Op = Generator[Statement, Result, T]
+"""A write: yields statements, receives each one's result, returns the write's result."""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    seq: str
+    """An auto-numbered primary key: the order rows were written in."""
+    real: str
+    """A float that holds Unix time to the microsecond."""
+    append_only: Callable[[str, bool], tuple[str, ...]]
+    """Statements that make ``table`` refuse UPDATE (and, unless deletable, DELETE)."""
+    functions: tuple[str, ...] = ()
+    """Created before the first table (what ``append_only``'s triggers call)."""
+
+
+def schema(d: Dialect) -> tuple[tuple[str, ...], ...]:
+    """Schema migrations: version N is the first N applied in order. Append a tuple of
+    statements to change the schema; never edit one that has shipped. Each runs in the same
+    transaction as its ``schema_version`` row, so a failure mid-migration leaves the old
+    version."""
+    return (
+        (  # 1: the initial schema
+            *d.functions,
+            f"""CREATE TABLE alerts_received (
+            seq {d.seq},
+            fingerprint TEXT NOT NULL,
+            starts_at TEXT NOT NULL,
+            status TEXT NOT NULL,
+            alert TEXT NOT NULL,
+            received_at {d.real} NOT NULL,
+            UNIQUE (fingerprint, starts_at, status))""",
+            "CREATE INDEX alerts_received_by_time ON alerts_received (received_at)",
+            f"""CREATE TABLE executions (
+            seq {d.seq},
+            id TEXT NOT NULL UNIQUE,
+            key TEXT NOT NULL UNIQUE,
+            runbook TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            correlation_id TEXT NOT NULL,
+            alert TEXT NOT NULL,
+            created_at {d.real} NOT NULL)""",
+            f"""CREATE TABLE execution_events (
+            seq {d.seq},
+            execution_id TEXT NOT NULL REFERENCES executions (id),
+            state TEXT NOT NULL,
+            detail TEXT,
+            at {d.real} NOT NULL)""",
+            "CREATE INDEX execution_events_by_execution ON execution_events (execution_id, seq)",
+            f"""CREATE TABLE step_events (
+            seq {d.seq},
+            execution_id TEXT NOT NULL REFERENCES executions (id),
+            step_index INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            key TEXT NOT NULL,
+            at {d.real} NOT NULL,
+            result TEXT,
+            prior TEXT,
+            detail TEXT,
+            UNIQUE (key, phase))""",
+            "CREATE INDEX step_events_by_execution ON step_events (execution_id, seq)",
+            f"""CREATE TABLE guard_blocks (
+            seq {d.seq},
+            execution_id TEXT REFERENCES executions (id),
+            guard TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            at {d.real} NOT NULL)""",
+            "CREATE INDEX guard_blocks_by_execution ON guard_blocks (execution_id, seq)",
+            *d.append_only("alerts_received", True),  # prune() bounds its growth
+            *d.append_only("executions", False),
+            *d.append_only("execution_events", False),
+            *d.append_only("step_events", False),
+            *d.append_only("guard_blocks", False),
+        ),
+        (  # 2: terms of leadership, for fenced writes (one row per new leader)
+            f"""CREATE TABLE leader_terms (
+            term BIGINT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            at {d.real} NOT NULL)""",
+            *d.append_only("leader_terms", False),
+        ),
+    )
+
+
+def migrate(migrations: Sequence[Sequence[str]], d: Dialect, where: str, now: float) -> Op[None]:
+    yield Lock("migrate")  # several replicas may open the journal at the same time
+    yield Query(
+        "CREATE TABLE IF NOT EXISTS schema_version"
+        f" (version INTEGER PRIMARY KEY, applied_at {d.real} NOT NULL)"
+    )
+    result = yield Query("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+    current: int = result.rows[0][0]
+    if current > len(migrations):
+        raise JournalError(
+            f"{where}: schema version {current} is newer than this srd knows ({len(migrations)});"
+            " upgrade srd (downgrading a journal is not supported)"
+        )
+    for version in range(current + 1, len(migrations) + 1):
+        for statement in migrations[version - 1]:
+            yield Query(statement, None)
+        yield Query("INSERT INTO schema_version VALUES (?, ?)", (version, now))
+
+
+_EXECUTION_COLUMNS = """
+    SELECT e.id, e.runbook, e.key, e.mode, ev.state, e.correlation_id, e.alert, e.created_at,
+           ev.at
+    FROM executions AS e
+    JOIN execution_events AS ev
+      ON ev.seq = (SELECT MAX(seq) FROM execution_events WHERE execution_id = e.id)
+"""
+_UNFINISHED = ("planned", "running")
+
+
+class SqlJournal(ABC):
+    """The ``Journal`` Protocol over SQL; a backend supplies transactions and reads."""
+
+    def __init__(self, clock: Clock = time.time) -> None:
+        self._clock = clock
+
+    @abstractmethod
+    async def _write(self, op: Op[T], *, durable: bool = True) -> T:
+        """Run ``op`` in one transaction, committed before this returns; with ``durable``
+        the commit is on disk (a power loss keeps it)."""
+
+    @abstractmethod
+    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> SqlJournal:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    # -- writes
+
+    async def record_alert(
+        self, fingerprint: str, starts_at: str, status: str, alert: dict[str, Any]
+    ) -> bool:
+        def insert() -> Op[bool]:
+            result = yield Query(
+                "INSERT INTO alerts_received (fingerprint, starts_at, status, alert, received_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (fingerprint, starts_at, status, _dumps(alert), self._clock()),
+            )
+            return result.rowcount == 1
+
+        # A receipt lost to a power loss only lets a resend through to start_execution,
+        # whose key is durable; the webhook's throughput depends on not waiting for the disk.
+        return await self._write(insert(), durable=False)
+
+    async def start_execution(
+        self, runbook: str, key: str, mode: str, correlation_id: str, alert: dict[str, Any]
+    ) -> ExecutionRecord | None:
+        def insert() -> Op[ExecutionRecord | None]:
+            now, execution_id = self._clock(), secrets.token_hex(6)
+            # ON CONFLICT (key) only: an id collision must fail loudly, not read as a duplicate.
+            result = yield Query(
+                "INSERT INTO executions"
+                " (id, key, runbook, mode, correlation_id, alert, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                (execution_id, key, runbook, mode, correlation_id, _dumps(alert), now),
+            )
+            if result.rowcount != 1:
+                return None
+            yield Query(
+                "INSERT INTO execution_events (execution_id, state, at) VALUES (?, ?, ?)",
+                (execution_id, "planned", now),
+            )
+            return ExecutionRecord(
+                execution_id, runbook, key, mode, "planned", correlation_id, alert, now, now
+            )
+
+        return await self._write(insert())
+
+    async def set_state(
+        self,
+        execution_id: str,
+        state: ExecutionState,
+        detail: dict[str, Any] | None = None,
+        *,
+        fence: Fence | None = None,
+    ) -> None:
+        def insert() -> Op[None]:
+            yield from _require_execution(execution_id)
+            yield from self._fenced(fence)
+            yield Query(
+                "INSERT INTO execution_events (execution_id, state, detail, at)"
+                " VALUES (?, ?, ?, ?)",
+                (execution_id, state, _dumps_optional(detail), self._clock()),
+            )
+
+        await self._write(insert())
+
+    async def step(self, record: StepRecord, *, fence: Fence | None = None) -> None:
+        """Append a step event. The same (key, phase) again is ignored, so a retried write
+        is harmless; the first one stands."""
+
+        def insert() -> Op[None]:
+            yield from _require_execution(record.execution_id)
+            yield from self._fenced(fence)
+            yield Query(
+                "INSERT INTO step_events (execution_id, step_index, name, phase, key, at,"
+                " result, prior, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (key, phase) DO NOTHING",
+                (
+                    record.execution_id,
+                    record.index,
+                    record.name,
+                    record.phase,
+                    record.key,
+                    record.at,
+                    record.result,
+                    _dumps_optional(record.prior),
+                    _dumps_optional(record.detail),
+                ),
+            )
+
+        await self._write(insert())
+
+    async def lead(self, fence: Fence) -> None:
+        await self._write(self._fenced(fence))
+
+    async def guard_blocked(self, execution_id: str | None, guard: str, reason: str) -> None:
+        def insert() -> Op[None]:
+            if execution_id is not None:
+                yield from _require_execution(execution_id)
+            yield Query(
+                "INSERT INTO guard_blocks (execution_id, guard, reason, at) VALUES (?, ?, ?, ?)",
+                (execution_id, guard, reason, self._clock()),
+            )
+
+        await self._write(insert())
+
+    async def prune(self, older_than: float) -> int:
+        def delete() -> Op[int]:
+            cutoff = self._clock() - older_than
+            result = yield Query("DELETE FROM alerts_received WHERE received_at < ?", (cutoff,))
+            return result.rowcount
+
+        return await self._write(delete(), durable=False)
+
+    def _fenced(self, fence: Fence | None) -> Op[None]:
+        """The fence, checked (and a new leader's term recorded) inside the write's own
+        transaction, after every other fenced writer's transaction has ended."""
+        if fence is None:
+            return
+        if fence.term <= NO_TERM:
+            raise FencedError(f"write refused: {fence.holder} does not lead (it holds no term)")
+        yield Lock("fence")
+        result = yield Query("SELECT term, holder FROM leader_terms ORDER BY term DESC LIMIT 1")
+        if not result.rows or fence.term > result.rows[0][0]:
+            yield Query(
+                "INSERT INTO leader_terms (term, holder, at) VALUES (?, ?, ?)",
+                (fence.term, fence.holder, self._clock()),
+            )
+            return
+        term, holder = result.rows[0]
+        if (term, holder) != (fence.term, fence.holder):
+            raise FencedError(
+                f"write refused: {fence.holder} at term {fence.term} is deposed;"
+                f" {holder} leads at term {term}"
+            )
+
+    # -- reads
+
+    async def execution(self, execution_id: str) -> ExecutionRecord | None:
+        rows = await self._read(_EXECUTION_COLUMNS + " WHERE e.id = ?", (execution_id,))
+        return _execution(rows[0]) if rows else None
+
+    async def executions(self, limit: int = 100) -> Sequence[ExecutionRecord]:
+        rows = await self._read(_EXECUTION_COLUMNS + " ORDER BY e.seq DESC LIMIT ?", (limit,))
+        return [_execution(row) for row in rows]
+
+    async def steps(self, execution_id: str) -> Sequence[StepRecord]:
+        rows = await self._read(
+            "SELECT execution_id, step_index, name, phase, key, at, result, prior, detail"
+            " FROM step_events WHERE execution_id = ? ORDER BY seq",
+            (execution_id,),
+        )
+        return [
+            StepRecord(
+                execution_id=row[0],
+                index=row[1],
+                name=row[2],
+                phase=row[3],
+                key=row[4],
+                at=row[5],
+                result=row[6],
+                prior=_loads_optional(row[7]),
+                detail=_loads_optional(row[8]),
+            )
+            for row in rows
+        ]
+
+    async def unfinished(self) -> Sequence[ExecutionRecord]:
+        """Oldest first: reconcile in the order the executions were decided."""
+        rows = await self._read(
+            _EXECUTION_COLUMNS + " WHERE ev.state IN (?, ?) ORDER BY e.seq", _UNFINISHED
+        )
+        return [_execution(row) for row in rows]
+
+    async def recovery_records(self) -> Sequence[RecoveryRecord]:
+        rows = await self._read(
+            _EXECUTION_COLUMNS + " WHERE ev.state = 'succeeded' AND e.mode = 'armed'"
+            " ORDER BY e.seq",
+            (),
+        )
+        records = (_recovery(_execution(row)) for row in rows)
+        return [record for record in records if record is not None]
+
+    async def states(self, execution_id: str) -> Sequence[StateChange]:
+        rows = await self._read(
+            "SELECT execution_id, state, at, detail FROM execution_events"
+            " WHERE execution_id = ? ORDER BY seq",
+            (execution_id,),
+        )
+        return [StateChange(row[0], row[1], row[2], _loads_optional(row[3])) for row in rows]
+
+    async def guard_blocks(
+        self, execution_id: str | None = None, limit: int = 100
+    ) -> Sequence[GuardBlock]:
+        where, params = (
+            ("WHERE execution_id = ?", (execution_id,)) if execution_id is not None else ("", ())
+        )
+        rows = await self._read(
+            f"SELECT execution_id, guard, reason, at FROM guard_blocks {where}"  # noqa: S608 - a fixed clause
+            " ORDER BY seq DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [GuardBlock(*row) for row in rows]
+
+
+def _require_execution(execution_id: str) -> Op[None]:
+    result = yield Query("SELECT 1 FROM executions WHERE id = ?", (execution_id,))
+    if not result.rows:
+        raise KeyError(f"no execution {execution_id!r} in the journal")
+
+
+def _execution(row: tuple[Any, ...]) -> ExecutionRecord:
+    return ExecutionRecord(
+        id=row[0],
+        runbook=row[1],
+        key=row[2],
+        mode=row[3],
+        state=row[4],
+        correlation_id=row[5],
+        alert=json.loads(row[6]),
+        created_at=row[7],
+        updated_at=row[8],
+    )
+
+
+def _recovery(execution: ExecutionRecord) -> RecoveryRecord | None:
+    alert = execution.alert
+    labels = alert.get("labels")
+    scenario = alert.get("scenario") or (
+        labels.get("scenario") if isinstance(labels, dict) else None
+    )
+    if not isinstance(scenario, str) or not scenario:
+        return None
+    kind: Literal["real", "drill"] = "drill" if alert.get("kind") == "drill" else "real"
+    detected = _timestamp(alert.get("startsAt")) or execution.created_at
+    recovered = execution.updated_at
+    # An alert clock ahead of ours must not make the interval negative (RecoveryRecord refuses).
+    return RecoveryRecord(scenario, min(detected, recovered), recovered, kind)
+
+
+def _timestamp(value: object) -> float | None:
+    """RFC 3339 (Alertmanager sends nanoseconds; Python keeps microseconds) → Unix seconds."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    # Go's zero time (an alert without a start) is not a detection time.
+    if parsed.tzinfo is None or parsed.year < 2000:
+        return None
+    return parsed.timestamp()
+
+
+def _dumps(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _dumps_optional(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else _dumps(value)
+
+
+def _loads_optional(text: str | None) -> dict[str, Any] | None:
+    return None if text is None else cast(dict[str, Any], json.loads(text))
