@@ -17,7 +17,6 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+
+from tests.daemon import free_port
 
 SUPERUSER = "postgres"
 USER = "srd"
@@ -49,13 +50,6 @@ def find_bin_dir() -> Path:
         "PostgreSQL not found (initdb/pg_ctl on PATH or in /usr/lib/postgresql/*/bin): "
         "install the Debian package `postgresql` (`make system-deps` does)"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
