@@ -127,8 +127,9 @@ def _parser() -> argparse.ArgumentParser:
 
     simulate = commands.add_parser(
         "simulate",
-        help="run a game-day drill on the built-in sandbox and report RTO and RPO "
-        "(exit 0 met, 2 invalid, 3 breached, 4 not restored, 5 aborted, 6 interrupted)",
+        help="run a game-day drill on the built-in sandbox (or, after a read-only preflight, "
+        "a real environment) and report RTO and RPO (exit 0 met, 2 invalid, 3 breached, "
+        "4 not restored, 5 aborted, 6 interrupted, 7 preflight failed)",
     )
     simulate.add_argument("drill", nargs="?", type=Path, help="a drill file (drills/*.yaml)")
     simulate.add_argument("--all", action="store_true", help="run every drill in --drills")
@@ -136,7 +137,19 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--report-dir", type=Path, help="default: drill-reports/<drill>")
     simulate.add_argument("--time-scale", type=float, help="drill seconds per wall second")
     simulate.add_argument("--no-rollback", action="store_true", help="leave the faults in place")
-    simulate.add_argument("--mode", choices=["armed", "dry-run"], default="armed")
+    simulate.add_argument(
+        "--target",
+        choices=["sandbox", "real"],
+        default="sandbox",
+        help="real: the environment --config watches; only manual faults (default sandbox)",
+    )
+    simulate.add_argument("--config", type=Path, help="with --target real: its srd.yaml")
+    simulate.add_argument(
+        "--mode",
+        choices=["armed", "dry-run"],
+        help="default: armed on the sandbox, dry-run on a real target (armed there needs the "
+        "config's mode: armed too)",
+    )
     simulate.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     simulate.set_defaults(handler=_simulate)
 
@@ -151,6 +164,10 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.all == (args.drill is not None):
         print("srd simulate: give one drill file, or --all", file=sys.stderr)
         return EXIT_CONFIG
+    if (args.target == "real") != (args.config is not None):
+        message = "--target real needs --config, and --config is for --target real only"
+        print(f"srd simulate: {message}", file=sys.stderr)
+        return EXIT_CONFIG
     return simulate_command(
         [args.drill] if args.drill else [],
         run_all=args.all,
@@ -160,6 +177,7 @@ def _simulate(args: argparse.Namespace) -> int:
         rollback=not args.no_rollback,
         mode=args.mode,
         log_level=args.log_level or "error",
+        real_config=args.config,
     )
 
 

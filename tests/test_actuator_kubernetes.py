@@ -4,6 +4,7 @@ restores, and errors classified as retryable or permanent."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from srd.actuators.base import Actuator, ActuatorError
-from srd.actuators.kubernetes import KubernetesActuator, KubernetesSettings
+from srd.actuators.kubernetes import CONFLICT_RETRIES, KubernetesActuator, KubernetesSettings
 from srd.server import serving
 from srd.simulate import kubernetes as fake_kubernetes
 from srd.simulate.kubernetes import (
@@ -22,6 +23,7 @@ from srd.simulate.kubernetes import (
     PRODUCTION,
     SERVICES,
     WEB,
+    ApiFault,
     FakeKubernetes,
     make_pod,
     replicas,
@@ -160,7 +162,7 @@ async def test_a_selector_is_not_converged_while_its_only_pod_is_unready(
     assert not await actuator.converged("patch_service_selector", GREEN)
 
 
-async def test_a_concurrent_edit_between_read_and_write_is_a_retryable_conflict(
+async def test_a_concurrent_edit_between_read_and_write_is_reread_and_reapplied(
     cluster: tuple[FakeKubernetes, KubernetesActuator], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake, actuator = cluster
@@ -172,14 +174,83 @@ async def test_a_concurrent_edit_between_read_and_write_is_a_retryable_conflict(
         return patch(*args)
 
     monkeypatch.setattr(fake.store, "patch", someone_else_first)
-    with pytest.raises(ActuatorError, match="changed by someone else") as caught:
-        await actuator.apply("patch_service_selector", GREEN)
-    assert caught.value.retryable
-    assert selector(fake) == {"app": "web", "version": "blue"}
-
-    await actuator.apply("patch_service_selector", GREEN)  # the executor's retry
+    await actuator.apply("patch_service_selector", GREEN)
     assert selector(fake) == {"app": "web", "version": "green"}
+    # The other writer's change survived: the retry read it afresh rather than overwrite it.
     assert fake.store.get(SERVICES, WEB, "web-service")["metadata"]["annotations"]
+
+
+async def test_conflicts_on_scale_are_retried_with_fresh_reads_a_bounded_number_of_times(
+    cluster: tuple[FakeKubernetes, KubernetesActuator],
+) -> None:
+    fake, actuator = cluster
+    writes = frozenset({"patch", "update"})
+    passing = ApiFault(409, writes, frozenset({"deployments/scale"}), times=CONFLICT_RETRIES)
+    fake.faults.append(passing)
+    assert await actuator.apply("scale_deployment", BACKUP) == {"replicas": 3}
+    assert passing.answered == CONFLICT_RETRIES
+    assert replicas(fake, DR, "web-backup") == 3
+
+    fake.faults[:] = [ApiFault(409, writes, frozenset({"deployments/scale"}))]
+    with pytest.raises(ActuatorError, match=r"changed by someone else.*after 4 fresh") as caught:
+        await actuator.apply("scale_deployment", PRIMARY)
+    assert caught.value.retryable  # the executor tries again later, within the step
+    assert fake.faults[0].answered == CONFLICT_RETRIES + 1
+    assert replicas(fake, PRODUCTION, "web-primary") == 3
+
+
+async def test_server_errors_and_throttling_are_retried_with_backoff_within_the_api_timeout(
+    cluster: tuple[FakeKubernetes, KubernetesActuator],
+) -> None:
+    fake, actuator = cluster
+    fake.faults.append(ApiFault(503, times=3))
+    began = time.monotonic()
+    assert await actuator.snapshot("scale_deployment", PRIMARY) == {"replicas": 3}
+    assert time.monotonic() - began >= 0.2 + 0.4 + 0.8  # backoff doubles from 0.2 s
+
+    throttle = ApiFault(429, frozenset({"patch"}), times=1, retry_after=1)
+    fake.faults[:] = [throttle]
+    began = time.monotonic()
+    await actuator.apply("scale_deployment", PRIMARY)
+    assert time.monotonic() - began >= 1.0  # as the Retry-After asked
+    assert throttle.answered == 1
+    assert replicas(fake, PRODUCTION, "web-primary") == 0
+
+
+async def test_an_api_failing_beyond_the_timeout_is_a_retryable_error_with_its_last_answer() -> (
+    None
+):
+    fake = FakeKubernetes()
+    seed_platform(fake)
+    fake.faults.append(ApiFault(500, frozenset({"get"}), frozenset({"deployments/scale"})))
+    async with fake.serving() as url:
+        actuator = KubernetesActuator(KubernetesSettings(host=url, api_timeout=1.0))
+        try:
+            with pytest.raises(ActuatorError, match="read timed out after 1s; the API last") as err:
+                await actuator.snapshot("scale_deployment", PRIMARY)
+        finally:
+            await actuator.close()
+    assert "500 the server is unable to handle the request (InternalError)" in str(err.value)
+    assert err.value.retryable
+    assert fake.faults[0].answered >= 3
+
+
+async def test_access_reviews_name_each_call_the_credentials_may_not_make(
+    cluster: tuple[FakeKubernetes, KubernetesActuator],
+) -> None:
+    fake, actuator = cluster
+    revision = fake.store.revision
+    assert await actuator.denied("scale_deployment", BACKUP) == []
+    fake.allowed = {("get", "deployments/scale"), ("get", "deployments"), ("get", "services")}
+    assert await actuator.denied("scale_deployment", BACKUP) == [
+        "patch deployments/scale in vilokanam-dr (no RBAC rule allows patch on deployments/scale)"
+    ]
+    denied = await actuator.denied("patch_service_selector", GREEN)
+    assert [d.split(" (")[0] for d in denied] == [
+        "patch services in vilokanam-web",
+        "list pods in vilokanam-web",
+    ]
+    assert fake.store.revision == revision  # reviews are read-only
 
 
 async def test_a_missing_deployment_is_a_permanent_error_naming_it(
@@ -205,7 +276,9 @@ async def test_api_answers_are_classified_retryable_or_permanent(
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", answer)
     async with serving(app, "127.0.0.1", 0) as port:
-        actuator = KubernetesActuator(KubernetesSettings(host=f"http://127.0.0.1:{port}"))
+        # Retryable answers are retried until the API timeout; the error keeps the last one.
+        settings = KubernetesSettings(host=f"http://127.0.0.1:{port}", api_timeout=0.5)
+        actuator = KubernetesActuator(settings)
         try:
             with pytest.raises(ActuatorError, match="said no") as caught:
                 await actuator.apply("scale_deployment", PRIMARY)

@@ -79,9 +79,11 @@ def test_the_database_drill_meets_its_objectives_and_writes_three_reports(
 async def test_the_measured_rto_comes_from_the_journals_timestamps(
     database_drill: tuple[int, Path, str],
 ) -> None:
-    _, out, _ = database_drill
+    code, out, output = database_drill
     data = report(out)
     rto = data["rto"]
+    # Not recovered (a loaded machine can miss the deadline) is a failure to show, not a crash.
+    assert rto["measured_seconds"] is not None, (code, data["notes"], output)
     async with await SqliteJournal.open(out / "state" / "journal.sqlite3", create=False) as journal:
         states = await journal.states(rto["execution"])
         records = await journal.recovery_records()
@@ -147,6 +149,7 @@ def test_the_breach_drill_exits_3_and_says_which_objective_failed_and_by_how_muc
     rto = next(o for o in data["objectives"] if o["name"] == "RTO")
     assert rto["met"] is False
     assert rto["target_seconds"] == 24 * 3600
+    assert rto["measured_seconds"] is not None, rto["reason"]
     # Route 53 stayed PENDING for 30 h of drill time: well beyond the RTO.
     assert rto["measured_seconds"] > 30 * 3600
     assert rto["breached_by_seconds"] == pytest.approx(rto["measured_seconds"] - 24 * 3600)

@@ -12,8 +12,11 @@ import aiohttp
 import pytest
 from aiobotocore.session import get_session
 
+from srd.actuators.base import ActuatorError
+from srd.actuators.kubernetes import KubernetesActuator, KubernetesSettings
 from srd.simulate.aws import AwsProxy
-from srd.simulate.faults import KINDS, NOT_DONE, Target
+from srd.simulate.faults import KINDS, Target
+from srd.simulate.kubernetes import DR, PRODUCTION, replicas
 from srd.simulate.sandbox import Sandbox, running_sandbox
 
 
@@ -24,7 +27,10 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, Target]]:
         assert box.cloud is not None
         proxy = AwsProxy(box.cloud.url)
         await stack.enter_async_context(proxy.serving())
-        yield box, Target(box.chain, box.nodes, box.services, box.cloud, proxy, scale=100.0)
+        yield (
+            box,
+            Target(box.chain, box.nodes, box.services, box.cloud, proxy, 100.0, box.kubernetes),
+        )
         # moto keeps its backends per process: the next sandbox seeds the same names.
         async with aiohttp.ClientSession() as session:
             await session.post(f"{box.cloud.url}/moto-api/reset")
@@ -151,9 +157,89 @@ async def test_aws_faults_slow_dns_and_targets_in_drill_time_and_throttle(
     assert proxy._throttles["GetChange"] == ["Throttling", "Throttling"]
 
 
-def test_fault_params_are_validated_and_kubernetes_faults_are_listed_as_not_done() -> None:
+async def _k8s(
+    url: str, method: str, path: str, body: dict[str, Any] | None = None
+) -> tuple[int, dict[str, Any], str | None]:
+    headers = {"Content-Type": "application/merge-patch+json"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url + path, json=body, headers=headers) as reply,
+    ):
+        return reply.status, await reply.json(), reply.headers.get("Retry-After")
+
+
+SCALE = "/apis/apps/v1/namespaces/vilokanam-dr/deployments/web-viewer-backup/scale"
+BACKUP = {"namespace": DR, "name": "web-viewer-backup", "replicas": 3}
+PRIMARY = {"namespace": PRODUCTION, "name": "web-viewer-primary", "replicas": 0}
+
+
+async def test_kubernetes_conflicts_answer_writes_409_and_the_actuator_rereads_through_them(
+    sandbox: tuple[Sandbox, Target],
+) -> None:
+    box, target = sandbox
+    url = box.urls["kubernetes"]
+    revert = await KINDS["kubernetes_conflicts"].apply(target, {"times": 3})
+    code, status, _ = await _k8s(url, "PATCH", SCALE, {"spec": {"replicas": 2}})
+    assert code == 409
+    assert status["kind"] == "Status" and status["reason"] == "Conflict"
+    assert status["message"].startswith('Operation cannot be fulfilled on deployments.apps "web-')
+    assert (await _k8s(url, "GET", SCALE))[0] == 200  # reads are served
+    actuator = KubernetesActuator(KubernetesSettings(host=url))
+    try:
+        await actuator.apply("scale_deployment", BACKUP)  # two conflicts left: re-read, re-apply
+        assert replicas(box.kubernetes, DR, "web-viewer-backup") == 3
+        assert box.kubernetes.faults[0].answered == 3
+
+        await revert()
+        assert box.kubernetes.faults == []
+        # For a duration (drill time): 1 h at ×100 is 36 s, beyond the actuator's 4 retries.
+        revert = await KINDS["kubernetes_conflicts"].apply(target, {"duration": "1h"})
+        with pytest.raises(ActuatorError, match="409, still after 4 fresh reads") as caught:
+            await actuator.apply("scale_deployment", PRIMARY)
+        assert caught.value.retryable
+        assert replicas(box.kubernetes, PRODUCTION, "web-viewer-primary") == 3
+        await revert()
+        await actuator.apply("scale_deployment", PRIMARY)
+        assert replicas(box.kubernetes, PRODUCTION, "web-viewer-primary") == 0
+    finally:
+        await actuator.close()
+
+
+async def test_kubernetes_errors_answer_5xx_or_429_for_a_kind_and_verb_until_used_up(
+    sandbox: tuple[Sandbox, Target],
+) -> None:
+    box, target = sandbox
+    url = box.urls["kubernetes"]
+    params = {"code": 429, "resource": "deployments/scale", "verb": "patch", "times": 1}
+    revert = await KINDS["kubernetes_errors"].apply(target, params)
+    assert (await _k8s(url, "GET", SCALE))[0] == 200  # another verb: served
+    code, status, retry_after = await _k8s(url, "PATCH", SCALE, {"spec": {"replicas": 1}})
+    assert (code, status["reason"], retry_after) == (429, "TooManyRequests", "1")
+    assert (await _k8s(url, "PATCH", SCALE, {"spec": {"replicas": 1}}))[0] == 200  # used up
+    await revert()
+
+    revert = await KINDS["kubernetes_errors"].apply(target, {"code": 503, "times": 2})
+    code, status, _ = await _k8s(url, "GET", "/api/v1/namespaces/vilokanam-web/pods")
+    assert (code, status["kind"], status["reason"]) == (503, "Status", "ServiceUnavailable")
+    actuator = KubernetesActuator(KubernetesSettings(host=url))
+    try:
+        began = time.monotonic()
+        assert await actuator.snapshot("scale_deployment", BACKUP) == {"replicas": 1}
+        assert time.monotonic() - began >= 0.2  # backed off once before the call that worked
+    finally:
+        await actuator.close()
+        await revert()
+    assert box.kubernetes.faults == []
+
+
+def test_fault_params_are_validated_strictly_naming_the_param() -> None:
     with pytest.raises(ValueError, match=r"params\.service"):
         KINDS["service_failing"].check({})
     with pytest.raises(ValueError, match=r"params\.nope"):
         KINDS["chain_stall"].check({"nope": 1})
-    assert set(NOT_DONE) == {"kubernetes_conflicts", "kubernetes_errors"}
+    with pytest.raises(ValueError, match=r"params\.code"):
+        KINDS["kubernetes_errors"].check({"code": 404})
+    with pytest.raises(ValueError, match=r"params\.resources\.0"):
+        KINDS["kubernetes_conflicts"].check({"resources": ["configmaps"]})
+    with pytest.raises(ValueError, match=r"params\.instructions"):
+        KINDS["manual"].check({})

@@ -12,7 +12,10 @@ Actions (parameters):
   endpoints controller would publish, so traffic has somewhere to go.
 
 Restoring a snapshot writes back the prior replicas, or exactly the prior selector (labels the
-action added are removed).
+action added are removed). A 409 Conflict is retried at once with a fresh read (a few times),
+a 429 or 5xx after a backoff (a 429's Retry-After), all within ``api_timeout``; what outlasts
+that is a retryable error for the executor. ``denied`` asks the API server, read-only
+(SelfSubjectAccessReview), whether srd may make every call an action needs.
 """
 
 from __future__ import annotations
@@ -21,14 +24,23 @@ import asyncio
 import json
 import os
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 import aiohttp
+import structlog
 from kubernetes_asyncio import config as kube_config
-from kubernetes_asyncio.client import ApiClient, AppsV1Api, Configuration, CoreV1Api
+from kubernetes_asyncio.client import (
+    ApiClient,
+    AppsV1Api,
+    AuthorizationV1Api,
+    Configuration,
+    CoreV1Api,
+    V1ResourceAttributes,
+    V1SelfSubjectAccessReview,
+    V1SelfSubjectAccessReviewSpec,
+)
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator, model_validator
 
@@ -42,6 +54,20 @@ OBJECT_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 LABEL_KEY = rf"([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{LABEL_NAME}"
 LABEL_VALUE = rf"({LABEL_NAME})?"
+
+CONFLICT_RETRIES = 4
+"""Fresh read-and-apply rounds after a 409 Conflict before it reaches the executor."""
+CONFLICT_PAUSE = 0.01
+"""Seconds between them (client-go's DefaultRetry: 5 steps of 10 ms)."""
+TRANSIENT = frozenset({429, 500, 502, 503, 504})
+"""Answers worth the same call again: overload (429, with Retry-After) and server errors."""
+RETRY_BACKOFF = 0.2
+"""Seconds before the first retry after a 5xx; doubled each time up to MAX_BACKOFF."""
+MAX_BACKOFF = 5.0
+"""Seconds at most between retries, also when a Retry-After asks for more."""
+
+T = TypeVar("T")
+log = structlog.get_logger("srd.actuators.kubernetes")
 
 
 class KubernetesSettings(Strict):
@@ -96,6 +122,20 @@ class PatchServiceSelector(Strict):
 
 
 Action = ScaleDeployment | PatchServiceSelector
+
+ACCESS: dict[type[BaseModel], tuple[tuple[str, str, str, str], ...]] = {
+    ScaleDeployment: (
+        ("get", "apps", "deployments", "scale"),
+        ("patch", "apps", "deployments", "scale"),
+        ("get", "apps", "deployments", ""),
+    ),
+    PatchServiceSelector: (
+        ("get", "", "services", ""),
+        ("patch", "", "services", ""),
+        ("list", "", "pods", ""),
+    ),
+}
+"""(verb, group, resource, subresource) of every call an action makes, snapshot to restore."""
 ACTIONS: dict[str, type[BaseModel]] = {
     "scale_deployment": ScaleDeployment,
     "patch_service_selector": PatchServiceSelector,
@@ -121,30 +161,36 @@ class KubernetesActuator:
 
     async def snapshot(self, action: str, params: Params) -> State:
         p = self._parse(action, params)
-        async with self._calling(p.target, "read") as api:
+
+        async def read(api: ApiClient) -> State:
             if isinstance(p, ScaleDeployment):
                 return {"replicas": await _replicas(api, p)}
             selector, _ = await _selector(api, p)
             return {"selector": selector}
 
+        return await self._call(p.target, "read", read)
+
     async def plan(self, action: str, params: Params) -> Plan:
         p = self._parse(action, params)
-        async with self._calling(p.target, "read") as api:
+
+        async def diff(api: ApiClient) -> list[str]:
             if isinstance(p, ScaleDeployment):
                 replicas = await _replicas(api, p)
-                changes = [] if replicas == p.replicas else [f"replicas: {replicas} → {p.replicas}"]
-            else:
-                selector, _ = await _selector(api, p)
-                changes = [
-                    f"selector {key}: {selector.get(key, '(absent)')} → {value}"
-                    for key, value in sorted(p.selector.items())
-                    if selector.get(key) != value
-                ]
+                return [] if replicas == p.replicas else [f"replicas: {replicas} → {p.replicas}"]
+            selector, _ = await _selector(api, p)
+            return [
+                f"selector {key}: {selector.get(key, '(absent)')} → {value}"
+                for key, value in sorted(p.selector.items())
+                if selector.get(key) != value
+            ]
+
+        changes = await self._call(p.target, "read", diff)
         return Plan(action, p.target, tuple(f"{p.target} {change}" for change in changes))
 
     async def apply(self, action: str, params: Params) -> State:
         p = self._parse(action, params)
-        async with self._calling(p.target, "change") as api:
+
+        async def change(api: ApiClient) -> State:
             if isinstance(p, ScaleDeployment):
                 if await _replicas(api, p) != p.replicas:
                     await _scale(api, p, p.replicas)
@@ -154,9 +200,12 @@ class KubernetesActuator:
                 selector = await _patch_selector(api, p, version, dict(p.selector))
             return {"selector": selector}
 
+        return await self._call(p.target, "change", change)
+
     async def converged(self, action: str, params: Params) -> bool:
         p = self._parse(action, params)
-        async with self._calling(p.target, "read") as api:
+
+        async def check(api: ApiClient) -> bool:
             if isinstance(p, ScaleDeployment):
                 return await _rolled_out(api, p)
             selector, _ = await _selector(api, p)
@@ -164,9 +213,12 @@ class KubernetesActuator:
                 return False
             return await _has_ready_pods(api, p.namespace, selector)
 
+        return await self._call(p.target, "read", check)
+
     async def restore(self, action: str, params: Params, prior: State) -> None:
         p = self._parse(action, params)
-        async with self._calling(p.target, "restore") as api:
+
+        async def put_back(api: ApiClient) -> None:
             if isinstance(p, ScaleDeployment):
                 replicas = prior_value(prior, "replicas", int)
                 if await _replicas(api, p) != replicas:
@@ -179,6 +231,36 @@ class KubernetesActuator:
                 patch = {key: wanted.get(key) for key in selector.keys() | wanted.keys()}
                 await _patch_selector(api, p, version, patch)
 
+        await self._call(p.target, "restore", put_back)
+
+    async def denied(self, action: str, params: Params) -> list[str]:
+        """The calls ``action`` needs that srd's credentials may not make (``patch
+        deployments/scale in vilokanam-dr``), each asked as a SelfSubjectAccessReview."""
+        p = self._parse(action, params)
+
+        async def review(api: ApiClient) -> list[str]:
+            refused = []
+            for verb, group, resource, subresource in ACCESS[type(p)]:
+                attributes = V1ResourceAttributes(
+                    namespace=p.namespace,
+                    verb=verb,
+                    group=group,
+                    resource=resource,
+                    subresource=subresource,
+                    name=None if verb == "list" else p.name,
+                )
+                body = V1SelfSubjectAccessReview(
+                    spec=V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)
+                )
+                answer = await AuthorizationV1Api(api).create_self_subject_access_review(body)
+                if not answer.status.allowed:
+                    what = resource + (f"/{subresource}" if subresource else "")
+                    why = f" ({answer.status.reason})" if answer.status.reason else ""
+                    refused.append(f"{verb} {what} in {p.namespace}{why}")
+            return refused
+
+        return await self._call(p.target, "review access to", review)
+
     async def close(self) -> None:
         if self._api is not None:
             await self._api.close()
@@ -187,14 +269,40 @@ class KubernetesActuator:
     def _parse(self, action: str, params: Params) -> Action:
         return cast(Action, parse_params(self.name, ACTIONS, action, params))
 
-    @asynccontextmanager
-    async def _calling(self, target: str, doing: str) -> AsyncIterator[ApiClient]:
-        """The client, within the API timeout; errors become ActuatorErrors saying what failed
-        and whether trying again can help."""
+    async def _call(self, target: str, doing: str, body: Callable[[ApiClient], Awaitable[T]]) -> T:
+        """``body`` (reads, then at most a write) within the API timeout, run again on what
+        trying again can fix: a 409 Conflict re-reads and re-applies at once, up to
+        ``CONFLICT_RETRIES`` times (as client-go's RetryOnConflict); a 429 waits its
+        Retry-After, a 5xx backs off. Errors become ActuatorErrors saying what failed and
+        whether the executor's retry can help."""
         timeout = self._settings.api_timeout
+        last: ApiException | None = None
         try:
             async with asyncio.timeout(timeout):
-                yield await self._client()
+                api = await self._client()
+                conflicts, backoff = 0, RETRY_BACKOFF
+                while True:
+                    try:
+                        return await body(api)
+                    except ApiException as exc:
+                        status = int(exc.status or 0)
+                        if status == 409 and conflicts < CONFLICT_RETRIES:
+                            conflicts += 1
+                            wait = CONFLICT_PAUSE
+                        elif status in TRANSIENT:
+                            wait = _retry_after(exc) or backoff
+                            backoff = min(backoff * 2, MAX_BACKOFF)
+                        else:
+                            raise
+                        last = exc
+                        log.warning(
+                            "kubernetes API call retried",
+                            target=target,
+                            doing=doing,
+                            status=status,
+                            retry_in=wait,
+                        )
+                        await asyncio.sleep(wait)
         except ApiException as exc:
             raise _api_error(target, doing, exc) from None
         except kube_config.ConfigException as exc:
@@ -202,6 +310,8 @@ class KubernetesActuator:
             raise ActuatorError(message, retryable=False) from None
         except TimeoutError:
             message = f"{target}: {doing} timed out after {timeout:g}s"
+            if last is not None:
+                message += f"; the API last answered {last.status} {_detail(last)}"
             raise ActuatorError(message, retryable=True) from None
         except (aiohttp.ClientError, OSError) as exc:
             message = f"{target}: {doing} failed: {type(exc).__name__}: {exc}"
@@ -281,14 +391,31 @@ async def _has_ready_pods(api: ApiClient, namespace: str, selector: dict[str, st
     )
 
 
+def _detail(exc: ApiException) -> str:
+    """The message of the Status object the API answered, else the HTTP reason."""
+    try:
+        return str(json.loads(exc.body or "")["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(exc.reason or "no message")
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    """The seconds a 429 (or 503) asks to wait, at most MAX_BACKOFF."""
+    value = exc.headers.get("Retry-After", "") if exc.headers else ""
+    try:
+        return min(float(value), MAX_BACKOFF) if value else None
+    except ValueError:  # an HTTP date: back off as usual
+        return None
+
+
 def _api_error(target: str, doing: str, exc: ApiException) -> ActuatorError:
     status = int(exc.status or 0)
-    try:
-        detail = json.loads(exc.body or "")["message"]
-    except (TypeError, ValueError, KeyError):
-        detail = exc.reason or "no message"
+    detail = _detail(exc)
     if status == 409:
-        message = f"{target} was changed by someone else meanwhile (409); read it afresh: {detail}"
+        message = (
+            f"{target} was changed by someone else meanwhile (409, still after "
+            f"{CONFLICT_RETRIES} fresh reads); read it afresh: {detail}"
+        )
     elif status == 403:
         message = f"{target}: forbidden to {doing} it (403); grant srd's credentials RBAC: {detail}"
     elif status == 404:

@@ -3,8 +3,9 @@ model, an ``inject`` and the revert it returns (so rollback undoes exactly what 
 
 Kinds: ``service_failing``, ``service_slow``, ``chain_stall``, ``finality_stall``,
 ``chain_reorg``, ``node_down``, ``rpc_errors``, ``rpc_latency``, ``backups_deleted``,
-``backups_aged``, ``dns_slow``, ``targets_slow``, ``aws_throttle``.
-Not done: Kubernetes API conflicts and errors (the fake API has no fault hooks yet).
+``backups_aged``, ``dns_slow``, ``targets_slow``, ``aws_throttle``, ``kubernetes_conflicts``,
+``kubernetes_errors``; and ``manual``, the one kind a real environment takes: srd injects
+nothing, the operator does, and the drill waits for the symptom.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from srd.config import Strict
 from srd.durations import Duration
 from srd.simulate.aws import AwsProxy
 from srd.simulate.cloud import SandboxCloud
+from srd.simulate.kubernetes import ApiFault, FakeKubernetes
 from srd.simulate.sandbox import FakeService
 from srd.simulate.substrate import FakeChain, FakeSubstrateNode
 
@@ -30,15 +32,17 @@ Revert = Callable[[], Awaitable[None]]
 
 @dataclass
 class Target:
-    """What faults act on: the running sandbox, seen through the drill's AWS proxy."""
+    """What faults act on: the running sandbox, seen through the drill's AWS proxy (on a real
+    environment: nothing, only ``manual`` faults run there)."""
 
-    chain: FakeChain
+    chain: FakeChain | None
     nodes: Mapping[str, FakeSubstrateNode]
     services: Mapping[str, FakeService]
     cloud: SandboxCloud | None
     proxy: AwsProxy | None
     scale: float
     """Drill seconds per wall second: fault durations are in drill time."""
+    kubernetes: FakeKubernetes | None = None
 
 
 Inject = Callable[[Target, Any], Awaitable[Revert]]
@@ -109,6 +113,44 @@ class ThrottleParams(Strict):
     code: str = "Throttling"
 
 
+KubernetesVerb = Literal["get", "list", "create", "update", "patch", "delete"]
+KubernetesResource = Literal["deployments", "deployments/scale", "services", "pods", "leases"]
+
+
+def _written_by_runbooks() -> list[KubernetesResource]:
+    return ["deployments", "deployments/scale", "services"]
+
+
+class KubernetesConflictParams(Strict):
+    resources: list[KubernetesResource] = Field(
+        default_factory=_written_by_runbooks,
+        min_length=1,
+        description="Whose writes (update, patch) answer 409 Conflict.",
+    )
+    times: int | None = Field(None, ge=1, description="The next N writes; unset: no limit.")
+    duration: Duration | None = Field(None, description="Drill time; unset: until reverted.")
+
+
+class KubernetesErrorParams(Strict):
+    code: Literal[429, 500, 503] = 503
+    resource: KubernetesResource | None = Field(None, description="Only this; unset: any.")
+    verb: KubernetesVerb | None = Field(None, description="Only this; unset: any.")
+    times: int | None = Field(None, ge=1, description="The next N calls; unset: no limit.")
+    duration: Duration | None = Field(None, description="Drill time; unset: until reverted.")
+    retry_after: int = Field(1, ge=1, le=60, description="429: the Retry-After, real seconds.")
+
+
+class ManualParams(Strict):
+    instructions: str = Field(min_length=1, description="What the operator breaks, and how.")
+    undo: str = Field("", description="What the operator does at rollback to repair it.")
+
+
+def _chain(target: Target) -> FakeChain:
+    if target.chain is None:
+        raise RuntimeError("chain faults need the sandbox's chain")
+    return target.chain
+
+
 def _service(target: Target, name: str) -> FakeService:
     if name not in target.services:
         raise KeyError(f"no sandbox service {name!r}; have {sorted(target.services)}")
@@ -148,26 +190,28 @@ async def service_slow(target: Target, p: SlowParams) -> Revert:
 
 
 async def chain_stall(target: Target, _: Any) -> Revert:
-    target.chain.production_stalled = True
+    chain = _chain(target)
+    chain.production_stalled = True
 
     async def revert() -> None:
-        target.chain.production_stalled = False
+        chain.production_stalled = False
 
     return revert
 
 
 async def finality_stall(target: Target, _: Any) -> Revert:
-    target.chain.finality_stalled = True
+    chain = _chain(target)
+    chain.finality_stalled = True
 
     async def revert() -> None:
-        target.chain.finality_stalled = False
+        chain.finality_stalled = False
 
     return revert
 
 
 async def chain_reorg(target: Target, p: ReorgParams) -> Revert:
     # A reorg cannot be undone; the chain simply goes on from the new fork.
-    target.chain.reorg(p.depth)
+    _chain(target).reorg(p.depth)
     return _nothing
 
 
@@ -291,6 +335,43 @@ async def aws_throttle(target: Target, p: ThrottleParams) -> Revert:
     return _nothing
 
 
+def _kubernetes(target: Target) -> FakeKubernetes:
+    if target.kubernetes is None:
+        raise RuntimeError("this fault needs the sandbox's Kubernetes API")
+    return target.kubernetes
+
+
+async def _api_fault(target: Target, fault: ApiFault, duration: float | None) -> Revert:
+    fake = _kubernetes(target)
+    if duration is not None:
+        fault.until = time.monotonic() + duration / target.scale
+    fake.faults.append(fault)
+
+    async def revert() -> None:
+        if fault in fake.faults:
+            fake.faults.remove(fault)
+
+    return revert
+
+
+async def kubernetes_conflicts(target: Target, p: KubernetesConflictParams) -> Revert:
+    verbs = frozenset({"update", "patch"})
+    fault = ApiFault(409, verbs, frozenset(p.resources), p.times)
+    return await _api_fault(target, fault, p.duration)
+
+
+async def kubernetes_errors(target: Target, p: KubernetesErrorParams) -> Revert:
+    verbs = frozenset({p.verb}) if p.verb else None
+    resources = frozenset({p.resource}) if p.resource else None
+    fault = ApiFault(p.code, verbs, resources, p.times, retry_after=p.retry_after)
+    return await _api_fault(target, fault, p.duration)
+
+
+async def manual(target: Target, p: ManualParams) -> Revert:
+    # The operator breaks it (the runner shows the instructions) and repairs it at rollback.
+    return _nothing
+
+
 class NoParams(Strict):
     pass
 
@@ -309,5 +390,13 @@ KINDS: dict[str, FaultKind] = {
     "dns_slow": FaultKind(DelayParams, dns_slow, "Route 53 changes stay PENDING"),
     "targets_slow": FaultKind(DelayParams, targets_slow, "new ELBv2 targets stay initial"),
     "aws_throttle": FaultKind(ThrottleParams, aws_throttle, "AWS answers Throttling"),
+    "kubernetes_conflicts": FaultKind(
+        KubernetesConflictParams, kubernetes_conflicts, "Kubernetes writes answer 409 Conflict"
+    ),
+    "kubernetes_errors": FaultKind(
+        KubernetesErrorParams, kubernetes_errors, "Kubernetes API answers 5xx or 429"
+    ),
+    "manual": FaultKind(ManualParams, manual, "injected by the operator"),
 }
-NOT_DONE = ("kubernetes_conflicts", "kubernetes_errors")
+REAL_KINDS = frozenset({"manual"})
+"""The kinds a drill on a real environment may have: srd injects nothing there."""

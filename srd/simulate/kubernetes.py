@@ -7,9 +7,12 @@ report it, and a write carrying a stale ``metadata.resourceVersion`` gets 409 Co
 
 Served: pods, services (``/api/v1``), deployments and their ``/scale`` (``/apis/apps/v1``),
 leases (``/apis/coordination.k8s.io/v1``); namespaced collection GET (``labelSelector``) and
-POST, object GET, PUT, PATCH and DELETE. Deliberate simplifications: namespaces need not
-exist; strategic-merge patches are applied as JSON merge patches (lists replaced, not merged
-by key); JSON patch and server-side apply answer 415; a deployment's status follows its spec
+POST, object GET, PUT, PATCH and DELETE; SelfSubjectAccessReview, answered from an allow
+list (``FakeKubernetes.allowed``; None allows all). Injected faults (``FakeKubernetes.faults``,
+see ``ApiFault``) answer matching requests with a Status error — 409 Conflict, 500, 503, or
+429 with ``Retry-After`` — before they reach the store. Deliberate simplifications: namespaces
+need not exist; strategic-merge patches are applied as JSON merge patches (lists replaced, not
+merged by key); JSON patch and server-side apply answer 415; a deployment's status follows its spec
 at once (inject delays in the test when convergence is the subject).
 """
 
@@ -17,10 +20,11 @@ from __future__ import annotations
 
 import copy
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,9 +67,17 @@ RESOURCES = (PODS, SERVICES, DEPLOYMENTS, LEASES)
 class ApiError(Exception):
     """Answered as a ``Status`` object with ``code``, ``reason`` and ``message``."""
 
-    def __init__(self, code: int, reason: str, message: str, details: Object | None = None):
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        message: str,
+        details: Object | None = None,
+        retry_after: int | None = None,
+    ):
         super().__init__(message)
         self.code, self.reason, self.message, self.details = code, reason, message, details
+        self.retry_after = retry_after
 
     def status(self) -> Object:
         status: Object = {"kind": "Status", "apiVersion": "v1", "metadata": {}}
@@ -87,6 +99,54 @@ def _conflict(resource: Resource, name: str) -> ApiError:
     )
     details = {"name": name, "group": resource.group, "kind": resource.plural}
     return ApiError(409, "Conflict", message, details)
+
+
+VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+WRITES = frozenset({"create", "update", "patch", "delete"})
+ERROR_REASONS = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+
+
+@dataclass
+class ApiFault:
+    """Requests the API answers with an error instead of serving them: those of ``verbs`` on
+    ``resources`` (``deployments``, ``deployments/scale``, ``services`` …; None: any), for the
+    next ``times`` of them and until ``until`` (``time.monotonic()``; None: no limit on
+    either, until the fault is removed)."""
+
+    code: int
+    """409 (Conflict: as if someone else wrote first), 429, 500 or 503."""
+    verbs: frozenset[str] | None = None
+    resources: frozenset[str] | None = None
+    times: int | None = None
+    until: float | None = None
+    retry_after: int = 1
+    """Seconds a 429 asks the client to wait (the ``Retry-After`` header)."""
+    answered: int = field(default=0, init=False)
+
+    def matches(self, verb: str, resource: str) -> bool:
+        if self.until is not None and time.monotonic() >= self.until:
+            return False
+        if self.times is not None and self.answered >= self.times:
+            return False
+        return (self.verbs is None or verb in self.verbs) and (
+            self.resources is None or resource in self.resources
+        )
+
+    def error(self, resource: Resource | None, name: str) -> ApiError:
+        self.answered += 1
+        if self.code == 409 and resource is not None:
+            return _conflict(resource, name)
+        reason = ERROR_REASONS.get(self.code, "InternalError")
+        if self.code == 429:
+            message = "Too many requests, please try again later."
+            return ApiError(
+                429,
+                reason,
+                message,
+                {"retryAfterSeconds": self.retry_after},
+                retry_after=self.retry_after,
+            )
+        return ApiError(self.code, reason, f"the server is unable to handle the request ({reason})")
 
 
 class ObjectStore:
@@ -243,9 +303,18 @@ class FakeKubernetes:
 
     def __init__(self) -> None:
         self.store = ObjectStore()
+        self.faults: list[ApiFault] = []
+        """Injected faults, checked in order before a request reaches the store."""
+        self.allowed: set[tuple[str, str]] | None = None
+        """What SelfSubjectAccessReviews allow: (verb, ``resource`` or ``resource/subresource``)
+        pairs, any namespace; None allows everything (the sandbox's all-powerful account)."""
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024 * 1024, middlewares=[_status_errors])
+        middlewares = [_status_errors, self._injected_faults]
+        app = web.Application(client_max_size=1024 * 1024, middlewares=middlewares)
+        app.router.add_post(
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", self._access_review
+        )
         for resource in RESOURCES:
             collection = f"/{resource.prefix}/namespaces/{{namespace}}/{resource.plural}"
             app.router.add_get(collection, self._list(resource))
@@ -266,6 +335,36 @@ class FakeKubernetes:
         """Serve on a free loopback port; yields the base URL for ``Configuration(host=…)``."""
         async with serving(self.app(), "127.0.0.1", 0) as port:
             yield f"http://127.0.0.1:{port}"
+
+    @web.middleware
+    async def _injected_faults(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        verb, resource, kind = _request_kind(request)
+        for fault in self.faults:
+            if fault.matches(verb, resource):
+                raise fault.error(kind, request.match_info.get("name", ""))
+        return await handler(request)
+
+    async def _access_review(self, request: web.Request) -> web.Response:
+        review = await _body(request)
+        attributes = (review.get("spec") or {}).get("resourceAttributes")
+        if not isinstance(attributes, dict):
+            message = "SelfSubjectAccessReview is invalid: spec.resourceAttributes: Required"
+            raise ApiError(422, "Invalid", message)
+        verb = str(attributes.get("verb", ""))
+        resource = str(attributes.get("resource", ""))
+        if attributes.get("subresource"):
+            resource += f"/{attributes['subresource']}"
+        allowed = self.allowed is None or (verb, resource) in self.allowed
+        status: Object = {"allowed": allowed}
+        if not allowed:
+            status["reason"] = f"no RBAC rule allows {verb} on {resource}"
+        review |= {
+            "kind": "SelfSubjectAccessReview",
+            "apiVersion": "authorization.k8s.io/v1",
+            "status": status,
+        }
+        review.setdefault("metadata", {})
+        return web.json_response(review, status=201)
 
     def _list(self, resource: Resource) -> Handler:
         async def handler(request: web.Request) -> web.Response:
@@ -378,12 +477,28 @@ async def _patch_body(request: web.Request) -> Object:
     return await _body(request)
 
 
+def _request_kind(request: web.Request) -> tuple[str, str, Resource | None]:
+    """The request's verb (``list`` for a collection GET), its resource as RBAC names it
+    (``deployments/scale``) and the Resource it acts on."""
+    route = request.match_info.route.resource
+    path = route.canonical if route is not None else request.path
+    head, _, tail = path.partition("/namespaces/{namespace}/")
+    parts = tail.split("/") if tail else [path.rsplit("/", 1)[-1]]
+    verb = VERBS.get(request.method, request.method.lower())
+    if verb == "get" and len(parts) == 1:
+        verb = "list"
+    kind = next((r for r in RESOURCES if head == f"/{r.prefix}" and r.plural == parts[0]), None)
+    resource = parts[0] + (f"/{parts[2]}" if len(parts) > 2 else "")
+    return verb, resource, kind
+
+
 @web.middleware
 async def _status_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as error:
-        return web.json_response(error.status(), status=error.code)
+        headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+        return web.json_response(error.status(), status=error.code, headers=headers)
 
 
 def make_pod(

@@ -4,9 +4,10 @@ ticket) and ``report.html`` (for people: an inline SVG timeline chart).
 ``report.json``, schema_version 1 — times are Unix seconds (``at``) and, in the timeline,
 also drill seconds since the first fault (``t``); durations are drill seconds:
 
-- ``schema_version`` (1), ``drill``, ``file``, ``scenario``, ``description``, ``mode``,
-  ``time_scale``, ``started_at``, ``ended_at``, ``wall_seconds``;
-- ``outcome``: met | breached | not_restored | aborted | interrupted; ``exit_code``;
+- ``schema_version`` (1), ``drill``, ``file``, ``scenario``, ``description``, ``target``
+  (sandbox | real), ``mode``, ``time_scale``, ``started_at``, ``ended_at``, ``wall_seconds``;
+- ``outcome``: met | breached | not_restored | aborted | interrupted | preflight_failed;
+  ``exit_code``;
   ``expect_breach``; ``passed`` (met, or breached when ``expect_breach``);
 - ``objectives[]``: ``{name: RTO|RPO, target_seconds, measured_seconds, met,
   breached_by_seconds, reason}`` and, when the drill expects a runbook,
@@ -21,7 +22,9 @@ also drill seconds since the first fault (``t``); durations are drill seconds:
 - ``faults[]``: ``{id, kind, params, at_seconds, injected_at, reverted_at, reverted_by, error}``;
 - ``stop``: ``{condition, at}`` or null; ``rollback``: ``{policy, ran, reverted[],
   steady_state_restored}``; ``recorded_rto_seconds``: what the journal's drill record feeds
-  ``srd_rto_last_seconds``; ``notes[]``.
+  ``srd_rto_last_seconds``; ``notes[]``;
+- ``preflight[]`` (target real): ``{kind: probe|check|read|permission, name, ok, detail,
+  fix}``, every check, passed or not.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def report_data(result: DrillResult) -> dict[str, Any]:
         "file": str(result.path),
         "scenario": drill.scenario,
         "description": drill.description,
+        "target": result.target,
         "mode": result.mode,
         "time_scale": result.scale,
         "started_at": result.started_at,
@@ -103,6 +107,10 @@ def report_data(result: DrillResult) -> dict[str, Any]:
         "rollback": result.rollback,
         "recorded_rto_seconds": result.recorded_rto,
         "notes": result.notes,
+        "preflight": [
+            {"kind": c.kind, "name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix}
+            for c in result.preflight
+        ],
     }
 
 
@@ -115,12 +123,25 @@ def _d(seconds: float | None) -> str:
     return sign + format_duration(round(abs(seconds)))
 
 
+def _preflight(checks: list[dict[str, Any]]) -> list[str]:
+    if not checks:
+        return []
+    failed = [c for c in checks if not c["ok"]]
+    lines = ["", "## Preflight (read-only)", ""]
+    lines.append(f"{len(checks) - len(failed)} of {len(checks)} checks passed.")
+    if failed:
+        lines += ["", "| failed check | what happened | what to do |", "|---|---|---|"]
+        lines += [f"| {c['name']} | {c['detail']} | {c['fix']} |" for c in failed]
+    return lines
+
+
 def markdown(data: dict[str, Any]) -> str:
     lines = [
         f"# Drill `{data['drill']}` — {data['outcome'].upper()} (exit {data['exit_code']})",
         "",
         f"Scenario **{data['scenario']}**, mode {data['mode']}, time scale ×{data['time_scale']:g} "
         f"({data['wall_seconds']:.1f} s wall). {data['description']}".rstrip(),
+        *_preflight(data["preflight"]),
         "",
         "## Objectives",
         "",
@@ -137,7 +158,8 @@ def markdown(data: dict[str, Any]) -> str:
             target, measured = _d(o["target_seconds"]), _d(o["measured_seconds"])
             lines.append(f"| {o['name']} | {target} | {measured} | {verdict} |")
         else:
-            verdict = "ran and succeeded" if o["met"] else f"**FAILED** — {o['reason']}"
+            done = "planned (dry run)" if data["mode"] == "dry-run" else "ran and succeeded"
+            verdict = done if o["met"] else f"**FAILED** — {o['reason']}"
             lines.append(f"| runbook | {o['target']} | | {verdict} |")
     rto = data["rto"]
     phases = rto.get("phases") or {}

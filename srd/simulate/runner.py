@@ -1,4 +1,5 @@
-"""``srd simulate``: run a drill on the built-in sandbox with the real daemon pipeline.
+"""``srd simulate``: run a drill on the built-in sandbox with the real daemon pipeline, or on
+a real environment (``--target real``) after a read-only preflight.
 
 The daemon (``srd.runtime.Daemon``) runs in-process against the sandbox with the sandbox's
 config plus the drill's alert rules and runbooks — probes, evaluation, failover, actuators and
@@ -10,7 +11,13 @@ Exit codes (documented in docs/simulate.md):
 0 objectives met; 2 invalid drill; 3 an objective breached (or the expected runbook did not
 run and succeed); 4 steady state not restored after rollback; 5 aborted (a stop condition
 tripped, or the steady state did not hold before the faults); 6 interrupted (SIGINT; the
-rollback still runs).
+rollback still runs); 7 the preflight of a real environment failed (nothing ran).
+
+On a real environment srd injects nothing: only ``manual`` faults are allowed, which the
+operator injects when told (and undoes at rollback) while srd watches for the symptom. The
+daemon runs with the given config's probes, actuators and rule packs, the drill's alerts and
+runbooks, its own journal in the report directory, and no leader election; in ``dry-run``
+(the default) the runbook journals its plan and changes nothing.
 """
 
 from __future__ import annotations
@@ -25,18 +32,19 @@ import time
 import uuid
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
 import yaml
 
-from srd.config import ConfigError
+from srd.config import ConfigError, ConfigIssue, HaConfig, Mode, ServerConfig
 from srd.durations import format_duration, parse_duration
 from srd.evaluation.backups import BackupChecker
 from srd.evaluation.recovery import RecoveryPack, RpoStatus, measure_rto
 from srd.failover.intake import iso_utc
+from srd.failover.runbooks import load_runbooks
 from srd.failover.stage import FailoverStage
 from srd.journal import ExecutionRecord, Journal, open_journal
 from srd.metrics import Metrics
@@ -45,7 +53,8 @@ from srd.simulate.aws import AwsProxy
 from srd.simulate.cloud import PRIMARY_TARGET
 from srd.simulate.drill import Condition, Drill, Targets, alert_group, load_drill, targets
 from srd.simulate.exporters import serve
-from srd.simulate.faults import KINDS, Revert, Target
+from srd.simulate.faults import KINDS, REAL_KINDS, Revert, Target
+from srd.simulate.preflight import PreflightCheck, preflight
 from srd.simulate.report import write_reports
 from srd.simulate.sandbox import FakeService, Sandbox, running_sandbox
 
@@ -55,14 +64,17 @@ EXIT_BREACHED = 3
 EXIT_NOT_RESTORED = 4
 EXIT_ABORTED = 5
 EXIT_INTERRUPTED = 6
-Outcome = Literal["met", "breached", "not_restored", "aborted", "interrupted"]
+EXIT_PREFLIGHT = 7
+Outcome = Literal["met", "breached", "not_restored", "aborted", "interrupted", "preflight_failed"]
 EXIT_CODES: dict[Outcome, int] = {
     "met": EXIT_MET,
     "breached": EXIT_BREACHED,
     "not_restored": EXIT_NOT_RESTORED,
     "aborted": EXIT_ABORTED,
     "interrupted": EXIT_INTERRUPTED,
+    "preflight_failed": EXIT_PREFLIGHT,
 }
+TargetKind = Literal["sandbox", "real"]
 
 TICK = 0.1
 """Wall seconds between the runner's looks at the registry and the journal."""
@@ -157,6 +169,8 @@ class DrillResult:
     objectives: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     recorded_rto: float | None = None
+    target: TargetKind = "sandbox"
+    preflight: list[PreflightCheck] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -262,6 +276,36 @@ def write_drill_config(
     return path
 
 
+def real_setup(drill: Drill, config_path: Path, state_dir: Path, scale: float, mode: str) -> Setup:
+    """The config at ``config_path`` made to run the drill on the environment it watches: its
+    probes, actuators and rule packs; the drill's runbooks (their own ``vars``); the drill's
+    journal in ``state_dir``; a server on any loopback port; no leader election (a drill must
+    not take the production Lease). ConfigError when ``mode`` is armed and the config is not."""
+    setup = load_setup(config_path)
+    config = setup.config
+    if mode == "armed" and config.mode is not Mode.ARMED:
+        reason = "--mode armed on a real environment needs mode: armed in this config"
+        raise ConfigError([ConfigIssue(str(config_path), "mode", reason)])
+    runbook_path = state_dir / "drill-runbooks.yaml"
+    runbooks = [_scale_runbook(dict(raw), scale) for raw in drill.runbooks]
+    runbook_path.write_text(yaml.safe_dump({"runbooks": runbooks}, sort_keys=False))
+    probes = config.probes
+    names = [t.name for kind in (probes.substrate, probes.http, probes.exporter) for t in kind]
+    names += [t.name for t in probes.streams]
+    loaded = tuple(load_runbooks([runbook_path], setup.actuators, names))
+    failover = config.failover.model_copy(update={"runbooks": [runbook_path], "cooldown": 0.0})
+    config = config.model_copy(
+        update={
+            "mode": Mode(mode),
+            "state_dir": state_dir,
+            "server": ServerConfig(listen="127.0.0.1:0"),
+            "failover": failover,
+            "ha": HaConfig(),
+        }
+    )
+    return replace(setup, config=config, runbooks=loaded)
+
+
 def _recovery_pack(setup: Setup) -> RecoveryPack | None:
     return next((p.recovery for p in setup.packs if p.recovery is not None), None)
 
@@ -281,8 +325,11 @@ class DrillRun:
         mode: str,
         progress: Progress,
         log_level: str = "error",
+        real_config: Path | None = None,
     ) -> None:
         self.drill = drill
+        self.real_config = real_config
+        """The config of the real environment to drill on; None: the sandbox."""
         self.scale = scale
         self.rollback_enabled = rollback and drill.rollback == "always"
         self.mode = mode
@@ -298,6 +345,7 @@ class DrillRun:
             "always" if self.rollback_enabled else "never",
             Targets(0.0, 0.0),
             time.time(),
+            target="real" if real_config is not None else "sandbox",
         )
         self.stop_conditions = [Condition.parse(t) for t in drill.stop_conditions]
         self.steady = [Condition.parse(t) for t in drill.steady_state.probes]
@@ -326,6 +374,9 @@ class DrillRun:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, self._sigint)
         try:
+            if self.real_config is not None:
+                await self._real(self.real_config, state_dir)
+                return result
             async with AsyncExitStack() as stack:
                 sandbox = await stack.enter_async_context(running_sandbox(state_dir, "127.0.0.1:0"))
                 if sandbox.cloud is not None:
@@ -348,7 +399,13 @@ class DrillRun:
                 recovery = pack.disaster_recovery if pack else None
                 result.targets = targets(self.drill, recovery, str(result.path))
                 target = Target(
-                    sandbox.chain, sandbox.nodes, services, sandbox.cloud, proxy, self.scale
+                    sandbox.chain,
+                    sandbox.nodes,
+                    services,
+                    sandbox.cloud,
+                    proxy,
+                    self.scale,
+                    sandbox.kubernetes,
                 )
                 await self._with_daemon(setup, target, pack)
         finally:
@@ -358,6 +415,30 @@ class DrillRun:
 
     def _sigint(self) -> None:
         self.interrupted.set()
+
+    async def _real(self, config_path: Path, state_dir: Path) -> None:
+        """Preflight, read-only; then the drill, unless a check failed."""
+        result = self.result
+        setup = real_setup(self.drill, config_path, state_dir, self.scale, self.mode)
+        pack = _recovery_pack(setup)
+        result.targets = targets(
+            self.drill, pack.disaster_recovery if pack else None, str(result.path)
+        )
+        self.progress.event("preflight: read-only checks of every probe, read and permission")
+        try:
+            result.preflight = await preflight(setup, self.drill, list(setup.runbooks))
+        finally:
+            for actuator in setup.actuators.values():
+                await actuator.close()
+        failed = [c for c in result.preflight if not c.ok]
+        for check in failed:
+            self.note("preflight_failed", f"preflight: {check.name}: {check.detail}")
+        if failed:
+            result.outcome = "preflight_failed"
+            return
+        self.note("preflight_passed", f"preflight: {len(result.preflight)} checks passed")
+        empty = Target(None, {}, {}, None, None, self.scale)
+        await self._with_daemon(setup, empty, pack)
 
     async def _with_daemon(self, setup: Setup, target: Target, pack: RecoveryPack | None) -> None:
         metrics = Metrics()
@@ -495,6 +576,10 @@ class DrillRun:
                         runbook_of[execution.id] = execution.runbook
                     await self._approve(daemon, approvals_seen, runbook_of, now)
                     settled = self._runbook_settled(executions)
+                    if self.mode == "dry-run" and self._planned(executions):
+                        # Nothing acted: no recovery will come. The plan is the result.
+                        self.note("plan_journaled", "dry run: the runbook's plan is journaled")
+                        break
                 if (
                     healthy_at is not None
                     and settled
@@ -534,6 +619,12 @@ class DrillRun:
             return True
         return any(e.state not in ("planned", "running") for e in relevant)
 
+    def _planned(self, executions: Sequence[ExecutionRecord]) -> bool:
+        expected = self.drill.expect.runbook
+        return any(
+            e.state == "dry_run" and (expected is None or e.runbook == expected) for e in executions
+        )
+
     async def _inject(self, fault: FaultRun, target: Target) -> None:
         kind = KINDS[fault.kind]
         try:
@@ -546,14 +637,21 @@ class DrillRun:
             )
             return
         fault.injected_at = time.time()
-        self.note("fault_injected", f"fault injected: {fault.id} ({kind.summary})", fault=fault.id)
+        label = f"fault injected: {fault.id} ({kind.summary})"
+        if fault.kind == "manual":
+            label = f"operator, inject {fault.id} now: {fault.params['instructions']}"
+        self.note("fault_injected", label, fault=fault.id)
 
     async def _revert(self, fault: FaultRun, by: str) -> None:
         if fault.revert is None or fault.reverted_at is not None:
             return
         await fault.revert()
         fault.reverted_at, fault.reverted_by = time.time(), by
-        self.note("fault_reverted", f"fault {fault.id} reverted ({by})", fault=fault.id)
+        label = f"fault {fault.id} reverted ({by})"
+        if fault.kind == "manual":
+            undo = fault.params.get("undo") or "repair what you broke"
+            label = f"operator, undo {fault.id} now ({by}): {undo}"
+        self.note("fault_reverted", label, fault=fault.id)
 
     async def _rpo(self, pack: RecoveryPack | None) -> RpoStatus | None:
         if pack is None:
@@ -773,7 +871,9 @@ class DrillRun:
                 rto["measured_seconds"] = (succeeded - injected) * scale
         result.rto = rto
         objectives = []
-        if "rto" in drill.expect.objectives:
+        if self.mode == "dry-run":
+            result.notes.append("dry run: nothing acted, so no RTO is measured")
+        elif "rto" in drill.expect.objectives:
             measured = rto["measured_seconds"]
             target = result.targets.rto
             met = measured is not None and measured <= target
@@ -790,7 +890,8 @@ class DrillRun:
             reason = rpo.reason if rpo is not None else "backups could not be checked"
             objectives.append(_objective("RPO", result.targets.rpo, age, met, reason))
         if expected is not None:
-            ran = execution is not None and execution["state"] == "succeeded"
+            done = "dry_run" if self.mode == "dry-run" else "succeeded"
+            ran = execution is not None and execution["state"] == done
             why = (
                 ""
                 if ran
@@ -874,14 +975,23 @@ async def run_drill(
     report_dir: Path,
     time_scale: float | None = None,
     rollback: bool = True,
-    mode: str = "armed",
+    mode: str | None = None,
     quiet: bool = False,
     log_level: str = "error",
+    real_config: Path | None = None,
+    progress: Progress | None = None,
 ) -> DrillResult:
-    """Run the drill at ``path`` and write its reports; ConfigError when the drill is invalid."""
+    """Run the drill at ``path`` on the sandbox or, given ``real_config``, on the environment
+    that config watches (in real time unless ``time_scale`` says otherwise; ``dry-run`` unless
+    ``mode`` says armed); write its reports. ConfigError when the drill is invalid, or cannot
+    run on that target."""
     drill = load_drill(path)
-    scale = time_scale or drill.time_scale
-    progress = Progress(drill.name, quiet=quiet)
+    _check_faults(drill, path, real=real_config is not None)
+    if real_config is not None:
+        scale, mode = time_scale or 1.0, mode or "dry-run"
+    else:
+        scale, mode = time_scale or drill.time_scale, mode or "armed"
+    progress = progress or Progress(drill.name, quiet=quiet)
     run = DrillRun(
         drill,
         path,
@@ -891,11 +1001,31 @@ async def run_drill(
         mode=mode,
         progress=progress,
         log_level=log_level,
+        real_config=real_config,
     )
     result = await run.run()
     progress.done()
     write_reports(result)
     return result
+
+
+def _check_faults(drill: Drill, path: Path, *, real: bool) -> None:
+    """srd injects nothing into a real environment (the operator does: ``manual`` faults),
+    and on the sandbox no operator is there to inject a manual one."""
+    issues = []
+    for i, fault in enumerate(drill.faults):
+        if real and fault.kind not in REAL_KINDS:
+            reason = (
+                f"{fault.kind} cannot be injected into a real environment; write it as kind "
+                "manual with the operator's instructions (srd then waits for the symptom)"
+            )
+        elif not real and fault.kind in REAL_KINDS:
+            reason = "a manual fault needs --target real: on the sandbox nobody injects it"
+        else:
+            continue
+        issues.append(ConfigIssue(str(path), f"faults.{i}.kind", reason))
+    if issues:
+        raise ConfigError(issues)
 
 
 def _summary_line(result: DrillResult) -> str:
@@ -908,6 +1038,7 @@ def _summary_line(result: DrillResult) -> str:
             parts.append(f"{o['name']} {shown}/{format_duration(o['target_seconds'])} {verdict}")
         else:
             parts.append(f"runbook {o['target']} {'ok' if o['met'] else 'FAILED'}")
+    parts += [f"preflight FAILED {c.name}: {c.detail}" for c in result.preflight if not c.ok]
     return f"{result.drill.name}: {result.outcome} (exit {result.exit_code}) — " + ", ".join(parts)
 
 
@@ -919,8 +1050,9 @@ def simulate_command(
     report_dir: Path | None = None,
     time_scale: float | None = None,
     rollback: bool = True,
-    mode: str = "armed",
+    mode: str | None = None,
     log_level: str = "error",
+    real_config: Path | None = None,
 ) -> int:
     """Run one drill (its exit code) or, with ``run_all``, every drill in ``drills_dir``
     (0 when each met its objectives, or breached one as its ``expect_breach`` says; else 1)."""
@@ -946,6 +1078,7 @@ def simulate_command(
                     rollback=rollback,
                     mode=mode,
                     log_level=log_level,
+                    real_config=real_config,
                 )
             )
         except ConfigError as exc:
