@@ -11,10 +11,12 @@ Fail closed: ``is_leader()`` turns false as soon as a renewal is ``renew_deadlin
 whether or not the API could be reached to say so. The deadline is shorter than the lease, so
 a leader cut off from the API has stopped acting before a follower can take over (the margin
 also absorbs clock skew: expiry is judged on the wall clock against ``renewTime``). A loss
-awaits the ``on_loss`` hook, which the runtime uses to cancel executions in flight. After a
-loss the replica stands again; the loop never returns before it is told to stop, and then it
-releases the Lease so a follower takes over within one retry period. A replica that is killed
-releases nothing: its Lease expires.
+awaits the ``on_loss`` hook, which the runtime uses to cancel executions in flight; gaining the
+Lease awaits ``on_acquire``, which the runtime uses to have the new leader claim its term in
+the journal and take up what the previous leader left. After a loss the replica stands again;
+the loop never returns before it is told to stop, and then it releases the Lease so a follower
+takes over within one retry period. A replica that is killed releases nothing: its Lease
+expires.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ log = structlog.get_logger("srd.leader")
 
 LossHook = Callable[[], Awaitable[None]]
 """Awaited when this replica stops leading (not when it is cancelled: the daemon is stopping)."""
+AcquireHook = Callable[[], Awaitable[None]]
+"""Awaited when this replica starts leading (``term`` and ``fence()`` already hold). It runs
+inside the election round: keep it short, or the next renewal is late."""
 
 
 def base_identity(configured: str | None) -> str:
@@ -60,7 +65,11 @@ def holder_identity(configured: str | None) -> str:
 
 
 def leadership_from_config(
-    config: Config, metrics: Metrics, *, on_loss: LossHook | None = None
+    config: Config,
+    metrics: Metrics,
+    *,
+    on_loss: LossHook | None = None,
+    on_acquire: AcquireHook | None = None,
 ) -> tuple[Leadership, TaskFactory | None]:
     """The leadership the guards consult, and the task body that keeps it (None: nothing to
     keep, a standalone srd always leads)."""
@@ -68,7 +77,9 @@ def leadership_from_config(
     if ha.mode == "standalone":
         metrics.leader.labels(base_identity(ha.identity)).set(1)
         return SingleInstance(), None
-    leadership = LeaseLeadership(ha, holder_identity(ha.identity), metrics, on_loss=on_loss)
+    leadership = LeaseLeadership(
+        ha, holder_identity(ha.identity), metrics, on_loss=on_loss, on_acquire=on_acquire
+    )
     return leadership, leadership.run
 
 
@@ -82,6 +93,7 @@ class LeaseLeadership:
         metrics: Metrics,
         *,
         on_loss: LossHook | None = None,
+        on_acquire: AcquireHook | None = None,
     ) -> None:
         if settings.namespace is None:
             raise ValueError("the Lease needs a namespace (ha.namespace)")
@@ -92,6 +104,7 @@ class LeaseLeadership:
         self._gauge = metrics.leader.labels(identity)
         self._gauge.set(0)
         self._on_loss = on_loss
+        self._on_acquire = on_acquire
         self._held = False
         self._renewed = 0.0
         """Monotonic time at which the last successful round began."""
@@ -168,7 +181,7 @@ class LeaseLeadership:
             self._observed(holder)
             if term is not None:
                 self._renewed = started
-                self._lead(term)
+                await self._lead(term)
             else:
                 await self._lose(f"the Lease is held by {holder}")
             return
@@ -273,13 +286,15 @@ class LeaseLeadership:
         except (ApiException, TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.warning("could not release the Lease; it will expire", error=str(exc))
 
-    def _lead(self, term: int) -> None:
+    async def _lead(self, term: int) -> None:
         if self._held:
             return
         self._held = True
         self.term = term
         self._gauge.set(1)
         log.warning("leading: this replica acts", identity=self.identity, term=term)
+        if self._on_acquire is not None:
+            await self._on_acquire()
 
     def _step_down(self, reason: str) -> bool:
         """Stop leading at once; False when this replica was not leading."""

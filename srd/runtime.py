@@ -42,6 +42,9 @@ log = structlog.get_logger("srd.runtime")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+PRUNE_INTERVAL = 3600.0
+"""Seconds between applications of failover.journal_retention: receipts only grow by the
+alerts received, so hourly keeps the table within an hour of the retention."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,7 @@ class Daemon:
         async with aiohttp.ClientSession(headers=headers) as session:
             self._session = session
             leadership, keep_leadership = leadership_from_config(
-                self.config, self.metrics, on_loss=self._deposed
+                self.config, self.metrics, on_loss=self._deposed, on_acquire=self._elected
             )
             failover = self.failover = await FailoverStage.open(
                 self.config,
@@ -189,6 +192,12 @@ class Daemon:
                 self.supervisor.start("server", self._serve, essential=True)
                 self.supervisor.start("reloader", self._reloader)
                 self.supervisor.start("failover", failover.run)
+                self.supervisor.start_periodic(
+                    "journal-retention",
+                    PRUNE_INTERVAL,
+                    failover.prune,
+                    jitter=self.config.runtime.schedule_jitter,
+                )
                 if keep_leadership is not None:
                     self.supervisor.start("leader", keep_leadership)
                 self._start_stages(self.setup)
@@ -209,13 +218,15 @@ class Daemon:
         return EXIT_OK
 
     async def _deposed(self) -> None:
-        """Leadership lost: cancel executions in flight now, their actuator calls with them
-        (the guards alone would stop them only at their next step). The dispatcher starts
-        again at once, so alerts are still taken; the guards refuse to act on them."""
+        """Leadership lost: cancel executions in flight now; alerts are still taken and
+        planned in the journal, for whoever leads."""
         if self.supervisor.stopping:
             return
-        await self.supervisor.stop(["failover"], 0)
-        self.supervisor.start("failover", self._failover().run)
+        await self._failover().deposed()
+
+    async def _elected(self) -> None:
+        """Leadership gained: the failover stage claims the term and reconciles at once."""
+        self._failover().acquired()
 
     async def _serve(self, stop: asyncio.Event) -> None:
         server = self.config.server

@@ -65,6 +65,7 @@ async def test_a_new_leader_claims_its_term_before_it_reconciles(tmp_path: Path)
             await old.journal.step(late, fence=Fence("a", 1))
         first_end = next(s for s in await new.journal.steps(execution.id) if s.phase == "ended")
         assert first_end.detail == {"reconciled": True}
+        assert first_end.key == interrupted.key  # it ends the interrupted attempt
 
 
 async def test_a_follower_is_fenced_before_it_marks_an_execution_running(tmp_path: Path) -> None:

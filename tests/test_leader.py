@@ -174,6 +174,27 @@ async def test_when_the_leader_dies_another_takes_over_within_the_lease_duration
         assert not dead.leadership.is_leader()
 
 
+async def test_gaining_the_lease_awaits_on_acquire_once_already_fenced_as_the_new_term() -> None:
+    fake = MeddlingKubernetes()
+    async with fake.serving() as url:
+        fences: list[Fence] = []
+
+        async def on_acquire() -> None:
+            fences.append(leadership.fence())
+
+        leadership = LeaseLeadership(settings(url), "srd-0_x", Metrics(), on_acquire=on_acquire)
+        stop = asyncio.Event()
+        task = asyncio.create_task(leadership.run(stop), name="leader")
+        try:
+            await until(lambda: bool(fences), RETRY * 2 + SLACK)
+            acquired = fake.lease()["renewTime"]
+            await until(lambda: fake.lease()["renewTime"] != acquired, RETRY * 2 + SLACK)
+            assert fences == [Fence("srd-0_x", 0)], "a renewal is not an acquisition"
+        finally:
+            stop.set()
+            await task
+
+
 async def test_a_leader_that_stops_cleanly_releases_the_lease_and_a_follower_takes_it_at_once() -> (
     None
 ):

@@ -1,5 +1,11 @@
 """From queued alert to execution: dedup, match runbooks, settle, run one at a time per
-runbook; a resolved alert cancels executions that have not started. Reconciles first."""
+runbook; a resolved alert cancels executions that have not started.
+
+Every replica records the alerts it receives and plans their executions in the journal (the
+keys let one replica win); only the leader runs them. While it leads, a replica takes up every
+``poll`` what the journal holds unfinished and nobody here runs: executions a previous leader
+left (reconciled) and executions followers planned (started). On gaining the lead it first
+claims its term, so a deposed leader can write nothing more."""
 
 from __future__ import annotations
 
@@ -14,9 +20,10 @@ import structlog
 from srd import logs
 from srd.config import Mode
 from srd.failover.executor import Executor
+from srd.failover.guards import Leadership
 from srd.failover.intake import IncomingAlert, Intake
 from srd.failover.runbooks import Runbook
-from srd.journal import ExecutionRecord, Journal
+from srd.journal import ExecutionRecord, Fence, Journal, JournalError
 from srd.metrics import Metrics
 
 log = structlog.get_logger("srd.failover.dispatch")
@@ -31,8 +38,15 @@ class _Entry:
 
 
 def execution_key(runbook: str, alert: IncomingAlert) -> str:
-    """Idempotency of a decision: one execution per runbook, alert fingerprint and startsAt."""
+    """Idempotency of a decision: one execution per runbook, alert fingerprint and startsAt
+    (``#2``, ``#3``… appended for the decisions after a released one)."""
     return f"{runbook}/{alert.fingerprint}/{alert.starts_at}"
+
+
+_RELEASED = {
+    "released": True,
+    "reason": "blocked before anything acted: a resend of the alert may run it",
+}
 
 
 class Dispatcher:
@@ -45,7 +59,11 @@ class Dispatcher:
         runbooks: Sequence[Runbook],
         mode: Callable[[], Mode],
         metrics: Metrics,
+        leadership: Leadership,
+        poll: float,
     ) -> None:
+        """``poll``: seconds between the leader's looks at the journal for executions to take
+        up (the runtime passes ``ha.retry_period``: a follower's alert waits at most this)."""
         self._intake = intake
         self._journal = journal
         self._executor = executor
@@ -58,27 +76,92 @@ class Dispatcher:
         so its recoveries are told apart from real ones (``Journal.recovery_records``)."""
         self._entries: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._leadership = leadership
+        self._poll = poll
+        self._wake = asyncio.Event()
+        self._fence: Fence | None = None
+        """The term this replica has claimed in the journal; None: none claimed yet."""
+        self._taken: set[str] = set()
+        """Executions taken up in this term (running or done): a journal read that began
+        before one of them ended must not take it up again."""
+        self._stop = asyncio.Event()
+        """``run``'s stop: once set, new executions are planned, not started."""
 
     async def run(self, stop: asyncio.Event) -> None:
-        """The task body: reconcile, then take alerts until ``stop``. On stop, executions
-        that have not started are dropped (they stay ``planned`` and resume at the next
-        start); running ones are awaited until the supervisor's grace period cancels them."""
+        """The task body: take alerts until ``stop``, and (while leading) take up unfinished
+        executions. On stop, the intake closes (the webhook answers 503, so Alertmanager
+        retries) and alerts it still holds — Alertmanager had its 200 — are recorded and
+        their executions planned in the journal, not started; executions that have not
+        started are dropped (they stay ``planned``): both run at the next start. Running ones
+        are awaited until the supervisor's grace period cancels them."""
+        self._stop = stop
+        taking_up = asyncio.create_task(self._take_up(), name="failover-take-up")
         try:
-            await self.reconcile()
             while (alert := await self._next(stop)) is not None:
                 try:
                     await self.handle(alert)
                 finally:
                     self._intake.done()
+            for alert in self._intake.close():
+                await self.handle(alert)
+            taking_up.cancel()  # it must start nothing more
+            await asyncio.gather(taking_up, return_exceptions=True)
             for entry in list(self._entries.values()):
                 if not entry.started and entry.task is not None:
                     entry.task.cancel()
             await self.idle()
         finally:
-            tasks = [e.task for e in self._entries.values() if e.task is not None]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            taking_up.cancel()
+            await asyncio.gather(taking_up, return_exceptions=True)
+            await self.stand_down()
+
+    def acquired(self) -> None:
+        """This replica now leads: take up unfinished executions now, not at the next poll."""
+        self._wake.set()
+
+    async def stand_down(self) -> None:
+        """Cancel every execution in flight, its actuator calls with it; alerts are still
+        taken. On a loss of the lead: the next leader reconciles them from the journal."""
+        tasks = [e.task for e in self._entries.values() if e.task is not None]
+        if tasks:
+            log.warning(
+                "cancelling executions in flight; the leader reconciles them",
+                executions=list(self._entries),
+            )
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._fence = None  # leading again, even at the same term, takes them up again
+
+    async def _take_up(self) -> None:
+        while True:
+            self._wake.clear()
+            if self._leadership.is_leader():
+                try:
+                    await self._claim()
+                    await self.reconcile()
+                except JournalError as exc:
+                    log.error(
+                        "cannot take up unfinished executions; trying again",
+                        error=str(exc),
+                        retry_in=self._poll,
+                    )
+                except Exception:
+                    # A child task: nobody awaits it until stop, so say it at once and go on.
+                    log.exception("taking up unfinished executions crashed; trying again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+
+    async def _claim(self) -> None:
+        """On a new term, record it in the journal before reading what the previous leader
+        left: from then on that leader's writes are refused."""
+        fence = self._leadership.fence()
+        if fence is None or fence == self._fence:
+            return
+        await self._journal.lead(fence)
+        log.info("claimed the journal for this term", holder=fence.holder, term=fence.term)
+        self._fence = fence
+        self._taken.clear()
 
     async def _next(self, stop: asyncio.Event) -> IncomingAlert | None:
         """The next queued alert, or None once ``stop`` is set."""
@@ -99,8 +182,15 @@ class Dispatcher:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def reconcile(self) -> None:
+        """Run what the journal holds ``planned`` or ``running`` and this replica does not
+        run already (while it leads)."""
         by_name = {r.name: r for r in self.runbooks}
-        for execution in await self._journal.unfinished():
+        unfinished = await self._journal.unfinished()
+        # Forget what has ended since: a read that began after its end cannot see it again.
+        self._taken &= {e.id for e in unfinished} | self._entries.keys()
+        for execution in unfinished:
+            if execution.id in self._taken or not self._leadership.is_leader():
+                continue
             runbook = by_name.get(execution.runbook)
             if runbook is None:
                 reason = f"runbook {execution.runbook} no longer exists; reconcile by hand"
@@ -137,8 +227,29 @@ class Dispatcher:
             execution = await self._journal.start_execution(
                 runbook.name, key, mode.value, correlation, data
             )
+            retry = 1
+            while execution is None and await self._released(key):
+                retry += 1
+                key = f"{execution_key(runbook.name, alert)}#{retry}"
+                execution = await self._journal.start_execution(
+                    runbook.name, key, mode.value, correlation, data
+                )
             if execution is None:
                 log.info("execution already decided for this alert", runbook=runbook.name)
+                continue
+            if not self._leadership.is_leader():
+                log.info(
+                    "execution planned; the leader runs it",
+                    runbook=runbook.name,
+                    execution=execution.id,
+                )
+                continue
+            if self._stop.is_set():
+                log.info(
+                    "execution planned while stopping; it runs at the next start",
+                    runbook=runbook.name,
+                    execution=execution.id,
+                )
                 continue
             log.info("execution planned", runbook=runbook.name, execution=execution.id)
             self._spawn(runbook, execution, resume=False)
@@ -167,9 +278,32 @@ class Dispatcher:
             self._metrics.runbook_executions.labels(entry.runbook.name, "cancelled").inc()
             log.info("execution cancelled: alert resolved", execution=entry.execution.id)
 
+    async def _release(self, execution: ExecutionRecord) -> None:
+        """A guard blocked ``execution`` before anything acted (say the kill switch was on):
+        nothing happened that a resend could repeat, so release the alert — the next resend
+        (Alertmanager's repeat_interval) decides again, once the block may have lifted. Half
+        done work stays blocked: it needs a human, not a rerun."""
+        steps = await self._journal.steps(execution.id)
+        if any(s.phase == "started" and s.prior is not None for s in steps):
+            return
+        await self._journal.set_state(execution.id, "blocked", _RELEASED)
+        await self._journal.forget_alert(
+            str(execution.alert.get("fingerprint")), str(execution.alert.get("startsAt"))
+        )
+        log.info("blocked before anything acted; a resend of the alert may run it")
+
+    async def _released(self, key: str) -> bool:
+        """Whether the execution decided under ``key`` was released (``_release``)."""
+        previous = await self._journal.execution_by_key(key)
+        if previous is None or previous.state != "blocked":
+            return False
+        states = await self._journal.states(previous.id)
+        return bool(states) and states[-1].detail == _RELEASED
+
     def _spawn(self, runbook: Runbook, execution: ExecutionRecord, *, resume: bool) -> None:
         entry = _Entry(execution, runbook)
         self._entries[execution.id] = entry
+        self._taken.add(execution.id)
         entry.task = asyncio.create_task(
             self._execute(entry, resume), name=f"execution-{execution.id}"
         )
@@ -184,9 +318,11 @@ class Dispatcher:
             async with self._locks.setdefault(runbook.name, asyncio.Lock()):
                 entry.started = True
                 if resume:
-                    await self._executor.resume(runbook, execution)
+                    state = await self._executor.resume(runbook, execution)
                 else:
-                    await self._executor.run(runbook, execution)
+                    state = await self._executor.run(runbook, execution)
+                if state == "blocked":
+                    await self._release(execution)
         except Exception:
             # Left running in the journal: the next start reconciles it.
             log.exception("execution crashed", execution=execution.id)

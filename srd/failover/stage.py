@@ -18,11 +18,12 @@ from srd.config import Config
 from srd.failover import control, webhook
 from srd.failover.checks import Checks
 from srd.failover.dispatch import Dispatcher
+from srd.failover.escalation import Pager
 from srd.failover.executor import Executor
 from srd.failover.guards import Guards, KillSwitch, Leadership, Limits, budget_from_registry
 from srd.failover.intake import Intake, from_rule_alert
 from srd.failover.runbooks import Runbook
-from srd.journal import Journal, open_journal
+from srd.journal import Journal, JournalError, open_journal
 from srd.metrics import Metrics
 from srd.model import Alert, Observation
 
@@ -48,9 +49,11 @@ class FailoverStage:
         failover = config.failover
         self.intake = Intake(failover.queue_size)
         self.auth = webhook.Authenticator(failover.auth)
+        self._webhook: webhook.Webhook | None = None
         self.kill_switch = KillSwitch(failover.kill_switch_file or config.state_dir / "killswitch")
         self.actuators = dict(actuators)
         checks = Checks(session, probe_status=probe_status)
+        self.pager = Pager(session, metrics, lambda: self.config.failover.escalation)
         self.guards = Guards(
             mode=lambda: self.config.mode,
             kill_switch=self.kill_switch,
@@ -68,7 +71,7 @@ class FailoverStage:
             guards=self.guards,
             checks=checks,
             metrics=metrics,
-            escalate=self._escalated,
+            escalate=self.pager.page,
         )
         self.dispatcher = Dispatcher(
             intake=self.intake,
@@ -77,6 +80,8 @@ class FailoverStage:
             runbooks=runbooks,
             mode=lambda: self.config.mode,
             metrics=metrics,
+            leadership=leadership,
+            poll=config.ha.retry_period,
         )
 
     @classmethod
@@ -108,15 +113,25 @@ class FailoverStage:
         )
 
     def add_routes(self, app: web.Application) -> None:
-        webhook.add_routes(
+        self._webhook = webhook.add_routes(
             app, self.intake, self.auth, self._metrics, self.config.failover.max_body_bytes
         )
         control.add_api_routes(app, self.kill_switch, self.guards.approvals)
-        add_journal_routes(app, self.journal)
+        add_journal_routes(app, self.journal, self.auth)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """The dispatcher task: reconcile what a previous run left, then take alerts."""
+        """The dispatcher task: take alerts; while leading, run what the journal holds
+        unfinished (what a previous run or leader left, what followers planned)."""
         await self.dispatcher.run(stop)
+
+    def acquired(self) -> None:
+        """This replica leads now: claim the term in the journal and reconcile at once."""
+        self.dispatcher.acquired()
+
+    async def deposed(self) -> None:
+        """This replica no longer leads: cancel executions in flight, their actuator calls
+        with them (the guards alone would stop them only at their next step)."""
+        await self.dispatcher.stand_down()
 
     async def submit(self, alert: Alert) -> None:
         """An alert transition of srd's own rules enters the same path as Alertmanager's."""
@@ -127,25 +142,33 @@ class FailoverStage:
     def reload(
         self, config: Config, actuators: Mapping[str, Actuator], runbooks: Sequence[Runbook]
     ) -> list[Actuator]:
-        """Apply a new config's mode, runbooks and actuators to executions still to come;
-        returns the replaced actuators, to close once nothing uses them. Limits, credentials
-        and the queue size keep their start-up values until a restart."""
+        """Apply a new config's mode, runbooks, actuators, guard limits, credentials and body
+        limit to executions and requests still to come; returns the replaced actuators, to
+        close once nothing uses them. The queue (and its size) lives on, with what it holds."""
         self.config = config
+        self.auth.use(config.failover.auth)
+        self.guards.limits = Limits.of(config.failover)
+        if self._webhook is not None:
+            self._webhook.max_body_bytes = config.failover.max_body_bytes
         replaced = [old for name, old in self.actuators.items() if actuators.get(name) is not old]
         self.actuators.clear()
         self.actuators.update(actuators)
         self.dispatcher.runbooks = list(runbooks)
         return replaced
 
+    async def prune(self) -> None:
+        """Apply ``failover.journal_retention`` to alert receipts (the runtime runs this
+        hourly). Executions — finished or not — steps and guard blocks are never pruned."""
+        retention = self.config.failover.journal_retention
+        try:
+            deleted = await self.journal.prune(retention)
+        except JournalError as exc:
+            log.warning("journal not pruned; trying again later", error=str(exc))
+            return
+        log.info("journal pruned", receipts_deleted=deleted, older_than_seconds=retention)
+
     async def close(self) -> None:
+        await self.pager.close(self.config.runtime.shutdown_grace)
         for actuator in self.actuators.values():
             await actuator.close()
         await self.journal.close()
-
-    def _escalated(self, alert: Alert) -> None:
-        log.error(
-            "runbook escalated: health not restored, a human is needed",
-            alertname=alert.name,
-            labels=dict(alert.labels),
-            annotations=dict(alert.annotations),
-        )
