@@ -550,6 +550,27 @@ class WebhookAuth(Strict):
         return self
 
 
+class EscalationConfig(Strict):
+    """Where a runbook that stops and needs a human pages: Alertmanager's API."""
+
+    alertmanager_url: AnyHttpUrl | None = Field(
+        None,
+        description="Alertmanager's base URL (http://alertmanager:9093): the escalation alert "
+        "SrdRunbookEscalated is POSTed to its /api/v2/alerts and routed like any other page. "
+        "Unset: the escalation is only logged, journaled and counted.",
+    )
+    timeout: Duration = Field(
+        10.0, gt=0, description="Seconds one POST may take; failures are retried 5 times."
+    )
+    hold: Duration = Field(
+        86400.0,
+        gt=0,
+        description="Seconds the escalation stays firing (its endsAt): srd posts it once, and "
+        "Alertmanager would resolve an alert without endsAt after its resolve_timeout (5 m), "
+        "before a human has seen it. 24 h: a day to acknowledge it.",
+    )
+
+
 class FailoverConfig(Strict):
     """Alert intake (Alertmanager webhook, srd's own rules), runbooks and their guards."""
 
@@ -616,6 +637,15 @@ class FailoverConfig(Strict):
         description="Password of the PostgreSQL journal's user. Unset: libpq's PGPASSWORD or "
         "~/.pgpass, or none (trust or certificate authentication).",
     )
+    journal_retention: Duration = Field(
+        90 * 86400.0,
+        gt=0,
+        description="Seconds alert receipts are kept (pruned hourly; executions, steps and "
+        "guard blocks are the audit trail and are never pruned). 90 d: far above any "
+        "Alertmanager repeat_interval, so a pruned receipt never lets a live alert's resend "
+        "through.",
+    )
+    escalation: EscalationConfig = Field(default_factory=EscalationConfig)
 
     @field_validator("journal")
     @classmethod

@@ -111,6 +111,8 @@ def _timeline(detail: dict[str, Any], out: TextIO) -> None:
         events.append((step["at"], f"step {step['index']}", step["name"], outcome))
     for block in detail["guard_blocks"]:
         events.append((block["at"], "guard", block["guard"], f"blocked: {block['reason']}"))
+    for receipt in detail["alert_receipts"]:
+        events.append((receipt["at"], "alert", receipt["status"], "received"))
     events.sort(key=lambda event: event[0])
     start = detail["created_at"]
     print(file=out)

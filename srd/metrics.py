@@ -272,8 +272,22 @@ class Metrics:
         self.runbook_executions = Counter(
             "srd_runbook_executions",
             "Runbook executions that ended, by result (succeeded, rolled_back, failed, "
-            "escalated, blocked, cancelled, planned: a dry run).",
+            "escalated, blocked, cancelled, dry_run).",
             ["runbook", "result"],
+            registry=reg,
+        )
+        self.escalations = Counter(
+            "srd_escalations",
+            "Runbooks that stopped and paged, by how they ended (reason: escalated, "
+            "rolled_back, failed, blocked).",
+            ["runbook", "reason"],
+            registry=reg,
+        )
+        self.escalation_notifications = Counter(
+            "srd_escalation_notifications",
+            "Escalation alerts posted to Alertmanager, by result (sent, failed: every retry "
+            "failed).",
+            ["result"],
             registry=reg,
         )
         self.runbook_step_duration = Histogram(

@@ -13,6 +13,8 @@ import pytest_asyncio
 from aiohttp import web
 
 from srd.api import add_routes
+from srd.config import WebhookAuth
+from srd.failover.webhook import Authenticator
 from srd.journal import JOURNAL_FILE, SqliteJournal, StepRecord
 from srd.journal_cli import journal_list, journal_show
 from srd.server import serving
@@ -67,13 +69,13 @@ async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
 @pytest_asyncio.fixture
 async def api(journal: SqliteJournal) -> AsyncIterator[str]:
     app = web.Application()
-    add_routes(app, journal)
+    add_routes(app, journal, Authenticator(None))
     async with serving(app, "127.0.0.1", 0) as port:
         yield f"http://127.0.0.1:{port}"
 
 
-async def get(url: str) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
+async def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
         return response.status, await response.json()
 
 
@@ -132,6 +134,24 @@ async def test_an_unknown_execution_is_a_json_404(api: str) -> None:
     status, body = await get(f"{api}/api/executions/nope")
     assert status == 404
     assert body == {"error": "no execution 'nope'"}
+
+
+@pytest.mark.parametrize("path", ["/api/executions", "/api/executions/{id}"])
+async def test_with_credentials_configured_the_read_routes_demand_them(
+    journal: SqliteJournal, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    monkeypatch.setenv("SRD_API_TOKEN", "s3cret")
+    auth = Authenticator(WebhookAuth.model_validate({"bearer_token": {"env": "SRD_API_TOKEN"}}))
+    app = web.Application()
+    add_routes(app, journal, auth)
+    newest = (await journal.executions(1))[0].id
+    url = "http://127.0.0.1:{port}" + path.replace("{id}", newest)
+    async with serving(app, "127.0.0.1", 0) as port:
+        for headers in (None, {"Authorization": "Bearer wrong"}):
+            status, body = await get(url.format(port=port), headers)
+            assert (status, body) == (401, {"error": "authentication required"})
+        status, _ = await get(url.format(port=port), {"Authorization": "Bearer s3cret"})
+        assert status == 200
 
 
 # --- CLI (sync: the CLI functions run their own event loop, as under `srd journal`)
@@ -235,3 +255,27 @@ def test_journal_list_of_an_empty_journal_says_so(tmp_path: Path) -> None:
     out = io.StringIO()
     assert journal_list(tmp_path, limit=20, out=out) == 0
     assert out.getvalue() == "no executions\n"
+
+
+async def test_the_resolved_notification_of_an_executions_alert_is_shown(tmp_path: Path) -> None:
+    clock = FakeClock()
+    alert = {"fingerprint": "f9", "startsAt": "2024-05-01T11:59:00.000Z", "labels": {}}
+    async with await SqliteJournal.open(tmp_path / JOURNAL_FILE, clock=clock) as journal:
+        assert await journal.record_alert("f9", alert["startsAt"], "firing", alert)
+        execution = await journal.start_execution("failover", "k", "armed", "c", alert)
+        assert execution is not None
+        clock.now = T0 + 300
+        assert await journal.record_alert("f9", alert["startsAt"], "resolved", alert)
+        app = web.Application()
+        add_routes(app, journal, Authenticator(None))
+        async with serving(app, "127.0.0.1", 0) as port:
+            status, body = await get(f"http://127.0.0.1:{port}/api/executions/{execution.id}")
+    assert status == 200
+    assert body["alert_receipts"] == [
+        {"status": "firing", "at": T0},
+        {"status": "resolved", "at": T0 + 300},
+    ]
+    out = io.StringIO()
+    code = await asyncio.to_thread(journal_show, tmp_path, execution.id, out=out)
+    assert code == 0
+    assert "+300.000  alert  resolved  received" in out.getvalue()

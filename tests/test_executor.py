@@ -50,7 +50,7 @@ async def test_dry_run_plans_every_step_and_changes_nothing(tmp_path: Path) -> N
         k.actuator.state["a"] = 0
         runbook = k.runbook(THREE_STEPS)
         execution = await k.execution(runbook)
-        assert await k.executor.run(runbook, execution) == "succeeded"
+        assert await k.executor.run(runbook, execution) == "dry_run"
         assert k.actuator.state == {"a": 0}
         assert k.actuator.calls == []
         ended = [s for s in await k.journal.steps(execution.id) if s.phase == "ended"]

@@ -13,6 +13,7 @@ import sys
 import textwrap
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,9 +65,15 @@ class Platform:
 
 @pytest.fixture
 async def platform(moto_url: str) -> AsyncIterator[Platform]:
+    async with serving_platform(moto_url, FakeKubernetes()) as served:
+        yield served
+
+
+@asynccontextmanager
+async def serving_platform(moto_url: str, fake: FakeKubernetes) -> AsyncIterator[Platform]:
+    """The platform on ``fake`` (seeded here) and moto, behind the AWS proxy."""
     session = get_session()
     args: dict[str, Any] = {"endpoint_url": moto_url, "region_name": "us-east-1"}
-    fake = FakeKubernetes()
     seed_platform(fake)
     proxy = AwsProxy(moto_url)
     service, backup = FakeService(), FakeService()
@@ -186,8 +193,17 @@ async def post(srd: RunningSrd, body: Any, token: str | None = TOKEN) -> int:
         return reply.status
 
 
+async def api_get(srd: RunningSrd, path: str, token: str | None = TOKEN) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{srd.base_url}{path}", headers=headers) as reply,
+    ):
+        return reply.status, await reply.text()
+
+
 async def executions(srd: RunningSrd) -> list[dict[str, Any]]:
-    status, text = await srd.get("/api/executions")
+    status, text = await api_get(srd, "/api/executions")
     assert status == 200, text
     found: list[dict[str, Any]] = json.loads(text)
     return found
@@ -223,11 +239,14 @@ async def test_an_alertmanager_payload_runs_the_platform_failover_once_and_recor
         assert await post(srd, payload(), token="wrong") == 401
         assert await post(srd, {"version": "4"}) == 400
         assert await executions(srd) == []
+        # Armed: the journal is read with the webhook's credentials; probes stay open.
+        assert (await api_get(srd, "/api/executions", token=None))[0] == 401
+        assert (await srd.get("/healthz"))[0] == 200
 
         assert await post(srd, payload()) == 200
         done = await wait_execution(srd, "succeeded")
         await assert_dr_state(platform)
-        status, text = await srd.get(f"/api/executions/{done['id']}")
+        status, text = await api_get(srd, f"/api/executions/{done['id']}")
         assert status == 200
         steps = json.loads(text)["steps"]
         ended = [s["name"] for s in steps if s["phase"] == "ended" and s["result"] == "ok"]
@@ -303,16 +322,67 @@ def _alertmanager() -> str:
     return found
 
 
+NO_RECEIVER = """\
+route: {receiver: nobody}
+receivers: [{name: nobody}]
+"""
+
+
+@asynccontextmanager
+async def running_alertmanager(tmp_path: Path, config: str, port: int) -> AsyncIterator[str]:
+    """A real Alertmanager on loopback ``port`` with ``config``; yields its base URL (it may
+    still be starting: callers retry their first request)."""
+    binary = _alertmanager()
+    cluster_port = free_port()
+    am_config = tmp_path / "alertmanager.yml"
+    am_config.write_text(config)
+    alertmanager = await asyncio.create_subprocess_exec(
+        binary,
+        f"--config.file={am_config}",
+        f"--storage.path={tmp_path / 'am-data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--cluster.listen-address=127.0.0.1:{cluster_port}",
+        f"--cluster.advertise-address=127.0.0.1:{cluster_port}",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        alertmanager.terminate()
+        try:
+            await asyncio.wait_for(alertmanager.wait(), timeout=10)
+        except TimeoutError:
+            alertmanager.kill()
+            await alertmanager.wait()
+
+
+async def alertmanager_api(
+    base_url: str, method: str, body: Any = None, timeout: float = 20
+) -> Any:
+    """Call ``/api/v2/alerts``, waiting for a starting Alertmanager to answer 200."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.request(method, f"{base_url}/api/v2/alerts", json=body) as reply:
+                    if reply.status == 200:
+                        return await reply.json(content_type=None)
+            except aiohttp.ClientError:
+                pass
+            if loop.time() > deadline:
+                raise AssertionError(f"Alertmanager at {base_url} did not answer {method}")
+            await asyncio.sleep(0.2)
+
+
 async def test_a_real_alertmanager_with_bearer_auth_triggers_the_failover(
     tmp_path: Path, platform: Platform
 ) -> None:
-    binary = _alertmanager()
-    port, am_port, cluster_port = free_port(), free_port(), free_port()
+    port, am_port = free_port(), free_port()
     config = write_config(tmp_path, platform, port)
     (tmp_path / "token").write_text(TOKEN)
-    am_config = tmp_path / "alertmanager.yml"
-    am_config.write_text(
-        textwrap.dedent(f"""\
+    am_config = textwrap.dedent(f"""\
         route:
           receiver: srd
           group_by: [alertname]
@@ -327,43 +397,66 @@ async def test_a_real_alertmanager_with_bearer_auth_triggers_the_failover(
                 http_config:
                   authorization: {{credentials_file: {tmp_path / "token"}}}
         """)
-    )
-    alertmanager = await asyncio.create_subprocess_exec(
-        binary,
-        f"--config.file={am_config}",
-        f"--storage.path={tmp_path / 'am-data'}",
-        f"--web.listen-address=127.0.0.1:{am_port}",
-        f"--cluster.listen-address=127.0.0.1:{cluster_port}",
-        f"--cluster.advertise-address=127.0.0.1:{cluster_port}",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
+    async with running_alertmanager(tmp_path, am_config, am_port) as alertmanager:
         env = {"SRD_E2E_TOKEN": TOKEN}
         async with running_srd("run", "--config", str(config), port=port, env=env) as srd:
             alert = [{"labels": {"alertname": "ServiceDown", "service": "web"}}]
-            api = f"http://127.0.0.1:{am_port}/api/v2/alerts"
-            async with aiohttp.ClientSession() as session:
-                for _ in range(100):
-                    try:
-                        async with session.post(api, json=alert) as reply:
-                            if reply.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.2)
-                else:
-                    raise AssertionError("Alertmanager did not accept the alert")
+            await alertmanager_api(alertmanager, "POST", alert)
             await wait_execution(srd, "succeeded")
             await assert_dr_state(platform)
             assert len(await executions(srd)) == 1
-    finally:
-        alertmanager.terminate()
-        try:
-            await asyncio.wait_for(alertmanager.wait(), timeout=10)
-        except TimeoutError:
-            alertmanager.kill()
-            await alertmanager.wait()
+
+
+async def test_a_runbook_that_cannot_restore_health_pages_through_the_real_alertmanager(
+    tmp_path: Path, platform: Platform
+) -> None:
+    port, am_port = free_port(), free_port()
+    config = write_config(tmp_path, platform, port)
+    # Health never comes back (nothing listens there): remedies exhausted, escalate.
+    (tmp_path / "runbook.yaml").write_text(
+        textwrap.dedent(f"""\
+        runbooks:
+          - name: doomed
+            match: [alertname="ServiceDown"]
+            health: {{http: {{url: "http://127.0.0.1:{free_port()}/health", timeout: 1s,
+                              interval: 1s}}}}
+            deadline: 2s
+            steps:
+              - {{name: look, check: {{http: {{url: "{platform.backup_url}", timeout: 1s}}}},
+                 timeout: 5s}}
+        """)
+    )
+    text = config.read_text().replace(
+        "  auth:", f"  escalation: {{alertmanager_url: 'http://127.0.0.1:{am_port}'}}\n  auth:"
+    )
+    config.write_text(text)
+    env = {"SRD_E2E_TOKEN": TOKEN}
+    async with (
+        running_alertmanager(tmp_path, NO_RECEIVER, am_port) as alertmanager,
+        running_srd("run", "--config", str(config), port=port, env=env) as srd,
+    ):
+        assert await alertmanager_api(alertmanager, "GET") == []
+        assert await post(srd, payload()) == 200
+        done = await wait_execution(srd, "escalated")
+        labels = {"runbook": "doomed", "reason": "escalated"}
+        await srd.wait_for("srd_escalations_total", labels, lambda v: v == 1)
+        await srd.wait_for("srd_escalation_notifications_total", {"result": "sent"}, bool)
+        [page] = await alertmanager_api(alertmanager, "GET")
+        assert page["labels"] == {
+            "alertname": "SrdRunbookEscalated",
+            "runbook": "doomed",
+            "execution": done["id"],
+            "reason": "escalated",
+            "severity": "critical",
+        }
+        assert "doomed stopped (escalated)" in page["annotations"]["summary"]
+        assert page["status"]["state"] == "active"
+        # The journal says it paged, and why.
+        status, text = await api_get(srd, f"/api/executions/{done['id']}")
+        assert status == 200
+        last = json.loads(text)["states"][-1]
+        assert last["state"] == "escalated"
+        assert last["detail"]["paged"] is True
 
 
 async def test_dry_run_journals_the_plan_and_diff_and_changes_nothing(
@@ -375,9 +468,9 @@ async def test_dry_run_journals_the_plan_and_diff_and_changes_nothing(
     env = {"SRD_E2E_TOKEN": TOKEN}
     async with running_srd("run", "--config", str(config), port=port, env=env) as srd:
         assert await post(srd, payload()) == 200
-        done = await wait_execution(srd, "succeeded")
+        done = await wait_execution(srd, "dry_run")
         assert done["mode"] == "dry-run"
-        status, text = await srd.get(f"/api/executions/{done['id']}")
+        status, text = await api_get(srd, f"/api/executions/{done['id']}")
         assert status == 200
         ended = [s for s in json.loads(text)["steps"] if s["phase"] == "ended"]
     planned = {s["name"]: s for s in ended if s["result"] == "planned"}
@@ -393,3 +486,27 @@ async def test_dry_run_journals_the_plan_and_diff_and_changes_nothing(
     assert await platform.targets() == [PRIMARY_TARGET]
     writes = {"ChangeResourceRecordSets", "RegisterTargets", "DeregisterTargets"}
     assert not writes & set(platform.proxy.calls)
+
+
+async def test_sighup_applies_new_webhook_credentials_and_body_limit(
+    tmp_path: Path, platform: Platform
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path, platform, port)
+    env = {"SRD_E2E_TOKEN": TOKEN, "SRD_E2E_NEW_TOKEN": "rotated-token"}
+    async with running_srd("run", "--config", str(config), port=port, env=env) as srd:
+        resolved = payload("resolved")  # recorded, never acted on
+        assert await post(srd, resolved) == 200
+        config.write_text(
+            config.read_text()
+            .replace("env: SRD_E2E_TOKEN}", "env: SRD_E2E_NEW_TOKEN}")
+            .replace("  auth:", "  max_body_bytes: 200\n  auth:")
+        )
+        srd.process.send_signal(signal.SIGHUP)
+        await srd.wait_for("srd_config_reloads_total", {"result": "success"}, bool)
+        assert await post(srd, resolved) == 401  # the old token no longer opens it
+        assert (await api_get(srd, "/api/executions"))[0] == 401
+        assert await post(srd, resolved, token="rotated-token") == 413  # the new limit
+        small = {"version": "4"}
+        assert await post(srd, small, token="rotated-token") == 400  # in, and checked
+        assert (await api_get(srd, "/api/executions", token="rotated-token"))[0] == 200

@@ -4,6 +4,7 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from srd.config import Mode
@@ -203,3 +204,37 @@ def test_the_budget_gate_reads_srds_own_budget_metric() -> None:
     remaining = budget_from_registry(metrics.registry)
     assert remaining("web") == -0.25
     assert remaining("unknown") is None
+
+
+FLAGGED = """
+runbooks:
+  - name: flagged
+    match: [alertname="Down"]
+    steps:
+      - name: a
+        action: {actuator: fake, action: set, params: {key: a, value: 1}}
+        requires_approval: true
+        timeout: 5s
+"""
+
+
+@pytest.mark.parametrize("change", ["kill_switch", "mode", "leadership"])
+async def test_an_approval_given_after_a_guard_closed_does_not_make_the_step_act(
+    tmp_path: Path, change: str
+) -> None:
+    async with kit(tmp_path) as k:
+        runbook = k.runbook(FLAGGED)
+        execution = await k.execution(runbook)
+        run = asyncio.create_task(k.executor.run(runbook, execution))
+        while not k.guards.approvals.pending():
+            await asyncio.sleep(0.01)
+        if change == "kill_switch":
+            k.guards.kill_switch.set(True, "test")
+        elif change == "mode":
+            k.mode[0] = Mode.OBSERVE
+        else:
+            k.leader.leader = False
+        assert k.guards.approvals.approve(f"{execution.id}-0", "ann")
+        assert await run == "blocked"
+        assert k.actuator.calls == []
+        assert await k.guards_blocked(execution.id) == [change]

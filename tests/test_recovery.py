@@ -8,7 +8,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from srd.config import ConfigError
+from srd.config import ConfigError, Mode
 from srd.evaluation.engine import Engine
 from srd.evaluation.export import rule_file
 from srd.evaluation.recovery import (
@@ -21,9 +21,12 @@ from srd.evaluation.recovery import (
     readiness,
     recovery_alerts,
 )
+from srd.failover.runbooks import Runbook
+from srd.journal import ExecutionRecord
 from srd.metrics import Metrics
 from srd.model import RecoveryRecord
 from tests.evalkit import promtool
+from tests.failoverkit import Kit, kit
 
 SHIPPED = Path(__file__).parent.parent / "rules" / "disaster_recovery.yaml"
 
@@ -299,3 +302,40 @@ def test_the_recovery_alerts_pass_promtool_check(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(rule_file([recovery_alerts()])))
     result = subprocess.run([binary, "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+SCENARIO_RUNBOOK = """
+runbooks:
+  - name: restore
+    scenario: database_failure
+    match: [alertname="Down"]
+    steps:
+      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 1s}
+"""
+
+
+async def scenario_execution(k: Kit, runbook: Runbook) -> ExecutionRecord:
+    """An execution as the dispatcher plans it: the alert recorded with the runbook's scenario."""
+    alert = {"fingerprint": "f", "startsAt": "2024-01-01T00:00:00Z", "scenario": runbook.scenario}
+    mode = k.mode[0].value
+    execution = await k.journal.start_execution(runbook.name, "key", mode, "corr", alert)
+    assert execution is not None
+    return execution
+
+
+async def test_a_dry_run_ends_as_a_plan_and_never_counts_as_a_recovery(tmp_path: Path) -> None:
+    async with kit(tmp_path / "dry", mode=Mode.DRY_RUN) as k:
+        runbook = k.runbook(SCENARIO_RUNBOOK)
+        execution = await scenario_execution(k, runbook)
+        assert await k.executor.run(runbook, execution) == "dry_run"
+        assert await k.state(execution.id) == "dry_run"
+        assert k.actuator.calls == []
+        assert await k.journal.recovery_records() == []
+        assert measure_rto(await k.journal.recovery_records()) == {}
+        result = {"runbook": "restore", "result": "dry_run"}
+        assert k.metrics.registry.get_sample_value("srd_runbook_executions_total", result) == 1
+    async with kit(tmp_path / "armed") as k:  # the same runbook armed is a recovery
+        runbook = k.runbook(SCENARIO_RUNBOOK)
+        assert await k.executor.run(runbook, await scenario_execution(k, runbook)) == "succeeded"
+        [record] = await k.journal.recovery_records()
+        assert record.scenario == "database_failure"

@@ -12,16 +12,19 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from srd.config import ConfigError, Mode, WebhookAuth, parse_config
+from srd.config import Config, ConfigError, Mode, WebhookAuth, parse_config
 from srd.failover.control import add_api_routes
 from srd.failover.dispatch import Dispatcher
+from srd.failover.guards import SingleInstance
 from srd.failover.intake import Intake, from_rule_alert
 from srd.failover.runbooks import Runbook
+from srd.failover.stage import FailoverStage
 from srd.failover.webhook import Authenticator, add_routes
+from srd.journal import SqliteJournal
 from srd.metrics import Metrics
 from srd.model import Alert
 from srd.server import serving
-from tests.failoverkit import Kit, kit
+from tests.failoverkit import Clock, Kit, kit
 
 TOKEN = "s3cret-token"
 
@@ -229,6 +232,8 @@ async def pipeline(
         runbooks=[runbook],
         mode=lambda: Mode.ARMED,
         metrics=k.metrics,
+        leadership=k.leader,
+        poll=1.0,
     )
     stop = asyncio.Event()
     app = web.Application()
@@ -327,3 +332,170 @@ async def test_resolved_while_running_is_recorded_and_not_acted_on(
             await until(done)
         # The resolved alert is in the journal: a second record of it is refused.
         assert not await k.journal.record_alert("abc", "2024-05-01T10:00:00.123Z", "resolved", {})
+
+
+ONE_ACTION = """
+runbooks:
+  - name: one
+    match: [alertname="Down"]
+    steps:
+      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 1s}
+"""
+
+
+async def test_an_alert_blocked_before_anything_acted_runs_once_when_resent_after_the_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with kit(tmp_path) as k:
+        runbook = k.runbook(ONE_ACTION)
+        async with pipeline(k, runbook, monkeypatch) as (url, _):
+            k.guards.kill_switch.set(True, "test")
+            assert (await post(url, payload()))[0] == 200
+
+            async def released() -> bool:
+                found = await k.journal.executions()
+                return bool(found) and (await k.journal.states(found[0].id))[-1].detail == {
+                    "released": True,
+                    "reason": "blocked before anything acted: a resend of the alert may run it",
+                }
+
+            await until(released)
+            [blocked] = await k.journal.executions()
+            assert await k.guards_blocked(blocked.id) == ["kill_switch"]
+            k.guards.kill_switch.set(False, "test")
+            assert (await post(url, payload()))[0] == 200  # Alertmanager's repeat_interval
+
+            async def succeeded() -> bool:
+                found = await k.journal.executions()
+                return len(found) == 2 and found[0].state == "succeeded"
+
+            await until(succeeded)
+            for _ in range(2):  # further resends: it ran, nothing more happens
+                assert (await post(url, payload()))[0] == 200
+            await asyncio.sleep(0.05)
+        assert [e.state for e in await k.journal.executions()] == ["succeeded", "blocked"]
+        assert k.actuator.calls == [("apply", "a", 1)]
+
+
+ACT_THEN_ASK = """
+runbooks:
+  - name: half
+    match: [alertname="Down"]
+    steps:
+      - {name: z, action: {actuator: fake, action: set, params: {key: z, value: 1}}, timeout: 1s}
+      - {name: ask, approval: "go on?", timeout: 0.1s}
+      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 1s}
+"""
+
+
+async def test_an_alert_blocked_after_a_step_acted_is_not_run_again_on_resend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with kit(tmp_path) as k:
+        runbook = k.runbook(ACT_THEN_ASK)
+        async with pipeline(k, runbook, monkeypatch) as (url, _):
+            assert (await post(url, payload()))[0] == 200
+
+            async def blocked() -> bool:
+                found = await k.journal.executions()
+                return bool(found) and found[0].state == "blocked"
+
+            await until(blocked)
+            assert (await post(url, payload()))[0] == 200
+            await asyncio.sleep(0.1)
+        [execution] = await k.journal.executions()
+        assert (await k.journal.states(execution.id))[-1].detail == {
+            "reason": "approval: step ask not approved in 0.1s",
+            "paged": True,
+        }
+        assert k.actuator.calls == [("apply", "z", 1)]
+
+
+async def test_journal_retention_prunes_old_receipts_and_never_an_execution(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    config = Config.model_validate(
+        {"state_dir": str(tmp_path), "failover": {"journal_retention": "90d"}}
+    )
+    assert config.failover.journal_retention == 90 * 86400
+    journal = await SqliteJournal.open(tmp_path / "journal.sqlite3", clock=clock)
+    async with aiohttp.ClientSession() as session:
+        stage = FailoverStage(
+            config,
+            journal,
+            session,
+            Metrics(),
+            actuators={},
+            runbooks=[],
+            probe_status=lambda _: None,
+            leadership=SingleInstance(),
+        )
+        try:
+            assert await journal.record_alert("old", "t0", "firing", {})
+            unfinished = await journal.start_execution("rb", "k1", "armed", "c", {})
+            done = await journal.start_execution("rb", "k2", "armed", "c", {})
+            assert unfinished is not None and done is not None
+            await journal.set_state(done.id, "succeeded")
+            clock.now += 89 * 86400
+            assert await journal.record_alert("recent", "t1", "firing", {})
+            clock.now += 2 * 86400  # "old" is 91 days old, "recent" 2
+            await stage.prune()
+            assert await journal.record_alert("old", "t0", "firing", {})  # pruned: new again
+            assert not await journal.record_alert("recent", "t1", "firing", {})  # kept
+            assert {e.id for e in await journal.executions()} == {unfinished.id, done.id}
+            assert [e.id for e in await journal.unfinished()] == [unfinished.id]
+        finally:
+            await stage.close()
+
+
+async def test_alerts_queued_at_shutdown_are_journaled_and_run_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with kit(tmp_path) as k:
+        runbook = k.runbook(ONE_ACTION)
+        intake = Intake(10)
+        app = web.Application()
+        add_routes(app, intake, Authenticator(bearer_auth(monkeypatch)), k.metrics, 64 * 1024)
+
+        def dispatcher() -> Dispatcher:
+            return Dispatcher(
+                intake=intake,
+                journal=k.journal,
+                executor=k.executor,
+                runbooks=[runbook],
+                mode=lambda: Mode.ARMED,
+                metrics=k.metrics,
+                leadership=k.leader,
+                poll=1.0,
+            )
+
+        async with serving(app, "127.0.0.1", 0) as port:
+            url = f"http://127.0.0.1:{port}/alertmanager"
+            # Accepted (200) while nothing takes them off the queue yet; then srd stops.
+            for fingerprint in ("one", "two"):
+                assert (await post(url, payload(fingerprint=fingerprint)))[0] == 200
+            stop = asyncio.Event()
+            stop.set()
+            await dispatcher().run(stop)
+            assert k.actuator.calls == []
+            executions = await k.journal.executions()
+            assert sorted(e.alert["fingerprint"] for e in executions) == ["one", "two"]
+            assert {e.state for e in executions} == {"planned"}
+            # Until the server stops, what comes in is refused so Alertmanager retries.
+            status, body = await post(url, payload(fingerprint="three"))
+            assert (status, body) == (503, {"error": "srd is shutting down; retry later"})
+
+        restarted = dispatcher()  # the next start, on the same journal
+        stop = asyncio.Event()
+        task = asyncio.create_task(restarted.run(stop))
+
+        async def both_ran() -> bool:
+            return {e.state for e in await k.journal.executions()} == {"succeeded"}
+
+        try:
+            await until(both_ran)
+        finally:
+            stop.set()
+            await task
+        assert len(await k.journal.executions()) == 2

@@ -30,13 +30,7 @@ def add_api_routes(app: web.Application, kill_switch: KillSwitch, approvals: App
 
 
 def _caller(request: web.Request) -> str:
-    auth = request.app[AUTH_KEY]
-    if not auth.allows(request.headers):
-        raise web.HTTPUnauthorized(
-            text=json.dumps({"error": "authentication required"}),
-            content_type="application/json",
-            headers={"WWW-Authenticate": auth.challenge},
-        )
+    request.app[AUTH_KEY].demand(request)
     return request.headers.get("X-Srd-User") or request.remote or "api"
 
 

@@ -189,7 +189,11 @@ class Executor:
         except (TimeoutError, ActuatorError):
             ok = False
         result: StepResult = "ok" if ok else "failed"
-        await self._record(run, index, step, "ended", result, detail={"reconciled": True})
+        # The verdict ends the interrupted attempt, under its key (a later reconciliation
+        # then finds the step ended); it is not a new attempt.
+        attempt = run.attempts[index] - 1
+        detail = {"reconciled": True}
+        await self._record(run, index, step, "ended", result, detail=detail, attempt=attempt)
         if ok:
             run.completed.add(index)
         return ok
@@ -217,7 +221,7 @@ class Executor:
                 return await self._finish(run, "succeeded", f"remedy {remedy.name} restored health")
             log.warning("health not restored", remedy=remedy.name, reason=health.reason)
         if run.dry:
-            return await self._finish(run, "succeeded", "dry run: planned, nothing changed")
+            return await self._finish(run, "dry_run", "dry run: planned, nothing changed")
         reason = f"health not restored after remedies {[r.name for r in plan]}"
         return await self._finish(run, "escalated", reason, page=True)
 
@@ -248,6 +252,11 @@ class Executor:
             await self._record(run, index, step, "ended", "ok", detail={"by": by}, part=part)
             if step.approval is not None:
                 return "ok"
+            # An approval says go, never "whatever the guards say": during the wait the kill
+            # switch, the mode or the lead may have changed.
+            if refusal := await self._guards.before_step(step, run.execution):
+                await self._blocked(run, refusal)
+                return "blocked"
         started = time.monotonic()
         try:
             return (
@@ -410,8 +419,7 @@ class Executor:
         await self._journal.set_state(
             run.execution.id, state, {"reason": reason, "paged": page}, fence=run.fence
         )
-        result = "planned" if run.dry and state == "succeeded" else state
-        self._metrics.runbook_executions.labels(run.runbook.name, result).inc()
+        self._metrics.runbook_executions.labels(run.runbook.name, state).inc()
         (log.error if page else log.info)("runbook ended", state=state, reason=reason)
         if page:
             self._escalate(escalation(run.runbook, run.execution, state, reason))
@@ -428,9 +436,11 @@ class Executor:
         prior: State | None = None,
         detail: dict[str, Any] | None = None,
         part: str = "",
+        attempt: int | None = None,
     ) -> None:
         # A step re-run after a crash gets a new key: (key, phase) is unique in the journal.
-        attempt = run.attempts.get(index, 0)
+        if attempt is None:
+            attempt = run.attempts.get(index, 0)
         key = f"{run.execution.id}:{index}" + (f":retry{attempt}" if attempt else "") + part
         name = step.name + part
         record = StepRecord(
@@ -449,6 +459,7 @@ def escalation(runbook: Runbook, execution: ExecutionRecord, state: str, reason:
         "alertname": "SrdRunbookEscalated",
         "runbook": runbook.name,
         "execution": execution.id,
+        "reason": state,
         "severity": "critical",
     }
     return Alert(

@@ -39,7 +39,7 @@ GUARDS = (
     "error_budget",
     "approval",
 )
-_ACTED = frozenset({"running", "succeeded", "failed", "rolled_back", "escalated"})
+_ACTED = frozenset({"running", "succeeded", "failed", "rolled_back", "escalated", "dry_run"})
 _HISTORY = 1000
 """Executions read back for cooldown, flap and cap: far more than any window holds."""
 
@@ -185,7 +185,8 @@ class Guards:
         self.leadership = leadership
         self.approvals = Approvals()
         self._journal = journal
-        self._limits = limits
+        self.limits = limits
+        """Replaced on reload (``FailoverStage.reload``): judged at each admission."""
         self._checks = checks
         self._metrics = metrics
         self._budget = budget
@@ -243,7 +244,7 @@ class Guards:
     def _cooldown(
         self, runbook: Runbook, history: Sequence[ExecutionRecord], now: float
     ) -> Refusal | None:
-        cooldown = runbook.cooldown if runbook.cooldown is not None else self._limits.cooldown
+        cooldown = runbook.cooldown if runbook.cooldown is not None else self.limits.cooldown
         for e in history:
             if e.runbook == runbook.name and e.state in _ACTED and now - e.updated_at < cooldown:
                 left = cooldown - (now - e.updated_at)
@@ -262,7 +263,7 @@ class Guards:
         now: float,
     ) -> Refusal | None:
         fingerprint = execution.alert.get("fingerprint")
-        window = self._limits.flap_window
+        window = self.limits.flap_window
         recent = [
             e
             for e in history
@@ -270,22 +271,22 @@ class Guards:
             and e.alert.get("fingerprint") == fingerprint
             and now - e.created_at < window
         ]
-        if len(recent) >= self._limits.flap_max:
+        if len(recent) >= self.limits.flap_max:
             return Refusal(
                 "flapping",
                 f"alert {fingerprint} started {len(recent)} executions of {runbook.name} in "
-                f"the last {window:g}s (limit {self._limits.flap_max}): it is flapping",
+                f"the last {window:g}s (limit {self.limits.flap_max}): it is flapping",
             )
         return None
 
     def _rate_limit(self, history: Sequence[ExecutionRecord], now: float) -> Refusal | None:
-        window = self._limits.execution_window
+        window = self.limits.execution_window
         recent = [e for e in history if e.state in _ACTED and now - e.created_at < window]
-        if len(recent) >= self._limits.max_executions:
+        if len(recent) >= self.limits.max_executions:
             return Refusal(
                 "rate_limit",
                 f"{len(recent)} executions in the last {window:g}s "
-                f"(limit {self._limits.max_executions})",
+                f"(limit {self.limits.max_executions})",
             )
         return None
 

@@ -80,10 +80,13 @@ class Intake:
 
     def __init__(self, maxsize: int) -> None:
         self._queue: asyncio.Queue[IncomingAlert] = asyncio.Queue(maxsize)
+        self.closed = False
+        """Set on shutdown, once nothing will take alerts off the queue any more."""
 
     def offer(self, alerts: Sequence[IncomingAlert]) -> bool:
-        """Queue all of ``alerts`` or none; False when there is no room for all of them."""
-        if self._queue.maxsize - self._queue.qsize() < len(alerts):
+        """Queue all of ``alerts`` or none; False when there is no room for all of them or
+        the intake is closed."""
+        if self.closed or self._queue.maxsize - self._queue.qsize() < len(alerts):
             return False
         for alert in alerts:
             self._queue.put_nowait(alert)
@@ -96,6 +99,15 @@ class Intake:
 
     async def get(self) -> IncomingAlert:
         return await self._queue.get()
+
+    def close(self) -> list[IncomingAlert]:
+        """Take no more alerts; return those still queued, for the caller to journal."""
+        self.closed = True
+        left = []
+        while not self._queue.empty():
+            left.append(self._queue.get_nowait())
+            self._queue.task_done()
+        return left
 
     def done(self) -> None:
         """Mark the alert last taken with ``get`` as handled."""

@@ -79,6 +79,12 @@ class Authenticator:
     def __init__(self, auth: WebhookAuth | None) -> None:
         self._expected: bytes | None = None
         self.challenge = ""
+        self.use(auth)
+
+    def use(self, auth: WebhookAuth | None) -> None:
+        """Check against ``auth`` from now on (a reload's new credentials)."""
+        self._expected = None
+        self.challenge = ""
         if auth is not None and auth.bearer_token is not None:
             self._expected = f"Bearer {auth.bearer_token.value}".encode()
             self.challenge = 'Bearer realm="srd"'
@@ -107,6 +113,16 @@ class Authenticator:
             headers={"WWW-Authenticate": self.challenge},
         )
 
+    def demand(self, request: web.Request) -> None:
+        """Raise 401 (with the challenge) unless ``request`` carries the credentials: for
+        the API routes, which answer with what their handler returns."""
+        if not self.allows(request.headers):
+            raise web.HTTPUnauthorized(
+                text=json.dumps({"error": "authentication required"}),
+                content_type="application/json",
+                headers={"WWW-Authenticate": self.challenge},
+            )
+
 
 def _normalise_basic(header: str) -> str:
     # Clients may pad or wrap base64 differently; compare the decoded pair re-encoded.
@@ -122,10 +138,11 @@ def _normalise_basic(header: str) -> str:
 AUTH_KEY = web.AppKey("srd_failover_auth", Authenticator)
 
 
-class _Webhook:
+class Webhook:
     def __init__(self, intake: Intake, max_body_bytes: int, metrics: Metrics) -> None:
         self._intake = intake
-        self._limit = max_body_bytes
+        self.max_body_bytes = max_body_bytes
+        """Set anew on reload; the next request reads it."""
         self._metrics = metrics
 
     def _reject(self, reason: str, response: web.Response) -> web.Response:
@@ -137,12 +154,11 @@ class _Webhook:
         auth = request.app[AUTH_KEY]
         if not auth.allows(request.headers):
             return self._reject("unauthorized", auth.refusal())
-        too_large = web.json_response(
-            {"error": f"body larger than {self._limit} bytes"}, status=413
-        )
-        if request.content_length is not None and request.content_length > self._limit:
+        limit = self.max_body_bytes
+        too_large = web.json_response({"error": f"body larger than {limit} bytes"}, status=413)
+        if request.content_length is not None and request.content_length > limit:
             return self._reject("too_large", too_large)
-        body = await _read_limited(request, self._limit)
+        body = await _read_limited(request, limit)
         if body is None:
             return self._reject("too_large", too_large)
         try:
@@ -150,6 +166,13 @@ class _Webhook:
         except ValueError as exc:  # ValidationError and JSONDecodeError are ValueErrors
             return self._reject("malformed", web.json_response(_problems(exc), status=400))
         alerts = payload.incoming()
+        if self._intake.closed:
+            response = web.json_response(
+                {"error": "srd is shutting down; retry later"},
+                status=503,
+                headers={"Retry-After": "10"},
+            )
+            return self._reject("shutting_down", response)
         if not self._intake.offer(alerts):
             response = web.json_response(
                 {"error": "intake queue full; retry later"},
@@ -188,11 +211,14 @@ def add_routes(
     auth: Authenticator,
     metrics: Metrics,
     max_body_bytes: int,
-) -> None:
-    """Mount ``POST /alertmanager`` on ``app``. ``auth`` also guards the failover API."""
+) -> Webhook:
+    """Mount ``POST /alertmanager`` on ``app``. ``auth`` also guards the failover API and
+    the journal's read routes (``srd.api``)."""
     app[AUTH_KEY] = auth
-    for reason in ("unauthorized", "too_large", "malformed", "queue_full"):
+    for reason in ("unauthorized", "too_large", "malformed", "queue_full", "shutting_down"):
         metrics.webhook_rejected.labels(reason)
     for status in ("firing", "resolved"):
         metrics.webhook_alerts.labels(status)
-    app.router.add_post("/alertmanager", _Webhook(intake, max_body_bytes, metrics).handle)
+    webhook = Webhook(intake, max_body_bytes, metrics)
+    app.router.add_post("/alertmanager", webhook.handle)
+    return webhook

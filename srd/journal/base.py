@@ -33,6 +33,7 @@ ExecutionState = Literal[
     "rolled_back",
     "escalated",  # health not restored by the deadline; paged, stopped
     "blocked",  # a guard refused
+    "dry_run",  # a dry run ended: every step planned and journaled, nothing changed
     "cancelled",  # resolved before it started
 ]
 StepPhase = Literal["started", "ended"]
@@ -177,6 +178,20 @@ class Journal(Protocol):
         """Delete alert receipts older than ``older_than`` seconds (executions, steps and
         guard blocks are kept); return how many were deleted. Keep well above Alertmanager's
         ``repeat_interval``: a pruned receipt lets a resend through to the execution-key check."""
+        ...
+
+    async def forget_alert(self, fingerprint: str, starts_at: str) -> None:
+        """Delete the firing receipt of (fingerprint, startsAt), so its next resend is taken
+        as new: for an execution a guard blocked before anything acted."""
+        ...
+
+    async def execution_by_key(self, key: str) -> ExecutionRecord | None:
+        """The execution decided under idempotency ``key``; None when there is none."""
+        ...
+
+    async def receipts(self, fingerprint: str, starts_at: str) -> Sequence[tuple[str, float]]:
+        """(status, received at) of the receipts of one alert firing, oldest first: what
+        Alertmanager said of it (firing, resolved), as far as ``prune`` kept it."""
         ...
 
     async def close(self) -> None: ...

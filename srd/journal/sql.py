@@ -298,6 +298,16 @@ class SqlJournal(ABC):
 
         return await self._write(delete(), durable=False)
 
+    async def forget_alert(self, fingerprint: str, starts_at: str) -> None:
+        def delete() -> Op[None]:
+            yield Query(
+                "DELETE FROM alerts_received"
+                " WHERE fingerprint = ? AND starts_at = ? AND status = 'firing'",
+                (fingerprint, starts_at),
+            )
+
+        await self._write(delete())
+
     def _fenced(self, fence: Fence | None) -> Op[None]:
         """The fence, checked (and a new leader's term recorded) inside the write's own
         transaction, after every other fenced writer's transaction has ended."""
@@ -325,6 +335,18 @@ class SqlJournal(ABC):
     async def execution(self, execution_id: str) -> ExecutionRecord | None:
         rows = await self._read(_EXECUTION_COLUMNS + " WHERE e.id = ?", (execution_id,))
         return _execution(rows[0]) if rows else None
+
+    async def execution_by_key(self, key: str) -> ExecutionRecord | None:
+        rows = await self._read(_EXECUTION_COLUMNS + " WHERE e.key = ?", (key,))
+        return _execution(rows[0]) if rows else None
+
+    async def receipts(self, fingerprint: str, starts_at: str) -> Sequence[tuple[str, float]]:
+        rows = await self._read(
+            "SELECT status, received_at FROM alerts_received"
+            " WHERE fingerprint = ? AND starts_at = ? ORDER BY seq",
+            (fingerprint, starts_at),
+        )
+        return [(row[0], row[1]) for row in rows]
 
     async def executions(self, limit: int = 100) -> Sequence[ExecutionRecord]:
         rows = await self._read(_EXECUTION_COLUMNS + " ORDER BY e.seq DESC LIMIT ?", (limit,))
