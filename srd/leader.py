@@ -35,12 +35,13 @@ from typing import Any, cast
 import aiohttp
 import structlog
 from kubernetes_asyncio import config as kube_config
-from kubernetes_asyncio.client import ApiClient, Configuration, CoordinationV1Api, V1Lease
+from kubernetes_asyncio.client import ApiClient, CoordinationV1Api, V1Lease
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from srd.config import Config, HaConfig, KubernetesConnection
+from srd.config import Config, HaConfig
 from srd.failover.guards import Leadership, SingleInstance
 from srd.journal import NO_TERM, Fence
+from srd.kubeapi import api_configuration
 from srd.metrics import Metrics
 from srd.supervisor import TaskFactory
 
@@ -324,25 +325,14 @@ class LeaseLeadership:
 
     async def _client(self) -> ApiClient:
         if self._api is None:
-            self._api = ApiClient(await _configuration(self._settings.kubernetes))
+            connection = self._settings.kubernetes
+            configuration = await api_configuration(
+                host=str(connection.host) if connection.host is not None else None,
+                kubeconfig=connection.kubeconfig,
+                context=connection.context,
+            )
+            self._api = ApiClient(configuration)
         return self._api
-
-
-async def _configuration(connection: KubernetesConnection) -> Configuration:
-    """As the kubernetes actuator connects: host, else in-cluster, else kubeconfig."""
-    if connection.host is not None:
-        return Configuration(host=str(connection.host).rstrip("/"))
-    configuration = Configuration()
-    if connection.kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ:
-        # kubernetes-asyncio leaves this one function unannotated; it refreshes the token.
-        kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    else:
-        await kube_config.load_kube_config(
-            config_file=str(connection.kubeconfig) if connection.kubeconfig else None,
-            context=connection.context,
-            client_configuration=configuration,
-        )
-    return configuration
 
 
 def _as_lease(body: dict[str, Any]) -> V1Lease:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from aiohttp import web
 from kubernetes_asyncio.client import Configuration
 
 from srd.actuators.kubernetes import KubernetesActuator, KubernetesSettings
@@ -257,33 +256,21 @@ REQUEST = re.compile(
 METHODS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
-class RecordingKubernetes(FakeKubernetes):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: set[Grant] = set()
-
-    def app(self) -> web.Application:
-        app = super().app()
-
-        @web.middleware
-        async def record(
-            request: web.Request,
-            handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-        ) -> web.StreamResponse:
-            found = REQUEST.fullmatch(request.path)
-            assert found is not None, request.path
-            resource = found["resource"] + (f"/{found['sub']}" if found["sub"] else "")
-            verb = METHODS.get(request.method) or ("get" if found["name"] else "list")
-            self.calls.add((found["group"] or "", resource, verb))
-            return await handler(request)
-
-        app.middlewares.append(record)
-        return app
+def received(fake: FakeKubernetes) -> set[Grant]:
+    """The RBAC grants the requests the fake API received need."""
+    calls = set()
+    for method, path in fake.requests:
+        found = REQUEST.fullmatch(path)
+        assert found is not None, path
+        resource = found["resource"] + (f"/{found['sub']}" if found["sub"] else "")
+        verb = METHODS.get(method) or ("get" if found["name"] else "list")
+        calls.add((found["group"] or "", resource, verb))
+    return calls
 
 
 @asynccontextmanager
-async def recording() -> AsyncIterator[tuple[RecordingKubernetes, str]]:
-    fake = RecordingKubernetes()
+async def recording() -> AsyncIterator[tuple[FakeKubernetes, str]]:
+    fake = FakeKubernetes()
     seed_platform(fake)
     async with fake.serving() as url:
         yield fake, url
@@ -357,8 +344,8 @@ async def test_rbac_grants_exactly_what_the_code_calls_and_what_the_api_receives
         await exercise_discovery(url)
         await exercise_the_leader(url)
 
-    in_code, received, rules = called_in_code(), fake.calls, granted()
+    in_code, requested, rules = called_in_code(), received(fake), granted()
 
     assert rules - in_code == set(), "granted but never called: remove from rbac.yaml"
     assert in_code - rules == set(), "called but not granted: add to rbac.yaml"
-    assert received == in_code, "the code's calls and the requests the API saw differ"
+    assert requested == in_code, "the code's calls and the requests the API saw differ"

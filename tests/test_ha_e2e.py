@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from srd.journal import ExecutionRecord, Journal, StepRecord, open_journal
@@ -53,31 +52,13 @@ ACTING = {"step started", "step done", "step failed", "rolling back", "runbook e
 
 
 class RecordingKubernetes(FakeKubernetes):
-    """The fake API, logging every request the actuators make (not the election's)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.requests: list[tuple[str, str]] = []
-
-    def app(self) -> web.Application:
-        app = super().app()
-
-        @web.middleware
-        async def record(
-            request: web.Request,
-            handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-        ) -> web.StreamResponse:
-            if "/leases" not in request.path:
-                self.requests.append((request.method, request.path))
-            return await handler(request)
-
-        app.middlewares.append(record)
-        return app
+    """The fake API, with what the tests ask of the requests it received."""
 
     def scalings(self, namespace: str, name: str) -> int:
         """Writes to a deployment's replicas."""
         path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"
-        return sum(1 for method, p in self.requests if p == path and method in ("PATCH", "PUT"))
+        writes = ("PATCH", "PUT")
+        return sum(1 for method, p in self.requests if p == path and method in writes)
 
     def holder(self) -> str | None:
         try:

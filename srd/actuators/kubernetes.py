@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TypeVar, cast
 
 import aiohttp
@@ -35,19 +33,19 @@ from kubernetes_asyncio.client import (
     ApiClient,
     AppsV1Api,
     AuthorizationV1Api,
-    Configuration,
     CoreV1Api,
     V1ResourceAttributes,
     V1SelfSubjectAccessReview,
     V1SelfSubjectAccessReviewSpec,
 )
 from kubernetes_asyncio.client.exceptions import ApiException
-from pydantic import AnyHttpUrl, BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from srd.actuators.base import ActuatorError, Params, Plan, State
 from srd.actuators.params import parse_params, prior_value
-from srd.config import Strict
+from srd.config import KubernetesConnection, Strict
 from srd.durations import Duration
+from srd.kubeapi import api_configuration
 
 NAMESPACE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 OBJECT_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
@@ -70,22 +68,13 @@ T = TypeVar("T")
 log = structlog.get_logger("srd.actuators.kubernetes")
 
 
-class KubernetesSettings(Strict):
-    """The ``actuators.kubernetes`` config section."""
+class KubernetesSettings(KubernetesConnection):
+    """The ``actuators.kubernetes`` config section: the connection, and a time limit."""
 
-    host: AnyHttpUrl | None = Field(
-        None,
-        description="API server URL used without credentials: the sandbox's fake API and tests. "
-        "Unset: the in-cluster service account when run in a pod, else kubeconfig.",
-    )
-    kubeconfig: Path | None = Field(None, description="kubeconfig file; $KUBECONFIG or ~/.kube.")
-    context: str | None = Field(None, description="kubeconfig context; its current one if unset.")
     api_timeout: Duration = Field(10.0, description="Limit of each action's API calls together.")
 
     @model_validator(mode="after")
-    def _one_source(self) -> KubernetesSettings:
-        if self.host is not None and (self.kubeconfig is not None or self.context is not None):
-            raise ValueError("give host or kubeconfig/context, not both")
+    def _positive_timeout(self) -> KubernetesSettings:
         if self.api_timeout <= 0:
             raise ValueError("api_timeout must be greater than 0")
         return self
@@ -320,24 +309,14 @@ class KubernetesActuator:
     async def _client(self) -> ApiClient:
         async with self._connecting:
             if self._api is None:
-                self._api = ApiClient(await self._configuration())
+                settings = self._settings
+                configuration = await api_configuration(
+                    host=str(settings.host) if settings.host is not None else None,
+                    kubeconfig=settings.kubeconfig,
+                    context=settings.context,
+                )
+                self._api = ApiClient(configuration)
             return self._api
-
-    async def _configuration(self) -> Configuration:
-        settings = self._settings
-        if settings.host is not None:
-            return Configuration(host=str(settings.host).rstrip("/"))
-        configuration = Configuration()
-        if settings.kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ:
-            # kubernetes-asyncio leaves this one function unannotated; it refreshes the token.
-            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        else:
-            await kube_config.load_kube_config(
-                config_file=str(settings.kubeconfig) if settings.kubeconfig else None,
-                context=settings.context,
-                client_configuration=configuration,
-            )
-        return configuration
 
 
 async def _replicas(api: ApiClient, p: ScaleDeployment) -> int:

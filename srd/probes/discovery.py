@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
-import os
 import re
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from srd.config import (
     parse_yaml_model,
 )
 from srd.durations import Duration
+from srd.kubeapi import api_configuration
 from srd.metrics import Metrics
 
 log = structlog.get_logger("srd.probes.discovery")
@@ -289,19 +289,8 @@ async def kubernetes_pod_targets(
 
 
 async def _load_configuration(source: KubernetesPodsSource) -> Configuration:
-    configuration = Configuration()
     # Loaded every round, so rotated service-account tokens and kubeconfig edits are used.
-    if source.kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ:
-        # kubernetes-asyncio leaves this one function unannotated.
-        kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    else:
-        await kube_config.load_kube_config(
-            config_file=str(source.kubeconfig) if source.kubeconfig is not None else None,
-            context=source.context,
-            client_configuration=configuration,
-            persist_config=False,
-        )
-    return configuration
+    return await api_configuration(kubeconfig=source.kubeconfig, context=source.context)
 
 
 def _wanted(source: KubernetesPodsSource, pod: V1Pod) -> bool:

@@ -308,6 +308,8 @@ class FakeKubernetes:
         self.allowed: set[tuple[str, str]] | None = None
         """What SelfSubjectAccessReviews allow: (verb, ``resource`` or ``resource/subresource``)
         pairs, any namespace; None allows everything (the sandbox's all-powerful account)."""
+        self.requests: list[tuple[str, str]] = []
+        """Every request received, as (method, path), in order: what a drill or test made."""
 
     def app(self) -> web.Application:
         middlewares = [_status_errors, self._injected_faults]
@@ -338,6 +340,7 @@ class FakeKubernetes:
 
     @web.middleware
     async def _injected_faults(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.requests.append((request.method, request.path))
         verb, resource, kind = _request_kind(request)
         for fault in self.faults:
             if fault.matches(verb, resource):
