@@ -198,10 +198,7 @@ def _check(args: argparse.Namespace) -> int:
     setup = _load(path)
     if setup is None:
         return EXIT_CONFIG
-    probes = setup.config.probes
-    targets = sum(
-        len(kind) for kind in (probes.substrate, probes.http, probes.exporter, probes.streams)
-    )
+    targets = len(setup.config.probes.target_names())
     slos = sum(len(pack.slos) for pack in setup.packs)
     print(
         f"{path}: ok (mode {setup.config.mode}, {targets} probe target(s), "

@@ -352,6 +352,11 @@ class ProbesConfig(Strict):
     exporter: list[ExporterTarget] = Field(default_factory=list)
     streams: list[StreamStatsTarget] = Field(default_factory=list)
 
+    def target_names(self) -> list[str]:
+        """Every static target's name, of every kind: what a runbook's ``probe:`` may name."""
+        kinds = (self.substrate, self.http, self.exporter, self.streams)
+        return [target.name for kind in kinds for target in kind]
+
     @model_validator(mode="after")
     def _unique_names(self) -> ProbesConfig:
         for kind in ("substrate", "http", "exporter", "streams"):

@@ -68,14 +68,10 @@ def load_setup(path: Path) -> Setup:
     rules = [_beside(path, p) for p in config.evaluation.rules]
     packs = tuple(load_rule_packs(rules))
     actuators = _build_actuators(path, config)
-    probes = config.probes
-    names = [
-        t.name
-        for kind in (probes.substrate, probes.http, probes.exporter, probes.streams)
-        for t in kind
-    ]
     runbook_paths = [_beside(path, p) for p in config.failover.runbooks]
-    runbooks = tuple(load_runbooks(runbook_paths, actuators, names))
+    slos = [slo.name for pack in packs for slo in pack.slos]
+    names = config.probes.target_names()
+    runbooks = tuple(load_runbooks(runbook_paths, actuators, names, slos))
     return Setup(path, config, tuple(rules), packs, actuators, runbooks)
 
 

@@ -8,6 +8,7 @@ from srd.actuators.aws import AwsActuator, AwsSettings
 from srd.actuators.base import Actuator
 from srd.actuators.kubernetes import KubernetesActuator, KubernetesSettings
 from srd.config import ConfigError
+from srd.evaluation.rulepacks import load_rule_packs
 from srd.failover.runbooks import Matcher, load_runbooks, parse_runbooks
 from srd.failover.testing import FakeActuator
 
@@ -132,3 +133,25 @@ def test_a_reduces_capacity_step_must_say_which_side_stays_up() -> None:
 """  # noqa: E501
     [issue] = errors(text)
     assert "reduces_capacity needs other_side" in issue
+
+
+def test_a_budget_gate_naming_no_loaded_slo_is_refused_at_load() -> None:
+    text = """runbooks:
+  - name: x
+    match: [a="b"]
+    budget_gate: [web-viewer-availability, web-availabilty]
+    steps:
+      - {name: s, action: {actuator: fake, action: set, params: {key: k, value: 1}}}
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_runbooks(text, "rb.yaml", {"fake": FakeActuator()}, slos=["web-viewer-availability"])
+    assert [str(issue) for issue in info.value.issues] == [
+        "rb.yaml:4: runbooks[0].budget_gate[1]: no SLO named 'web-availabilty' in the rule packs; "
+        "known: ['web-viewer-availability']"
+    ]
+
+
+def test_the_shipped_budget_gates_name_shipped_slos() -> None:
+    slos = [slo.name for pack in load_rule_packs([SHIPPED.parent]) for slo in pack.slos]
+    gated = [r for r in load_runbooks([SHIPPED], slos=slos) if r.budget_gate]
+    assert {r.name for r in gated} == {"blue_green_to_green", "blue_green_to_blue"}

@@ -262,10 +262,12 @@ def parse_runbooks(
     filename: str,
     actuators: Mapping[str, Actuator] | None = None,
     probes: Collection[str] | None = None,
+    slos: Collection[str] | None = None,
 ) -> list[Runbook]:
     """The runbooks of one file; ConfigError names file, line and key of every problem.
     With ``actuators`` each action is checked by its actuator; with ``probes`` each
-    ``probe:`` check must name a probe target."""
+    ``probe:`` check must name a probe target; with ``slos`` each ``budget_gate`` entry must
+    name a loaded SLO (an unknown one would never block: a typo must not disarm the gate)."""
     node, data = load_yaml(text, filename)
     try:
         file = _File.model_validate(data or {})
@@ -281,6 +283,7 @@ def parse_runbooks(
             issues += [_prefixed(p, prefix) for p in problems]
             if runbook is not None:
                 found = _check_refs(runbook, filename, item, actuators, probes)
+                found += _check_slos(runbook, filename, item, slos)
                 issues += [_prefixed(p, prefix) for p in found]
                 runbooks.append(runbook)
     names = [r.name for r in runbooks]
@@ -295,6 +298,7 @@ def load_runbooks(
     paths: Iterable[Path],
     actuators: Mapping[str, Actuator] | None = None,
     probes: Collection[str] | None = None,
+    slos: Collection[str] | None = None,
 ) -> list[Runbook]:
     """Runbooks of every file (directories: their *.yaml / *.yml), every problem listed."""
     files = [
@@ -309,7 +313,7 @@ def load_runbooks(
     for file in files:
         try:
             text = file.read_text(encoding="utf-8")
-            runbooks += parse_runbooks(text, str(file), actuators, probes)
+            runbooks += parse_runbooks(text, str(file), actuators, probes, slos)
         except OSError as exc:
             issues.append(ConfigIssue(str(file), "", f"cannot read: {exc.strerror}"))
         except ConfigError as exc:
@@ -395,6 +399,23 @@ def _check_refs(
                     reason = f"no probe target named {probe!r}"
                     issues.append(issue_at(filename, node, [*loc, key, "probe"], reason))
     return issues
+
+
+def _check_slos(
+    runbook: Runbook, filename: str, node: yaml.Node | None, slos: Collection[str] | None
+) -> list[ConfigIssue]:
+    if slos is None:
+        return []
+    return [
+        issue_at(
+            filename,
+            node,
+            ["budget_gate", index],
+            f"no SLO named {name!r} in the rule packs; known: {sorted(slos)}",
+        )
+        for index, name in enumerate(runbook.budget_gate)
+        if name not in slos
+    ]
 
 
 def _action_problem(spec: ActionSpec, actuators: Mapping[str, Actuator]) -> str | None:

@@ -289,10 +289,9 @@ def real_setup(drill: Drill, config_path: Path, state_dir: Path, scale: float, m
     runbook_path = state_dir / "drill-runbooks.yaml"
     runbooks = [_scale_runbook(dict(raw), scale) for raw in drill.runbooks]
     runbook_path.write_text(yaml.safe_dump({"runbooks": runbooks}, sort_keys=False))
-    probes = config.probes
-    names = [t.name for kind in (probes.substrate, probes.http, probes.exporter) for t in kind]
-    names += [t.name for t in probes.streams]
-    loaded = tuple(load_runbooks([runbook_path], setup.actuators, names))
+    slos = [slo.name for pack in setup.packs for slo in pack.slos]
+    names = config.probes.target_names()
+    loaded = tuple(load_runbooks([runbook_path], setup.actuators, names, slos))
     failover = config.failover.model_copy(update={"runbooks": [runbook_path], "cooldown": 0.0})
     config = config.model_copy(
         update={
