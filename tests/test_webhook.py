@@ -234,6 +234,7 @@ async def pipeline(
         metrics=k.metrics,
         leadership=k.leader,
         poll=1.0,
+        clock=k.clock,
     )
     stop = asyncio.Event()
     app = web.Application()
@@ -305,6 +306,62 @@ async def test_resolved_cancels_a_planned_execution(
 
             await until(cancelled)
         assert k.actuator.calls == []
+
+
+async def test_a_resolve_a_follower_received_cancels_what_the_leader_takes_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alertmanager posts to any replica: the firing and its resolve may both land on a
+    follower, which only records them; the leader must not run the resolved alert."""
+    async with kit(tmp_path) as k:
+        runbook = k.runbook(RUNBOOK.replace("SETTLE", "0s"))
+        k.leader.leader = False
+        async with pipeline(k, runbook, monkeypatch) as (url, dispatcher):
+            assert (await post(url, payload()))[0] == 200
+            assert (await post(url, payload("resolved")))[0] == 200
+
+            async def recorded() -> bool:
+                receipts = await k.journal.receipts("abc", "2024-05-01T10:00:00.123Z")
+                return [status for status, _ in receipts] == ["firing", "resolved"]
+
+            await until(recorded)
+            [execution] = await k.journal.executions()
+            assert execution.state == "planned"
+            k.leader.leader = True
+            dispatcher.acquired()
+
+            async def cancelled() -> bool:
+                return await k.state(execution.id) == "cancelled"
+
+            await until(cancelled)
+            await asyncio.sleep(0.05)
+        assert not k.guards.approvals.pending()
+        assert k.actuator.calls == []
+        [state] = [s for s in await k.journal.states(execution.id) if s.state == "cancelled"]
+        assert state.detail == {"reason": "alert resolved before it started"}
+
+
+async def test_settle_counts_from_the_decision_not_from_the_leaders_pickup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with kit(tmp_path) as k:
+        runbook = k.runbook(RUNBOOK.replace("SETTLE", "1h"))
+        k.leader.leader = False
+        async with pipeline(k, runbook, monkeypatch) as (url, dispatcher):
+            assert (await post(url, payload()))[0] == 200
+
+            async def planned() -> bool:
+                return len(await k.journal.executions()) == 1
+
+            await until(planned)
+            k.clock.now += 3600  # the follower decided an hour ago; the leader takes over now
+            k.leader.leader = True
+            dispatcher.acquired()
+
+            async def asking() -> bool:
+                return bool(k.guards.approvals.pending())
+
+            await until(asking)  # its first step, at once: the settle has passed
 
 
 async def test_resolved_while_running_is_recorded_and_not_acted_on(
@@ -468,6 +525,7 @@ async def test_alerts_queued_at_shutdown_are_journaled_and_run_at_the_next_start
                 metrics=k.metrics,
                 leadership=k.leader,
                 poll=1.0,
+                clock=k.clock,
             )
 
         async with serving(app, "127.0.0.1", 0) as port:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,9 +62,11 @@ class Dispatcher:
         metrics: Metrics,
         leadership: Leadership,
         poll: float,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``poll``: seconds between the leader's looks at the journal for executions to take
-        up (the runtime passes ``ha.retry_period``: a follower's alert waits at most this)."""
+        up (the runtime passes ``ha.retry_period``: a follower's alert waits at most this).
+        ``clock``: the journal's, which dates the executions (settle counts from then)."""
         self._intake = intake
         self._journal = journal
         self._executor = executor
@@ -78,6 +81,7 @@ class Dispatcher:
         self._locks: dict[str, asyncio.Lock] = {}
         self._leadership = leadership
         self._poll = poll
+        self._clock = clock
         self._wake = asyncio.Event()
         self._fence: Fence | None = None
         """The term this replica has claimed in the journal; None: none claimed yet."""
@@ -272,11 +276,29 @@ class Dispatcher:
             entry.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await entry.task
-            await self._journal.set_state(
-                entry.execution.id, "cancelled", {"reason": "alert resolved before it started"}
-            )
-            self._metrics.runbook_executions.labels(entry.runbook.name, "cancelled").inc()
-            log.info("execution cancelled: alert resolved", execution=entry.execution.id)
+            await self._cancel(entry)
+
+    async def _resolved_meanwhile(self, entry: _Entry) -> bool:
+        """Whether the journal holds a resolve of the execution's alert, received by any
+        replica (Alertmanager posts to any): then cancel it, as ``_resolved`` does here."""
+        alert = entry.execution.alert
+        receipts = await self._journal.receipts(
+            str(alert.get("fingerprint")), str(alert.get("startsAt"))
+        )
+        if all(status != "resolved" for status, _ in receipts):
+            return False
+        await self._cancel(entry)
+        return True
+
+    async def _cancel(self, entry: _Entry) -> None:
+        await self._journal.set_state(
+            entry.execution.id,
+            "cancelled",
+            {"reason": "alert resolved before it started"},
+            fence=self._leadership.fence(),
+        )
+        self._metrics.runbook_executions.labels(entry.runbook.name, "cancelled").inc()
+        log.info("execution cancelled: alert resolved", execution=entry.execution.id)
 
     async def _release(self, execution: ExecutionRecord) -> None:
         """A guard blocked ``execution`` before anything acted (say the kill switch was on):
@@ -313,9 +335,14 @@ class Dispatcher:
     async def _execute(self, entry: _Entry, resume: bool) -> None:
         execution, runbook = entry.execution, entry.runbook
         try:
-            if execution.state == "planned" and runbook.settle > 0:
-                await asyncio.sleep(runbook.settle)
+            if execution.state == "planned":
+                # From the decision, not from this pickup: a follower may have planned it.
+                # (Replicas' clocks may differ; the wait never exceeds ``settle``.)
+                waited = max(0.0, self._clock() - execution.created_at)
+                await asyncio.sleep(max(0.0, runbook.settle - waited))
             async with self._locks.setdefault(runbook.name, asyncio.Lock()):
+                if execution.state == "planned" and await self._resolved_meanwhile(entry):
+                    return
                 entry.started = True
                 if resume:
                     state = await self._executor.resume(runbook, execution)
