@@ -23,6 +23,7 @@ import srd.journal.sqlite
 from srd.journal import (
     JOURNAL_FILE,
     NO_TERM,
+    AlertReceipt,
     Fence,
     FencedError,
     Journal,
@@ -128,6 +129,23 @@ async def test_the_same_alert_received_twice_is_recorded_once(journal: SqlJourna
     alert = {"labels": {"alertname": "PrimaryDown"}, "fingerprint": "f1"}
     assert await journal.record_alert("f1", "2024-05-01T12:00:00Z", "firing", alert) is True
     assert await journal.record_alert("f1", "2024-05-01T12:00:00Z", "firing", alert) is False
+
+
+async def test_a_batch_of_alerts_is_recorded_in_one_call_each_new_once(
+    journal: SqlJournal,
+) -> None:
+    batch = [
+        AlertReceipt("f1", "2024-05-01T12:00:00Z", "firing", {"n": 1}),
+        AlertReceipt("f2", "2024-05-01T12:00:00Z", "firing", {"n": 2}),
+        AlertReceipt("f1", "2024-05-01T12:00:00Z", "firing", {"n": 3}),  # an HA duplicate
+        AlertReceipt("f1", "2024-05-01T12:00:00Z", "resolved", {"n": 4}),
+    ]
+    assert await journal.record_alerts(batch) == [True, True, False, True]
+    assert await journal.record_alerts(batch[:2]) == [False, False]  # the resend
+    assert [s for s, _ in await journal.receipts("f1", "2024-05-01T12:00:00Z")] == [
+        "firing",
+        "resolved",
+    ]
 
 
 async def test_the_resolved_notification_of_a_recorded_alert_is_new(

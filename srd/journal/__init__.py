@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from srd.journal.base import (
     NO_TERM,
+    AlertReceipt,
     ExecutionRecord,
     ExecutionState,
     Fence,
@@ -33,6 +34,7 @@ from srd.journal.sqlite import JOURNAL_FILE, SqliteJournal
 __all__ = [
     "JOURNAL_FILE",
     "NO_TERM",
+    "AlertReceipt",
     "ExecutionRecord",
     "ExecutionState",
     "Fence",

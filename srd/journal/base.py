@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from srd.model import RecoveryRecord
 
@@ -112,12 +112,26 @@ class FencedError(JournalError):
     Nothing was written; the writer must stop acting, the new leader reconciles."""
 
 
+class AlertReceipt(NamedTuple):
+    """One received alert, as ``record_alerts`` records it."""
+
+    fingerprint: str
+    starts_at: str
+    status: str
+    alert: dict[str, Any]
+
+
 class Journal(Protocol):
     async def record_alert(
         self, fingerprint: str, starts_at: str, status: str, alert: dict[str, Any]
     ) -> bool:
         """Record one received alert; False when this (fingerprint, startsAt, status) was
         already recorded (an Alertmanager resend or an HA duplicate)."""
+        ...
+
+    async def record_alerts(self, receipts: Sequence[AlertReceipt]) -> list[bool]:
+        """``record_alert`` for many in one transaction (the dispatcher's batches): whether
+        each was new, in order; a receipt repeated within the batch is new only once."""
         ...
 
     async def start_execution(

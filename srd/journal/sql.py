@@ -19,6 +19,7 @@ from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 from srd.journal.base import (
     NO_TERM,
+    AlertReceipt,
     ExecutionRecord,
     ExecutionState,
     Fence,
@@ -195,13 +196,21 @@ class SqlJournal(ABC):
     async def record_alert(
         self, fingerprint: str, starts_at: str, status: str, alert: dict[str, Any]
     ) -> bool:
-        def insert() -> Op[bool]:
-            result = yield Query(
-                "INSERT INTO alerts_received (fingerprint, starts_at, status, alert, received_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (fingerprint, starts_at, status, _dumps(alert), self._clock()),
-            )
-            return result.rowcount == 1
+        [fresh] = await self.record_alerts([AlertReceipt(fingerprint, starts_at, status, alert)])
+        return fresh
+
+    async def record_alerts(self, receipts: Sequence[AlertReceipt]) -> list[bool]:
+        def insert() -> Op[list[bool]]:
+            now, fresh = self._clock(), []
+            for receipt in receipts:
+                result = yield Query(
+                    "INSERT INTO alerts_received"
+                    " (fingerprint, starts_at, status, alert, received_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (*receipt[:3], _dumps(receipt.alert), now),
+                )
+                fresh.append(result.rowcount == 1)
+            return fresh
 
         # A receipt lost to a power loss only lets a resend through to start_execution,
         # whose key is durable; the webhook's throughput depends on not waiting for the disk.
