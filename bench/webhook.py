@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -39,6 +40,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from srd.journal import JOURNAL_FILE
 from srd.simulate.kubernetes import DEPLOYMENTS, FakeKubernetes, make_deployment
 
 TOKEN = "bench-webhook-token"  # noqa: S105  (a throwaway srd on loopback)
@@ -224,6 +226,8 @@ class Flood:
     elapsed: float = 0.0
     server_cpu: float = 0.0
     client_cpu: float = 0.0
+    journaled_after: float = 0.0
+    """Seconds from the flood's start until the journal held every accepted alert."""
 
 
 async def _flood(url: str, template: bytes, first: int, total: int, duration: float) -> Flood:
@@ -271,6 +275,19 @@ async def _metric(session: aiohttp.ClientSession, base_url: str, name: str, labe
     raise RuntimeError(f"srd does not export {name}{{{label}}}")
 
 
+async def _journaled(path: Path, count: int) -> None:
+    """Wait until the journal at ``path`` holds ``count`` alert receipts (read-only)."""
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            held = db.execute("SELECT count(*) FROM alerts_received").fetchone()[0]
+        if held >= count:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the journal holds {held} of {count} accepted alerts after 60 s")
+        await asyncio.sleep(0.05)
+
+
 async def _throughput(directory: Path) -> dict[str, Any]:
     port = _free_port()
     config = _write_config(directory, port, "observe")
@@ -280,9 +297,13 @@ async def _throughput(directory: Path) -> dict[str, Any]:
         warm = await _flood(url, template, 0, WARMUP, DURATION)
         await asyncio.sleep(1.0)  # let the dispatcher drain the warm-up alerts
         cpu, client_cpu = _cpu_seconds(srd.process.pid), time.process_time()
+        started = time.perf_counter()
         flood = await _flood(url, template, WARMUP, REQUESTS, DURATION)
         flood.server_cpu = _cpu_seconds(srd.process.pid) - cpu
         flood.client_cpu = time.process_time() - client_cpu
+        ok = len(warm.ok_latencies) + len(flood.ok_latencies)
+        await _journaled(directory / "state-observe" / JOURNAL_FILE, ok)
+        flood.journaled_after = time.perf_counter() - started
         async with aiohttp.ClientSession() as session:
             accepted = await _metric(
                 session, srd.base_url, "srd_webhook_alerts_total", 'status="firing"'
@@ -292,7 +313,6 @@ async def _throughput(directory: Path) -> dict[str, Any]:
             )
         if srd.process.returncode is not None:
             raise RuntimeError(f"srd exited during the flood:\n{srd.log_tail()}")
-    ok = len(warm.ok_latencies) + len(flood.ok_latencies)
     errors = warm.errors | flood.errors
     assert not errors, f"non-2xx answers other than 503: {errors}"
     assert accepted == ok, f"srd counted {accepted:g} accepted alerts, the client {ok}"
@@ -429,6 +449,7 @@ def run() -> dict[str, float]:
     rate = flood.sent / flood.elapsed
     p99 = _p99(flood.ok_latencies) if len(flood.ok_latencies) > 1 else float("nan")
     accepted = len(flood.ok_latencies) / flood.elapsed
+    journaled = len(flood.ok_latencies) / flood.journaled_after
     print(
         f"webhook: srd run (observe, bearer auth, pinned to 1 core) on loopback, "
         f"{CONNECTIONS} keep-alive clients, distinct unmatched alerts: {flood.sent} requests "
@@ -436,7 +457,8 @@ def run() -> dict[str, float]:
         f"{flood.back_pressure} 503 back-pressure, 0 errors); 2xx latency p50 "
         f"{statistics.median(flood.ok_latencies) * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms "
         f"(all answers p99 {_p99(flood.latencies) * 1e3:.2f} ms); {accepted:.0f} alerts/s "
-        f"accepted (the dispatcher's drain rate once the queue is full); CPU busy: srd "
+        f"accepted, {journaled:.0f} alerts/s journaled (all in the journal "
+        f"{flood.journaled_after - flood.elapsed:.2f} s after the last answer); CPU busy: srd "
         f"{flood.server_cpu / flood.elapsed:.0%}, client {flood.client_cpu / flood.elapsed:.0%}"
     )
 
@@ -459,6 +481,7 @@ def run() -> dict[str, float]:
         "webhook_p99_ms": round(p99 * 1e3, 3),
         "webhook_503_count": float(flood.back_pressure),
         "webhook_accepted_per_second": round(accepted, 1),
+        "webhook_journaled_per_second": round(journaled, 1),
         "webhook_to_first_action_p99_ms": round(first_p99 * 1e3, 3),
     }
 

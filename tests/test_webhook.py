@@ -20,7 +20,7 @@ from srd.failover.intake import Intake, from_rule_alert
 from srd.failover.runbooks import Runbook
 from srd.failover.stage import FailoverStage
 from srd.failover.webhook import Authenticator, add_routes
-from srd.journal import SqliteJournal
+from srd.journal import JournalError, SqliteJournal
 from srd.metrics import Metrics
 from srd.model import Alert
 from srd.server import serving
@@ -557,3 +557,68 @@ async def test_alerts_queued_at_shutdown_are_journaled_and_run_at_the_next_start
             stop.set()
             await task
         assert len(await k.journal.executions()) == 2
+
+
+class Outage:
+    """The kit's journal, whose receipt writes fail ``failures`` times first (a PostgreSQL
+    journal whose server restarts, a full disk)."""
+
+    def __init__(self, journal: SqliteJournal, failures: int) -> None:
+        self._journal = journal
+        self.failures = failures
+        self.batches: list[int] = []
+        """The size of each batch the journal took."""
+
+    async def record_alerts(self, receipts: Any) -> list[bool]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise JournalError("journal postgresql://db/srd: server closed the connection")
+        self.batches.append(len(receipts))
+        return await self._journal.record_alerts(receipts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._journal, name)
+
+
+async def test_a_journal_outage_holds_accepted_alerts_until_the_journal_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alertmanager had its 200: a journal that refuses writes for a while delays the
+    decision, never drops the alert, and a burst is recorded as one batch."""
+    async with kit(tmp_path) as k:
+        runbook = k.runbook(ONE_ACTION)
+        intake = Intake(100)
+        outage = Outage(k.journal, failures=3)
+        dispatcher = Dispatcher(
+            intake=intake,
+            journal=outage,  # type: ignore[arg-type]
+            executor=k.executor,
+            runbooks=[runbook],
+            mode=lambda: Mode.ARMED,
+            metrics=k.metrics,
+            leadership=k.leader,
+            poll=1.0,
+            clock=k.clock,
+        )
+        app = web.Application()
+        add_routes(app, intake, Authenticator(bearer_auth(monkeypatch)), k.metrics, 64 * 1024)
+        async with serving(app, "127.0.0.1", 0) as port:
+            url = f"http://127.0.0.1:{port}/alertmanager"
+            for fingerprint in ("one", "two", "three"):
+                assert (await post(url, payload(fingerprint=fingerprint)))[0] == 200
+            stop = asyncio.Event()
+            task = asyncio.create_task(dispatcher.run(stop))
+            try:
+
+                async def all_ran() -> bool:
+                    executions = await k.journal.executions()
+                    return len(executions) == 3 and {e.state for e in executions} == {"succeeded"}
+
+                await until(all_ran)
+            finally:
+                stop.set()
+                await task
+        assert outage.failures == 0
+        assert outage.batches == [3]  # queued while the dispatcher was not running: one batch
+        fingerprints = {e.alert["fingerprint"] for e in await k.journal.executions()}
+        assert fingerprints == {"one", "two", "three"}

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import structlog
 
@@ -24,10 +25,17 @@ from srd.failover.executor import Executor
 from srd.failover.guards import Leadership
 from srd.failover.intake import IncomingAlert, Intake
 from srd.failover.runbooks import Runbook
-from srd.journal import ExecutionRecord, Fence, Journal, JournalError
+from srd.journal import AlertReceipt, ExecutionRecord, Fence, Journal, JournalError
 from srd.metrics import Metrics
 
 log = structlog.get_logger("srd.failover.dispatch")
+
+T = TypeVar("T")
+RETRY_BASE, RETRY_MAX = 0.1, 5.0
+"""Seconds before the first retry of a journal write that failed, doubled up to the max."""
+BATCH = 256
+"""Queued alerts recorded per journal transaction at most: one commit for a burst (an
+Alertmanager group of hundreds, a storm) instead of one per alert."""
 
 
 @dataclass
@@ -101,13 +109,12 @@ class Dispatcher:
         self._stop = stop
         taking_up = asyncio.create_task(self._take_up(), name="failover-take-up")
         try:
-            while (alert := await self._next(stop)) is not None:
+            while (batch := await self._next(stop)) is not None:
                 try:
-                    await self.handle(alert)
+                    await self.handle(batch)
                 finally:
-                    self._intake.done()
-            for alert in self._intake.close():
-                await self.handle(alert)
+                    self._intake.done(len(batch))
+            await self.handle(self._intake.close())
             taking_up.cancel()  # it must start nothing more
             await asyncio.gather(taking_up, return_exceptions=True)
             for entry in list(self._entries.values()):
@@ -167,9 +174,9 @@ class Dispatcher:
         self._fence = fence
         self._taken.clear()
 
-    async def _next(self, stop: asyncio.Event) -> IncomingAlert | None:
-        """The next queued alert, or None once ``stop`` is set."""
-        getter = asyncio.ensure_future(self._intake.get())
+    async def _next(self, stop: asyncio.Event) -> list[IncomingAlert] | None:
+        """The next queued alerts (``BATCH`` at most), or None once ``stop`` is set."""
+        getter = asyncio.ensure_future(self._intake.get_batch(BATCH))
         stopped = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait([getter, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -203,19 +210,47 @@ class Dispatcher:
                 continue
             self._spawn(runbook, execution, resume=True)
 
-    async def handle(self, alert: IncomingAlert) -> None:
-        with structlog.contextvars.bound_contextvars(
-            correlation_id=logs.new_correlation_id(), fingerprint=alert.fingerprint
-        ):
-            fresh = await self._journal.record_alert(
-                alert.fingerprint, alert.starts_at, alert.status, alert.to_dict()
-            )
-            if not fresh:
-                log.debug("alert already received; nothing more to do", status=alert.status)
-            elif alert.status == "resolved":
-                await self._resolved(alert)
-            else:
-                await self._firing(alert)
+    async def handle(self, alerts: Sequence[IncomingAlert]) -> None:
+        """Record ``alerts`` in one journal transaction, then decide on each new one in order."""
+        if not alerts:
+            return
+        receipts = [AlertReceipt(a.fingerprint, a.starts_at, a.status, a.to_dict()) for a in alerts]
+        fresh = await self._journaled(partial(self._journal.record_alerts, receipts), alerts)
+        for alert, new in zip(alerts, fresh, strict=True):
+            if not new:
+                continue  # a resend or an HA duplicate: nothing more to do
+            with structlog.contextvars.bound_contextvars(
+                correlation_id=logs.new_correlation_id(), fingerprint=alert.fingerprint
+            ):
+                decide = self._resolved if alert.status == "resolved" else self._firing
+                await self._journaled(partial(decide, alert), [alert])
+
+    async def _journaled(
+        self, write: Callable[[], Awaitable[T]], alerts: Sequence[IncomingAlert]
+    ) -> T:
+        """``write`` until the journal takes it. Alertmanager had its 200 for these alerts:
+        a journal outage holds them (the queue fills, the webhook answers 503) rather than
+        dropping them. Each write is idempotent (receipts and execution keys are unique)."""
+        attempt = 0
+        while True:
+            try:
+                return await write()
+            except JournalError as exc:
+                attempt += 1
+                delay = min(RETRY_BASE * 2 ** (attempt - 1), RETRY_MAX)
+                log.error(
+                    "journal unavailable; holding the alerts and trying again",
+                    error=str(exc),
+                    alerts=len(alerts),
+                    attempt=attempt,
+                    retry_in=delay,
+                )
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    lost = [a.fingerprint for a in alerts]
+                    log.error("stopped before the journal took these alerts", fingerprints=lost)
+                    raise
 
     async def _firing(self, alert: IncomingAlert) -> None:
         mode = self._mode()

@@ -100,6 +100,14 @@ class Intake:
     async def get(self) -> IncomingAlert:
         return await self._queue.get()
 
+    async def get_batch(self, most: int) -> list[IncomingAlert]:
+        """The next alert, waiting for one, and up to ``most - 1`` more already queued: the
+        dispatcher records a batch in one journal transaction."""
+        batch = [await self._queue.get()]
+        while len(batch) < most and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
     def close(self) -> list[IncomingAlert]:
         """Take no more alerts; return those still queued, for the caller to journal."""
         self.closed = True
@@ -109,9 +117,10 @@ class Intake:
             self._queue.task_done()
         return left
 
-    def done(self) -> None:
-        """Mark the alert last taken with ``get`` as handled."""
-        self._queue.task_done()
+    def done(self, count: int = 1) -> None:
+        """Mark the ``count`` alerts last taken as handled."""
+        for _ in range(count):
+            self._queue.task_done()
 
     @property
     def size(self) -> int:
