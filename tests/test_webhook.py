@@ -220,14 +220,11 @@ runbooks:
 """
 
 
-@asynccontextmanager
-async def pipeline(
-    k: Kit, runbook: Runbook, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[str, Dispatcher]]:
-    intake = Intake(100)
-    dispatcher = Dispatcher(
+def dispatcher_of(k: Kit, runbook: Runbook, intake: Intake, journal: Any = None) -> Dispatcher:
+    """An armed dispatcher over the kit's journal (or ``journal``, standing in for it)."""
+    return Dispatcher(
         intake=intake,
-        journal=k.journal,
+        journal=journal or k.journal,
         executor=k.executor,
         runbooks=[runbook],
         mode=lambda: Mode.ARMED,
@@ -236,6 +233,14 @@ async def pipeline(
         poll=1.0,
         clock=k.clock,
     )
+
+
+@asynccontextmanager
+async def pipeline(
+    k: Kit, runbook: Runbook, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[str, Dispatcher]]:
+    intake = Intake(100)
+    dispatcher = dispatcher_of(k, runbook, intake)
     stop = asyncio.Event()
     app = web.Application()
     add_routes(app, intake, Authenticator(bearer_auth(monkeypatch)), k.metrics, 64 * 1024)
@@ -516,17 +521,7 @@ async def test_alerts_queued_at_shutdown_are_journaled_and_run_at_the_next_start
         add_routes(app, intake, Authenticator(bearer_auth(monkeypatch)), k.metrics, 64 * 1024)
 
         def dispatcher() -> Dispatcher:
-            return Dispatcher(
-                intake=intake,
-                journal=k.journal,
-                executor=k.executor,
-                runbooks=[runbook],
-                mode=lambda: Mode.ARMED,
-                metrics=k.metrics,
-                leadership=k.leader,
-                poll=1.0,
-                clock=k.clock,
-            )
+            return dispatcher_of(k, runbook, intake)
 
         async with serving(app, "127.0.0.1", 0) as port:
             url = f"http://127.0.0.1:{port}/alertmanager"
@@ -589,17 +584,7 @@ async def test_a_journal_outage_holds_accepted_alerts_until_the_journal_is_back(
         runbook = k.runbook(ONE_ACTION)
         intake = Intake(100)
         outage = Outage(k.journal, failures=3)
-        dispatcher = Dispatcher(
-            intake=intake,
-            journal=outage,  # type: ignore[arg-type]
-            executor=k.executor,
-            runbooks=[runbook],
-            mode=lambda: Mode.ARMED,
-            metrics=k.metrics,
-            leadership=k.leader,
-            poll=1.0,
-            clock=k.clock,
-        )
+        dispatcher = dispatcher_of(k, runbook, intake, outage)
         app = web.Application()
         add_routes(app, intake, Authenticator(bearer_auth(monkeypatch)), k.metrics, 64 * 1024)
         async with serving(app, "127.0.0.1", 0) as port:
