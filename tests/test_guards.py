@@ -9,6 +9,7 @@ from aiohttp import web
 
 from srd.config import Mode
 from srd.failover.control import add_api_routes, approve
+from srd.failover.dispatch import _RELEASED
 from srd.failover.guards import Guards, Limits, budget_from_registry
 from srd.failover.intake import Intake
 from srd.failover.webhook import Authenticator, add_routes
@@ -238,3 +239,28 @@ async def test_an_approval_given_after_a_guard_closed_does_not_make_the_step_act
         assert await run == "blocked"
         assert k.actuator.calls == []
         assert await k.guards_blocked(execution.id) == [change]
+
+
+async def test_released_blocks_count_neither_as_flaps_nor_toward_the_rate_limit(
+    tmp_path: Path,
+) -> None:
+    limits = Limits(cooldown=0, flap_window=600, flap_max=2, execution_window=600, max_executions=1)
+    async with kit(tmp_path, limits=limits) as k:
+        runbook = k.runbook(ONE_STEP)
+        # The kill switch was on: each resend of the alert was decided, blocked and released.
+        for n in range(3):
+            execution = await k.execution(runbook, "fp1", f"2024-01-01T00:0{n}Z")
+            await k.journal.set_state(execution.id, "blocked", {"reason": "kill_switch: on"})
+            await k.journal.set_state(execution.id, "blocked", _RELEASED)
+        execution = await k.execution(runbook, "fp1", "2024-01-01T00:09Z")
+        assert await k.guards.admit(runbook, execution) is None
+        assert await k.executor.run(runbook, execution) == "succeeded"
+
+        # Blocks that were not released (something acted) still count as flaps.
+        for n in range(2):
+            blocked = await k.execution(runbook, "fp2", f"2024-01-01T00:0{n}Z")
+            await k.journal.set_state(blocked.id, "blocked", {"reason": "min_healthy: down"})
+        execution = await k.execution(runbook, "fp2", "2024-01-01T00:09Z")
+        refusal = await k.guards.admit(runbook, execution)
+        assert refusal is not None
+        assert refusal.guard == "flapping"

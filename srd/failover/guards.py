@@ -234,12 +234,32 @@ class Guards:
             if e.id != execution.id and e.mode == execution.mode
         ]
         now = self._clock()
+        # Only the flap count takes blocked executions (the others count what acted): read the
+        # state history of those it would count, to leave out released ones.
+        flap_window = self.limits.flap_window
+        released = {
+            e.id
+            for e in history
+            if e.runbook == runbook.name
+            and now - e.created_at < flap_window
+            and await self._released(e)
+        }
+        history = [e for e in history if e.id not in released]
         return (
             self._cooldown(runbook, history, now)
             or self._flapping(runbook, execution, history, now)
             or self._rate_limit(history, now)
             or self._error_budget(runbook)
         )
+
+    async def _released(self, execution: ExecutionRecord) -> bool:
+        """A block the dispatcher released (nothing acted; a resend may decide the alert
+        again): not a flap, not an execution that counts toward any limit."""
+        if execution.state != "blocked":
+            return False
+        states = await self._journal.states(execution.id)
+        detail = states[-1].detail if states else None
+        return bool(detail and detail.get("released") is True)
 
     def _cooldown(
         self, runbook: Runbook, history: Sequence[ExecutionRecord], now: float
