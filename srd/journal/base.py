@@ -88,6 +88,29 @@ class GuardBlock:
     at: float
 
 
+@dataclass(frozen=True)
+class KillSwitchState:
+    """The kill switch as last set in the journal (through any replica's API)."""
+
+    on: bool
+    by: str
+    at: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A step waiting for a human, as the journal holds it: ``id`` is
+    ``<execution id>-<step index>``; ``approved_by`` is set once someone approved it."""
+
+    id: str
+    execution_id: str
+    description: str
+    requested_at: float
+    approved_by: str | None = None
+    approved_at: float | None = None
+
+
 NO_TERM = -1
 """The term of a replica that does not lead: below every real term, refused by every journal."""
 
@@ -206,6 +229,37 @@ class Journal(Protocol):
     async def receipts(self, fingerprint: str, starts_at: str) -> Sequence[tuple[str, float]]:
         """(status, received at) of the receipts of one alert firing, oldest first: what
         Alertmanager said of it (firing, resolved), as far as ``prune`` kept it."""
+        ...
+
+    async def set_kill_switch(self, on: bool, by: str, reason: str) -> None:
+        """Record the kill switch on or off, for every replica sharing the journal."""
+        ...
+
+    async def kill_switch(self) -> KillSwitchState | None:
+        """The kill switch as last set; None when it was never set."""
+        ...
+
+    async def request_approval(self, approval_id: str, execution_id: str, description: str) -> None:
+        """Record that a step waits for approval (again after a leader change: ignored)."""
+        ...
+
+    async def approve(self, approval_id: str, by: str) -> bool:
+        """Record ``by``'s approval; False when nothing waits under ``approval_id`` (never
+        requested, already approved, expired, or its execution has ended)."""
+        ...
+
+    async def approval(self, approval_id: str) -> Approval | None:
+        """The approval as recorded; None when it was never requested."""
+        ...
+
+    async def expire_approval(self, approval_id: str) -> str | None:
+        """The wait for ``approval_id`` ended unapproved: refuse later approvals. Returns who
+        approved it when an approval was recorded first (it counts), else None."""
+        ...
+
+    async def pending_approvals(self) -> Sequence[Approval]:
+        """Approvals requested, neither approved nor expired, of unfinished executions; oldest
+        first."""
         ...
 
     async def close(self) -> None: ...

@@ -59,7 +59,7 @@ POOL_WAIT = 5.0
 means the pool cannot connect (then one direct attempt finds out why, for the error)."""
 
 T = TypeVar("T")
-_LOCKS = {"migrate": 0x5_7D_0001, "fence": 0x5_7D_0002}
+_LOCKS = {"migrate": 0x5_7D_0001, "fence": 0x5_7D_0002, "approval": 0x5_7D_0003}
 """Advisory lock keys (arbitrary; srd should have a database of its own anyway)."""
 
 

@@ -20,12 +20,14 @@ from typing import Any, Literal, NamedTuple, TypeVar, cast
 from srd.journal.base import (
     NO_TERM,
     AlertReceipt,
+    Approval,
     ExecutionRecord,
     ExecutionState,
     Fence,
     FencedError,
     GuardBlock,
     JournalError,
+    KillSwitchState,
     StateChange,
     StepRecord,
 )
@@ -45,7 +47,7 @@ class Lock(NamedTuple):
     """Serialise this transaction with every other one taking the same lock, until it ends.
     SQLite's write transactions are serial already; PostgreSQL takes an advisory lock."""
 
-    name: Literal["migrate", "fence"]
+    name: Literal["migrate", "fence", "approval"]
 
 
 class Result(NamedTuple):
@@ -136,6 +138,26 @@ def schema(d: Dialect) -> tuple[tuple[str, ...], ...]:
             at {d.real} NOT NULL)""",
             *d.append_only("leader_terms", False),
         ),
+        (  # 3: operator controls every replica shares: the kill switch and approvals
+            f"""CREATE TABLE kill_switch_events (
+            seq {d.seq},
+            engaged INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            at {d.real} NOT NULL)""",
+            f"""CREATE TABLE approval_events (
+            seq {d.seq},
+            approval_id TEXT NOT NULL,
+            execution_id TEXT NOT NULL REFERENCES executions (id),
+            event TEXT NOT NULL,
+            actor TEXT,
+            description TEXT,
+            at {d.real} NOT NULL,
+            UNIQUE (approval_id, event))""",
+            "CREATE INDEX approval_events_by_event ON approval_events (event, seq)",
+            *d.append_only("kill_switch_events", False),
+            *d.append_only("approval_events", False),
+        ),
     )
 
 
@@ -166,6 +188,17 @@ _EXECUTION_COLUMNS = """
       ON ev.seq = (SELECT MAX(seq) FROM execution_events WHERE execution_id = e.id)
 """
 _UNFINISHED = ("planned", "running")
+_LAST_STATE = "SELECT state FROM execution_events WHERE execution_id = ? ORDER BY seq DESC LIMIT 1"
+_PENDING = """
+    SELECT r.approval_id, r.execution_id, r.description, r.at
+    FROM approval_events AS r
+    JOIN execution_events AS ev
+      ON ev.seq = (SELECT MAX(seq) FROM execution_events WHERE execution_id = r.execution_id)
+    WHERE r.event = 'requested' AND ev.state IN (?, ?)
+      AND NOT EXISTS (SELECT 1 FROM approval_events AS o
+                      WHERE o.approval_id = r.approval_id AND o.event IN ('approved', 'expired'))
+    ORDER BY r.seq
+"""
 
 
 class SqlJournal(ABC):
@@ -317,6 +350,73 @@ class SqlJournal(ABC):
 
         await self._write(delete())
 
+    async def set_kill_switch(self, on: bool, by: str, reason: str) -> None:
+        def insert() -> Op[None]:
+            yield Query(
+                "INSERT INTO kill_switch_events (engaged, actor, reason, at) VALUES (?, ?, ?, ?)",
+                (int(on), by, reason, self._clock()),
+            )
+
+        await self._write(insert())
+
+    async def request_approval(self, approval_id: str, execution_id: str, description: str) -> None:
+        def insert() -> Op[None]:
+            yield from _require_execution(execution_id)
+            # A new leader resuming the step asks again: the first request stands.
+            yield Query(
+                "INSERT INTO approval_events"
+                " (approval_id, execution_id, event, description, at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (approval_id, event) DO NOTHING",
+                (approval_id, execution_id, "requested", description, self._clock()),
+            )
+
+        await self._write(insert())
+
+    async def approve(self, approval_id: str, by: str) -> bool:
+        def insert() -> Op[bool]:
+            # Serialised with expire_approval: an approval and a timeout cannot both win.
+            yield Lock("approval")
+            result = yield Query(
+                "SELECT event, execution_id FROM approval_events WHERE approval_id = ?",
+                (approval_id,),
+            )
+            events = {row[0]: row[1] for row in result.rows}
+            if "requested" not in events or {"approved", "expired"} & events.keys():
+                return False
+            execution_id = events["requested"]
+            result = yield Query(_LAST_STATE, (execution_id,))
+            if not result.rows or result.rows[0][0] not in _UNFINISHED:
+                return False
+            yield Query(
+                "INSERT INTO approval_events (approval_id, execution_id, event, actor, at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (approval_id, execution_id, "approved", by, self._clock()),
+            )
+            return True
+
+        return await self._write(insert())
+
+    async def expire_approval(self, approval_id: str) -> str | None:
+        def insert() -> Op[str | None]:
+            yield Lock("approval")
+            result = yield Query(
+                "SELECT event, execution_id, actor FROM approval_events WHERE approval_id = ?",
+                (approval_id,),
+            )
+            events = {row[0]: (row[1], row[2]) for row in result.rows}
+            if "approved" in events:
+                return cast(str, events["approved"][1])
+            if "requested" not in events:
+                return None
+            yield Query(
+                "INSERT INTO approval_events (approval_id, execution_id, event, at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (approval_id, event) DO NOTHING",
+                (approval_id, events["requested"][0], "expired", self._clock()),
+            )
+            return None
+
+        return await self._write(insert())
+
     def _fenced(self, fence: Fence | None) -> Op[None]:
         """The fence, checked (and a new leader's term recorded) inside the write's own
         transaction, after every other fenced writer's transaction has ended."""
@@ -340,6 +440,40 @@ class SqlJournal(ABC):
             )
 
     # -- reads
+
+    async def kill_switch(self) -> KillSwitchState | None:
+        rows = await self._read(
+            "SELECT engaged, actor, at, reason FROM kill_switch_events ORDER BY seq DESC LIMIT 1",
+            (),
+        )
+        if not rows:
+            return None
+        engaged, by, at, reason = rows[0]
+        return KillSwitchState(bool(engaged), by, at, reason)
+
+    async def approval(self, approval_id: str) -> Approval | None:
+        rows = await self._read(
+            "SELECT event, execution_id, actor, description, at FROM approval_events"
+            " WHERE approval_id = ? ORDER BY seq",
+            (approval_id,),
+        )
+        events = {row[0]: row for row in rows}
+        requested = events.get("requested")
+        if requested is None:
+            return None
+        approved = events.get("approved")
+        return Approval(
+            approval_id,
+            requested[1],
+            requested[3] or "",
+            requested[4],
+            approved[2] if approved else None,
+            approved[4] if approved else None,
+        )
+
+    async def pending_approvals(self) -> Sequence[Approval]:
+        rows = await self._read(_PENDING, _UNFINISHED)
+        return [Approval(row[0], row[1], row[2] or "", row[3]) for row in rows]
 
     async def execution(self, execution_id: str) -> ExecutionRecord | None:
         rows = await self._read(_EXECUTION_COLUMNS + " WHERE e.id = ?", (execution_id,))
