@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +14,7 @@ from srd.failover.guards import Guards, KillSwitch, Limits
 from srd.failover.runbooks import Runbook, parse_runbooks
 from srd.failover.testing import FakeActuator, FakeChecks
 from srd.journal import ExecutionRecord, Fence, SqliteJournal
+from srd.journal.sql import SqlJournal
 from srd.metrics import Metrics
 from srd.model import Alert
 
@@ -43,7 +44,7 @@ class Leader:
 
 @dataclass
 class Kit:
-    journal: SqliteJournal
+    journal: SqlJournal
     actuator: FakeActuator
     checks: FakeChecks
     guards: Guards
@@ -80,10 +81,20 @@ class Kit:
 
 @asynccontextmanager
 async def kit(
-    tmp_path: Path, mode: Mode = Mode.ARMED, limits: Limits = LOOSE, **healthy: bool
+    tmp_path: Path,
+    mode: Mode = Mode.ARMED,
+    limits: Limits = LOOSE,
+    *,
+    journal_of: Callable[[Clock], Awaitable[SqlJournal]] | None = None,
+    **healthy: bool,
 ) -> AsyncIterator[Kit]:
+    """``journal_of``: opens the journal (another backend, or one file several kits share —
+    replicas); by default a SQLite journal in ``tmp_path``."""
     clock = Clock()
-    journal = await SqliteJournal.open(tmp_path / "journal.sqlite3", clock=clock)
+    if journal_of is None:
+        journal: SqlJournal = await SqliteJournal.open(tmp_path / "journal.sqlite3", clock=clock)
+    else:
+        journal = await journal_of(clock)
     metrics = Metrics()
     actuator = FakeActuator()
     checks = FakeChecks(**healthy)
@@ -91,7 +102,7 @@ async def kit(
     modes = [mode]
     guards = Guards(
         mode=lambda: modes[0],
-        kill_switch=KillSwitch(tmp_path / "killswitch"),
+        kill_switch=KillSwitch(tmp_path / "killswitch", journal),
         leadership=leader,
         journal=journal,
         limits=limits,

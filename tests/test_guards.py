@@ -182,21 +182,45 @@ async def test_srd_approve_lets_the_waiting_step_go_on(tmp_path: Path) -> None:
         assert k.actuator.state == {"a": 1}
 
 
-async def test_the_kill_switch_api_sets_the_file_that_survives_a_restart(tmp_path: Path) -> None:
+async def test_the_kill_switch_api_sets_the_journals_switch_that_survives_a_restart(
+    tmp_path: Path,
+) -> None:
     async with kit(tmp_path) as k:
         app = web.Application()
         add_routes(app, Intake(10), Authenticator(None), k.metrics, 1024)
         add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
         async with serving(app, "127.0.0.1", 0) as port, aiohttp.ClientSession() as http:
             url = f"http://127.0.0.1:{port}/api/killswitch"
-            async with http.post(url, json={"on": True}) as response:
+            headers = {"X-Srd-User": "ann"}
+            body = {"on": True, "reason": "db migration"}
+            async with http.post(url, json=body, headers=headers) as response:
                 assert response.status == 200
-            assert (tmp_path / "killswitch").exists()
+                shown = await response.json()
+            assert shown["on"] is True
+            assert shown["sources"] == ["journal"]
+            assert shown["journal"]["by"] == "ann"
+            assert shown["journal"]["reason"] == "db migration"
             async with http.post(url, json={"on": "yes"}) as response:
                 assert response.status == 400
+    async with kit(tmp_path) as k:  # a restart: the journal still holds it
+        runbook = k.runbook(ONE_STEP)
+        execution = await k.execution(runbook)
+        assert await k.executor.run(runbook, execution) == "blocked"
+        [block] = await k.journal.guard_blocks(execution.id)
+        assert block.guard == "kill_switch"
+        assert "set in the journal by ann" in block.reason
+        assert "db migration" in block.reason
+        k.guards.kill_switch.set(True, "test")  # a file as well: off through the API clears both
+        app = web.Application()
+        add_routes(app, Intake(10), Authenticator(None), k.metrics, 1024)
+        add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
+        async with serving(app, "127.0.0.1", 0) as port, aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{port}/api/killswitch"
+            async with http.get(url) as response:
+                assert (await response.json())["sources"] == ["journal", "file"]
             async with http.post(url, json={"on": False}) as response:
-                assert await response.json() == {"on": False}
-        assert not (tmp_path / "killswitch").exists()
+                assert (await response.json())["on"] is False
+    assert not (tmp_path / "killswitch").exists()
 
 
 def test_the_budget_gate_reads_srds_own_budget_metric() -> None:

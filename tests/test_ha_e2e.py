@@ -8,6 +8,7 @@ more."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import textwrap
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from srd.failover.control import approve
 from srd.journal import ExecutionRecord, Journal, StepRecord, open_journal
 from srd.simulate.kubernetes import DR, LEASES, PRODUCTION, ApiError, FakeKubernetes
 from tests.daemon import RunningSrd, free_port, running_srd
@@ -28,6 +30,7 @@ from tests.pgserver import PgDatabase, PgServer
 from tests.test_failover_e2e import (
     TOKEN,
     Platform,
+    api_get,
     assert_dr_state,
     payload,
     post,
@@ -129,8 +132,10 @@ def replica_config(ha: Ha, n: int, port: int) -> Path:
 
 
 @asynccontextmanager
-async def replicas(ha: Ha, count: int) -> AsyncIterator[list[RunningSrd]]:
-    (ha.tmp_path / "runbook.yaml").write_text(shipped_runbook(ha.platform))
+async def replicas(
+    ha: Ha, count: int, runbook: str | None = None
+) -> AsyncIterator[list[RunningSrd]]:
+    (ha.tmp_path / "runbook.yaml").write_text(runbook or shipped_runbook(ha.platform))
     env = {"SRD_E2E_TOKEN": TOKEN, "SRD_JOURNAL_PASSWORD": ha.database.password}
     async with AsyncExitStack() as stack:
         group = []
@@ -352,3 +357,37 @@ async def test_a_leader_deposed_inside_a_step_writes_no_further_step(ha: Ha) -> 
         f"\nstolen Lease: the old leader stepped down {noticed:.2f}s after the theft;"
         f" the new leader claimed its term {claimed - stolen:.2f}s after it"
     )
+
+
+async def test_an_approval_posted_to_a_follower_lets_the_leaders_execution_go_on(ha: Ha) -> None:
+    flagged = shipped_runbook(ha.platform).replace(
+        "        reduces_capacity: true\n",
+        "        reduces_capacity: true\n        requires_approval: true\n",
+    )
+    assert "requires_approval" in flagged
+    async with replicas(ha, 2, flagged) as group, reading(ha) as journal:
+        leader, (follower,) = await leading(ha, group)
+        assert await post(leader, payload()) == 200
+        pending: dict[str, str] = {}
+
+        async def asked() -> bool:
+            nonlocal pending
+            status, text = await api_get(follower, "/api/approvals")
+            pending = json.loads(text) if status == 200 else {}
+            return bool(pending)
+
+        await until(asked, 30, "the follower lists the leader's pending approval")
+        [(approval_id, what)] = pending.items()
+        assert what.startswith("run step scale_primary_down")
+        assert leader.logged("approval needed")
+        ok, _ = await approve(follower.base_url, approval_id, f"Bearer {TOKEN}", "ann")
+        assert ok
+        execution = await finished(journal, "succeeded", 30)
+
+        assert approval_id == f"{execution.id}-4"
+        steps = list(await journal.steps(execution.id))
+        [given] = [s for s in steps if s.name.endswith(":approval") and s.phase == "ended"]
+        assert given.detail == {"by": "ann"}
+        assert not [line for line in follower.log_lines if line.get("event") in ACTING]
+        ha.assert_changed_once()
+        await assert_dr_state(ha.platform)

@@ -1,7 +1,10 @@
 """The failover API: the kill switch and approvals, behind the webhook's credentials.
 
-``POST /api/killswitch`` ``{"on": true|false}``, ``GET /api/killswitch``;
-``GET /api/approvals`` (pending), ``POST /api/approvals/{id}`` (approve).
+Both are kept in the journal, so any replica answers for all (a Service reaches any pod):
+``POST /api/killswitch`` ``{"on": true|false, "reason": "..."}`` sets the shared switch,
+``GET /api/killswitch`` says whether it is on and where from (journal, this replica's file);
+``GET /api/approvals`` lists every replica's pending approvals, ``POST /api/approvals/{id}``
+approves one, whichever replica waits for it. A journal that cannot be reached: 503.
 ``approve`` is what ``srd approve ID`` calls: the same POST, from another process.
 """
 
@@ -10,10 +13,14 @@ from __future__ import annotations
 import json
 
 import aiohttp
+import structlog
 from aiohttp import web
 
 from srd.failover.guards import Approvals, KillSwitch
 from srd.failover.webhook import AUTH_KEY
+from srd.journal import JournalError
+
+log = structlog.get_logger("srd.failover.control")
 
 KILL_SWITCH_KEY = web.AppKey("srd_kill_switch", KillSwitch)
 APPROVALS_KEY = web.AppKey("srd_approvals", Approvals)
@@ -36,31 +43,54 @@ def _caller(request: web.Request) -> str:
 
 async def _get_kill_switch(request: web.Request) -> web.Response:
     _caller(request)
-    return web.json_response({"on": request.app[KILL_SWITCH_KEY].is_on()})
+    reading = await request.app[KILL_SWITCH_KEY].read()
+    return web.json_response(reading.to_dict())
 
 
 async def _set_kill_switch(request: web.Request) -> web.Response:
     by = _caller(request)
     try:
         body = json.loads(await request.read())
-        on = body["on"]
-        if not isinstance(on, bool):
+        on, reason = body["on"], body.get("reason", "")
+        if not isinstance(on, bool) or not isinstance(reason, str):
             raise TypeError
-    except (ValueError, KeyError, TypeError):
-        return web.json_response({"error": 'send {"on": true} or {"on": false}'}, status=400)
-    request.app[KILL_SWITCH_KEY].set(on, by)
-    return web.json_response({"on": on})
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return web.json_response(
+            {"error": 'send {"on": true} or {"on": false} (and optionally "reason": "...")'},
+            status=400,
+        )
+    kill_switch = request.app[KILL_SWITCH_KEY]
+    try:
+        await kill_switch.engage(on, by, reason)
+    except JournalError as exc:
+        log.error("kill switch not set in the journal", on=on, by=by, error=str(exc))
+        local = f"; set on this replica only (file {kill_switch.path})" if on else ""
+        return web.json_response(
+            {"error": f"the journal cannot be written: {exc}{local}"}, status=503
+        )
+    return web.json_response((await kill_switch.read()).to_dict())
 
 
 async def _pending(request: web.Request) -> web.Response:
     _caller(request)
-    return web.json_response(request.app[APPROVALS_KEY].pending())
+    approvals = request.app[APPROVALS_KEY]
+    try:
+        return web.json_response(await approvals.pending_all())
+    except JournalError as exc:
+        return web.json_response(
+            {"error": f"the journal cannot be read: {exc}", "pending_here": approvals.pending()},
+            status=503,
+        )
 
 
 async def _approve(request: web.Request) -> web.Response:
     by = _caller(request)
     approval_id = request.match_info["id"]
-    if not request.app[APPROVALS_KEY].approve(approval_id, by):
+    try:
+        approved = await request.app[APPROVALS_KEY].record(approval_id, by)
+    except JournalError as exc:
+        return web.json_response({"error": f"the journal cannot be written: {exc}"}, status=503)
+    if not approved:
         return web.json_response({"error": f"nothing waits for approval {approval_id}"}, status=404)
     return web.json_response({"approved": approval_id, "by": by})
 

@@ -243,7 +243,9 @@ class Executor:
             await self._record(
                 run, index, step, "started", detail={"approval_id": approval_id}, part=part
             )
-            by = await self._guards.approvals.wait(approval_id, what, step.timeout)
+            by = await self._guards.approvals.wait(
+                approval_id, what, step.timeout, run.execution.id
+            )
             if by is None:
                 refusal = Refusal("approval", f"step {step.name} not approved in {step.timeout:g}s")
                 await self._record(run, index, step, "ended", "blocked", part=part)
@@ -351,7 +353,7 @@ class Executor:
         log.warning("rolling back", reason=reason, steps=[d.step.name for d in run.done])
         state: ExecutionState = "rolled_back"
         for done in reversed(run.done):
-            if refusal := self._guards.acting(run.execution):
+            if refusal := await self._guards.acting(run.execution):
                 await self._guards.refuse(run.execution.id, refusal)
                 state = "failed"
                 break

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from srd.config import FailoverConfig, Mode
 from srd.failover.checks import CheckRunner
 from srd.failover.runbooks import Runbook, Step
-from srd.journal import ExecutionRecord, Fence, Journal
+from srd.journal import ExecutionRecord, Fence, Journal, JournalError, KillSwitchState
 from srd.metrics import Metrics
 
 log = structlog.get_logger("srd.failover.guards")
@@ -71,23 +71,112 @@ class SingleInstance:
         return None
 
 
+@dataclass(frozen=True)
+class KillSwitchReading:
+    """The kill switch as the guard sees it: on when the journal says so (set through any
+    replica's API) or this replica's file exists, or when the journal cannot be read."""
+
+    on: bool
+    journal: KillSwitchState | None
+    """As last set in the journal; None when never set (or unreadable: see ``error``)."""
+    file: bool
+    """This replica's file exists."""
+    path: Path
+    error: str | None = None
+    """Why the journal could not be read: the switch counts as on (fail safe)."""
+
+    @property
+    def sources(self) -> list[str]:
+        """Where ``on`` comes from: ``journal``, ``file``, ``unreadable``."""
+        found = []
+        if self.journal is not None and self.journal.on:
+            found.append("journal")
+        if self.file:
+            found.append("file")
+        if self.error is not None:
+            found.append("unreadable")
+        return found
+
+    def describe(self) -> str:
+        parts = []
+        if self.journal is not None and self.journal.on:
+            j = self.journal
+            parts.append(f"set in the journal by {j.by} at {j.at:.0f}: {j.reason}")
+        if self.file:
+            parts.append(f"file {self.path} exists")
+        if self.error is not None:
+            parts.append(
+                f"the journal cannot be read ({self.error}): not acting until it can"
+                " (a kill switch that cannot be read counts as on)"
+            )
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        j = self.journal
+        journal = None if j is None else {"on": j.on, "by": j.by, "at": j.at, "reason": j.reason}
+        return {
+            "on": self.on,
+            "sources": self.sources,
+            "journal": journal,
+            "file": {"on": self.file, "path": str(self.path)},
+            "error": self.error,
+        }
+
+
 class KillSwitch:
-    """While ``path`` exists nothing acts. The API creates and removes the file, so the file
-    is the one truth and the switch survives a restart."""
+    """While it is on nothing acts, on any replica. Two switches, either enough:
 
-    def __init__(self, path: Path) -> None:
+    - the journal's (``engage``: ``POST /api/killswitch`` on any replica), shared by every
+      replica of the journal, surviving restarts;
+    - this replica's file ``path`` (``touch`` it; ``set`` writes it): for one replica, and for
+      when the API or the journal is out of reach.
+
+    ``read`` is called before every step (one indexed read of the journal's last row): a
+    journal that cannot be read counts as on — a stop that cannot be seen must not be missed.
+    """
+
+    def __init__(self, path: Path, journal: Journal | None = None) -> None:
         self.path = path
+        self._journal = journal
 
-    def is_on(self) -> bool:
+    def file_on(self) -> bool:
         return self.path.exists()
 
     def set(self, on: bool, by: str) -> None:
+        """Create or remove this replica's file."""
         if on:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(f"kill switch set by {by} at {time.time():.0f}\n")
         else:
             self.path.unlink(missing_ok=True)
-        log.warning("kill switch " + ("on" if on else "off"), by=by, file=str(self.path))
+        log.warning("kill switch file " + ("on" if on else "off"), by=by, file=str(self.path))
+
+    async def engage(self, on: bool, by: str, reason: str = "") -> None:
+        """Set the journal's switch, for every replica. Off also removes this replica's file
+        (as the API always did); other replicas' files stay. JournalError: nothing written
+        (with ``on``, this replica's file is set all the same)."""
+        reason = reason or ("set through the API" if on else "cleared through the API")
+        try:
+            if self._journal is None:
+                raise JournalError("no journal")
+            await self._journal.set_kill_switch(on, by, reason)
+        except JournalError:
+            if on:
+                self.set(True, by)
+            raise
+        if not on:
+            self.set(False, by)
+        log.warning("kill switch " + ("on" if on else "off"), by=by, reason=reason, where="journal")
+
+    async def read(self) -> KillSwitchReading:
+        file = self.file_on()
+        if self._journal is None:
+            return KillSwitchReading(file, None, file, self.path)
+        try:
+            state = await self._journal.kill_switch()
+        except (JournalError, OSError, RuntimeError) as exc:
+            return KillSwitchReading(True, None, file, self.path, str(exc) or type(exc).__name__)
+        return KillSwitchReading(file or (state is not None and state.on), state, file, self.path)
 
 
 @dataclass
@@ -98,25 +187,66 @@ class _Pending:
 
 class Approvals:
     """Steps waiting for a human. The id is ``<execution id>-<step index>``: the same after a
-    restart, so ``srd approve ID`` printed in a log stays valid."""
+    restart or a leader change, so ``srd approve ID`` printed in a log stays valid.
 
-    def __init__(self) -> None:
+    With a journal, a wait is recorded there (``pending_all`` lists it on any replica) and an
+    approval recorded there by any replica (``record``) ends it: the waiter reads the journal
+    every ``poll`` seconds, and an approval that reaches the waiting replica itself wakes it at
+    once. An approval recorded before a leader change is found by the new leader's wait.
+    ``pending`` and ``approve`` are this replica's waiters only (the drill operator's)."""
+
+    def __init__(self, journal: Journal | None = None, *, poll: float = 0.5) -> None:
+        """``poll``: seconds between the waiter's journal reads (0.5 s: a human's approval
+        need not be faster; a read costs well under a millisecond)."""
+        self._journal = journal
+        self._poll = poll
         self._pending: dict[str, _Pending] = {}
 
     def pending(self) -> dict[str, str]:
         return {key: item.description for key, item in self._pending.items()}
 
     def approve(self, approval_id: str, by: str) -> bool:
-        """False when nothing waits under ``approval_id``."""
+        """Approve a wait of this replica; False when nothing waits here under the id."""
         item = self._pending.get(approval_id)
         if item is None or item.decided.done():
             return False
         item.decided.set_result(by)
         return True
 
-    async def wait(self, approval_id: str, description: str, seconds: float) -> str | None:
+    async def pending_all(self) -> dict[str, str]:
+        """Every replica's waits (the journal's) and this replica's; JournalError when the
+        journal cannot be read."""
+        found = self.pending()
+        if self._journal is not None:
+            for approval in await self._journal.pending_approvals():
+                found.setdefault(approval.id, approval.description)
+        return found
+
+    async def record(self, approval_id: str, by: str) -> bool:
+        """Approve, whichever replica waits: False when nothing waits under the id. When the
+        journal cannot be written, a wait of this replica is still approved (its waiter
+        journals it later); otherwise the JournalError is raised."""
+        if self._journal is None:
+            return self.approve(approval_id, by)
+        try:
+            recorded = await self._journal.approve(approval_id, by)
+        except JournalError:
+            if self.approve(approval_id, by):
+                return True
+            raise
+        if recorded:
+            self.approve(approval_id, by)  # the waiter is here: wake it now
+        return recorded
+
+    async def wait(
+        self, approval_id: str, description: str, seconds: float, execution_id: str | None = None
+    ) -> str | None:
         """Who approved, or None when nobody did within ``seconds``."""
-        decided: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        journal = self._journal if execution_id is not None else None
+        if journal is not None and execution_id is not None:
+            await journal.request_approval(approval_id, execution_id, description)
+        decided: asyncio.Future[str] = loop.create_future()
         self._pending[approval_id] = _Pending(description, decided)
         log.warning(
             "approval needed",
@@ -124,13 +254,47 @@ class Approvals:
             description=description,
             how=f"srd approve {approval_id}",
         )
+        deadline = loop.time() + seconds
         try:
-            async with asyncio.timeout(seconds):
-                return await decided
-        except TimeoutError:
-            return None
+            while True:
+                if journal is not None and (by := await self._approved(journal, approval_id)):
+                    return by
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                await asyncio.wait({decided}, timeout=min(self._poll, left) if journal else left)
+                if decided.done():
+                    by = decided.result()
+                    if journal is not None:
+                        await self._journal_approval(journal, approval_id, by)
+                    return by
+            if journal is None:
+                return None
+            # An approval recorded (on any replica) before this expiry still counts.
+            try:
+                return await journal.expire_approval(approval_id)
+            except JournalError as exc:
+                log.error("approval expiry not journaled", approval_id=approval_id, error=str(exc))
+                return None
         finally:
             del self._pending[approval_id]
+
+    @staticmethod
+    async def _approved(journal: Journal, approval_id: str) -> str | None:
+        try:
+            approval = await journal.approval(approval_id)
+        except JournalError as exc:
+            # This replica's own API still approves (the fast path); the next poll retries.
+            log.warning("cannot read approvals from the journal", error=str(exc))
+            return None
+        return None if approval is None else approval.approved_by
+
+    @staticmethod
+    async def _journal_approval(journal: Journal, approval_id: str, by: str) -> None:
+        try:
+            await journal.approve(approval_id, by)  # False: the API recorded it already
+        except JournalError as exc:
+            log.error("approval not journaled", approval_id=approval_id, by=by, error=str(exc))
 
 
 BudgetReader = Callable[[str], float | None]
@@ -183,7 +347,7 @@ class Guards:
         self.mode = mode
         self.kill_switch = kill_switch
         self.leadership = leadership
-        self.approvals = Approvals()
+        self.approvals = Approvals(journal)
         self._journal = journal
         self.limits = limits
         """Replaced on reload (``FailoverStage.reload``): judged at each admission."""
@@ -197,9 +361,13 @@ class Guards:
     async def refuse(self, execution_id: str | None, refusal: Refusal) -> None:
         self._metrics.guard_blocks.labels(refusal.guard).inc()
         log.warning("guard blocked", guard=refusal.guard, reason=refusal.reason)
-        await self._journal.guard_blocked(execution_id, refusal.guard, refusal.reason)
+        try:
+            await self._journal.guard_blocked(execution_id, refusal.guard, refusal.reason)
+        except JournalError as exc:
+            # Journaled when possible: a refusal because the journal is down must still refuse.
+            log.error("guard refusal not journaled", guard=refusal.guard, error=str(exc))
 
-    def acting(self, execution: ExecutionRecord) -> Refusal | None:
+    async def acting(self, execution: ExecutionRecord) -> Refusal | None:
         """Mode, kill switch and leadership: whether anything may run now (rollback too)."""
         mode = self.mode()
         if mode is Mode.OBSERVE:
@@ -208,14 +376,15 @@ class Guards:
             return Refusal(
                 "mode", f"mode changed from {execution.mode} to {mode.value} since it started"
             )
-        if self.kill_switch.is_on():
-            return Refusal("kill_switch", f"the kill switch is on ({self.kill_switch.path})")
+        switch = await self.kill_switch.read()
+        if switch.on:
+            return Refusal("kill_switch", f"the kill switch is on: {switch.describe()}")
         if not self.leadership.is_leader():
             return Refusal("leadership", "this srd instance is not the leader")
         return None
 
     async def before_step(self, step: Step, execution: ExecutionRecord) -> Refusal | None:
-        if refusal := self.acting(execution):
+        if refusal := await self.acting(execution):
             return refusal
         if step.reduces_capacity and step.other_side is not None:
             result = await self._checks(step.other_side)

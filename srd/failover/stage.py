@@ -50,7 +50,9 @@ class FailoverStage:
         self.intake = Intake(failover.queue_size)
         self.auth = webhook.Authenticator(failover.auth)
         self._webhook: webhook.Webhook | None = None
-        self.kill_switch = KillSwitch(failover.kill_switch_file or config.state_dir / "killswitch")
+        self.kill_switch = KillSwitch(
+            failover.kill_switch_file or config.state_dir / "killswitch", journal
+        )
         self.actuators = dict(actuators)
         checks = Checks(session, probe_status=probe_status)
         self.pager = Pager(session, metrics, lambda: self.config.failover.escalation)
