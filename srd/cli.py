@@ -138,6 +138,12 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--time-scale", type=float, help="drill seconds per wall second")
     simulate.add_argument("--no-rollback", action="store_true", help="leave the faults in place")
     simulate.add_argument(
+        "--hold",
+        action="store_true",
+        help="on the sandbox, one drill: after the reports, keep the sandbox up (with "
+        "--no-rollback: broken) and print its endpoints, until Ctrl-C",
+    )
+    simulate.add_argument(
         "--target",
         choices=["sandbox", "real"],
         default="sandbox",
@@ -164,6 +170,9 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.all == (args.drill is not None):
         print("srd simulate: give one drill file, or --all", file=sys.stderr)
         return EXIT_CONFIG
+    if args.hold and (args.all or args.target == "real"):
+        print("srd simulate: --hold is for one drill on the sandbox", file=sys.stderr)
+        return EXIT_CONFIG
     if (args.target == "real") != (args.config is not None):
         message = "--target real needs --config, and --config is for --target real only"
         print(f"srd simulate: {message}", file=sys.stderr)
@@ -178,6 +187,7 @@ def _simulate(args: argparse.Namespace) -> int:
         mode=args.mode,
         log_level=args.log_level or "error",
         real_config=args.config,
+        hold=args.hold,
     )
 
 

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -246,6 +248,57 @@ def test_no_rollback_leaves_the_faults_in_place_and_says_so(tmp_path: Path) -> N
         "steady_state_restored": None,
     }
     assert data["faults"][0]["reverted_at"] is None
+
+
+def test_hold_keeps_the_broken_sandbox_up_for_study_until_sigint(tmp_path: Path) -> None:
+    # Nobody approves in time: the runbook fails, and the fault stays for study.
+    text = doc_drill().replace("deadline: 2h", "deadline: 40m")
+    text = text.replace("promote_the_standby: 5m", "promote_the_standby: 10h")
+    path = _write(tmp_path, "held.yaml", text)
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [SRD, "simulate", str(path), "--report-dir", str(out), "--no-rollback", "--hold"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        endpoints: dict[str, str] = {}
+        for line in process.stdout:
+            if found := re.fullmatch(r"  ([\w -]+?(?: \(moto\))?): (http://\S+)\n", line):
+                endpoints[found[1]] = found[2]
+            if line.startswith("  journal: srd journal --journal "):
+                break
+        # The reports are written before the hold, and the fault is still in place.
+        assert report(out)["outcome"] == "breached"
+        health = endpoints["web-viewer"] + "/health"
+        with urllib.request.urlopen(health, timeout=5) as ok:  # noqa: S310 - loopback http
+            assert ok.status == 200
+        with pytest.raises(urllib.error.HTTPError) as failing:
+            urllib.request.urlopen(endpoints["database"] + "/health", timeout=5)  # noqa: S310
+        assert failing.value.code == 503
+        assert "kubernetes" in endpoints and "aws (moto)" in endpoints
+        journal = subprocess.run(
+            [SRD, *line.split("srd ", 1)[1].split(), "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        [execution] = json.loads(journal.stdout)
+        assert execution["runbook"] == "promote_standby"
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+        assert process.returncode == 3  # the drill's own outcome, not "interrupted"
+    finally:
+        process.kill()
+
+
+def test_hold_is_refused_with_all_and_on_a_real_target() -> None:
+    done = simulate("--all", "--hold")
+    assert done.returncode == 2
+    assert "--hold is for one drill on the sandbox" in done.stderr
 
 
 def test_an_invalid_drill_exits_2_naming_file_line_and_key(tmp_path: Path) -> None:

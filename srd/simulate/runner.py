@@ -325,8 +325,11 @@ class DrillRun:
         progress: Progress,
         log_level: str = "error",
         real_config: Path | None = None,
+        hold: bool = False,
     ) -> None:
         self.drill = drill
+        self.hold = hold
+        """On the sandbox: after the drill and its reports, keep the sandbox up until SIGINT."""
         self.real_config = real_config
         """The config of the real environment to drill on; None: the sandbox."""
         self.scale = scale
@@ -407,6 +410,8 @@ class DrillRun:
                     sandbox.kubernetes,
                 )
                 await self._with_daemon(setup, target, pack)
+                if self.hold and not self.interrupted.is_set():
+                    await self._hold({**sandbox.urls, **urls}, sandbox, config_path.parent)
         finally:
             loop.remove_signal_handler(signal.SIGINT)
             result.ended_at = time.time()
@@ -414,6 +419,23 @@ class DrillRun:
 
     def _sigint(self) -> None:
         self.interrupted.set()
+
+    async def _hold(self, urls: dict[str, str], sandbox: Sandbox, state_dir: Path) -> None:
+        """Keep the sandbox as the drill left it (with ``--no-rollback``: broken) for study,
+        the reports written first; until SIGINT. The daemon has stopped; its journal stays."""
+        self.result.ended_at = time.time()
+        write_reports(self.result)
+        self.progress.done()
+        endpoints = dict(sorted(urls.items()))
+        if sandbox.cloud is not None:
+            endpoints["aws (moto)"] = sandbox.cloud.url
+        lines = [f"  {name}: {url}" for name, url in endpoints.items()]
+        lines.append(f"  journal: srd journal --journal {state_dir}")
+        print(_summary_line(self.result))
+        print("sandbox held for study; Ctrl-C ends it:\n" + "\n".join(lines), flush=True)
+        # The daemon's stop gave SIGINT back to the default; here it ends the hold.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._sigint)
+        await self.interrupted.wait()
 
     async def _real(self, config_path: Path, state_dir: Path) -> None:
         """Preflight, read-only; then the drill, unless a check failed."""
@@ -979,6 +1001,7 @@ async def run_drill(
     log_level: str = "error",
     real_config: Path | None = None,
     progress: Progress | None = None,
+    hold: bool = False,
 ) -> DrillResult:
     """Run the drill at ``path`` on the sandbox or, given ``real_config``, on the environment
     that config watches (in real time unless ``time_scale`` says otherwise; ``dry-run`` unless
@@ -1001,6 +1024,7 @@ async def run_drill(
         progress=progress,
         log_level=log_level,
         real_config=real_config,
+        hold=hold,
     )
     result = await run.run()
     progress.done()
@@ -1052,6 +1076,7 @@ def simulate_command(
     mode: str | None = None,
     log_level: str = "error",
     real_config: Path | None = None,
+    hold: bool = False,
 ) -> int:
     """Run one drill (its exit code) or, with ``run_all``, every drill in ``drills_dir``
     (0 when each met its objectives, or breached one as its ``expect_breach`` says; else 1)."""
@@ -1078,6 +1103,7 @@ def simulate_command(
                     mode=mode,
                     log_level=log_level,
                     real_config=real_config,
+                    hold=hold,
                 )
             )
         except ConfigError as exc:
