@@ -93,8 +93,11 @@ async def test_the_measured_rto_comes_from_the_journals_timestamps(
     assert rto["recovered_at"] == succeeded
     expected = (succeeded - rto["injected_at"]) * data["time_scale"]
     assert rto["measured_seconds"] == pytest.approx(expected)
-    # Phases add up to the whole.
+    # Phases add up to the whole; deciding ends when the execution runs (guards passed).
     assert sum(rto["phases"].values()) == pytest.approx(expected)
+    running = next(s.at for s in states if s.state == "running")
+    decided = (running - rto["decided_at"]) * data["time_scale"]
+    assert rto["phases"]["decide"] == pytest.approx(decided)
     # The drill's own approvals take 55 min of drill time: the RTO includes them.
     assert rto["measured_seconds"] > 55 * 60
     # A drill record in drill time feeds srd_rto_last_seconds.

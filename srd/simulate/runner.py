@@ -857,8 +857,8 @@ class DrillRun:
         """RTO from the journal: injection → the expected execution's ``succeeded`` event
         (its health check passed), counted only when the steady state then held for
         ``sustain``. Split: detect (→ decision: the firing alert reached failover), decide
-        (→ first step started: settle and guards), act (→ last step ended), converge
-        (→ succeeded)."""
+        (→ the execution ``running``: settle and guards), act (→ last step ended: the
+        actuators' reads, retries and writes), converge (→ succeeded)."""
         result, drill, scale = self.result, self.drill, self.scale
         injected = min((f.injected_at for f in result.faults if f.injected_at), default=None)
         expected = drill.expect.runbook
@@ -882,9 +882,9 @@ class DrillRun:
         }
         if injected is not None and execution is not None:
             steps = [s for s in execution["steps"] if not s["compensation"]]
-            first = min((s["started_at"] for s in steps if s["started_at"]), default=None)
+            running = next((s["at"] for s in execution["states"] if s["state"] == "running"), None)
             last = max((s["ended_at"] for s in steps if s["ended_at"]), default=None)
-            marks = [injected, execution["created_at"], first, last, succeeded]
+            marks = [injected, execution["created_at"], running, last, succeeded]
             names = ["detect", "decide", "act", "converge"]
             for name, a, b in zip(names, marks, marks[1:], strict=False):
                 rto["phases"][name] = (b - a) * scale if a is not None and b is not None else None
