@@ -129,6 +129,31 @@ async def kit(
         await journal.close()
 
 
+ONE_STEP = """
+runbooks:
+  - name: one
+    match: [alertname="Down"]
+    steps:
+      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 1s}
+"""
+APPROVAL = """
+runbooks:
+  - name: restore
+    match: [alertname="Down"]
+    steps:
+      - {name: ask, approval: "restore the database", timeout: 20s}
+      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 1s}
+"""
+FLAGGED = """
+runbooks:
+  - name: flagged
+    match: [alertname="Down"]
+    steps:
+      - name: a
+        action: {actuator: fake, action: set, params: {key: a, value: 1}}
+        requires_approval: true
+        timeout: 20s
+"""
 THREE_STEPS = """
 runbooks:
   - name: swap

@@ -15,15 +15,7 @@ from srd.failover.intake import Intake
 from srd.failover.webhook import Authenticator, add_routes
 from srd.metrics import Metrics
 from srd.server import serving
-from tests.failoverkit import LOOSE, Kit, kit
-
-ONE_STEP = """
-runbooks:
-  - name: one
-    match: [alertname="Down"]
-    steps:
-      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 1s}
-"""
+from tests.failoverkit import APPROVAL, FLAGGED, LOOSE, ONE_STEP, Kit, kit
 
 
 def blocks(k: Kit, guard: str) -> float | None:
@@ -141,19 +133,9 @@ async def test_an_exhausted_error_budget_blocks_a_gated_runbook(tmp_path: Path) 
         assert await k.guards_blocked(execution.id) == ["error_budget"]
 
 
-APPROVAL = """
-runbooks:
-  - name: restore
-    match: [alertname="Down"]
-    steps:
-      - {name: ask, approval: "restore the database", timeout: TIMEOUT}
-      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 1s}
-"""
-
-
 async def test_an_approval_not_given_in_time_blocks(tmp_path: Path) -> None:
     async with kit(tmp_path) as k:
-        runbook = k.runbook(APPROVAL.replace("TIMEOUT", "0.05s"))
+        runbook = k.runbook(APPROVAL.replace("20s", "0.05s"))
         execution = await k.execution(runbook)
         assert await k.executor.run(runbook, execution) == "blocked"
         assert await k.guards_blocked(execution.id) == ["approval"]
@@ -166,7 +148,7 @@ async def test_srd_approve_lets_the_waiting_step_go_on(tmp_path: Path) -> None:
         auth = Authenticator(None)
         add_routes(app, Intake(10), auth, k.metrics, 1024)
         add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
-        runbook = k.runbook(APPROVAL.replace("TIMEOUT", "5s"))
+        runbook = k.runbook(APPROVAL)
         execution = await k.execution(runbook)
         async with serving(app, "127.0.0.1", 0) as port:
             run = asyncio.create_task(k.executor.run(runbook, execution))
@@ -229,18 +211,6 @@ def test_the_budget_gate_reads_srds_own_budget_metric() -> None:
     remaining = budget_from_registry(metrics.registry)
     assert remaining("web") == -0.25
     assert remaining("unknown") is None
-
-
-FLAGGED = """
-runbooks:
-  - name: flagged
-    match: [alertname="Down"]
-    steps:
-      - name: a
-        action: {actuator: fake, action: set, params: {key: a, value: 1}}
-        requires_approval: true
-        timeout: 5s
-"""
 
 
 @pytest.mark.parametrize("change", ["kill_switch", "mode", "leadership"])

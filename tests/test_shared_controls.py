@@ -21,34 +21,8 @@ from srd.failover.webhook import Authenticator, add_routes
 from srd.journal import Fence, JournalError, PostgresJournal, SqliteJournal
 from srd.journal.sql import SqlJournal
 from srd.server import serving
-from tests.failoverkit import Clock, Kit, kit
+from tests.failoverkit import APPROVAL, FLAGGED, ONE_STEP, Clock, Kit, kit
 from tests.pgserver import PgServer
-
-ONE_STEP = """
-runbooks:
-  - name: one
-    match: [alertname="Down"]
-    steps:
-      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 1s}
-"""
-APPROVAL = """
-runbooks:
-  - name: restore
-    match: [alertname="Down"]
-    steps:
-      - {name: ask, approval: "restore the database", timeout: 20s}
-      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 1s}
-"""
-FLAGGED = """
-runbooks:
-  - name: flagged
-    match: [alertname="Down"]
-    steps:
-      - name: a
-        action: {actuator: fake, action: set, params: {key: a, value: 1}}
-        requires_approval: true
-        timeout: 20s
-"""
 
 Opener = Callable[[Clock], Any]
 

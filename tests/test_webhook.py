@@ -24,7 +24,7 @@ from srd.journal import JournalError, SqliteJournal
 from srd.metrics import Metrics
 from srd.model import Alert
 from srd.server import serving
-from tests.failoverkit import Clock, Kit, kit
+from tests.failoverkit import ONE_STEP, Clock, Kit, kit
 
 TOKEN = "s3cret-token"
 
@@ -396,20 +396,11 @@ async def test_resolved_while_running_is_recorded_and_not_acted_on(
         assert not await k.journal.record_alert("abc", "2024-05-01T10:00:00.123Z", "resolved", {})
 
 
-ONE_ACTION = """
-runbooks:
-  - name: one
-    match: [alertname="Down"]
-    steps:
-      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 1s}
-"""
-
-
 async def test_an_alert_blocked_before_anything_acted_runs_once_when_resent_after_the_block(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with kit(tmp_path) as k:
-        runbook = k.runbook(ONE_ACTION)
+        runbook = k.runbook(ONE_STEP)
         async with pipeline(k, runbook, monkeypatch) as (url, _):
             k.guards.kill_switch.set(True, "test")
             assert (await post(url, payload()))[0] == 200
@@ -515,7 +506,7 @@ async def test_alerts_queued_at_shutdown_are_journaled_and_run_at_the_next_start
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with kit(tmp_path) as k:
-        runbook = k.runbook(ONE_ACTION)
+        runbook = k.runbook(ONE_STEP)
         intake = Intake(10)
         app = web.Application()
         add_routes(app, intake, Authenticator(bearer_auth(monkeypatch)), k.metrics, 64 * 1024)
@@ -581,7 +572,7 @@ async def test_a_journal_outage_holds_accepted_alerts_until_the_journal_is_back(
     """Alertmanager had its 200: a journal that refuses writes for a while delays the
     decision, never drops the alert, and a burst is recorded as one batch."""
     async with kit(tmp_path) as k:
-        runbook = k.runbook(ONE_ACTION)
+        runbook = k.runbook(ONE_STEP)
         intake = Intake(100)
         outage = Outage(k.journal, failures=3)
         dispatcher = dispatcher_of(k, runbook, intake, outage)
