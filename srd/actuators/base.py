@@ -11,6 +11,13 @@ so the executor can journal, dry-run, verify and roll back any of them the same 
    healthy); the executor polls it until the step's deadline;
 
 and ``restore`` puts back a snapshot (rollback restores exactly what the action changed).
+
+Optionally, an actuator can also say which calls its credentials would be refused
+(``PermissionChecker``: ``denied`` and ``grant``), read-only, so ``srd simulate --target real``
+finds a missing permission before a drill or a 3 a.m. failover does. The preflight looks for
+the capability, not for a class: a plug-in that implements both methods is checked like the
+shipped actuators; one that does not gets a passed check saying its permissions were not
+checked.
 """
 
 from __future__ import annotations
@@ -47,9 +54,11 @@ class ActuatorError(Exception):
     executor retries within the step's timeout); False for permanent errors (bad request,
     forbidden, not found), which fail the step at once."""
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, fix: str = "") -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.fix = fix
+        """What to do about it, when the actuator knows better than its caller."""
 
 
 @runtime_checkable
@@ -80,4 +89,25 @@ class Actuator(Protocol):
 
     async def close(self) -> None:
         """Release clients and sessions."""
+        ...
+
+
+@runtime_checkable
+class PermissionChecker(Protocol):
+    """The optional capability of an actuator to check its own permissions, changing nothing.
+
+    ``srd simulate --target real`` runs ``denied`` for each action step of the drill's
+    runbooks and fails its preflight for each refusal, with ``grant`` as the fix."""
+
+    async def denied(self, action: str, params: Params) -> list[str]:
+        """The calls ``action`` with ``params`` needs (snapshot to restore) that srd's
+        credentials would be refused, each a readable line: the call and its resource, then
+        why in parentheses (``patch deployments/scale in vilokanam-dr (…why…)``); the
+        preflight names the check after the part before `` (``. Empty when all are allowed.
+        Raise ActuatorError (with its ``fix``) when the check itself cannot be made."""
+        ...
+
+    def grant(self, refusal: str) -> str:
+        """What to grant srd's credentials so that the call ``refusal`` (a line ``denied``
+        returned) is allowed: RBAC for Kubernetes, an IAM policy statement for AWS …"""
         ...

@@ -15,7 +15,8 @@ Restoring a snapshot writes back the prior replicas, or exactly the prior select
 action added are removed). A 409 Conflict is retried at once with a fresh read (a few times),
 a 429 or 5xx after a backoff (a 429's Retry-After), all within ``api_timeout``; what outlasts
 that is a retryable error for the executor. ``denied`` asks the API server, read-only
-(SelfSubjectAccessReview), whether srd may make every call an action needs.
+(SelfSubjectAccessReview), whether srd may make every call an action needs; ``grant`` says
+which Role would allow a refused one.
 """
 
 from __future__ import annotations
@@ -248,7 +249,20 @@ class KubernetesActuator:
                     refused.append(f"{verb} {what} in {p.namespace}{why}")
             return refused
 
-        return await self._call(p.target, "review access to", review)
+        try:
+            return await self._call(p.target, "review access to", review)
+        except ActuatorError as exc:
+            fix = (
+                "srd must be allowed to create selfsubjectaccessreviews (every user is, by default)"
+            )
+            raise ActuatorError(str(exc), retryable=exc.retryable, fix=fix) from None
+
+    def grant(self, refusal: str) -> str:
+        verb, resource, _, namespace = refusal.split(" (")[0].split(" ", 3)
+        return (
+            f"grant srd's credentials RBAC: a Role in {namespace} with verbs [{verb}] on "
+            f"{resource}, bound to srd's service account"
+        )
 
     async def close(self) -> None:
         if self._api is not None:

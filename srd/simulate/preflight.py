@@ -10,8 +10,12 @@ Before anything else, and changing nothing, every dependency of the drill is tri
 - each action step (and compensation action) must be readable: its actuator's ``snapshot``
   is the read the step starts with (Route 53 record sets, ELBv2 target health, a deployment's
   scale …), so the credentials, endpoints and names are right;
-- on Kubernetes, each call the action will make must be allowed: one SelfSubjectAccessReview
-  per verb and resource (``patch deployments/scale in vilokanam-dr``).
+- each call the action will make must be allowed, where its actuator can say so (the optional
+  ``PermissionChecker`` capability): on Kubernetes one SelfSubjectAccessReview per verb and
+  resource (``patch deployments/scale in vilokanam-dr``), on AWS one IAM policy simulation
+  of srd's own principal per resource (``route53:ChangeResourceRecordSets on
+  arn:aws:route53:::hostedzone/Z…``). An actuator without the capability gets a passed
+  check that says its permissions were not checked.
 
 Each failed check says what failed and what to do.
 """
@@ -25,8 +29,7 @@ from typing import Literal
 
 import aiohttp
 
-from srd.actuators.base import ActuatorError
-from srd.actuators.kubernetes import KubernetesActuator
+from srd.actuators.base import ActuatorError, PermissionChecker
 from srd.config import ProbeTarget, SubstrateTarget
 from srd.evaluation.rules import Selector
 from srd.failover.runbooks import ActionSpec, Check, HttpCheck, Runbook
@@ -156,22 +159,26 @@ async def _action(setup: Setup, where: str, spec: ActionSpec) -> list[PreflightC
         )
         return [PreflightCheck("read", what, False, reason, fix)]
     found = [PreflightCheck("read", what, True, "readable")]
-    if isinstance(actuator, KubernetesActuator):
-        try:
+    if not isinstance(actuator, PermissionChecker):
+        detail = (
+            f"not checked: the {spec.actuator} actuator cannot say what its credentials may do "
+            "(it has no denied/grant); a refusal shows only when the step acts"
+        )
+        return [*found, PreflightCheck("permission", what, True, detail)]
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
             denied = await actuator.denied(spec.action, spec.params)
-        except ActuatorError as exc:
-            fix = (
-                "srd must be allowed to create selfsubjectaccessreviews (every user is, by default)"
-            )
-            return [*found, PreflightCheck("permission", what, False, str(exc), fix)]
-        for refusal in denied:
-            call = refusal.split(" (")[0]
-            verb, resource, _, namespace = call.split(" ", 3)
-            fix = (
-                f"grant srd's credentials RBAC: a Role in {namespace} with verbs [{verb}] on "
-                f"{resource}, bound to srd's service account"
-            )
-            found.append(PreflightCheck("permission", f"{where}: {call}", False, refusal, fix))
-        if not denied:
-            found.append(PreflightCheck("permission", what, True, "every call allowed"))
+    except (ActuatorError, TimeoutError) as exc:
+        reason = str(exc) or f"no answer within {CHECK_TIMEOUT:g}s"
+        fix = getattr(exc, "fix", "") or (
+            f"srd must be able to check its own permissions on {spec.actuator}: "
+            f"see what happened, and actuators.{spec.actuator} in the config"
+        )
+        return [*found, PreflightCheck("permission", what, False, reason, fix)]
+    for refusal in denied:
+        call = refusal.split(" (")[0]
+        fix = actuator.grant(refusal)
+        found.append(PreflightCheck("permission", f"{where}: {call}", False, refusal, fix))
+    if not denied:
+        found.append(PreflightCheck("permission", what, True, "every call allowed"))
     return found
