@@ -22,6 +22,7 @@ import structlog
 from aiohttp import web
 
 from srd.simulate import background
+from srd.simulate.aws import AwsProxy
 from srd.simulate.cloud import SERVICES as CLOUD_SERVICES
 from srd.simulate.cloud import SandboxCloud, sandbox_cloud
 from srd.simulate.exporters import (
@@ -70,6 +71,9 @@ class Sandbox:
     cloud: SandboxCloud | None
     urls: dict[str, str]
     config_path: Path
+    aws: AwsProxy | None = None
+    """The proxy the config's ``aws`` actuator calls moto through: it answers IAM's policy
+    simulation (``aws.allowed``) for the preflight of ``srd simulate --target real``."""
 
 
 def write_config(state_dir: Path, values: dict[str, str], *, aws: bool) -> Path:
@@ -112,6 +116,8 @@ async def running_sandbox(
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(producing(chain, block_time))
         cloud = await stack.enter_async_context(sandbox_cloud())
+        aws = AwsProxy(cloud.url) if cloud is not None else None
+        aws_url = await stack.enter_async_context(aws.serving()) if aws is not None else ""
         traffic = _stream_traffic(platform, block_time)
         await stack.enter_async_context(background(traffic, "sandbox-traffic"))
         urls = {name: await stack.enter_async_context(node.serve()) for name, node in nodes.items()}
@@ -119,12 +125,12 @@ async def running_sandbox(
             urls[name] = await stack.enter_async_context(serve(app))
         urls["kubernetes"] = await stack.enter_async_context(kubernetes.serving())
         values = {name.upper().replace("-", "_") + "_URL": url for name, url in urls.items()}
-        values |= {"STATE_DIR": str(state_dir), "LISTEN": listen} | _aws_values(cloud)
+        values |= {"STATE_DIR": str(state_dir), "LISTEN": listen} | _aws_values(cloud, aws_url)
         config_path = write_config(state_dir, values, aws=cloud is not None)
-        yield Sandbox(chain, nodes, services, platform, kubernetes, cloud, urls, config_path)
+        yield Sandbox(chain, nodes, services, platform, kubernetes, cloud, urls, config_path, aws)
 
 
-def _aws_values(cloud: SandboxCloud | None) -> dict[str, str]:
+def _aws_values(cloud: SandboxCloud | None, actuator_url: str) -> dict[str, str]:
     if cloud is None:
         log.warning("the sandbox runs without AWS: install moto (pip install 'srd[sandbox]')")
         return {"AWS_URL": "", "AWS_ACTUATOR": "  # aws: needs moto (pip install 'srd[sandbox]')"}
@@ -133,7 +139,7 @@ def _aws_values(cloud: SandboxCloud | None) -> dict[str, str]:
     os.environ["SRD_SANDBOX_AWS_SECRET"] = "sandbox"  # noqa: S105 - moto accepts any key
     secrets = "access_key_id: {env: SRD_SANDBOX_AWS_KEY_ID}, "
     secrets += "secret_access_key: {env: SRD_SANDBOX_AWS_SECRET}"
-    actuator = f'  aws: {{endpoint_url: "{cloud.url}", region: {cloud.region}, {secrets}}}'
+    actuator = f'  aws: {{endpoint_url: "{actuator_url}", region: {cloud.region}, {secrets}}}'
     return {"AWS_URL": cloud.url, "AWS_ACTUATOR": actuator}
 
 
