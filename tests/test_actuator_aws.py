@@ -5,15 +5,20 @@ failover (Kubernetes and AWS) and its rollback."""
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
+from string import Template
 from typing import Any
 
 import pytest
+import yaml
 from aiobotocore.session import get_session
 
-from srd.actuators.aws import AwsActuator, AwsSettings
+from srd.actuators.aws import IAM, AwsActuator, AwsSettings, principal
 from srd.actuators.base import Actuator, ActuatorError, Params
 from srd.actuators.kubernetes import KubernetesActuator, KubernetesSettings
 from srd.simulate.aws import AwsProxy
@@ -22,6 +27,7 @@ from srd.simulate.kubernetes import FakeKubernetes, replicas, seed_platform
 PRIMARY_ADDRESS, DR_ADDRESS = "203.0.113.10", "198.51.100.20"
 PRIMARY_TARGETS = [("10.0.1.1", 8080), ("10.0.1.2", 8080)]
 DR_TARGETS = [("10.0.2.1", 8080), ("10.0.2.2", 8080)]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Clock:
@@ -315,6 +321,156 @@ async def test_an_unreachable_endpoint_is_a_retryable_error() -> None:
     finally:
         await aws.close()
     assert caught.value.retryable
+
+
+GROUP = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef"
+SRD = "arn:aws:sts::123456789012:user/moto"
+"""srd's principal in these tests: moto's identity for keys it did not issue."""
+
+
+async def test_denied_names_exactly_the_iam_actions_refused_with_their_resources(
+    actuator: AwsActuator, proxy: tuple[AwsProxy, str]
+) -> None:
+    aws, _ = proxy
+    assert await actuator.denied("route53_upsert", upsert("Z1")) == []  # None allows all
+    aws.allowed = {
+        ("iam:SimulatePrincipalPolicy", SRD),
+        ("route53:ListResourceRecordSets", "arn:aws:route53:::hostedzone/*"),
+        ("route53:ChangeResourceRecordSets", "arn:aws:route53:::hostedzone/Z2"),
+        ("elasticloadbalancing:Describe*", "*"),
+        ("elasticloadbalancing:RegisterTargets", GROUP),
+    }
+
+    assert await actuator.denied("route53_upsert", upsert("Z1")) == [
+        "route53:ChangeResourceRecordSets on arn:aws:route53:::hostedzone/Z1 (implicitDeny)",
+        "route53:GetChange on arn:aws:route53:::change/* (implicitDeny)",
+    ]
+    assert await actuator.denied("elbv2_swap_targets", swap(GROUP)) == [
+        f"elasticloadbalancing:DeregisterTargets on {GROUP} (implicitDeny)"
+    ]
+    aws.allowed.add(("elasticloadbalancing:DeregisterTargets", GROUP))
+    assert await actuator.denied("elbv2_swap_targets", swap(GROUP)) == []
+    assert actuator.grant("route53:GetChange on arn:aws:route53:::change/* (implicitDeny)") == (
+        f'grant {SRD} IAM: a policy statement {{"Effect": "Allow", "Action": '
+        '"route53:GetChange", "Resource": "arn:aws:route53:::change/*"} (no explicit Deny, '
+        "SCP or permissions boundary against it)"
+    )
+    assert "ChangeResourceRecordSets" not in aws.calls  # a check changes nothing
+    assert set(aws.principals) == {SRD}
+
+
+async def test_a_refused_simulation_is_a_permanent_error_saying_what_srd_must_be_granted(
+    actuator: AwsActuator, proxy: tuple[AwsProxy, str]
+) -> None:
+    proxy[0].allowed = {("route53:*", "*")}
+    with pytest.raises(ActuatorError, match="AccessDenied") as caught:
+        await actuator.denied("route53_upsert", upsert("Z1"))
+    assert not caught.value.retryable
+    assert caught.value.fix.startswith(
+        f"grant iam:SimulatePrincipalPolicy on srd's own principal ({SRD})"
+    )
+
+
+async def test_an_assumed_role_session_is_simulated_as_its_role(
+    moto_url: str, proxy: tuple[AwsProxy, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with get_session().create_client(
+        "sts", endpoint_url=moto_url, region_name="us-east-1"
+    ) as sts:
+        answer = await sts.assume_role(
+            RoleArn="arn:aws:iam::123456789012:role/srd-failover", RoleSessionName="drill"
+        )
+    credentials = answer["Credentials"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", credentials["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", credentials["SecretAccessKey"])
+    monkeypatch.setenv("AWS_SESSION_TOKEN", credentials["SessionToken"])
+    aws, url = proxy
+    actuator = AwsActuator(AwsSettings(endpoint_url=url))
+    try:
+        # The fake, as IAM, refuses to simulate an assumed-role session ARN (InvalidInput).
+        assert await actuator.denied("route53_upsert", upsert("Z1")) == []
+    finally:
+        await actuator.close()
+    assert aws.principals == ["arn:aws:iam::123456789012:role/srd-failover"] * 2
+
+
+@pytest.mark.parametrize(
+    ("caller", "expected"),
+    [
+        (
+            "arn:aws:sts::123456789012:assumed-role/srd-failover/i-0abc",
+            "arn:aws:iam::123456789012:role/srd-failover",
+        ),
+        (
+            "arn:aws-cn:sts::123456789012:assumed-role/srd/botocore-session-1",
+            "arn:aws-cn:iam::123456789012:role/srd",
+        ),
+        ("arn:aws:iam::123456789012:user/ops/srd", "arn:aws:iam::123456789012:user/ops/srd"),
+    ],
+)
+def test_the_principal_of_a_caller_is_its_role_or_itself(caller: str, expected: str) -> None:
+    assert principal(caller) == expected
+
+
+def shipped_aws_steps() -> list[tuple[str, Params]]:
+    """The aws steps of the shipped failover runbook, its vars filled in (for one service)."""
+    path = ROOT / "rules" / "runbooks" / "platform_failover.yaml"
+    [runbook] = yaml.safe_load(path.read_text())["runbooks"]
+    values = {**runbook["vars"], "svc": "web-viewer"}
+    steps = [
+        spec
+        for step in runbook["steps"]
+        for spec in (step.get("action"), step.get("compensate"))
+        if isinstance(spec, dict) and spec["actuator"] == "aws"
+    ]
+    assert steps, "the shipped runbook has no aws steps any more: update this test"
+    filled = yaml.safe_load(Template(yaml.safe_dump(steps)).substitute(values))
+    return [(step["action"], step["params"]) for step in filled]
+
+
+def documented_policy() -> list[dict[str, Any]]:
+    text = (ROOT / "docs" / "failover.md").read_text()
+    [block] = [
+        b for b in re.findall(r"```json\n(.*?)```", text, re.DOTALL) if "SimulatePrincipal" in b
+    ]
+    return list(json.loads(block)["Statement"])
+
+
+def allow_list(statements: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    def many(value: str | list[str]) -> list[str]:
+        return [value] if isinstance(value, str) else value
+
+    return {
+        (action, resource)
+        for s in statements
+        if s["Effect"] == "Allow"
+        for action in many(s["Action"])
+        for resource in many(s["Resource"])
+    }
+
+
+def test_the_documented_iam_policy_grants_exactly_the_actions_the_code_asks_for() -> None:
+    granted = {action for action, _ in allow_list(documented_policy())}
+    in_code = {name for needs in IAM.values() for name, _ in needs}
+    assert granted - {"iam:SimulatePrincipalPolicy"} == in_code
+
+
+async def test_the_documented_iam_policy_allows_the_shipped_runbook_and_each_statement_is_needed(
+    actuator: AwsActuator, proxy: tuple[AwsProxy, str]
+) -> None:
+    aws, _ = proxy
+    statements = documented_policy()
+    # The example names a role srd; here srd is moto's user.
+    checks_itself = {("iam:SimulatePrincipalPolicy", SRD)}
+    aws.allowed = allow_list(statements) | checks_itself
+    for action, params in shipped_aws_steps():
+        assert await actuator.denied(action, params) == [], action
+    for statement in statements:
+        if statement["Action"] == "iam:SimulatePrincipalPolicy":
+            continue
+        aws.allowed = allow_list([s for s in statements if s is not statement]) | checks_itself
+        refused = [r for a, p in shipped_aws_steps() for r in await actuator.denied(a, p)]
+        assert refused, f"statement {statement['Sid']} grants nothing the runbook needs"
 
 
 @pytest.mark.parametrize(

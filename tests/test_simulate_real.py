@@ -1,18 +1,21 @@
 """``srd simulate --target real``: the read-only preflight and a dry-run drill, against a
 running sandbox standing in for the real environment (its fake Kubernetes API answers
-SelfSubjectAccessReviews from an allow list; its AWS is a moto server)."""
+SelfSubjectAccessReviews from an allow list; its AWS is a moto server behind the AwsProxy,
+which answers IAM policy simulations from an allow list)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
 import yaml
 
+from srd.actuators.base import Actuator, PermissionChecker
 from srd.config import ConfigError
 from srd.journal import SqliteJournal
 from srd.simulate.drill import FaultSpec, load_drill
@@ -112,7 +115,12 @@ async def test_preflight_passes_on_a_reachable_permitted_environment_and_changes
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
     assert {c.kind for c in checks} == {"probe", "check", "read", "permission"}
     assert "probe web-viewer" in [c.name for c in checks]
+    permitted = {c.name: c.detail for c in checks if c.kind == "permission"}
+    assert permitted["failover/dns_to_dr: aws route53_upsert"] == "every call allowed"
     assert environment.kubernetes.store.revision == revision
+    assert environment.aws is not None
+    assert "SimulatePrincipalPolicy" in environment.aws.calls
+    assert "ChangeResourceRecordSets" not in environment.aws.calls
 
 
 async def test_a_denied_permission_and_an_unreadable_zone_fail_the_preflight_naming_them(
@@ -142,6 +150,86 @@ async def test_a_denied_permission_and_an_unreadable_zone_fail_the_preflight_nam
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| failover/scale_backup_up: patch deployments/scale in vilokanam-dr |" in md
     assert result.executions == []  # nothing ran
+
+
+async def test_an_aws_permission_the_principal_lacks_fails_the_preflight_with_the_grant(
+    tmp_path: Path, environment: Sandbox
+) -> None:
+    assert environment.aws is not None and environment.cloud is not None
+    environment.aws.allowed = {
+        ("iam:SimulatePrincipalPolicy", "*"),
+        ("route53:ListResourceRecordSets", "*"),
+        ("route53:GetChange", "*"),
+    }
+    path = drill_file(tmp_path, environment)
+
+    result = await run_drill(
+        path, report_dir=tmp_path / "out", real_config=environment.config_path, quiet=True
+    )
+
+    assert result.exit_code == EXIT_PREFLIGHT
+    zone = f"arn:aws:route53:::hostedzone/{environment.cloud.zone_id}"
+    failed = {c.name: c for c in result.preflight if not c.ok}
+    assert list(failed) == [f"failover/dns_to_dr: route53:ChangeResourceRecordSets on {zone}"]
+    [refused] = failed.values()
+    assert refused.kind == "permission"
+    assert refused.detail.endswith("(implicitDeny)")
+    assert refused.fix.startswith("grant arn:aws:sts::123456789012:user/moto IAM:")
+    assert f'"Action": "route53:ChangeResourceRecordSets", "Resource": "{zone}"' in refused.fix
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert f"| failover/dns_to_dr: route53:ChangeResourceRecordSets on {zone} |" in md
+    assert result.executions == []
+
+
+async def test_a_refused_permission_simulation_fails_the_preflight_saying_what_srd_needs(
+    tmp_path: Path, environment: Sandbox
+) -> None:
+    assert environment.aws is not None
+    environment.aws.allowed = {("route53:*", "*")}
+    drill = load_drill(drill_file(tmp_path, environment))
+    setup = real_setup(drill, environment.config_path, tmp_path, 1.0, "dry-run")
+    try:
+        checks = await preflight(setup, drill, list(setup.runbooks))
+    finally:
+        for actuator in setup.actuators.values():
+            await actuator.close()
+
+    [failed] = [c for c in checks if not c.ok]
+    assert (failed.kind, failed.name) == ("permission", "failover/dns_to_dr: aws route53_upsert")
+    assert "SimulatePrincipalPolicy failed: AccessDenied" in failed.detail
+    assert failed.fix.startswith("grant iam:SimulatePrincipalPolicy on srd's own principal")
+
+
+class WithoutPermissionCheck:
+    """An actuator as a plug-in without the optional ``denied``/``grant`` would be."""
+
+    def __init__(self, inner: Actuator) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("denied", "grant"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+async def test_an_actuator_that_cannot_check_permissions_passes_saying_they_were_not_checked(
+    tmp_path: Path, environment: Sandbox
+) -> None:
+    drill = load_drill(drill_file(tmp_path, environment))
+    setup = real_setup(drill, environment.config_path, tmp_path, 1.0, "dry-run")
+    plugin = cast(Actuator, WithoutPermissionCheck(setup.actuators["kubernetes"]))
+    assert not isinstance(plugin, PermissionChecker)
+    setup = replace(setup, actuators={**setup.actuators, "kubernetes": plugin})
+    environment.kubernetes.allowed = set()  # would fail, if it were asked
+    try:
+        checks = await preflight(setup, drill, list(setup.runbooks))
+    finally:
+        for actuator in setup.actuators.values():
+            await actuator.close()
+
+    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
+    [unchecked] = [c for c in checks if c.kind == "permission" and "kubernetes" in c.name]
+    assert unchecked.detail.startswith("not checked: the kubernetes actuator cannot say")
 
 
 class Operator:

@@ -15,11 +15,18 @@ Restoring a snapshot UPSERTs the prior record set (DELETEs the record if there w
 re-registers the prior targets and deregisters the ones the action added. botocore retries
 throttling itself, a bounded number of times; throttling that outlasts it, like any 5xx or
 connection failure, is a retryable ActuatorError for the executor to retry within the step.
+
+``denied`` checks, changing nothing, that srd's own principal may make every call an action
+needs: ``sts:GetCallerIdentity`` names the principal (an assumed role's session stands for its
+role), then ``iam:SimulatePrincipalPolicy`` evaluates its policies for each IAM action on the
+resource the call touches (``IAM``). That needs ``iam:SimulatePrincipalPolicy`` on srd's own
+principal; refused it, ``denied`` fails saying so rather than guessing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Literal, cast
@@ -142,6 +149,24 @@ ACTIONS: dict[str, type[BaseModel]] = {
     "route53_upsert": Route53Upsert,
     "elbv2_swap_targets": Elbv2SwapTargets,
 }
+ZONE_ARN = "arn:{partition}:route53:::hostedzone/{zone}"
+IAM: dict[type[BaseModel], tuple[tuple[str, str], ...]] = {
+    Route53Upsert: (
+        ("route53:ListResourceRecordSets", ZONE_ARN),
+        ("route53:ChangeResourceRecordSets", ZONE_ARN),
+        ("route53:GetChange", "arn:{partition}:route53:::change/*"),
+    ),
+    Elbv2SwapTargets: (
+        ("elasticloadbalancing:DescribeTargetHealth", "*"),
+        ("elasticloadbalancing:RegisterTargets", "{group}"),
+        ("elasticloadbalancing:DeregisterTargets", "{group}"),
+    ),
+}
+"""(IAM action, resource ARN) of every call an action makes, snapshot to restore; ``{zone}``
+and ``{group}`` are the step's zone id and target group ARN, ``{partition}`` srd's own."""
+ASSUMED_ROLE = re.compile(
+    r"^arn:(?P<partition>[^:]+):sts::(?P<account>\d+):assumed-role/(?P<role>[^/]+)/[^/]+$"
+)
 
 
 class AwsActuator:
@@ -158,6 +183,8 @@ class AwsActuator:
         self._connecting = asyncio.Lock()
         self._changes: dict[tuple[str, str, str], str] = {}
         """The last Route 53 change made per (zone, name, type), for ``converged``."""
+        self._principal: str | None = None
+        """srd's own IAM principal (``denied``), asked of STS once."""
 
     def actions(self) -> frozenset[str]:
         return frozenset(ACTIONS)
@@ -234,6 +261,48 @@ class AwsActuator:
                 elbv2, p.target_group_arn, sorted(wanted - live), sorted(added - wanted)
             )
 
+    async def denied(self, action: str, params: Params) -> list[str]:
+        """The IAM actions ``action`` needs that srd's principal is not allowed, each with its
+        resource and the simulated decision (``route53:GetChange on
+        arn:aws:route53:::change/* (implicitDeny)``)."""
+        p = self._parse(action, params)
+        async with self._calling(p.target, "permission check", ("sts", "iam")) as clients:
+            principal = await self._own_principal(clients["sts"])
+            names = {"partition": principal.split(":")[1], "zone": "", "group": ""}
+            if isinstance(p, Route53Upsert):
+                names["zone"] = p.hosted_zone_id
+            else:
+                names["group"] = p.target_group_arn
+            needed = [(name, resource.format(**names)) for name, resource in IAM[type(p)]]
+            decisions: dict[tuple[str, str], str] = {}
+            # One resource per simulation: given several, IAM answers one decision per action,
+            # the most restrictive over them, which could not say which resource was refused.
+            for resource in dict.fromkeys(arn for _, arn in needed):
+                names_on = [name for name, arn in needed if arn == resource]
+                for name, decision in await _simulate(
+                    clients["iam"], principal, names_on, resource
+                ):
+                    decisions[(name, resource)] = decision
+            return [
+                f"{name} on {resource} ({decisions.get((name, resource), 'not evaluated')})"
+                for name, resource in needed
+                if decisions.get((name, resource)) != "allowed"
+            ]
+
+    def grant(self, refusal: str) -> str:
+        name, _, resource = refusal.split(" (")[0].partition(" on ")
+        principal = self._principal or "srd's principal"
+        return (
+            f'grant {principal} IAM: a policy statement {{"Effect": "Allow", "Action": '
+            f'"{name}", "Resource": "{resource}"}} (no explicit Deny, SCP or permissions '
+            "boundary against it)"
+        )
+
+    async def _own_principal(self, sts: Any) -> str:
+        if self._principal is None:
+            self._principal = principal(str((await sts.get_caller_identity())["Arn"]))
+        return self._principal
+
     async def close(self) -> None:
         await self._stack.aclose()
         self._clients.clear()
@@ -252,13 +321,15 @@ class AwsActuator:
         return cast(Action, parse_params(self.name, ACTIONS, action, params))
 
     @asynccontextmanager
-    async def _calling(self, target: str, doing: str) -> AsyncIterator[dict[str, Any]]:
+    async def _calling(
+        self, target: str, doing: str, services: tuple[str, ...] = ("route53", "elbv2")
+    ) -> AsyncIterator[dict[str, Any]]:
         """The clients, within the timeout; errors become ActuatorErrors saying what failed
         and whether trying again can help."""
         timeout = self._settings.timeout
         try:
             async with asyncio.timeout(timeout):
-                yield await self._connected()
+                yield await self._connected(services)
         except ClientError as exc:
             raise _client_error(target, exc) from None
         except TimeoutError:
@@ -268,9 +339,9 @@ class AwsActuator:
             transient = isinstance(exc, BotoConnectionError | HTTPClientError)
             raise ActuatorError(f"{target}: {doing} failed: {exc}", retryable=transient) from None
 
-    async def _connected(self) -> dict[str, Any]:
+    async def _connected(self, services: tuple[str, ...]) -> dict[str, Any]:
         async with self._connecting:
-            for service in ("route53", "elbv2"):
+            for service in services:
                 if service not in self._clients:
                     client = self._session.create_client(service, **self._client_args())
                     self._clients[service] = await self._stack.enter_async_context(client)
@@ -292,6 +363,43 @@ class AwsActuator:
             args["aws_access_key_id"] = settings.access_key_id.value
             args["aws_secret_access_key"] = settings.secret_access_key.value
         return args
+
+
+def principal(caller: str) -> str:
+    """The IAM principal whose policies govern ``caller`` (``sts:GetCallerIdentity``'s Arn):
+    an assumed role's session is its role (``arn:aws:iam::ACCOUNT:role/ROLE``: the session
+    ARN has no path, so a role with a path is named without it); a user is itself."""
+    if found := ASSUMED_ROLE.match(caller):
+        return f"arn:{found['partition']}:iam::{found['account']}:role/{found['role']}"
+    return caller
+
+
+async def _simulate(
+    iam: Any, principal: str, names: list[str], resource: str
+) -> list[tuple[str, str]]:
+    """(IAM action, decision) for each of ``names`` on ``resource``, as IAM simulates
+    ``principal``'s policies. A refused simulation is a permanent ActuatorError with the fix."""
+    try:
+        answer = await iam.simulate_principal_policy(
+            PolicySourceArn=principal, ActionNames=names, ResourceArns=[resource]
+        )
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "Unknown")
+        if code in THROTTLING:
+            raise
+        message = (
+            f"cannot check the permissions of {principal}: SimulatePrincipalPolicy failed: "
+            f"{code}: {error.get('Message', 'no message')}"
+        )
+        fix = (
+            f"grant iam:SimulatePrincipalPolicy on srd's own principal ({principal}) — a "
+            f'statement {{"Effect": "Allow", "Action": "iam:SimulatePrincipalPolicy", '
+            f'"Resource": "{principal}"}} — so srd can check what it may do; or give srd '
+            "credentials of a user or role (not a federated or root session)"
+        )
+        raise ActuatorError(message, retryable=False, fix=fix) from None
+    return [(r["EvalActionName"], r["EvalDecision"]) for r in answer["EvaluationResults"]]
 
 
 def dns_name(name: str) -> str:
