@@ -18,9 +18,10 @@ import yaml
 from srd.actuators.base import Actuator, PermissionChecker
 from srd.config import ConfigError
 from srd.journal import SqliteJournal
-from srd.simulate.drill import FaultSpec, load_drill
+from srd.runtime import Setup
+from srd.simulate.drill import Drill, FaultSpec, load_drill
 from srd.simulate.kubernetes import DR, replicas
-from srd.simulate.preflight import preflight
+from srd.simulate.preflight import PreflightCheck, preflight
 from srd.simulate.runner import EXIT_PREFLIGHT, Progress, real_setup, run_drill
 from srd.simulate.sandbox import Sandbox, running_sandbox
 
@@ -101,17 +102,22 @@ async def environment(tmp_path: Path) -> AsyncIterator[Sandbox]:
                 await session.post(f"{box.cloud.url}/moto-api/reset")
 
 
+async def preflight_closing(setup: Setup, drill: Drill) -> list[PreflightCheck]:
+    """The preflight of ``drill``, its actuators' clients closed after it."""
+    try:
+        return await preflight(setup, drill, list(setup.runbooks))
+    finally:
+        for actuator in setup.actuators.values():
+            await actuator.close()
+
+
 async def test_preflight_passes_on_a_reachable_permitted_environment_and_changes_nothing(
     tmp_path: Path, environment: Sandbox
 ) -> None:
     drill = load_drill(drill_file(tmp_path, environment))
     setup = real_setup(drill, environment.config_path, tmp_path, 1.0, "dry-run")
     revision = environment.kubernetes.store.revision
-    try:
-        checks = await preflight(setup, drill, list(setup.runbooks))
-    finally:
-        for actuator in setup.actuators.values():
-            await actuator.close()
+    checks = await preflight_closing(setup, drill)
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
     assert {c.kind for c in checks} == {"probe", "check", "read", "permission"}
     assert "probe web-viewer" in [c.name for c in checks]
@@ -188,11 +194,7 @@ async def test_a_refused_permission_simulation_fails_the_preflight_saying_what_s
     environment.aws.allowed = {("route53:*", "*")}
     drill = load_drill(drill_file(tmp_path, environment))
     setup = real_setup(drill, environment.config_path, tmp_path, 1.0, "dry-run")
-    try:
-        checks = await preflight(setup, drill, list(setup.runbooks))
-    finally:
-        for actuator in setup.actuators.values():
-            await actuator.close()
+    checks = await preflight_closing(setup, drill)
 
     [failed] = [c for c in checks if not c.ok]
     assert (failed.kind, failed.name) == ("permission", "failover/dns_to_dr: aws route53_upsert")
@@ -221,11 +223,7 @@ async def test_an_actuator_that_cannot_check_permissions_passes_saying_they_were
     assert not isinstance(plugin, PermissionChecker)
     setup = replace(setup, actuators={**setup.actuators, "kubernetes": plugin})
     environment.kubernetes.allowed = set()  # would fail, if it were asked
-    try:
-        checks = await preflight(setup, drill, list(setup.runbooks))
-    finally:
-        for actuator in setup.actuators.values():
-            await actuator.close()
+    checks = await preflight_closing(setup, drill)
 
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
     [unchecked] = [c for c in checks if c.kind == "permission" and "kubernetes" in c.name]
