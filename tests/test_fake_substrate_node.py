@@ -197,3 +197,113 @@ def test_stalls_stop_production_and_finality_independently() -> None:
     chain.finality_stalled = False
     chain.produce()
     assert chain.finalized.number == 4
+
+
+async def call(
+    ws: aiohttp.ClientWebSocketResponse, request_id: int, method: str, *params: Any
+) -> Any:
+    """Send a request and read until its reply; notifications meanwhile are returned too."""
+    await ws.send_json(
+        {"jsonrpc": "2.0", "id": request_id, "method": method, "params": list(params)}
+    )
+    while True:
+        message = await ws.receive_json(timeout=2)
+        if message.get("id") == request_id:
+            return message
+
+
+async def events(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[dict[str, Any]]:
+    received = [await ws.receive_json(timeout=2) for _ in range(count)]
+    assert all(m["method"] == "chainHead_v1_followEvent" for m in received)
+    return [m["params"]["result"] for m in received]
+
+
+async def test_chainhead_follow_sends_the_spec_events_and_headers_in_scale(
+    session: aiohttp.ClientSession,
+) -> None:
+    chain = FakeChain(name="v2", finality_lag=2)
+    for _ in range(3):
+        chain.produce()
+    node = FakeSubstrateNode(chain)
+    async with node.serve() as url, session.ws_connect(url) as ws:
+        follow = (await call(ws, 1, "chainHead_v1_follow", False))["result"]
+        assert isinstance(follow, str)
+        first = await events(ws, 4)
+        header = await call(ws, 2, "chainHead_v1_header", follow, chain.blocks[2].hash)
+        produced = chain.produce()
+        later = await events(ws, 3)
+        unpin = await call(ws, 3, "chainHead_v1_unpin", follow, [chain.blocks[1].hash])
+        again = await call(ws, 4, "chainHead_v1_unpin", follow, chain.blocks[1].hash)
+        duplicate = await call(ws, 5, "chainHead_v1_unpin", follow, [produced.hash] * 2)
+        stale = await call(ws, 6, "chainHead_v1_header", "nope", produced.hash)
+        await call(ws, 7, "chainHead_v1_unfollow", follow)
+        gone = await call(ws, 8, "chainHead_v1_header", follow, produced.hash)
+    b = chain.blocks
+    assert first == [
+        {"event": "initialized", "finalizedBlockHashes": [b[1].hash]},
+        {"event": "newBlock", "blockHash": b[2].hash, "parentBlockHash": b[1].hash},
+        {"event": "newBlock", "blockHash": b[3].hash, "parentBlockHash": b[2].hash},
+        {"event": "bestBlockChanged", "bestBlockHash": b[3].hash},
+    ]
+    assert Header.from_scale(header["result"], b[2].hash) == Header(2, b[2].hash, b[1].hash)
+    assert later == [
+        {"event": "newBlock", "blockHash": b[4].hash, "parentBlockHash": b[3].hash},
+        {"event": "bestBlockChanged", "bestBlockHash": b[4].hash},
+        {"event": "finalized", "finalizedBlockHashes": [b[2].hash], "prunedBlockHashes": []},
+    ]
+    assert unpin["result"] is None
+    assert again["error"]["code"] == -32801  # already unpinned
+    assert duplicate["error"]["code"] == -32804
+    assert stale["result"] is None and gone["result"] is None
+
+
+async def test_a_reorg_reports_the_fork_then_prunes_the_old_branch(
+    session: aiohttp.ClientSession,
+) -> None:
+    chain = FakeChain(finality_lag=3)
+    for _ in range(5):
+        chain.produce()
+    node = FakeSubstrateNode(chain)
+    async with node.serve() as url, session.ws_connect(url) as ws:
+        await call(ws, 1, "chainHead_v1_follow", False)
+        await events(ws, 5)  # initialized (2), newBlock 3, 4, 5, bestBlockChanged
+        old = [block.hash for block in chain.blocks[4:6]]
+        chain.reorg(depth=2)  # 4', 5', 6' on 3
+        fork = await events(ws, 5)  # … and 3 finalized: the old branch still descends from it
+        chain.produce()  # 7: finalizes 4', so the old 4 and 5 are pruned
+        after = await events(ws, 3)
+    b = chain.blocks
+    assert [e.get("blockHash") for e in fork[:3]] == [b[4].hash, b[5].hash, b[6].hash]
+    assert fork[0]["parentBlockHash"] == b[3].hash
+    assert fork[3] == {"event": "bestBlockChanged", "bestBlockHash": b[6].hash}
+    assert fork[4] == {
+        "event": "finalized",
+        "finalizedBlockHashes": [b[3].hash],
+        "prunedBlockHashes": [],
+    }
+    assert after[2]["event"] == "finalized"
+    assert after[2]["finalizedBlockHashes"] == [b[4].hash]
+    assert sorted(after[2]["prunedBlockHashes"]) == sorted(old)
+
+
+async def test_chainhead_only_hides_legacy_subscriptions_and_too_many_pins_stop_a_follow(
+    session: aiohttp.ClientSession,
+) -> None:
+    chain = FakeChain()
+    chain.finality_stalled = True
+    node = FakeSubstrateNode(chain)
+    node.chainhead_only = True
+    node.max_pinned = 3
+    async with node.serve() as url, session.ws_connect(url) as ws:
+        methods = (await post(session, url, "rpc_methods"))["result"]["methods"]
+        legacy = await call(ws, 1, "chain_subscribeNewHeads")
+        await call(ws, 2, "chainHead_v1_follow", False)
+        await events(ws, 2)  # initialized, bestBlockChanged (genesis)
+        for _ in range(3):
+            chain.produce()
+        pinned = await events(ws, 6)  # 2 × (newBlock, bestBlockChanged), newBlock, stop
+    assert "chainHead_v1_follow" in methods and "chain_subscribeNewHeads" not in methods
+    assert "chain_unsubscribeNewHeads" not in methods and "chain_getHeader" in methods
+    assert legacy["error"]["code"] == -32601
+    assert [e["event"] for e in pinned][-2:] == ["newBlock", "stop"]
+    assert node.follows == 0

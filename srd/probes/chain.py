@@ -42,16 +42,42 @@ def _compact(n: int) -> bytes:
     return bytes([((len(raw) - 4) << 2) | 3]) + raw
 
 
+def decode_compact(data: bytes, offset: int = 0) -> tuple[int, int]:
+    """SCALE compact integer at ``offset``: (value, offset after it). The two low bits of the
+    first byte pick the mode: 0b00 one byte, 0b01 two, 0b10 four (value in the upper 6/14/30
+    bits), 0b11 big-integer (upper 6 bits + 4 = length of the little-endian value that follows).
+    ValueError when ``data`` is too short or the encoding is not canonical."""
+    if offset >= len(data):
+        raise ValueError("compact integer: no data")
+    mode = data[offset] & 0b11
+    if mode < 3:
+        size = 1 << mode
+        if offset + size > len(data):
+            raise ValueError("compact integer: truncated")
+        value = int.from_bytes(data[offset : offset + size], "little") >> 2
+        end = offset + size
+    else:
+        size = (data[offset] >> 2) + 4
+        end = offset + 1 + size
+        if end > len(data):
+            raise ValueError("compact integer: truncated")
+        value = int.from_bytes(data[offset + 1 : end], "little")
+    if _compact(value) != data[offset:end]:
+        raise ValueError("compact integer: not canonically encoded")
+    return value, end
+
+
 def _bytes(value: object, what: str) -> bytes:
     if not isinstance(value, str) or value[:2].lower() != "0x":
         raise ValueError(f"{what} is not a hex string: {value!r}")
     return bytes.fromhex(value[2:])
 
 
-def header_hash(raw: Mapping[str, Any]) -> str:
-    """blake2b-256 of the SCALE-encoded header: the block hash on Substrate chains."""
+def scale_header(raw: Mapping[str, Any]) -> bytes:
+    """The SCALE encoding of a JSON header: parentHash, compact number, stateRoot,
+    extrinsicsRoot, digest logs (a compact count, then each log's encoded bytes)."""
     logs = raw["digest"]["logs"]
-    encoded = b"".join(
+    return b"".join(
         (
             _bytes(raw["parentHash"], "parentHash"),
             _compact(parse_block_number(raw["number"])),
@@ -61,7 +87,11 @@ def header_hash(raw: Mapping[str, Any]) -> str:
             *(_bytes(log, "digest log") for log in logs),
         )
     )
-    return "0x" + hashlib.blake2b(encoded, digest_size=32).hexdigest()
+
+
+def header_hash(raw: Mapping[str, Any]) -> str:
+    """blake2b-256 of the SCALE-encoded header: the block hash on Substrate chains."""
+    return "0x" + hashlib.blake2b(scale_header(raw), digest_size=32).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +115,16 @@ class Header:
         if not isinstance(parent, str):
             raise ValueError(f"parentHash is not a string: {parent!r}")
         return cls(number, computed, parent)
+
+    @classmethod
+    def from_scale(cls, encoded: object, block_hash: str) -> Header:
+        """A header from its hex SCALE encoding (``chainHead_v1_header``): the parent hash
+        (32 bytes) and the compact block number are all srd reads. ValueError otherwise."""
+        data = _bytes(encoded, "SCALE header")
+        if len(data) < 33:
+            raise ValueError(f"SCALE header too short: {len(data)} bytes")
+        number, _ = decode_compact(data, 32)
+        return cls(number, block_hash, "0x" + data[:32].hex())
 
 
 @dataclass(frozen=True, slots=True)

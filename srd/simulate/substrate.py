@@ -10,6 +10,11 @@ of the SCALE-encoded header. Faults are scriptable, for tests and drills:
 - node: ``node.faults`` (``skip_heads``, ``too_many_connections``, ``latency``,
   ``malformed_json``, ``omit_error_codes``), ``node.silence_subscriptions()``,
   ``await node.close_websockets()``, ``node.missing_methods``, ``node.syncing``.
+
+The new JSON-RPC spec's ``chainHead_v1_follow`` is served too (``chainHead_v1_header`` answers
+the SCALE-encoded header; ``chainHead_v1_unpin``, ``chainHead_v1_unfollow``);
+``node.chainhead_only`` lists it without the legacy subscriptions, and a follow holding more
+than ``node.max_pinned`` pinned blocks gets ``stop``, as real servers do.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from srd.probes.chain import header_hash
+from srd.probes.chain import header_hash, scale_header
 from srd.server import serving
 
 UNSAFE_METHODS = frozenset({"system_peers", "system_addReservedPeer", "author_rotateKeys"})
@@ -39,6 +44,12 @@ SUBSCRIPTIONS = {
     ),
 }
 UNSUBSCRIBE = frozenset(unsubscribe for _, _, unsubscribe in SUBSCRIPTIONS.values())
+FOLLOW_EVENT = "chainHead_v1_followEvent"
+CHAINHEAD = frozenset(
+    {"chainHead_v1_follow", "chainHead_v1_header", "chainHead_v1_unpin", "chainHead_v1_unfollow"}
+)
+INVALID_BLOCK_HASH = -32801
+DUPLICATE_HASHES = -32804
 TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -176,6 +187,10 @@ class _Subscription:
     kind: str
     notification: str
     silent: bool = False
+    reported: dict[str, int] = field(default_factory=dict)
+    """chainHead follows: blocks reported (hash → number), newest finalized and after."""
+    pinned: set[str] = field(default_factory=set)
+    finalized: int = 0
 
 
 @dataclass(eq=False)  # connections are kept in a set, by identity
@@ -207,6 +222,10 @@ class FakeSubstrateNode:
         """Methods this node does not implement (seen: system_syncState on some servers)."""
         self.integer_subscription_ids = False
         """Substrate's ids are strings; other servers use integers."""
+        self.chainhead_only = False
+        """Only the new spec's chainHead_v1_* methods follow heads; no legacy subscriptions."""
+        self.max_pinned = 32
+        """Blocks a follow may hold pinned; one more and the node sends ``stop``."""
         self.faults = NodeFaults()
         self.requests: dict[str, int] = {}
         self._connections: set[_Connection] = set()
@@ -228,11 +247,15 @@ class FakeSubstrateNode:
             "rpc_methods": lambda _: {
                 "version": 1,
                 "methods": sorted(
-                    {*self._methods, *SUBSCRIPTIONS, *UNSUBSCRIBE} - self.missing_methods
+                    {*self._methods, *CHAINHEAD, *self._legacy_subscriptions()}
+                    - self.missing_methods
                 ),
             },
         }
         chain.listeners.append(self._on_block)
+
+    def _legacy_subscriptions(self) -> set[str]:
+        return set() if self.chainhead_only else {*SUBSCRIPTIONS, *UNSUBSCRIBE}
 
     def health(self) -> dict[str, Any]:
         return {"peers": self.peers, "isSyncing": self.syncing, "shouldHavePeers": True}
@@ -295,18 +318,23 @@ class FakeSubstrateNode:
         if method in self.missing_methods:
             handler = None
         elif handler is None and connection is not None:  # subscriptions need a WebSocket
-            if method in SUBSCRIPTIONS:
+            if method in SUBSCRIPTIONS and not self.chainhead_only:
                 return self._subscribe(method, connection)
-            if method in UNSUBSCRIBE:
+            if method in UNSUBSCRIBE and not self.chainhead_only:
                 return connection.subscriptions.pop(params[0] if params else None, None) is not None
+            if method in CHAINHEAD:
+                return self._chainhead(method, params, connection)
         if handler is None:
             raise RpcFault(-32601, f"Method not found: {method}")
         return handler(params)
 
+    def _subscription_id(self) -> object:
+        number = next(self._ids)
+        return number if self.integer_subscription_ids else f"sub{number:013x}"
+
     def _subscribe(self, method: str, connection: _Connection) -> object:
         kind, notification, _ = SUBSCRIPTIONS[method]
-        number = next(self._ids)
-        subscription: object = number if self.integer_subscription_ids else f"sub{number:013x}"
+        subscription = self._subscription_id()
         connection.subscriptions[subscription] = _Subscription(kind, notification)
         # A real node sends the current head right after the subscription id.
         current = self.chain.best if kind == "best" else self.chain.finalized
@@ -324,20 +352,127 @@ class FakeSubstrateNode:
             self.faults.skip_heads -= 1
             return
         for connection in self._connections:
-            for subscription, sub in connection.subscriptions.items():
+            for subscription, sub in list(connection.subscriptions.items()):
                 if sub.kind == kind:
                     self._send(connection, subscription, block)
+                elif sub.kind == "follow" and not sub.silent:
+                    if kind == "best":
+                        self._follow_best(connection, subscription, block)
+                    else:
+                        self._follow_finalized(connection, subscription, block)
 
     def _send(self, connection: _Connection, subscription: object, block: Block) -> None:
+        self._notify(connection, subscription, self.header(block))
+
+    def _notify(self, connection: _Connection, subscription: object, result: Any) -> None:
         sub = connection.subscriptions.get(subscription)
         if sub is None or sub.silent:
             return
         notification = {
             "jsonrpc": "2.0",
             "method": sub.notification,
-            "params": {"subscription": subscription, "result": self.header(block)},
+            "params": {"subscription": subscription, "result": result},
         }
         connection.outbox.put_nowait(json.dumps(notification))
+
+    # -- chainHead_v1 (the new JSON-RPC spec) ---------------------------------------------------
+
+    def _chainhead(self, method: str, params: list[Any], connection: _Connection) -> Any:
+        if method == "chainHead_v1_follow":
+            if not params or not isinstance(params[0], bool):
+                raise RpcFault(-32602, "Invalid params: expected withRuntime: bool")
+            subscription = self._subscription_id()
+            connection.subscriptions[subscription] = _Subscription("follow", FOLLOW_EVENT)
+            asyncio.get_running_loop().call_soon(self._follow_start, connection, subscription)
+            return subscription
+        sub = connection.subscriptions.get(params[0]) if params else None
+        if method == "chainHead_v1_unfollow":
+            if sub is not None and sub.kind == "follow":
+                del connection.subscriptions[params[0]]
+            return None
+        if sub is None or sub.kind != "follow":
+            return None  # invalid or stale follow: null, not an error (the spec)
+        if len(params) != 2:
+            raise RpcFault(-32602, "Invalid params")
+        if method == "chainHead_v1_header":
+            block = self.chain.by_hash.get(params[1]) if params[1] in sub.pinned else None
+            if block is None:
+                raise RpcFault(INVALID_BLOCK_HASH, "Invalid block hash")
+            return "0x" + scale_header(self.header(block)).hex()
+        hashes = params[1] if isinstance(params[1], list) else [params[1]]
+        if len(set(hashes)) != len(hashes):
+            raise RpcFault(DUPLICATE_HASHES, "Duplicate hashes")
+        if not all(h in sub.pinned for h in hashes):
+            raise RpcFault(INVALID_BLOCK_HASH, "Invalid block hash")
+        sub.pinned.difference_update(hashes)
+        return None
+
+    def _follow_start(self, connection: _Connection, subscription: object) -> None:
+        sub = connection.subscriptions.get(subscription)
+        if sub is None or sub.silent:
+            return
+        finalized = self.chain.finalized
+        sub.finalized = finalized.number
+        sub.reported[finalized.hash] = finalized.number
+        event = {"event": "initialized", "finalizedBlockHashes": [finalized.hash]}
+        self._notify(connection, subscription, event)
+        if self._pin(connection, subscription, finalized.hash):
+            self._follow_best(connection, subscription, self.chain.best)
+
+    def _pin(self, connection: _Connection, subscription: object, block_hash: str) -> bool:
+        """Pin a block for a follow; False (and ``stop`` sent) when it holds too many."""
+        sub = connection.subscriptions[subscription]
+        sub.pinned.add(block_hash)
+        if len(sub.pinned) <= self.max_pinned:
+            return True
+        self._notify(connection, subscription, {"event": "stop"})
+        del connection.subscriptions[subscription]
+        return False
+
+    def _follow_best(self, connection: _Connection, subscription: object, best: Block) -> None:
+        """newBlock for each block not reported yet (parents first), then bestBlockChanged."""
+        sub = connection.subscriptions.get(subscription)
+        if sub is None:
+            return
+        new: list[Block] = []
+        block: Block | None = best
+        while block is not None and block.hash not in sub.reported:
+            new.insert(0, block)
+            block = self.chain.by_hash.get(block.parent_hash)
+        for block in new:
+            sub.reported[block.hash] = block.number
+            event = {"event": "newBlock", "blockHash": block.hash}
+            self._notify(connection, subscription, event | {"parentBlockHash": block.parent_hash})
+            if not self._pin(connection, subscription, block.hash):
+                return
+        self._notify(
+            connection, subscription, {"event": "bestBlockChanged", "bestBlockHash": best.hash}
+        )
+
+    def _fork_point(self, block_hash: str) -> int:
+        """Number of the highest canonical ancestor of a block (itself when canonical)."""
+        canonical = self.chain.blocks
+        block = self.chain.by_hash[block_hash]
+        while not (block.number < len(canonical) and canonical[block.number] is block):
+            block = self.chain.by_hash[block.parent_hash]
+        return block.number if block.hash != block_hash else len(canonical)
+
+    def _follow_finalized(
+        self, connection: _Connection, subscription: object, block: Block
+    ) -> None:
+        sub = connection.subscriptions.get(subscription)
+        if sub is None or block.number <= sub.finalized:
+            return
+        canonical = self.chain.blocks
+        finalized = [b.hash for b in canonical[sub.finalized + 1 : block.number + 1]]
+        # Pruned: reported blocks of forks that branched off below the new finalized block.
+        pruned = [h for h in sub.reported if self._fork_point(h) < block.number]
+        event = {"event": "finalized", "finalizedBlockHashes": finalized}
+        self._notify(connection, subscription, event | {"prunedBlockHashes": pruned})
+        sub.finalized = block.number
+        sub.reported = {
+            h: n for h, n in sub.reported.items() if n >= block.number and h not in pruned
+        }
 
     def silence_subscriptions(self) -> None:
         """The subscriptions open now stop notifying; their sockets stay open and answer calls,
@@ -345,6 +480,17 @@ class FakeSubstrateNode:
         for connection in self._connections:
             for sub in connection.subscriptions.values():
                 sub.silent = True
+
+    @property
+    def follows(self) -> int:
+        """chainHead follows open now, on every socket."""
+        return sum(
+            sub.kind == "follow" for c in self._connections for sub in c.subscriptions.values()
+        )
+
+    def pinned(self) -> int:
+        """Blocks pinned by every follow open now."""
+        return sum(len(sub.pinned) for c in self._connections for sub in c.subscriptions.values())
 
     async def close_websockets(self) -> None:
         """Close every WebSocket mid-stream, as a restarting node or a proxy does."""
