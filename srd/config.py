@@ -196,6 +196,21 @@ class SubstrateTarget(ProbeTarget):
         description="Seconds before the first WebSocket reconnect; doubles (jittered) on each "
         "failure up to 60 s, so a restarting node is not hammered. Heads are polled meanwhile.",
     )
+    head_tracking: Literal["auto", "legacy", "chainhead", "poll"] = Field(
+        "auto",
+        description="How heads are followed: legacy chain_subscribeNewHeads, the new JSON-RPC "
+        "spec's chainHead_v1_follow, or HTTP polls. auto: legacy when rpc_methods lists it, "
+        "else chainHead_v1_follow when listed, else polls.",
+    )
+
+    @model_validator(mode="after")
+    def _tracking_needs_subscribe(self) -> SubstrateTarget:
+        if not self.subscribe and self.head_tracking in ("legacy", "chainhead"):
+            raise ValueError(
+                f"head_tracking {self.head_tracking} follows a WebSocket subscription; "
+                "it contradicts subscribe: false (use head_tracking: poll)"
+            )
+        return self
 
 
 class HttpTarget(ProbeTarget):

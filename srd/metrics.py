@@ -224,7 +224,8 @@ class Metrics:
         self.chain_subscription_restarts = Counter(
             "srd_chain_subscription_restarts",
             "Head subscriptions started again, by reason (silent: no notification while the "
-            "chain advanced; closed: the WebSocket failed or closed).",
+            "chain advanced; closed: the WebSocket failed or closed; stop: the node ended a "
+            "chainHead_v1_follow).",
             ["chain", "node", "reason"],
             registry=reg,
         )

@@ -66,6 +66,19 @@ def test_a_probe_timeout_longer_than_its_interval_is_refused() -> None:
     assert "probes.http[0]" in error and "at most the interval" in error
 
 
+def test_head_tracking_is_one_of_four_and_agrees_with_subscribe() -> None:
+    node = "probes:\n  substrate:\n    - {name: n1, url: 'http://127.0.0.1:9944', %s}\n"
+    config = parse_config(node % "head_tracking: chainhead", "srd.yaml")
+    assert config.probes.substrate[0].head_tracking == "chainhead"
+    assert (
+        parse_config(node % "interval: 5s", "srd.yaml").probes.substrate[0].head_tracking == "auto"
+    )
+    [unknown] = errors_of(node % "head_tracking: v2")
+    assert "probes.substrate[0].head_tracking" in unknown and "'chainhead'" in unknown
+    [contradiction] = errors_of(node % "head_tracking: legacy, subscribe: false")
+    assert "contradicts subscribe: false" in contradiction
+
+
 def test_target_names_must_be_unique() -> None:
     text = """\
 probes:

@@ -15,7 +15,7 @@ import pytest_asyncio
 from srd.config import SubstrateTarget
 from srd.metrics import Metrics
 from srd.model import Observation
-from srd.probes.chain import ChainGroup
+from srd.probes.chain import ChainGroup, Header
 from srd.probes.substrate import RpcClient, RpcError, SubstrateProbe
 from srd.probes.substrate_watcher import SubstrateWatcher
 from srd.simulate.substrate import FakeChain, FakeSubstrateNode, producing
@@ -320,3 +320,180 @@ async def test_nodes_of_one_chain_count_blocks_once_and_report_spread(
     assert value(metrics, "vilokanam_blocks_produced_total", chain="shared") == 3
     assert value(metrics, "srd_chain_best_block_spread_blocks", chain="shared") == 0
     assert value(metrics, "srd_chain_finalized_hash_disagreement", chain="shared") == 0
+
+
+# -- chainHead_v1_follow (the new JSON-RPC spec) ----------------------------------------------
+
+
+def new_spec_node(chain: FakeChain, *, legacy_http: bool = True) -> FakeSubstrateNode:
+    node = FakeSubstrateNode(chain)
+    node.chainhead_only = True
+    if not legacy_http:  # a light-client-style endpoint: chain data only through chainHead
+        node.missing_methods = {"chain_getHeader", "chain_getFinalizedHead", "chain_getBlockHash"}
+    return node
+
+
+def following(node: FakeSubstrateNode) -> Callable[[], bool]:
+    return lambda: node.follows == 1 and node.websockets == 1
+
+
+def _finalized_of(chain: FakeChain) -> Any:
+    return Header(chain.finalized.number, chain.finalized.hash, chain.finalized.parent_hash)
+
+
+@pytest.mark.parametrize("legacy_http", [True, False])
+async def test_a_new_spec_only_node_is_followed_with_chainhead(
+    session: aiohttp.ClientSession, metrics: Metrics, legacy_http: bool
+) -> None:
+    chain = FakeChain(name="v2")
+    node = new_spec_node(chain, legacy_http=legacy_http)
+    for _ in range(4):
+        chain.produce()
+    seen: list[Observation] = []
+    async with node.serve() as url:
+        watcher = SubstrateWatcher(
+            target(url, interval=0.1), session, metrics, on_observation=recording(metrics, seen)
+        )
+        async with watching(watcher):
+            await eventually(following(node))
+            assert watcher.head_mode() == "chainhead"
+            for _ in range(5):
+                chain.produce()
+                await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            await eventually(lambda: watcher.tracker.finalized == _finalized_of(chain))
+            await eventually(lambda: any(o.chain and o.chain.best == 9 for o in seen))
+            pinned = node.pinned()
+    assert "chain_subscribeNewHeads" not in node.requests
+    assert node.requests["chainHead_v1_follow"] == 1
+    # One header for the first finalized block; the rest numbered from parent links.
+    assert node.requests["chainHead_v1_header"] == 1
+    assert pinned <= chain.finality_lag + 1  # finalized blocks were unpinned
+    last = [o.chain for o in seen if o.chain is not None][-1]
+    assert (last.best, last.finalized) == (9, 7)
+    assert last.head_age is not None and last.head_age < 1.0
+    assert value(metrics, "vilokanam_blocks_produced_total", chain="v2") >= 5
+    assert value(metrics, "srd_chain_block_time_seconds_count", chain="v2") >= 3
+
+
+async def test_legacy_is_kept_when_both_specs_are_served_unless_configured(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    chain = FakeChain(name="both")
+    node = FakeSubstrateNode(chain)
+    async with node.serve() as url:
+        legacy = SubstrateWatcher(target(url), session, metrics)
+        chainhead = SubstrateWatcher(target(url, "n2", head_tracking="chainhead"), session, metrics)
+        async with watching(legacy), watching(chainhead):
+            await eventually(lambda: node.follows == 1 and node.websockets == 2)
+            chain.produce()
+            await eventually(lambda: legacy.tracker.best == chainhead.tracker.best is not None)
+    assert (legacy.head_mode(), chainhead.head_mode()) == ("legacy", "chainhead")
+    assert node.requests["chain_subscribeNewHeads"] == 1
+
+
+async def test_a_reorg_through_best_block_changed_counts_one_reorg_of_its_depth(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    chain = FakeChain(name="v2reorg", finality_lag=5)
+    node = new_spec_node(chain)
+    for _ in range(8):
+        chain.produce()
+    async with node.serve() as url:
+        watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
+        async with watching(watcher):
+            await eventually(following(node))
+            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            chain.reorg(depth=3)
+            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            for _ in range(2):  # finalizes past the fork: the old branch is pruned, unpinned
+                chain.produce()
+            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            await eventually(lambda: node.pinned() == chain.finality_lag)
+    labels = {"chain": "v2reorg", "node": "n1"}
+    assert value(metrics, "srd_chain_reorgs_total", **labels) == 1
+    assert value(metrics, "srd_chain_reorg_depth_blocks_sum", **labels) == 3
+    assert [watcher.tracker.hash_at(n) for n in range(5, 12)] == [
+        block.hash for block in chain.blocks[5:12]
+    ]
+    assert "chain_getBlockHash" not in node.requests  # linked through followed blocks
+
+
+async def test_stop_is_followed_again_and_tracking_goes_on(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    chain = FakeChain(name="v2stop")
+    node = new_spec_node(chain)
+    node.max_pinned = 4
+    labels = {"chain": "v2stop", "node": "n1", "reason": "stop"}
+    async with node.serve() as url:
+        watcher = SubstrateWatcher(target(url, interval=0.1), session, metrics)
+        async with watching(watcher):
+            await eventually(following(node))
+            chain.finality_stalled = True  # unfinalized blocks pile up, pinned
+            for _ in range(5):
+                chain.produce()
+            await eventually(
+                lambda: value(metrics, "srd_chain_subscription_restarts_total", **labels) >= 1
+            )
+            await eventually(lambda: watcher.tracker.best == _header_of(chain))  # polled
+            chain.finality_stalled = False
+            for _ in range(3):
+                chain.produce()
+                await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            await eventually(following(node))
+            chain.produce()
+            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            await eventually(lambda: watcher.tracker.finalized == _finalized_of(chain))
+    assert node.requests["chainHead_v1_follow"] >= 2
+    assert watcher.tracker.reorgs == 0
+
+
+async def test_a_stall_under_chainhead_raises_head_age_without_refollowing(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    chain = FakeChain(name="v2stall")
+    node = new_spec_node(chain)
+    seen: list[Observation] = []
+    async with node.serve() as url, producing(chain, 0.05):
+        watcher = SubstrateWatcher(
+            target(url), session, metrics, on_observation=recording(metrics, seen)
+        )
+        async with watching(watcher):
+            await eventually(following(node))
+            await eventually(lambda: (watcher.tracker.best or _header_of(chain)).number >= 3)
+            chain.production_stalled = True
+            await asyncio.sleep(0.8)
+    up = [obs.chain for obs in seen if obs.chain is not None]
+    assert up[-1].head_age is not None and up[-1].head_age > 0.6
+    assert value(metrics, "srd_chain_head_age_seconds", chain="v2stall", node="n1") > 0.6
+    labels = {"chain": "v2stall", "node": "n1", "reason": "silent"}
+    assert value(metrics, "srd_chain_subscription_restarts_total", **labels) == 0
+    assert node.requests["chainHead_v1_follow"] == 1
+
+
+async def test_a_silent_follow_is_detected_and_followed_again(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    chain = FakeChain(name="v2silent")
+    node = new_spec_node(chain)
+    seen: list[Observation] = []
+    labels = {"chain": "v2silent", "node": "n1", "reason": "silent"}
+    async with node.serve() as url, producing(chain, 0.05):
+        watcher = SubstrateWatcher(
+            target(url), session, metrics, on_observation=recording(metrics, seen)
+        )
+        async with watching(watcher):
+            await eventually(following(node))
+            node.silence_subscriptions()
+            await eventually(
+                lambda: value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1
+            )
+            refollowed_at = len(seen)
+            best = chain.best.number
+            await eventually(lambda: (watcher.tracker.best or _header_of(chain)).number > best + 3)
+            await asyncio.sleep(0.2)
+    assert node.requests["chainHead_v1_follow"] == 2
+    assert node.requests["chainHead_v1_unfollow"] == 1
+    ages = [obs.chain.head_age for obs in seen[refollowed_at:] if obs.chain is not None]
+    assert ages and max(a for a in ages if a is not None) < 0.3
+    assert value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1

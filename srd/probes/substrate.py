@@ -201,9 +201,9 @@ class WsRpc(_Instrumented):
         finally:
             self._pending.pop(request_id, None)
 
-    async def subscribe(self, method: str) -> object:
+    async def subscribe(self, method: str, params: list[Any] | None = None) -> object:
         """Subscribe; the id is a string on Substrate, may be an integer elsewhere."""
-        subscription = await self.call(method)
+        subscription = await self.call(method, params)
         if not isinstance(subscription, str | int) or isinstance(subscription, bool):
             raise RpcError(method, "malformed", f"subscription id {subscription!r}")
         return subscription

@@ -7,6 +7,11 @@ a stalled chain by one HTTP poll (the chain advanced: resubscribe; it did not: t
 head age says so); a closed socket is reopened with jittered exponential backoff while heads are
 polled over HTTP; gaps are backfilled with ``chain_getBlockHash(n)`` + ``chain_getHeader``;
 reorgs are walked back through parent hashes to the common ancestor.
+
+A node that lists only the new JSON-RPC spec is followed with ``chainHead_v1_follow`` instead
+(``head_tracking``): block numbers come from the parent links of ``newBlock`` events (one
+``chainHead_v1_header`` for the first finalized block), ``bestBlockChanged`` feeds the same
+tracker, finalized and pruned blocks are unpinned, and ``stop`` starts a new follow.
 """
 
 from __future__ import annotations
@@ -46,6 +51,15 @@ log = structlog.get_logger("srd.probes.substrate")
 RECONNECT_BACKOFF_MAX = 60.0
 BACKFILL_CONCURRENCY = 16
 """Headers fetched at once while backfilling a gap, so a long gap does not flood the node."""
+FOLLOW = "chainHead_v1_follow"
+FOLLOW_EVENTS = ("initialized", "newBlock", "bestBlockChanged", "finalized", "stop")
+
+
+class FollowStopped(Exception):
+    """The node stopped a chainHead follow before it delivered a head: following again at
+    once would loop (it holds too much already), so srd backs off and polls meanwhile."""
+
+
 _FAILURES = (RpcError, ConnectionClosed, TimeoutError, ValueError, KeyError, TypeError)
 """What a node can do to one exchange; anything else is a bug and crashes the task."""
 
@@ -83,6 +97,10 @@ class SubstrateWatcher:
         self._local_hashes = True
         self._healthy_run = False
         """The last subscription delivered heads: the next reconnect starts from the first delay."""
+        self._follow_headers: dict[str, Header] = {}
+        """Blocks the current chainHead follow reported (unfinalized, and the newest finalized)."""
+        self._pins: set[str] = set()
+        """Of those, the ones the node keeps pinned for srd until unpinned."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the node until ``stop`` is set."""
@@ -106,8 +124,9 @@ class SubstrateWatcher:
                 self.chain = str(await self.rpc.call("system_chain"))
                 self.group = self._groups.setdefault(self.chain, self.group)
                 self.tracker = self.group.tracker(self.target.name)
-                await self._check_hashing()
-                await self._poll_heads()
+                if self._supports("chain_getHeader"):  # a new-spec-only node may lack it
+                    await self._check_hashing()
+                    await self._poll_heads()
                 return
             except _FAILURES as exc:
                 self._down(started, exc)
@@ -187,14 +206,35 @@ class SubstrateWatcher:
 
     # -- heads --------------------------------------------------------------------------------
 
+    def head_mode(self) -> str:
+        """legacy, chainhead or poll: how heads are followed, from config and rpc_methods."""
+        mode = self.target.head_tracking
+        if not self.target.subscribe or mode == "poll":
+            return "poll"
+        legacy = self._supports("chain_subscribeNewHeads")
+        if mode == "legacy" or (mode == "auto" and legacy):
+            return "legacy" if legacy else "poll"
+        if mode == "chainhead" and self._supports(FOLLOW):
+            return "chainhead"
+        return "chainhead" if FOLLOW in self.methods else "poll"
+
     async def _heads_loop(self) -> None:
         attempt = 0
-        while self.target.subscribe and self._supports("chain_subscribeNewHeads"):
+        mode = self.head_mode()
+        log.info("following heads", node=self.target.name, mode=mode)
+        while mode != "poll":
             try:
                 async with connect_ws(
                     self.url, self._session, call_timeout=self.target.timeout, metrics=self.metrics
                 ) as ws:
-                    await self._subscribed(ws)
+                    if mode == "legacy":
+                        await self._subscribed(ws)
+                    else:
+                        await self._followed(ws)
+            except FollowStopped as exc:
+                log.warning(
+                    "chainHead follow stopped again", node=self.target.name, reason=str(exc)
+                )
             except _FAILURES as exc:
                 log.warning("head subscription lost", node=self.target.name, reason=str(exc))
                 self._restarts("closed").inc()
@@ -236,6 +276,115 @@ class SubstrateWatcher:
             log.info("unsubscribe failed", node=self.url, reason=str(exc))
         return await ws.subscribe("chain_subscribeNewHeads")
 
+    # -- chainHead_v1_follow ------------------------------------------------------------------
+
+    async def _followed(self, ws: WsRpc) -> None:
+        self._healthy_run = False
+        follow = await self._refollow(ws, None)
+        delivered = False  # a best block came: a stop after that is followed again at once
+        last_head = self._clock()
+        while True:
+            remaining = self.target.silence_timeout - (self._clock() - last_head)
+            try:
+                async with asyncio.timeout(max(0.0, remaining)):
+                    subscription, event = await ws.notification()
+            except TimeoutError:
+                last_head = self._clock()
+                # A node without chain_getHeader cannot be polled: follow again to be sure.
+                if not self._supports("chain_getHeader") or await self._chain_advanced():
+                    log.warning("chainHead follow went silent; following again", node=self.url)
+                    self._restarts("silent").inc()
+                    follow = await self._refollow(ws, follow)
+                    delivered = False
+                continue
+            if not isinstance(event, dict) or subscription != follow:
+                continue  # an old follow's late events
+            kind = event.get("event")
+            if kind not in FOLLOW_EVENTS:
+                continue  # operation events: srd starts no operations
+            if kind == "stop":
+                log.warning("node stopped the chainHead follow; following again", node=self.url)
+                self._restarts("stop").inc()
+                if not delivered:
+                    raise FollowStopped("stop before any best block")
+                follow = await self._refollow(ws, None)
+                delivered = False
+                last_head = self._clock()
+            elif kind == "initialized":
+                await self._follow_initialized(ws, follow, event)
+            elif kind == "newBlock":
+                await self._follow_new_block(ws, follow, event)
+                last_head = self._clock()
+            elif kind == "bestBlockChanged":
+                last_head = self._clock()
+                self._healthy_run = delivered = True
+                head = await self._followed_header(ws, follow, _hash(event, "bestBlockHash"))
+                await self._new_best(head)
+            else:
+                await self._follow_finalized(ws, follow, event)
+
+    async def _refollow(self, ws: WsRpc, old: object) -> object:
+        """Start a follow (after unfollowing ``old``, when it is still alive)."""
+        if old is not None:
+            try:
+                await ws.call("chainHead_v1_unfollow", [old])
+            except RpcError as exc:
+                log.info("unfollow failed", node=self.url, reason=str(exc))
+        self._follow_headers.clear()
+        self._pins.clear()
+        return await ws.subscribe(FOLLOW, [False])
+
+    async def _followed_header(self, ws: WsRpc, follow: object, block_hash: str) -> Header:
+        """A reported block's header: known from its parent's number, else asked for."""
+        header = self._follow_headers.get(block_hash)
+        if header is None:
+            raw = await ws.call("chainHead_v1_header", [follow, block_hash])
+            if raw is None:
+                raise ValueError(f"follow subscription is gone (header of {block_hash})")
+            header = self._follow_headers[block_hash] = Header.from_scale(raw, block_hash)
+        return header
+
+    async def _follow_initialized(self, ws: WsRpc, follow: object, event: dict[str, Any]) -> None:
+        # v1 sends finalizedBlockHashes (oldest first); earlier drafts one finalizedBlockHash.
+        hashes = _hashes(event, "finalizedBlockHashes") or [_hash(event, "finalizedBlockHash")]
+        self._pins.update(hashes)
+        finalized = await self._followed_header(ws, follow, hashes[-1])
+        self.tracker.add_finalized(finalized, self._clock())
+        await self._unpin(ws, follow, hashes)
+
+    async def _follow_new_block(self, ws: WsRpc, follow: object, event: dict[str, Any]) -> None:
+        block_hash, parent_hash = _hash(event, "blockHash"), _hash(event, "parentBlockHash")
+        self._pins.add(block_hash)
+        parent = self._follow_headers.get(parent_hash)
+        if parent is not None:
+            self._follow_headers[block_hash] = Header(parent.number + 1, block_hash, parent_hash)
+        else:
+            await self._followed_header(ws, follow, block_hash)
+
+    async def _follow_finalized(self, ws: WsRpc, follow: object, event: dict[str, Any]) -> None:
+        finalized, pruned = (
+            _hashes(event, "finalizedBlockHashes"),
+            _hashes(event, "prunedBlockHashes"),
+        )
+        if finalized:
+            header = await self._followed_header(ws, follow, finalized[-1])
+            self.tracker.add_finalized(header, self._clock())
+        # Numbers are derived from parents: keep the newest finalized block, drop the rest.
+        for gone in [*finalized[:-1], *pruned]:
+            self._follow_headers.pop(gone, None)
+        await self._unpin(ws, follow, [*finalized, *pruned])
+
+    async def _unpin(self, ws: WsRpc, follow: object, hashes: list[str]) -> None:
+        """Unpin what the node holds for srd, or it stops the follow once it holds too many."""
+        pinned = [h for h in dict.fromkeys(hashes) if h in self._pins]
+        if not pinned:
+            return
+        self._pins.difference_update(pinned)
+        try:
+            await ws.call("chainHead_v1_unpin", [follow, pinned])
+        except RpcError as exc:
+            log.info("unpin failed", node=self.url, reason=str(exc))
+
     async def _chain_advanced(self) -> bool:
         """Poll over HTTP: True when the best head moved while the subscription was silent."""
         before = self.tracker.best
@@ -276,10 +425,14 @@ class SubstrateWatcher:
         return Header(header.number, str(block_hash), header.parent_hash)
 
     async def _new_best(self, head: Header) -> None:
-        tracker, segment = self.tracker, [head]
-        best = tracker.best
-        if best is not None and best.number + 1 < head.number <= best.number + tracker.window:
-            segment = [*await self._backfill(best.number + 1, head.number - 1), head]
+        tracker, segment = self.tracker, self._linked(head)
+        best, first = tracker.best, segment[0]
+        if (
+            best is not None
+            and best.number + 1 < first.number <= best.number + tracker.window
+            and not tracker.knows(first.parent_hash)
+        ):
+            segment = [*await self._backfill(best.number + 1, first.number - 1), *segment]
             if any(a.hash != b.parent_hash for a, b in itertools.pairwise(segment)):
                 segment = [head]  # the chain moved under the backfill; walk back instead
         while True:
@@ -290,6 +443,18 @@ class SubstrateWatcher:
             else:
                 break
         self._account(tracker.add_best(segment, self._clock()))
+
+    def _linked(self, head: Header) -> list[Header]:
+        """``head`` preceded by the followed blocks that link it to what the tracker knows
+        (chainHead reports every block, so a jump or a reorg links without RPC calls); just
+        ``head`` when they do not link, and the walk back below does the rest."""
+        segment = [head]
+        while len(segment) < self.tracker.window and not self.tracker.knows(segment[0].parent_hash):
+            parent = self._follow_headers.get(segment[0].parent_hash)
+            if parent is None:
+                return [head]
+            segment.insert(0, parent)
+        return segment if self.tracker.knows(segment[0].parent_hash) else [head]
 
     async def _backfill(self, first: int, last: int) -> list[Header]:
         hashes = await self.rpc.call("chain_getBlockHash", [list(range(first, last + 1))])
@@ -302,6 +467,8 @@ class SubstrateWatcher:
         return headers
 
     async def _header(self, block_hash: str) -> Header:
+        if (followed := self._follow_headers.get(block_hash)) is not None:
+            return followed
         raw = await self.rpc.call("chain_getHeader", [block_hash])
         if raw is None:
             raise ValueError(f"node does not know block {block_hash}")
@@ -327,3 +494,17 @@ class SubstrateWatcher:
                 ancestor=update.reorg.ancestor,
                 best=best.number,
             )
+
+
+def _hash(event: dict[str, Any], key: str) -> str:
+    value = event.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"follow event without {key}: {event!r:.120}")
+    return value
+
+
+def _hashes(event: dict[str, Any], key: str) -> list[str]:
+    value = event.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
+        raise ValueError(f"follow event with bad {key}: {event!r:.120}")
+    return value
