@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the tests run for real: systemd-analyze (unit check), the node exporter,
 # Prometheus and promtool (rule export checks, parity, dashboards), Alertmanager (failover e2e),
-# PostgreSQL (the shared journal; tests/pgserver.py runs initdb from /usr/lib/postgresql/*/bin,
+# PostgreSQL (the shared journal; tests/support/pgserver.py runs initdb from /usr/lib/postgresql/*/bin,
 # and pg_ctlcluster on PATH tells the package is there).
 APT_PACKAGES := systemd prometheus-node-exporter prometheus prometheus-alertmanager postgresql
 APT_COMMANDS := systemd-analyze prometheus-node-exporter promtool prometheus prometheus-alertmanager \

@@ -41,7 +41,7 @@ import aiohttp
 from aiohttp import web
 
 from srd.journal import JOURNAL_FILE
-from srd.simulate.kubernetes import DEPLOYMENTS, FakeKubernetes, make_deployment
+from srd.simulate.sandbox.kubernetes import DEPLOYMENTS, FakeKubernetes, make_deployment
 
 TOKEN = "bench-webhook-token"  # noqa: S105  (a throwaway srd on loopback)
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}

@@ -16,7 +16,7 @@ from prometheus_client import (
 
 from srd import __version__
 from srd.model import ChainSnapshot, Observation
-from srd.streams import StreamMetrics
+from srd.probes.stream_metrics import StreamMetrics
 
 if TYPE_CHECKING:  # srd.probes imports probe modules that may import this one
     from srd.evaluation.recovery import Readiness

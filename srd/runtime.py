@@ -22,20 +22,20 @@ from srd import __version__, logs, systemd
 from srd.actuators import registry
 from srd.actuators.base import Actuator
 from srd.config import Config, ConfigError, ConfigIssue, load_config
-from srd.evaluation.backups import BackupChecker, assess_readiness
 from srd.evaluation.engine import Engine
-from srd.evaluation.promql import PromqlClient, PromqlSource, event_slo
 from srd.evaluation.recovery import RecoverySource
 from srd.evaluation.rulepacks import RulePack, load_rule_packs
 from srd.evaluation.rules import RuleGroup
 from srd.evaluation.slo import Slo
+from srd.failover.leader import leadership_from_config
 from srd.failover.runbooks import Runbook, load_runbooks
 from srd.failover.stage import FailoverStage
-from srd.leader import leadership_from_config
+from srd.http.app import build_app, serving
 from srd.metrics import Metrics
 from srd.model import Observation
+from srd.probes.backups import BackupChecker, assess_readiness
+from srd.probes.promql import PromqlClient, PromqlSource, event_slo
 from srd.probes.runner import ProbeRunner
-from srd.server import build_app, serving
 from srd.supervisor import Backoff, Supervisor, wait_first
 
 log = structlog.get_logger("srd.runtime")

@@ -11,7 +11,7 @@ import pytest_asyncio
 from moto.server import ThreadedMotoServer
 
 from srd.metrics import Metrics
-from tests.pgserver import PgDatabase, PgServer
+from tests.support.pgserver import PgDatabase, PgServer
 
 
 @pytest_asyncio.fixture(autouse=True)
@@ -55,7 +55,7 @@ def moto_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
-    """A real PostgreSQL server for the session (tests/pgserver.py); fails if there is none."""
+    """A real PostgreSQL server for the session (tests/support/pgserver.py); fails if there is none."""
     with PgServer.running() as server:
         yield server
 

@@ -40,7 +40,7 @@ from pydantic import AnyHttpUrl, BaseModel, Field, field_validator, model_valida
 from srd.actuators.base import ActuatorError, Params, Plan, State
 from srd.actuators.params import parse_params, prior_value
 from srd.config import SecretRef, Strict
-from srd.durations import Duration
+from srd.config.durations import Duration
 
 THROTTLING = frozenset(
     {"Throttling", "ThrottlingException", "PriorRequestNotComplete", "RequestLimitExceeded"}

@@ -25,7 +25,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from srd.config import Strict, load_yaml_model, parse_yaml_model
-from srd.durations import Duration, format_duration
+from srd.config.durations import Duration, format_duration
 from srd.evaluation.rules import (
     AlertRule,
     LabelSet,

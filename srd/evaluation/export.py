@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from srd.durations import format_duration
+from srd.config.durations import format_duration
 from srd.evaluation.engine import Engine
 from srd.evaluation.rulepacks import RulePack
 from srd.evaluation.rules import LabelSet, RuleGroup, Selector

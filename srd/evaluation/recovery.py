@@ -5,7 +5,7 @@ and, beside it under ``srd:``, what srd needs to check it: where each scenario's
 Keeping srd's additions out of the platform block means the block can be pasted in verbatim
 and compared with the platform's copy by eye or by diff.
 
-RPO is judged from backup freshness (``srd.evaluation.backups`` lists S3); RTO is measured from
+RPO is judged from backup freshness (``srd.probes.backups`` lists S3); RTO is measured from
 recovery records (the failover journal). ``readiness`` joins both into one summary per scenario.
 """
 
@@ -20,7 +20,7 @@ from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from srd.config import SecretRef, Strict, load_yaml_model, parse_yaml_model
-from srd.durations import Duration
+from srd.config.durations import Duration
 from srd.evaluation.chainrules import AlertGroup, Compare, ThresholdAlert
 from srd.model import RecoveryRecord
 

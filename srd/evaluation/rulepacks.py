@@ -25,7 +25,7 @@ from srd.config import (
     load_yaml_documents,
     validation_issues,
 )
-from srd.durations import Duration, format_duration, parse_duration
+from srd.config.durations import Duration, format_duration, parse_duration
 from srd.evaluation.chainrules import ChainHealth, parse_chain_pack
 from srd.evaluation.recovery import RecoveryPack, parse_recovery_pack, recovery_alerts
 from srd.evaluation.rules import RuleGroup, Selector

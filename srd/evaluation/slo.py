@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from srd.durations import format_duration
+from srd.config.durations import format_duration
 from srd.evaluation.rules import (
     AlertRule,
     LabelSet,

@@ -51,7 +51,7 @@ class Refusal:
 
 
 class Leadership(Protocol):
-    """Whether this srd instance may act (``srd.leader``: a Kubernetes Lease)."""
+    """Whether this srd instance may act (``srd.failover.leader``: a Kubernetes Lease)."""
 
     def is_leader(self) -> bool: ...
 

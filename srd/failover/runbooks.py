@@ -30,7 +30,7 @@ from srd.config import (
     load_yaml,
     validation_issues,
 )
-from srd.durations import Duration
+from srd.config.durations import Duration
 
 Name = str
 _NAME = r"^[A-Za-z0-9_.\[\]-]{1,100}$"

@@ -13,9 +13,7 @@ import structlog
 from aiohttp import web
 
 from srd.actuators.base import Actuator
-from srd.api import add_routes as add_journal_routes
 from srd.config import Config
-from srd.failover import control, webhook
 from srd.failover.checks import Checks
 from srd.failover.dispatch import Dispatcher
 from srd.failover.escalation import Pager
@@ -23,6 +21,9 @@ from srd.failover.executor import Executor
 from srd.failover.guards import Guards, KillSwitch, Leadership, Limits, budget_from_registry
 from srd.failover.intake import Intake, from_rule_alert
 from srd.failover.runbooks import Runbook
+from srd.http import alertmanager as webhook
+from srd.http import failover_api as control
+from srd.http.journal_api import add_routes as add_journal_routes
 from srd.journal import Journal, JournalError, open_journal
 from srd.metrics import Metrics
 from srd.model import Alert, Observation

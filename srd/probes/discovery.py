@@ -34,7 +34,7 @@ from srd.config import (
     ScrapeConfigSource,
     parse_yaml_model,
 )
-from srd.durations import Duration
+from srd.config.durations import Duration
 from srd.kubeapi import api_configuration
 from srd.metrics import Metrics
 

@@ -1,5 +1,5 @@
 """The platform's JSON stream stats endpoint, e.g. ``{"active_streams": 3, "viewers": 120}``,
-observed as samples under the platform's metric names (see srd.streams)."""
+observed as samples under the platform's metric names (see srd.probes.stream_metrics)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import aiohttp
 from srd.config import StreamStatsTarget
 from srd.model import Observation, Sample
 from srd.probes.fetch import Payload, ScrapeError, observe, read_limited
-from srd.streams import ACTIVE_STREAMS, VIEWER_COUNT
+from srd.probes.stream_metrics import ACTIVE_STREAMS, VIEWER_COUNT
 
 MAX_BODY_BYTES = 64 * 1024
 """A stats object is a few dozen bytes; anything near this is not one."""

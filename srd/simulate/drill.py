@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import Field, field_validator, model_validator
 
 from srd.config import ConfigError, ConfigIssue, Strict, load_yaml_model, parse_yaml_model
-from srd.durations import Duration
+from srd.config.durations import Duration
 from srd.evaluation.recovery import DisasterRecovery, ScenarioName
 from srd.evaluation.rules import LabelSet, Outcome, Selector, SeriesNeed
 from srd.evaluation.series import SeriesStore

@@ -20,12 +20,12 @@ from aiobotocore.session import get_session
 from pydantic import BaseModel, Field, ValidationError
 
 from srd.config import Strict
-from srd.durations import Duration
-from srd.simulate.aws import AwsProxy
-from srd.simulate.cloud import SandboxCloud
-from srd.simulate.kubernetes import ApiFault, FakeKubernetes
+from srd.config.durations import Duration
 from srd.simulate.sandbox import FakeService
-from srd.simulate.substrate import FakeChain, FakeSubstrateNode
+from srd.simulate.sandbox.aws import AwsProxy
+from srd.simulate.sandbox.cloud import SandboxCloud
+from srd.simulate.sandbox.kubernetes import ApiFault, FakeKubernetes
+from srd.simulate.sandbox.substrate import FakeChain, FakeSubstrateNode
 
 Revert = Callable[[], Awaitable[None]]
 

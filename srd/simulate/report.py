@@ -33,7 +33,7 @@ import html
 import json
 from typing import TYPE_CHECKING, Any
 
-from srd.durations import format_duration
+from srd.config.durations import format_duration
 
 if TYPE_CHECKING:
     from srd.simulate.runner import DrillResult

@@ -40,23 +40,23 @@ import aiohttp
 import yaml
 
 from srd.config import ConfigError, ConfigIssue, HaConfig, Mode, ServerConfig
-from srd.durations import format_duration, parse_duration
-from srd.evaluation.backups import BackupChecker
+from srd.config.durations import format_duration, parse_duration
 from srd.evaluation.recovery import RecoveryPack, RpoStatus, measure_rto
 from srd.failover.intake import iso_utc
 from srd.failover.runbooks import load_runbooks
 from srd.failover.stage import FailoverStage
 from srd.journal import ExecutionRecord, Journal, open_journal
 from srd.metrics import Metrics
+from srd.probes.backups import BackupChecker
 from srd.runtime import Daemon, Setup, load_setup
-from srd.simulate.aws import AwsProxy
-from srd.simulate.cloud import PRIMARY_TARGET
 from srd.simulate.drill import Condition, Drill, Targets, alert_group, load_drill, targets
-from srd.simulate.exporters import serve
 from srd.simulate.faults import KINDS, REAL_KINDS, Revert, Target
 from srd.simulate.preflight import PreflightCheck, preflight
 from srd.simulate.report import write_reports
 from srd.simulate.sandbox import FakeService, Sandbox, running_sandbox
+from srd.simulate.sandbox.aws import AwsProxy
+from srd.simulate.sandbox.cloud import PRIMARY_TARGET
+from srd.simulate.sandbox.exporters import serve
 
 EXIT_MET = 0
 EXIT_INVALID = 2

@@ -1,0 +1,152 @@
+"""``srd journal [ID]``: list executions, or show one as a timeline; ``--json`` for scripts.
+
+Plain functions returning an exit code: 0 shown, 1 no such journal or execution (or one that
+cannot be reached). They open the journal read-mostly beside a running daemon (SQLite's WAL
+and PostgreSQL both let readers and the writer overlap) and never create one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+from srd.http.journal_api import execution_detail
+from srd.journal import Journal, JournalError, open_journal
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+T = TypeVar("T")
+
+
+def journal_list(
+    target: str | Path,
+    *,
+    limit: int = 20,
+    as_json: bool = False,
+    out: TextIO = sys.stdout,
+    password: str | None = None,
+) -> int:
+    """Print the newest ``limit`` executions of the journal in ``target`` (a state directory
+    or a journal URL; ``password`` a PostgreSQL journal's) as a table, or as a JSON list."""
+    try:
+        executions = asyncio.run(
+            _reading(target, password, lambda journal: journal.executions(limit))
+        )
+    except JournalError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
+    if as_json:
+        _json([asdict(e) for e in executions], out)
+    elif not executions:
+        print("no executions", file=out)
+    else:
+        rows = [
+            (e.id, _time(e.created_at), e.runbook, e.mode, e.state, _alert_name(e.alert))
+            for e in executions
+        ]
+        _table(("ID", "CREATED (UTC)", "RUNBOOK", "MODE", "STATE", "ALERT"), rows, out)
+    return EXIT_OK
+
+
+def journal_show(
+    target: str | Path,
+    execution_id: str,
+    *,
+    as_json: bool = False,
+    out: TextIO = sys.stdout,
+    password: str | None = None,
+) -> int:
+    """Print one execution: its header, then states, steps and guard blocks in time order."""
+    try:
+        detail = asyncio.run(
+            _reading(target, password, lambda journal: execution_detail(journal, execution_id))
+        )
+    except JournalError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
+    if detail is None:
+        print(f"no execution {execution_id!r}", file=sys.stderr)
+        return EXIT_FAILED
+    if as_json:
+        _json(detail, out)
+    else:
+        _timeline(detail, out)
+    return EXIT_OK
+
+
+async def _reading(
+    target: str | Path, password: str | None, read: Callable[[Journal], Awaitable[T]]
+) -> T:
+    journal = await open_journal(target, create=False, password=password)
+    try:
+        return await read(journal)
+    finally:
+        await journal.close()
+
+
+def _timeline(detail: dict[str, Any], out: TextIO) -> None:
+    alert = detail["alert"]
+    labels = alert.get("labels") if isinstance(alert.get("labels"), dict) else {}
+    header = (
+        ("execution", detail["id"]),
+        ("runbook", detail["runbook"]),
+        ("state", f"{detail['state']} (mode {detail['mode']})"),
+        ("alert", " ".join([_alert_name(alert), *(f"{k}={v}" for k, v in labels.items())])),
+        ("key", detail["key"]),
+        ("correlation", detail["correlation_id"]),
+        ("created", f"{_time(detail['created_at'])} UTC"),
+    )
+    _table(None, header, out)
+    events: list[tuple[float, str, str, str]] = []
+    for state in detail["states"]:
+        events.append((state["at"], "state", state["state"], _compact(state["detail"])))
+    for step in detail["steps"]:
+        outcome = " ".join(filter(None, (step["phase"], step["result"], _compact(step["detail"]))))
+        events.append((step["at"], f"step {step['index']}", step["name"], outcome))
+    for block in detail["guard_blocks"]:
+        events.append((block["at"], "guard", block["guard"], f"blocked: {block['reason']}"))
+    for receipt in detail["alert_receipts"]:
+        events.append((receipt["at"], "alert", receipt["status"], "received"))
+    events.sort(key=lambda event: event[0])
+    start = detail["created_at"]
+    print(file=out)
+    _table(
+        ("TIME (UTC)", "+SECONDS", "EVENT", "NAME", "DETAIL"),
+        [(_time(at), f"{at - start:+.3f}", *rest) for at, *rest in events],
+        out,
+    )
+
+
+def _table(headers: Sequence[str] | None, rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    lines = [headers, *rows] if headers else list(rows)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip(),
+            file=out,
+        )
+
+
+def _json(value: object, out: TextIO) -> None:
+    json.dump(value, out, indent=2, sort_keys=True)
+    out.write("\n")
+
+
+def _compact(value: dict[str, Any] | None) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True) if value else ""
+
+
+def _alert_name(alert: dict[str, Any]) -> str:
+    labels = alert.get("labels")
+    name = labels.get("alertname") if isinstance(labels, dict) else None
+    return str(name) if name else "-"
+
+
+def _time(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]

@@ -1,0 +1,224 @@
+"""``POST /alertmanager``: Alertmanager's webhook (payload version 4), validated and queued.
+
+The handler only checks and queues, so it answers in well under a millisecond; deciding and
+acting happen off the request path (``srd.failover.dispatch``). Answers follow Alertmanager's
+retry rules: 5xx is retried, other 4xx are not — so a full queue is 503, never a 2xx that drops.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Literal
+
+import structlog
+from aiohttp import web
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from srd.config import WebhookAuth
+from srd.failover.intake import IncomingAlert, Intake, iso_utc
+from srd.metrics import Metrics
+
+log = structlog.get_logger("srd.http.alertmanager")
+
+
+class _Payload(BaseModel):
+    # Unknown fields are ignored, not refused: a newer Alertmanager may add some, and a 400
+    # would make it drop notifications for good.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class AlertmanagerAlert(_Payload):
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    startsAt: AwareDatetime
+    endsAt: datetime
+    generatorURL: str
+    fingerprint: str = Field(min_length=1)
+
+
+class AlertmanagerPayload(_Payload):
+    version: Literal["4"]
+    groupKey: str
+    truncatedAlerts: int = Field(ge=0)
+    status: Literal["firing", "resolved"]
+    receiver: str
+    groupLabels: dict[str, str]
+    commonLabels: dict[str, str]
+    commonAnnotations: dict[str, str]
+    externalURL: str
+    alerts: list[AlertmanagerAlert]
+    notification_reason: str | None = None
+
+    def incoming(self) -> list[IncomingAlert]:
+        return [
+            IncomingAlert(
+                source="alertmanager",
+                status=alert.status,
+                fingerprint=alert.fingerprint,
+                starts_at=iso_utc(alert.startsAt),
+                ends_at=iso_utc(alert.endsAt) if alert.status == "resolved" else None,
+                labels=alert.labels,
+                annotations=alert.annotations,
+                generator_url=alert.generatorURL,
+                group_key=self.groupKey,
+            )
+            for alert in self.alerts
+        ]
+
+
+class Authenticator:
+    """Checks a request's ``Authorization`` header against the configured credentials, in
+    constant time. With no credentials every request passes (allowed only when not armed)."""
+
+    def __init__(self, auth: WebhookAuth | None) -> None:
+        self._expected: bytes | None = None
+        self.challenge = ""
+        self.use(auth)
+
+    def use(self, auth: WebhookAuth | None) -> None:
+        """Check against ``auth`` from now on (a reload's new credentials)."""
+        self._expected = None
+        self.challenge = ""
+        if auth is not None and auth.bearer_token is not None:
+            self._expected = f"Bearer {auth.bearer_token.value}".encode()
+            self.challenge = 'Bearer realm="srd"'
+        elif auth is not None and auth.basic is not None:
+            pair = f"{auth.basic.username}:{auth.basic.password.value}".encode()
+            self._expected = b"Basic " + base64.b64encode(pair)
+            self.challenge = 'Basic realm="srd"'
+
+    @property
+    def header(self) -> str | None:
+        """The ``Authorization`` value a client sends (``srd approve`` uses it)."""
+        return None if self._expected is None else self._expected.decode()
+
+    def allows(self, headers: Mapping[str, str]) -> bool:
+        if self._expected is None:
+            return True
+        given = headers.get("Authorization", "")
+        if self.challenge.startswith("Basic"):
+            given = _normalise_basic(given)
+        return hmac.compare_digest(given.encode(), self._expected)
+
+    def refusal(self) -> web.Response:
+        return web.json_response(
+            {"error": "authentication required"},
+            status=401,
+            headers={"WWW-Authenticate": self.challenge},
+        )
+
+    def demand(self, request: web.Request) -> None:
+        """Raise 401 (with the challenge) unless ``request`` carries the credentials: for
+        the API routes, which answer with what their handler returns."""
+        if not self.allows(request.headers):
+            raise web.HTTPUnauthorized(
+                text=json.dumps({"error": "authentication required"}),
+                content_type="application/json",
+                headers={"WWW-Authenticate": self.challenge},
+            )
+
+
+def _normalise_basic(header: str) -> str:
+    # Clients may pad or wrap base64 differently; compare the decoded pair re-encoded.
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic":
+        return header
+    try:
+        return "Basic " + base64.b64encode(base64.b64decode(token, validate=True)).decode()
+    except (binascii.Error, ValueError):
+        return header
+
+
+AUTH_KEY = web.AppKey("srd_failover_auth", Authenticator)
+
+
+class Webhook:
+    def __init__(self, intake: Intake, max_body_bytes: int, metrics: Metrics) -> None:
+        self._intake = intake
+        self.max_body_bytes = max_body_bytes
+        """Set anew on reload; the next request reads it."""
+        self._metrics = metrics
+
+    def _reject(self, reason: str, response: web.Response) -> web.Response:
+        self._metrics.webhook_rejected.labels(reason).inc()
+        log.warning("webhook post refused", reason=reason, status=response.status)
+        return response
+
+    async def handle(self, request: web.Request) -> web.Response:
+        auth = request.app[AUTH_KEY]
+        if not auth.allows(request.headers):
+            return self._reject("unauthorized", auth.refusal())
+        limit = self.max_body_bytes
+        too_large = web.json_response({"error": f"body larger than {limit} bytes"}, status=413)
+        if request.content_length is not None and request.content_length > limit:
+            return self._reject("too_large", too_large)
+        body = await _read_limited(request, limit)
+        if body is None:
+            return self._reject("too_large", too_large)
+        try:
+            payload = AlertmanagerPayload.model_validate(json.loads(body))
+        except ValueError as exc:  # ValidationError and JSONDecodeError are ValueErrors
+            return self._reject("malformed", web.json_response(_problems(exc), status=400))
+        alerts = payload.incoming()
+        if self._intake.closed:
+            response = web.json_response(
+                {"error": "srd is shutting down; retry later"},
+                status=503,
+                headers={"Retry-After": "10"},
+            )
+            return self._reject("shutting_down", response)
+        if not self._intake.offer(alerts):
+            response = web.json_response(
+                {"error": "intake queue full; retry later"},
+                status=503,
+                headers={"Retry-After": "10"},
+            )
+            return self._reject("queue_full", response)
+        for alert in alerts:
+            self._metrics.webhook_alerts.labels(alert.status).inc()
+        return web.json_response({"accepted": len(alerts)})
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None once it grows past ``limit`` (the rest is never buffered)."""
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def _problems(exc: ValueError) -> dict[str, object]:
+    if not isinstance(exc, ValidationError):
+        return {"error": f"body is not JSON: {exc}"}
+    problems = [
+        {"field": ".".join(str(part) for part in error["loc"]) or "(body)", "reason": error["msg"]}
+        for error in exc.errors()
+    ]
+    return {"error": "invalid Alertmanager payload (version 4)", "problems": problems}
+
+
+def add_routes(
+    app: web.Application,
+    intake: Intake,
+    auth: Authenticator,
+    metrics: Metrics,
+    max_body_bytes: int,
+) -> Webhook:
+    """Mount ``POST /alertmanager`` on ``app``. ``auth`` also guards the failover API and
+    the journal's read routes (``srd.http.journal_api``)."""
+    app[AUTH_KEY] = auth
+    for reason in ("unauthorized", "too_large", "malformed", "queue_full", "shutting_down"):
+        metrics.webhook_rejected.labels(reason)
+    for status in ("firing", "resolved"):
+        metrics.webhook_alerts.labels(status)
+    webhook = Webhook(intake, max_body_bytes, metrics)
+    app.router.add_post("/alertmanager", webhook.handle)
+    return webhook

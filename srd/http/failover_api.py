@@ -1,0 +1,114 @@
+"""The failover API: the kill switch and approvals, behind the webhook's credentials.
+
+Both are kept in the journal, so any replica answers for all (a Service reaches any pod):
+``POST /api/killswitch`` ``{"on": true|false, "reason": "..."}`` sets the shared switch,
+``GET /api/killswitch`` says whether it is on and where from (journal, this replica's file);
+``GET /api/approvals`` lists every replica's pending approvals, ``POST /api/approvals/{id}``
+approves one, whichever replica waits for it. A journal that cannot be reached: 503.
+``approve`` is what ``srd approve ID`` calls: the same POST, from another process.
+"""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from srd.failover.guards import Approvals, KillSwitch
+from srd.http.alertmanager import AUTH_KEY
+from srd.journal import JournalError
+
+log = structlog.get_logger("srd.http.failover_api")
+
+KILL_SWITCH_KEY = web.AppKey("srd_kill_switch", KillSwitch)
+APPROVALS_KEY = web.AppKey("srd_approvals", Approvals)
+
+
+def add_api_routes(app: web.Application, kill_switch: KillSwitch, approvals: Approvals) -> None:
+    """Mount the API on ``app``; call after ``webhook.add_routes`` (it sets the credentials)."""
+    app[KILL_SWITCH_KEY] = kill_switch
+    app[APPROVALS_KEY] = approvals
+    app.router.add_get("/api/killswitch", _get_kill_switch)
+    app.router.add_post("/api/killswitch", _set_kill_switch)
+    app.router.add_get("/api/approvals", _pending)
+    app.router.add_post("/api/approvals/{id}", _approve)
+
+
+def _caller(request: web.Request) -> str:
+    request.app[AUTH_KEY].demand(request)
+    return request.headers.get("X-Srd-User") or request.remote or "api"
+
+
+async def _get_kill_switch(request: web.Request) -> web.Response:
+    _caller(request)
+    reading = await request.app[KILL_SWITCH_KEY].read()
+    return web.json_response(reading.to_dict())
+
+
+async def _set_kill_switch(request: web.Request) -> web.Response:
+    by = _caller(request)
+    try:
+        body = json.loads(await request.read())
+        on, reason = body["on"], body.get("reason", "")
+        if not isinstance(on, bool) or not isinstance(reason, str):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return web.json_response(
+            {"error": 'send {"on": true} or {"on": false} (and optionally "reason": "...")'},
+            status=400,
+        )
+    kill_switch = request.app[KILL_SWITCH_KEY]
+    try:
+        await kill_switch.engage(on, by, reason)
+    except JournalError as exc:
+        log.error("kill switch not set in the journal", on=on, by=by, error=str(exc))
+        local = f"; set on this replica only (file {kill_switch.path})" if on else ""
+        return web.json_response(
+            {"error": f"the journal cannot be written: {exc}{local}"}, status=503
+        )
+    return web.json_response((await kill_switch.read()).to_dict())
+
+
+async def _pending(request: web.Request) -> web.Response:
+    _caller(request)
+    approvals = request.app[APPROVALS_KEY]
+    try:
+        return web.json_response(await approvals.pending_all())
+    except JournalError as exc:
+        return web.json_response(
+            {"error": f"the journal cannot be read: {exc}", "pending_here": approvals.pending()},
+            status=503,
+        )
+
+
+async def _approve(request: web.Request) -> web.Response:
+    by = _caller(request)
+    approval_id = request.match_info["id"]
+    try:
+        approved = await request.app[APPROVALS_KEY].record(approval_id, by)
+    except JournalError as exc:
+        return web.json_response({"error": f"the journal cannot be written: {exc}"}, status=503)
+    if not approved:
+        return web.json_response({"error": f"nothing waits for approval {approval_id}"}, status=404)
+    return web.json_response({"approved": approval_id, "by": by})
+
+
+async def approve(
+    base_url: str, approval_id: str, authorization: str | None, user: str
+) -> tuple[bool, str]:
+    """POST the approval to a running srd; (approved, message for the operator)."""
+    headers = {"X-Srd-User": user}
+    if authorization:
+        headers["Authorization"] = authorization
+    url = f"{base_url.rstrip('/')}/api/approvals/{approval_id}"
+    client_timeout = aiohttp.ClientTimeout(total=10.0)
+    async with (
+        aiohttp.ClientSession(timeout=client_timeout) as session,
+        session.post(url, headers=headers) as response,
+    ):
+        body = await response.json(content_type=None)
+    if response.status == 200:
+        return True, f"approved {approval_id}"
+    return False, str(body.get("error", f"HTTP {response.status}"))

@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+from srd.actuators.base import ActuatorError
+from srd.config import Mode
+from srd.failover.runbooks import Runbook
+from srd.journal import StepRecord
+from srd.metrics import Metrics
+from tests.support.failoverkit import THREE_STEPS, Kit, kit
+
+
+def sample(metrics: Metrics, name: str, labels: dict[str, str]) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+async def test_armed_runbook_journals_each_step_before_and_after_with_its_snapshot(
+    tmp_path: Path,
+) -> None:
+    async with kit(tmp_path) as k:
+        k.actuator.state["a"] = 0
+        runbook = k.runbook(THREE_STEPS)
+        execution = await k.execution(runbook)
+        assert await k.executor.run(runbook, execution) == "succeeded"
+        assert k.actuator.state == {"a": 1, "b": 2, "c": 3}
+        steps = await k.journal.steps(execution.id)
+        assert [(s.name, s.phase, s.result) for s in steps] == [
+            ("a", "started", None), ("a", "ended", "ok"),
+            ("b", "started", None), ("b", "ended", "ok"),
+            ("c", "started", None), ("c", "ended", "ok"),
+        ]  # fmt: skip
+        assert steps[0].prior == {"value": 0}
+        assert steps[0].key == f"{execution.id}:0"
+        assert (
+            sample(
+                k.metrics,
+                "srd_runbook_executions_total",
+                {"runbook": "swap", "result": "succeeded"},
+            )
+            == 1
+        )
+
+
+async def test_dry_run_plans_every_step_and_changes_nothing(tmp_path: Path) -> None:
+    async with kit(tmp_path, mode=Mode.DRY_RUN) as k:
+        k.actuator.state["a"] = 0
+        runbook = k.runbook(THREE_STEPS)
+        execution = await k.execution(runbook)
+        assert await k.executor.run(runbook, execution) == "dry_run"
+        assert k.actuator.state == {"a": 0}
+        assert k.actuator.calls == []
+        ended = [s for s in await k.journal.steps(execution.id) if s.phase == "ended"]
+        assert [s.result for s in ended] == ["planned"] * 3
+        assert ended[0].detail == {"target": "a", "changes": ["- a: 0", "+ a: 1"]}
+
+
+async def test_step_failure_rolls_back_what_ran_in_reverse_and_pages(tmp_path: Path) -> None:
+    async with kit(tmp_path) as k:
+        k.actuator.state.update(a=0, b=0)
+        k.actuator.errors["c"] = [ActuatorError("forbidden", retryable=False)]
+        runbook = k.runbook(THREE_STEPS)
+        execution = await k.execution(runbook)
+        assert await k.executor.run(runbook, execution) == "rolled_back"
+        assert k.actuator.state == {"a": 0, "b": 0}
+        restores = [call for call in k.actuator.calls if call[0] == "restore"]
+        assert restores == [("restore", "c", None), ("restore", "b", 0), ("restore", "a", 0)]
+        names = [s.name for s in await k.journal.steps(execution.id) if s.phase == "ended"]
+        assert names[-3:] == ["c:compensate", "b:compensate", "a:compensate"]
+        [page] = k.escalations
+        assert dict(page.labels)["execution"] == execution.id
+
+
+async def test_retryable_errors_are_retried_within_the_step_timeout(tmp_path: Path) -> None:
+    async with kit(tmp_path) as k:
+        k.actuator.errors["b"] = [ActuatorError("throttled", retryable=True)] * 2
+        k.actuator.lag = 2
+        runbook = k.runbook(THREE_STEPS)
+        assert await k.executor.run(runbook, await k.execution(runbook)) == "succeeded"
+        assert [c for c in k.actuator.calls if c[1] == "b"] == [("apply", "b", 2)] * 3
+
+
+async def test_unhealthy_after_every_remedy_escalates_once_and_stops(tmp_path: Path) -> None:
+    async with kit(tmp_path, svc=False) as k:
+        runbook = k.runbook("""
+            runbooks:
+              - name: heal
+                match: [alertname="Down"]
+                health: {probe: svc}
+                deadline: 0.05s
+                remedies:
+                  - name: restart
+                    steps: [{name: r, action: {actuator: fake, action: set, params: {key: r, value: 1}}}]
+                  - name: failover
+                    steps: [{name: f, action: {actuator: fake, action: set, params: {key: f, value: 1}}}]
+        """)  # noqa: E501
+        execution = await k.execution(runbook)
+        assert await k.executor.run(runbook, execution) == "escalated"
+        assert k.actuator.state == {"r": 1, "f": 1}
+        assert len(k.escalations) == 1
+        assert dict(k.escalations[0].labels)["alertname"] == "SrdRunbookEscalated"
+
+
+async def test_next_remedy_is_not_tried_once_health_is_back(tmp_path: Path) -> None:
+    async with kit(tmp_path, svc=True) as k:
+        runbook = k.runbook("""
+            runbooks:
+              - name: heal
+                match: [alertname="Down"]
+                health: {probe: svc}
+                remedies:
+                  - name: restart
+                    steps: [{name: r, action: {actuator: fake, action: set, params: {key: r, value: 1}}}]
+                  - name: failover
+                    steps: [{name: f, action: {actuator: fake, action: set, params: {key: f, value: 1}}}]
+        """)  # noqa: E501
+        assert await k.executor.run(runbook, await k.execution(runbook)) == "succeeded"
+        assert k.actuator.state == {"r": 1}
+
+
+async def crash_after_a_started_b(k: Kit, runbook: Runbook) -> str:
+    """Leave the journal as a kill during step b leaves it: a done, b started."""
+    execution = await k.execution(runbook)
+    journal = k.journal
+    await journal.set_state(execution.id, "running")
+    eid = execution.id
+    await journal.step(StepRecord(eid, 0, "a", "started", f"{eid}:0", 1.0, prior={"value": 0}))
+    await journal.step(StepRecord(eid, 0, "a", "ended", f"{eid}:0", 2.0, result="ok"))
+    await journal.step(StepRecord(eid, 1, "b", "started", f"{eid}:1", 3.0, prior={"value": 0}))
+    return str(eid)
+
+
+async def test_resume_continues_after_the_done_step_without_repeating_it(tmp_path: Path) -> None:
+    async with kit(tmp_path) as k:
+        runbook = k.runbook(THREE_STEPS)
+        eid = await crash_after_a_started_b(k, runbook)
+        k.actuator.state.update(a=1, b=2)  # b's apply landed before the kill
+        [execution] = await k.journal.unfinished()
+        assert await k.executor.resume(runbook, execution) == "succeeded"
+        assert k.actuator.calls == [("apply", "c", 3)]
+        ended = [(s.name, s.detail) for s in await k.journal.steps(eid) if s.phase == "ended"]
+        assert ("b", {"reconciled": True}) in ended
+
+
+async def test_resume_rolls_back_a_step_that_never_took_effect(tmp_path: Path) -> None:
+    async with kit(tmp_path) as k:
+        runbook = k.runbook(
+            THREE_STEPS.replace("value: 2}}, timeout: 2s", "value: 2}}, timeout: 0.05s")
+        )
+        await crash_after_a_started_b(k, runbook)
+        k.actuator.state.update(a=1, b=0)
+        [execution] = await k.journal.unfinished()
+        assert await k.executor.resume(runbook, execution) == "rolled_back"
+        assert k.actuator.calls == [("restore", "b", 0), ("restore", "a", 0)]
+        assert ("apply", "a", 1) not in k.actuator.calls
+
+
+async def test_a_runbook_killed_mid_step_resumes_without_repeating_a_done_step(
+    tmp_path: Path,
+) -> None:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.support.crash_child",
+        str(tmp_path),
+        cwd=Path(__file__).parents[2],
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    async with asyncio.timeout(30):
+        while (await child.stdout.readline()).strip() != b"converging":
+            pass
+    child.send_signal(signal.SIGKILL)
+    await child.wait()
+    assert (tmp_path / "applies.log").read_text().split() == ["a", "b"]
+    async with kit(tmp_path) as k:
+        k.actuator.state.update(json.loads((tmp_path / "state.json").read_text()))
+        [execution] = await k.journal.unfinished()
+        assert await k.executor.resume(k.runbook(THREE_STEPS), execution) == "succeeded"
+        assert k.actuator.calls == [("apply", "c", 3)]
+        assert k.actuator.state == {"a": 1, "b": 2, "c": 3}

@@ -1,0 +1,260 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from srd.config import Mode
+from srd.failover.dispatch import _RELEASED
+from srd.failover.guards import Guards, Limits, budget_from_registry
+from srd.failover.intake import Intake
+from srd.http.alertmanager import Authenticator, add_routes
+from srd.http.app import serving
+from srd.http.failover_api import add_api_routes, approve
+from srd.metrics import Metrics
+from tests.support.failoverkit import APPROVAL, FLAGGED, LOOSE, ONE_STEP, Kit, kit
+
+
+def blocks(k: Kit, guard: str) -> float | None:
+    return k.metrics.registry.get_sample_value("srd_guard_blocks_total", {"guard": guard})
+
+
+async def test_observe_mode_blocks_and_the_journal_says_mode(tmp_path: Path) -> None:
+    async with kit(tmp_path, mode=Mode.OBSERVE) as k:
+        runbook = k.runbook(ONE_STEP)
+        execution = await k.execution(runbook)
+        assert await k.executor.run(runbook, execution) == "blocked"
+        assert k.actuator.calls == []
+        assert await k.guards_blocked(execution.id) == ["mode"]
+        assert blocks(k, "mode") == 1
+
+
+async def test_kill_switch_file_blocks_every_step(tmp_path: Path) -> None:
+    async with kit(tmp_path) as k:
+        k.guards.kill_switch.set(True, "test")
+        runbook = k.runbook(ONE_STEP)
+        execution = await k.execution(runbook)
+        assert await k.executor.run(runbook, execution) == "blocked"
+        assert await k.guards_blocked(execution.id) == ["kill_switch"]
+        assert k.actuator.calls == []
+
+
+async def test_a_follower_does_not_act(tmp_path: Path) -> None:
+    async with kit(tmp_path) as k:
+        k.leader.leader = False
+        runbook = k.runbook(ONE_STEP)
+        execution = await k.execution(runbook)
+        assert await k.executor.run(runbook, execution) == "blocked"
+        assert await k.guards_blocked(execution.id) == ["leadership"]
+
+
+async def test_cooldown_blocks_a_second_run_even_after_a_restart(tmp_path: Path) -> None:
+    limits = Limits(cooldown=600, flap_window=0, flap_max=9, execution_window=0, max_executions=9)
+    async with kit(tmp_path, limits=limits) as k:
+        runbook = k.runbook(ONE_STEP)
+        assert await k.executor.run(runbook, await k.execution(runbook, "fp1")) == "succeeded"
+    async with kit(tmp_path, limits=limits) as k:  # a new process on the same journal
+        k.clock.now += 300
+        second = await k.execution(runbook, "fp2")
+        assert await k.executor.run(runbook, second) == "blocked"
+        assert await k.guards_blocked(second.id) == ["cooldown"]
+        k.clock.now += 301
+        third = await k.execution(runbook, "fp3")
+        assert await k.executor.run(runbook, third) == "succeeded"
+
+
+async def test_a_flapping_alert_is_not_acted_on_again(tmp_path: Path) -> None:
+    limits = Limits(cooldown=0, flap_window=3600, flap_max=2, execution_window=0, max_executions=9)
+    async with kit(tmp_path, limits=limits) as k:
+        runbook = k.runbook(ONE_STEP)
+        for n in range(2):
+            execution = await k.execution(runbook, "fp", f"2024-01-01T00:0{n}Z")
+            await k.journal.set_state(execution.id, "cancelled")
+        third = await k.execution(runbook, "fp", "2024-01-01T00:09Z")
+        assert await k.executor.run(runbook, third) == "blocked"
+        assert await k.guards_blocked(third.id) == ["flapping"]
+
+
+async def test_executions_per_window_are_capped(tmp_path: Path) -> None:
+    limits = Limits(cooldown=0, flap_window=0, flap_max=9, execution_window=3600, max_executions=2)
+    async with kit(tmp_path, limits=limits) as k:
+        runbook = k.runbook(ONE_STEP)
+        for fp in ("x", "y"):
+            assert await k.executor.run(runbook, await k.execution(runbook, fp)) == "succeeded"
+        third = await k.execution(runbook, "z")
+        assert await k.executor.run(runbook, third) == "blocked"
+        assert await k.guards_blocked(third.id) == ["rate_limit"]
+
+
+async def test_the_last_healthy_side_is_never_taken_down(tmp_path: Path) -> None:
+    async with kit(tmp_path, backup=False) as k:
+        k.actuator.state.update(backup=3, primary=3)
+        runbook = k.runbook("""
+            runbooks:
+              - name: failover
+                match: [alertname="Down"]
+                steps:
+                  - name: backup_up
+                    action: {actuator: fake, action: set, params: {key: backup, value: 3}}
+                  - name: primary_down
+                    action: {actuator: fake, action: set, params: {key: primary, value: 0}}
+                    reduces_capacity: true
+                    other_side: {probe: backup}
+        """)
+        execution = await k.execution(runbook)
+        assert await k.executor.run(runbook, execution) == "blocked"
+        assert k.actuator.state["primary"] == 3
+        assert await k.guards_blocked(execution.id) == ["min_healthy"]
+        assert len(k.escalations) == 1  # half-done: backup_up ran
+
+
+async def test_an_exhausted_error_budget_blocks_a_gated_runbook(tmp_path: Path) -> None:
+    async with kit(tmp_path) as k:
+        guards = k.guards
+        budget: dict[str, float] = {"web": -0.1}
+        gated = Guards(
+            mode=guards.mode,
+            kill_switch=guards.kill_switch,
+            leadership=guards.leadership,
+            journal=k.journal,
+            limits=LOOSE,
+            checks=k.checks,
+            metrics=k.metrics,
+            budget=budget.get,
+        )
+        runbook = k.runbook(ONE_STEP.replace("    steps:", "    budget_gate: [web]\n    steps:"))
+        execution = await k.execution(runbook)
+        assert await gated.admit(runbook, execution) is not None
+        k.executor._guards = gated  # the executor under test, with the gated guards
+        assert await k.executor.run(runbook, execution) == "blocked"
+        assert await k.guards_blocked(execution.id) == ["error_budget"]
+
+
+async def test_an_approval_not_given_in_time_blocks(tmp_path: Path) -> None:
+    async with kit(tmp_path) as k:
+        runbook = k.runbook(APPROVAL.replace("20s", "0.05s"))
+        execution = await k.execution(runbook)
+        assert await k.executor.run(runbook, execution) == "blocked"
+        assert await k.guards_blocked(execution.id) == ["approval"]
+        assert k.actuator.calls == []
+
+
+async def test_srd_approve_lets_the_waiting_step_go_on(tmp_path: Path) -> None:
+    async with kit(tmp_path) as k:
+        app = web.Application()
+        auth = Authenticator(None)
+        add_routes(app, Intake(10), auth, k.metrics, 1024)
+        add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
+        runbook = k.runbook(APPROVAL)
+        execution = await k.execution(runbook)
+        async with serving(app, "127.0.0.1", 0) as port:
+            run = asyncio.create_task(k.executor.run(runbook, execution))
+            while not k.guards.approvals.pending():
+                await asyncio.sleep(0.01)
+            assert await approve(f"http://127.0.0.1:{port}", "nope", None, "ann") == (
+                False,
+                "nothing waits for approval nope",
+            )
+            ok, _ = await approve(f"http://127.0.0.1:{port}", f"{execution.id}-0", None, "ann")
+            assert ok
+            assert await run == "succeeded"
+        assert k.actuator.state == {"a": 1}
+
+
+async def test_the_kill_switch_api_sets_the_journals_switch_that_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    async with kit(tmp_path) as k:
+        app = web.Application()
+        add_routes(app, Intake(10), Authenticator(None), k.metrics, 1024)
+        add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
+        async with serving(app, "127.0.0.1", 0) as port, aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{port}/api/killswitch"
+            headers = {"X-Srd-User": "ann"}
+            body = {"on": True, "reason": "db migration"}
+            async with http.post(url, json=body, headers=headers) as response:
+                assert response.status == 200
+                shown = await response.json()
+            assert shown["on"] is True
+            assert shown["sources"] == ["journal"]
+            assert shown["journal"]["by"] == "ann"
+            assert shown["journal"]["reason"] == "db migration"
+            async with http.post(url, json={"on": "yes"}) as response:
+                assert response.status == 400
+    async with kit(tmp_path) as k:  # a restart: the journal still holds it
+        runbook = k.runbook(ONE_STEP)
+        execution = await k.execution(runbook)
+        assert await k.executor.run(runbook, execution) == "blocked"
+        [block] = await k.journal.guard_blocks(execution.id)
+        assert block.guard == "kill_switch"
+        assert "set in the journal by ann" in block.reason
+        assert "db migration" in block.reason
+        k.guards.kill_switch.set(True, "test")  # a file as well: off through the API clears both
+        app = web.Application()
+        add_routes(app, Intake(10), Authenticator(None), k.metrics, 1024)
+        add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
+        async with serving(app, "127.0.0.1", 0) as port, aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{port}/api/killswitch"
+            async with http.get(url) as response:
+                assert (await response.json())["sources"] == ["journal", "file"]
+            async with http.post(url, json={"on": False}) as response:
+                assert (await response.json())["on"] is False
+    assert not (tmp_path / "killswitch").exists()
+
+
+def test_the_budget_gate_reads_srds_own_budget_metric() -> None:
+    metrics = Metrics()
+    metrics.slo_error_budget_remaining.labels("web").set(-0.25)
+    remaining = budget_from_registry(metrics.registry)
+    assert remaining("web") == -0.25
+    assert remaining("unknown") is None
+
+
+@pytest.mark.parametrize("change", ["kill_switch", "mode", "leadership"])
+async def test_an_approval_given_after_a_guard_closed_does_not_make_the_step_act(
+    tmp_path: Path, change: str
+) -> None:
+    async with kit(tmp_path) as k:
+        runbook = k.runbook(FLAGGED)
+        execution = await k.execution(runbook)
+        run = asyncio.create_task(k.executor.run(runbook, execution))
+        while not k.guards.approvals.pending():
+            await asyncio.sleep(0.01)
+        if change == "kill_switch":
+            k.guards.kill_switch.set(True, "test")
+        elif change == "mode":
+            k.mode[0] = Mode.OBSERVE
+        else:
+            k.leader.leader = False
+        assert k.guards.approvals.approve(f"{execution.id}-0", "ann")
+        assert await run == "blocked"
+        assert k.actuator.calls == []
+        assert await k.guards_blocked(execution.id) == [change]
+
+
+async def test_released_blocks_count_neither_as_flaps_nor_toward_the_rate_limit(
+    tmp_path: Path,
+) -> None:
+    limits = Limits(cooldown=0, flap_window=600, flap_max=2, execution_window=600, max_executions=1)
+    async with kit(tmp_path, limits=limits) as k:
+        runbook = k.runbook(ONE_STEP)
+        # The kill switch was on: each resend of the alert was decided, blocked and released.
+        for n in range(3):
+            execution = await k.execution(runbook, "fp1", f"2024-01-01T00:0{n}Z")
+            await k.journal.set_state(execution.id, "blocked", {"reason": "kill_switch: on"})
+            await k.journal.set_state(execution.id, "blocked", _RELEASED)
+        execution = await k.execution(runbook, "fp1", "2024-01-01T00:09Z")
+        assert await k.guards.admit(runbook, execution) is None
+        assert await k.executor.run(runbook, execution) == "succeeded"
+
+        # Blocks that were not released (something acted) still count as flaps.
+        for n in range(2):
+            blocked = await k.execution(runbook, "fp2", f"2024-01-01T00:0{n}Z")
+            await k.journal.set_state(blocked.id, "blocked", {"reason": "min_healthy: down"})
+        execution = await k.execution(runbook, "fp2", "2024-01-01T00:09Z")
+        refusal = await k.guards.admit(runbook, execution)
+        assert refusal is not None
+        assert refusal.guard == "flapping"

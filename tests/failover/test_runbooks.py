@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from srd.actuators.aws import AwsActuator, AwsSettings
+from srd.actuators.base import Actuator
+from srd.actuators.kubernetes import KubernetesActuator, KubernetesSettings
+from srd.config import ConfigError
+from srd.evaluation.rulepacks import load_rule_packs
+from srd.failover.runbooks import Matcher, load_runbooks, parse_runbooks
+from srd.testing import FakeActuator
+
+SHIPPED = Path(__file__).parents[2] / "rules" / "runbooks"
+
+
+def real_actuators() -> dict[str, Actuator]:
+    return {
+        "kubernetes": KubernetesActuator(KubernetesSettings()),
+        "aws": AwsActuator(AwsSettings()),
+    }
+
+
+def test_shipped_runbooks_validate_against_the_real_actuators() -> None:
+    names = {r.name for r in load_runbooks([SHIPPED], real_actuators())}
+    assert {
+        "platform_failover_web-creator",
+        "blue_green_to_green",
+        "blue_green_to_blue",
+        "database_failure",
+        "blockchain_node_failure",
+        "complete_data_center_outage",
+    } <= names
+
+
+def test_platform_failover_brings_the_backup_up_before_taking_the_primary_down() -> None:
+    [runbook] = [r for r in load_runbooks([SHIPPED]) if r.name == "platform_failover_web-viewer"]
+    steps = runbook.plan[0].steps
+    names = [s.name for s in steps]
+    assert names.index("scale_backup_up") < names.index("backup_healthy")
+    assert names.index("backup_healthy") < names.index("scale_primary_down")
+    down = steps[names.index("scale_primary_down")]
+    assert down.reduces_capacity and down.other_side is not None
+    assert down.action is not None
+    assert down.action.params == {
+        "namespace": "vilokanam-production",
+        "name": "web-viewer-primary",
+        "replicas": 0,
+    }
+    dns = steps[names.index("dns_to_dr")].action
+    assert dns is not None and dns.params["ttl"] == 300
+    assert runbook.matches({"alertname": "ServiceDown", "service": "web-viewer"})
+    assert not runbook.matches({"alertname": "ServiceDown", "service": "web-creator"})
+
+
+def test_recovery_scenario_steps_that_need_a_human_are_approvals() -> None:
+    [runbook] = [r for r in load_runbooks([SHIPPED]) if r.name == "database_failure"]
+    assert runbook.scenario == "database_failure"
+    assert [s.kind for s in runbook.plan[0].steps] == ["approval"] * 4
+
+
+@pytest.mark.parametrize(
+    ("matcher", "labels", "expected"),
+    [
+        ('service="web"', {"service": "web"}, True),
+        ('service!="web"', {"service": "api"}, True),
+        ("service=~web|api", {"service": "api"}, True),
+        ('service=~"web"', {"service": "web-viewer"}, False),  # anchored
+        ('service!~"web.*"', {"service": "api"}, True),
+        ('team=""', {}, True),  # a missing label is the empty string
+    ],
+)
+def test_matchers_behave_like_alertmanager_routes(
+    matcher: str, labels: dict[str, str], expected: bool
+) -> None:
+    assert Matcher.parse(matcher).matches(labels) is expected
+
+
+def errors(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_runbooks(text, "rb.yaml", {"fake": FakeActuator()})
+    return [str(issue) for issue in info.value.issues]
+
+
+def test_an_unknown_key_is_named_with_file_and_line() -> None:
+    text = """runbooks:
+  - name: x
+    match: [a="b"]
+    steps:
+      - name: s
+        action: {actuator: fake, action: set, params: {key: k, value: 1}}
+        timout: 5s
+"""
+    assert errors(text) == [
+        "rb.yaml:7: runbooks[0].steps[0].timout: unknown key (did you mean 'timeout'?)"
+    ]
+
+
+def test_bad_actuator_parameters_are_refused_at_load() -> None:
+    text = """runbooks:
+  - name: x
+    match: [a="b"]
+    steps:
+      - {name: s, action: {actuator: fake, action: set, params: {value: 1}}}
+      - {name: t, action: {actuator: nope, action: set}}
+"""
+    assert errors(text) == [
+        "rb.yaml:5: runbooks[0].steps[0].action: fake.set: params need 'key' (a string) and "
+        "'value'",
+        "rb.yaml:6: runbooks[0].steps[1].action: no actuator named 'nope'; known: ['fake']",
+    ]
+
+
+def test_undefined_variables_and_bad_matchers_are_refused() -> None:
+    text = """runbooks:
+  - name: x_${svc}
+    match: ['a=~"("']
+    steps: [{name: s, check: {probe: p}}]
+"""
+    [issue] = errors(text)
+    assert "undefined variables ['svc']" in issue
+    [issue] = errors(text.replace("x_${svc}", "x"))
+    assert issue.startswith("rb.yaml:3: runbooks[0].match: matcher 'a=~\"(\"': invalid regular")
+
+
+def test_a_reduces_capacity_step_must_say_which_side_stays_up() -> None:
+    text = """runbooks:
+  - name: x
+    match: [a="b"]
+    steps:
+      - {name: s, reduces_capacity: true, action: {actuator: fake, action: set, params: {key: k, value: 0}}}
+"""  # noqa: E501
+    [issue] = errors(text)
+    assert "reduces_capacity needs other_side" in issue
+
+
+def test_a_budget_gate_naming_no_loaded_slo_is_refused_at_load() -> None:
+    text = """runbooks:
+  - name: x
+    match: [a="b"]
+    budget_gate: [web-viewer-availability, web-availabilty]
+    steps:
+      - {name: s, action: {actuator: fake, action: set, params: {key: k, value: 1}}}
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_runbooks(text, "rb.yaml", {"fake": FakeActuator()}, slos=["web-viewer-availability"])
+    assert [str(issue) for issue in info.value.issues] == [
+        "rb.yaml:4: runbooks[0].budget_gate[1]: no SLO named 'web-availabilty' in the rule packs; "
+        "known: ['web-viewer-availability']"
+    ]
+
+
+def test_the_shipped_budget_gates_name_shipped_slos() -> None:
+    slos = [slo.name for pack in load_rule_packs([SHIPPED.parent]) for slo in pack.slos]
+    gated = [r for r in load_runbooks([SHIPPED], slos=slos) if r.budget_gate]
+    assert {r.name for r in gated} == {"blue_green_to_green", "blue_green_to_blue"}

@@ -1,0 +1,159 @@
+"""PromQL SLIs against a real Prometheus scraping counters this test controls."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+
+from srd.evaluation.engine import Engine
+from srd.evaluation.slo import DAY, Sli, Slo
+from srd.metrics import Metrics
+from srd.probes.promql import PromqlClient, PromqlError, PromqlSource, event_slo
+from tests.support import promstack
+from tests.support.daemon import free_port
+
+SLO = Slo(
+    name="api-availability",
+    service="api",
+    objective=0.99,
+    period=30 * DAY,
+    sli=Sli(
+        error_query='sum(rate(app_requests_total{code=~"5.."}[{{.window}}]))',
+        total_query="sum(rate(app_requests_total[{{.window}}]))",
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def app() -> Iterator[tuple[str, Counter]]:
+    """An application's /metrics with a request counter by code, on loopback."""
+    registry = CollectorRegistry()
+    requests = Counter("app_requests", "Requests by code.", ["code"], registry=registry)
+    for code in ("200", "500"):
+        requests.labels(code)
+    port = free_port()
+    server, thread = start_http_server(port, "127.0.0.1", registry=registry)
+    try:
+        yield f"127.0.0.1:{port}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    tmp_path_factory: pytest.TempPathFactory, app: tuple[str, Counter]
+) -> Iterator[promstack.Prometheus]:
+    with promstack.prometheus(tmp_path_factory.mktemp("prom"), {"app": [app[0]]}) as server:
+        yield server
+
+
+async def traffic(requests: Counter, seconds: float, errors_in_ten: int) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        requests.labels("200").inc(10 - errors_in_ten)
+        requests.labels("500").inc(errors_in_ten)
+        await asyncio.sleep(0.1)
+
+
+def value(metrics: Metrics, kind: str) -> float:
+    sample = metrics.registry.get_sample_value(
+        "srd_promql_sli_events_total", {"slo": SLO.name, "kind": kind}
+    )
+    return sample or 0.0
+
+
+async def test_promql_sli_counts_events_from_prometheus_that_the_slo_engine_evaluates(
+    prometheus: promstack.Prometheus, app: tuple[str, Counter]
+) -> None:
+    metrics = Metrics()
+    source = PromqlSource(SLO, PromqlClient(prometheus.url, timeout=5), metrics)
+    engine = Engine([event_slo(SLO)], metrics)
+    # Polls ask for times Prometheus has scraped past: 2 s behind, as a real poller would lag.
+    start = time.time() - 2
+    first = await source.poll(start)
+    assert first.reason == "first poll: counting starts now"
+    engine.evaluate(start)
+
+    await traffic(app[1], 6, errors_in_ten=1)
+    await asyncio.sleep(2.5)
+    at = time.time() - 2
+    second = await source.poll(at)
+
+    assert second.reason is None, second
+    assert second.total is not None and second.bad is not None
+    assert second.total > 100  # ~100 events a second for most of the window
+    assert second.bad / second.total == pytest.approx(0.1, abs=0.01)
+    assert value(metrics, "total") == pytest.approx(second.total)
+    assert value(metrics, "bad") == pytest.approx(second.bad)
+    engine.evaluate(at)
+    ratio = event_slo(SLO).sli.error_ratio(engine.store, at, 3600)
+    assert ratio == pytest.approx(0.1, abs=0.01)
+    # 10 % errors against a 1 % budget: burning at 10× on every window that has data.
+    assert metrics.registry.get_sample_value(
+        "srd_slo_burn_rate", {"slo": SLO.name, "window": "1h"}
+    ) == pytest.approx(10, abs=1)
+
+
+async def test_no_series_is_no_data_and_counts_nothing(prometheus: promstack.Prometheus) -> None:
+    slo = Slo(
+        name="absent",
+        service="api",
+        objective=0.99,
+        period=30 * DAY,
+        sli=Sli(
+            error_query="sum(rate(nothing_total[{{.window}}]))",
+            total_query="sum(rate(nothing_total[{{.window}}]))",
+        ),
+    )
+    metrics = Metrics()
+    source = PromqlSource(slo, PromqlClient(prometheus.url, timeout=5), metrics)
+    now = time.time()
+    await source.poll(now - 10)
+    poll = await source.poll(now)
+    assert (poll.reason, poll.total) == ("no series for the total query", None)
+    assert metrics.registry.get_sample_value(
+        "srd_promql_sli_events_total", {"slo": "absent", "kind": "total"}
+    ) in (None, 0.0)
+
+
+async def test_a_bad_query_is_an_error_with_prometheus_reason(
+    prometheus: promstack.Prometheus,
+) -> None:
+    with pytest.raises(PromqlError, match="parse error"):
+        await PromqlClient(prometheus.url, timeout=5).query("sum(rate(x[5m])")
+
+
+async def test_a_hung_server_times_out_without_blocking_the_event_loop() -> None:
+    # Listens but never answers: the request hangs until the client's timeout.
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen()
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        started = time.monotonic()
+        try:
+            source = PromqlSource(SLO, PromqlClient(url, timeout=1), Metrics())
+            await source.poll(time.time() - 10)
+            poll = await source.poll(time.time())
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    elapsed = time.monotonic() - started
+    assert poll.reason is not None and poll.total is None
+    assert 0.9 < elapsed < 3.5
+    assert ticks > elapsed / 0.05 * 0.5  # the loop kept running while the query waited

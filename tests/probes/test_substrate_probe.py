@@ -1,0 +1,499 @@
+"""srd follows fake Substrate nodes on real loopback ports and derives the right signals from
+every fault the fake can show."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from srd.config import SubstrateTarget
+from srd.metrics import Metrics
+from srd.model import Observation
+from srd.probes.chain import ChainGroup, Header
+from srd.probes.substrate import RpcClient, RpcError, SubstrateProbe
+from srd.probes.substrate_watcher import SubstrateWatcher
+from srd.simulate.sandbox.substrate import FakeChain, FakeSubstrateNode, producing
+
+
+@pytest_asyncio.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def target(url: str, name: str = "n1", **overrides: Any) -> SubstrateTarget:
+    settings = {"interval": 0.1, "timeout": 0.1, "silence_timeout": 0.3}
+    settings |= {"reconnect_backoff": 0.05, **overrides}
+    return SubstrateTarget(name=name, url=url, **settings)  # type: ignore[arg-type]
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@asynccontextmanager
+async def watching(watcher: SubstrateWatcher) -> AsyncIterator[SubstrateWatcher]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(watcher.run(stop), name="test-watcher")
+    try:
+        yield watcher
+    finally:
+        stop.set()
+        await task
+
+
+def recording(metrics: Metrics, seen: list[Observation]) -> Callable[[Observation], None]:
+    def record(obs: Observation) -> None:
+        seen.append(obs)
+        metrics.record(obs)
+
+    return record
+
+
+def subscribed(node: FakeSubstrateNode) -> Callable[[], bool]:
+    return lambda: node.requests.get("chain_subscribeNewHeads", 0) >= 1 and node.websockets == 1
+
+
+async def test_heads_followed_over_websocket_count_blocks_and_block_times(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    chain = FakeChain(name="live")
+    node = FakeSubstrateNode(chain, pad_numbers=False)
+    async with node.serve() as url:
+        watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
+        async with watching(watcher):
+            await eventually(subscribed(node))
+            for _ in range(4):
+                chain.produce()
+                await asyncio.sleep(0.05)
+            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+    assert value(metrics, "vilokanam_blocks_produced_total", chain="live") == 4
+    assert value(metrics, "srd_chain_block_time_seconds_count", chain="live") == 3
+    assert node.requests.get("chain_getHeader", 0) <= 3  # heads came from the subscription
+
+
+def _header_of(chain: FakeChain) -> Any:
+    from srd.probes.chain import Header
+
+    best = chain.best
+    return Header(best.number, best.hash, best.parent_hash)
+
+
+async def test_a_stall_raises_head_age_and_is_not_mistaken_for_a_silent_subscription(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    chain = FakeChain(name="stall")
+    node = FakeSubstrateNode(chain)
+    seen: list[Observation] = []
+    async with node.serve() as url, producing(chain, 0.05):
+        watcher = SubstrateWatcher(
+            target(url), session, metrics, on_observation=recording(metrics, seen)
+        )
+        async with watching(watcher):
+            await eventually(lambda: (watcher.tracker.best or _header_of(chain)).number >= 3)
+            chain.production_stalled = True
+            await asyncio.sleep(0.8)
+    up = [obs.chain for obs in seen if obs.chain is not None]
+    assert up[-1].head_age is not None and up[-1].head_age > 0.6
+    assert value(metrics, "srd_chain_head_age_seconds", chain="stall", node="n1") > 0.6
+    labels = {"chain": "stall", "node": "n1", "reason": "silent"}
+    assert value(metrics, "srd_chain_subscription_restarts_total", **labels) == 0
+
+
+async def test_a_depth_3_reorg_counts_exactly_one_reorg_of_depth_3(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    chain = FakeChain(name="reorg", finality_lag=5)
+    node = FakeSubstrateNode(chain)
+    for _ in range(8):
+        chain.produce()
+    async with node.serve() as url:
+        watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
+        async with watching(watcher):
+            await eventually(subscribed(node))
+            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            chain.reorg(depth=3)
+            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+    labels = {"chain": "reorg", "node": "n1"}
+    assert value(metrics, "srd_chain_reorgs_total", **labels) == 1
+    assert value(metrics, "srd_chain_reorg_depth_blocks_count", **labels) == 1
+    assert value(metrics, "srd_chain_reorg_depth_blocks_sum", **labels) == 3
+    # srd started at block 8; the walk back reached the ancestor (5) through the old branch.
+    assert [watcher.tracker.hash_at(n) for n in range(5, 10)] == [
+        block.hash for block in chain.blocks[5:10]
+    ]
+    assert value(metrics, "vilokanam_blocks_produced_total", chain="reorg") == 1
+
+
+async def test_a_gap_is_backfilled_without_polluting_block_times(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    chain = FakeChain(name="gap")
+    node = FakeSubstrateNode(chain)
+    async with node.serve() as url:
+        watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
+        async with watching(watcher):
+            await eventually(subscribed(node))
+            for _ in range(2):
+                chain.produce()
+                await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            node.faults.skip_heads = 3
+            for _ in range(4):
+                chain.produce()
+            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+    assert [watcher.tracker.hash_at(n) for n in range(7)] == [b.hash for b in chain.blocks]
+    assert node.requests["chain_getBlockHash"] == 1  # one list call for the whole gap
+    assert value(metrics, "vilokanam_blocks_produced_total", chain="gap") == 6
+    # Only block 2 came live after a live block 1; the gap adds no block time.
+    assert value(metrics, "srd_chain_block_time_seconds_count", chain="gap") == 1
+
+
+async def test_a_silent_subscription_is_detected_and_recovered_without_a_stall(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    chain = FakeChain(name="silent")
+    node = FakeSubstrateNode(chain)
+    seen: list[Observation] = []
+    labels = {"chain": "silent", "node": "n1", "reason": "silent"}
+    async with node.serve() as url, producing(chain, 0.05):
+        watcher = SubstrateWatcher(
+            target(url), session, metrics, on_observation=recording(metrics, seen)
+        )
+        async with watching(watcher):
+            await eventually(subscribed(node))
+            node.silence_subscriptions()
+            await eventually(
+                lambda: value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1
+            )
+            resubscribed_at = len(seen)
+            best = chain.best.number
+            await eventually(lambda: (watcher.tracker.best or _header_of(chain)).number > best + 3)
+            await asyncio.sleep(0.2)
+    assert node.requests["chain_subscribeNewHeads"] == 2
+    assert node.requests["chain_unsubscribeNewHeads"] == 1
+    ages = [obs.chain.head_age for obs in seen[resubscribed_at:] if obs.chain is not None]
+    assert ages and max(a for a in ages if a is not None) < 0.3  # never looked stalled
+    assert value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1
+
+
+async def test_a_websocket_closed_mid_stream_is_reconnected(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    chain = FakeChain(name="closed")
+    node = FakeSubstrateNode(chain)
+    labels = {"chain": "closed", "node": "n1", "reason": "closed"}
+    async with node.serve() as url:
+        watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
+        async with watching(watcher):
+            await eventually(subscribed(node))
+            await node.close_websockets()
+            await eventually(lambda: node.requests["chain_subscribeNewHeads"] == 2)
+            await eventually(lambda: node.websockets == 1)
+            chain.produce()
+            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+    assert value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1
+
+
+async def test_without_subscriptions_heads_are_polled_over_http(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    chain = FakeChain(name="poll")
+    node = FakeSubstrateNode(chain)
+    async with node.serve() as url:
+        watcher = SubstrateWatcher(target(url, subscribe=False), session, metrics)
+        async with watching(watcher):
+            for _ in range(3):
+                chain.produce()
+                await asyncio.sleep(0.15)
+            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+    assert node.websockets == 0 and "chain_subscribeNewHeads" not in node.requests
+
+
+async def test_methods_a_node_lacks_are_not_called(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    node = FakeSubstrateNode(FakeChain(name="lacks"))
+    node.missing_methods = {"system_syncState", "chain_subscribeFinalizedHeads"}
+    seen: list[Observation] = []
+    async with node.serve() as url:
+        watcher = SubstrateWatcher(
+            target(url), session, metrics, on_observation=recording(metrics, seen)
+        )
+        async with watching(watcher):
+            await eventually(lambda: sum(obs.up for obs in seen) >= 3)
+    assert "system_syncState" not in node.requests
+    assert "chain_subscribeFinalizedHeads" not in node.requests
+    assert seen[-1].chain is not None and seen[-1].chain.sync_gap is None
+
+
+async def test_http_429_counts_as_rate_limited_and_the_node_as_down(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    node = FakeSubstrateNode(FakeChain(name="busy"))
+    node.faults.too_many_connections = True
+    seen: list[Observation] = []
+    async with node.serve() as url:
+        watcher = SubstrateWatcher(
+            target(url), session, metrics, on_observation=recording(metrics, seen)
+        )
+        async with watching(watcher):
+            await eventually(lambda: len(seen) >= 2)
+    assert not seen[-1].up and "429" in seen[-1].reason
+    assert value(metrics, "srd_rpc_errors_total", method="rpc_methods", **{"class": "rate_limited"})
+
+
+async def test_malformed_json_and_errors_without_code_are_classified(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    node = FakeSubstrateNode(FakeChain())
+    async with node.serve() as url:
+        rpc = RpcClient(url, session, timeout=1.0, metrics=metrics)
+        node.faults.malformed_json = True
+        with pytest.raises(RpcError) as malformed:
+            await rpc.call("system_health")
+        node.faults.malformed_json = False
+        node.faults.omit_error_codes = True
+        with pytest.raises(RpcError) as missing:
+            await rpc.call("system_peers")
+    assert malformed.value.error_class == "malformed"
+    assert missing.value.error_class == "method_not_found"
+    assert value(metrics, "srd_rpc_errors_total", method="system_health", **{"class": "malformed"})
+    assert value(metrics, "srd_rpc_request_duration_seconds_count", method="system_health") == 1
+
+
+async def test_slow_answers_time_out_and_are_counted(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    node = FakeSubstrateNode(FakeChain())
+    node.faults.latency = 0.5
+    async with node.serve() as url:
+        rpc = RpcClient(url, session, timeout=0.1, metrics=metrics)
+        with pytest.raises(TimeoutError):
+            await rpc.call("system_health")
+    assert value(metrics, "srd_rpc_errors_total", method="system_health", **{"class": "timeout"})
+
+
+@pytest.mark.parametrize("pad", [True, False])
+async def test_one_shot_probe_reads_padded_and_minimal_numbers(
+    session: aiohttp.ClientSession, pad: bool
+) -> None:
+    chain = FakeChain(name="oneshot", finality_lag=2)
+    for _ in range(0x67):
+        chain.produce()
+    async with FakeSubstrateNode(chain, pad_numbers=pad).serve() as url:
+        probe = SubstrateProbe(target(url, timeout=1.0, interval=1.0), session)
+        obs = await probe()
+    assert obs.up and obs.chain is not None
+    assert (obs.chain.best, obs.chain.finalized, obs.chain.finality_lag) == (0x67, 0x65, 2)
+    assert probe.methods is not None and "chain_getHeader" in probe.methods
+
+
+async def test_nodes_of_one_chain_count_blocks_once_and_report_spread(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    chain = FakeChain(name="shared")
+    nodes = [FakeSubstrateNode(chain, name=f"v{i}") for i in (1, 2)]
+    groups: dict[str, ChainGroup] = {}
+    async with nodes[0].serve() as url1, nodes[1].serve() as url2:
+        watchers = [
+            SubstrateWatcher(target(url, name), session, metrics, groups=groups)
+            for url, name in ((url1, "v1"), (url2, "v2"))
+        ]
+        async with watching(watchers[0]), watching(watchers[1]):
+            await eventually(lambda: all(subscribed(node)() for node in nodes))
+            for _ in range(3):
+                chain.produce()
+            await eventually(lambda: all(w.tracker.best == _header_of(chain) for w in watchers))
+            await asyncio.sleep(0.15)
+    assert value(metrics, "vilokanam_blocks_produced_total", chain="shared") == 3
+    assert value(metrics, "srd_chain_best_block_spread_blocks", chain="shared") == 0
+    assert value(metrics, "srd_chain_finalized_hash_disagreement", chain="shared") == 0
+
+
+# -- chainHead_v1_follow (the new JSON-RPC spec) ----------------------------------------------
+
+
+def new_spec_node(chain: FakeChain, *, legacy_http: bool = True) -> FakeSubstrateNode:
+    node = FakeSubstrateNode(chain)
+    node.chainhead_only = True
+    if not legacy_http:  # a light-client-style endpoint: chain data only through chainHead
+        node.missing_methods = {"chain_getHeader", "chain_getFinalizedHead", "chain_getBlockHash"}
+    return node
+
+
+def following(node: FakeSubstrateNode) -> Callable[[], bool]:
+    return lambda: node.follows == 1 and node.websockets == 1
+
+
+def _finalized_of(chain: FakeChain) -> Any:
+    return Header(chain.finalized.number, chain.finalized.hash, chain.finalized.parent_hash)
+
+
+@pytest.mark.parametrize("legacy_http", [True, False])
+async def test_a_new_spec_only_node_is_followed_with_chainhead(
+    session: aiohttp.ClientSession, metrics: Metrics, legacy_http: bool
+) -> None:
+    chain = FakeChain(name="v2")
+    node = new_spec_node(chain, legacy_http=legacy_http)
+    for _ in range(4):
+        chain.produce()
+    seen: list[Observation] = []
+    async with node.serve() as url:
+        watcher = SubstrateWatcher(
+            target(url, interval=0.1), session, metrics, on_observation=recording(metrics, seen)
+        )
+        async with watching(watcher):
+            await eventually(following(node))
+            assert watcher.head_mode() == "chainhead"
+            for _ in range(5):
+                chain.produce()
+                await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            await eventually(lambda: watcher.tracker.finalized == _finalized_of(chain))
+            await eventually(lambda: any(o.chain and o.chain.best == 9 for o in seen))
+            pinned = node.pinned()
+    assert "chain_subscribeNewHeads" not in node.requests
+    assert node.requests["chainHead_v1_follow"] == 1
+    # One header for the first finalized block; the rest numbered from parent links.
+    assert node.requests["chainHead_v1_header"] == 1
+    assert pinned <= chain.finality_lag + 1  # finalized blocks were unpinned
+    last = [o.chain for o in seen if o.chain is not None][-1]
+    assert (last.best, last.finalized) == (9, 7)
+    assert last.head_age is not None and last.head_age < 1.0
+    assert value(metrics, "vilokanam_blocks_produced_total", chain="v2") >= 5
+    assert value(metrics, "srd_chain_block_time_seconds_count", chain="v2") >= 3
+
+
+async def test_legacy_is_kept_when_both_specs_are_served_unless_configured(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    chain = FakeChain(name="both")
+    node = FakeSubstrateNode(chain)
+    async with node.serve() as url:
+        legacy = SubstrateWatcher(target(url), session, metrics)
+        chainhead = SubstrateWatcher(target(url, "n2", head_tracking="chainhead"), session, metrics)
+        async with watching(legacy), watching(chainhead):
+            await eventually(lambda: node.follows == 1 and node.websockets == 2)
+            chain.produce()
+            await eventually(lambda: legacy.tracker.best == chainhead.tracker.best is not None)
+    assert (legacy.head_mode(), chainhead.head_mode()) == ("legacy", "chainhead")
+    assert node.requests["chain_subscribeNewHeads"] == 1
+
+
+async def test_a_reorg_through_best_block_changed_counts_one_reorg_of_its_depth(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    chain = FakeChain(name="v2reorg", finality_lag=5)
+    node = new_spec_node(chain)
+    for _ in range(8):
+        chain.produce()
+    async with node.serve() as url:
+        watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
+        async with watching(watcher):
+            await eventually(following(node))
+            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            chain.reorg(depth=3)
+            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            for _ in range(2):  # finalizes past the fork: the old branch is pruned, unpinned
+                chain.produce()
+            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            await eventually(lambda: node.pinned() == chain.finality_lag)
+    labels = {"chain": "v2reorg", "node": "n1"}
+    assert value(metrics, "srd_chain_reorgs_total", **labels) == 1
+    assert value(metrics, "srd_chain_reorg_depth_blocks_sum", **labels) == 3
+    assert [watcher.tracker.hash_at(n) for n in range(5, 12)] == [
+        block.hash for block in chain.blocks[5:12]
+    ]
+    assert "chain_getBlockHash" not in node.requests  # linked through followed blocks
+
+
+async def test_stop_is_followed_again_and_tracking_goes_on(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    chain = FakeChain(name="v2stop")
+    node = new_spec_node(chain)
+    node.max_pinned = 4
+    labels = {"chain": "v2stop", "node": "n1", "reason": "stop"}
+    async with node.serve() as url:
+        watcher = SubstrateWatcher(target(url, interval=0.1), session, metrics)
+        async with watching(watcher):
+            await eventually(following(node))
+            chain.finality_stalled = True  # unfinalized blocks pile up, pinned
+            for _ in range(5):
+                chain.produce()
+            await eventually(
+                lambda: value(metrics, "srd_chain_subscription_restarts_total", **labels) >= 1
+            )
+            await eventually(lambda: watcher.tracker.best == _header_of(chain))  # polled
+            chain.finality_stalled = False
+            for _ in range(3):
+                chain.produce()
+                await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            await eventually(following(node))
+            chain.produce()
+            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            await eventually(lambda: watcher.tracker.finalized == _finalized_of(chain))
+    assert node.requests["chainHead_v1_follow"] >= 2
+    assert watcher.tracker.reorgs == 0
+
+
+async def test_a_stall_under_chainhead_raises_head_age_without_refollowing(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    chain = FakeChain(name="v2stall")
+    node = new_spec_node(chain)
+    seen: list[Observation] = []
+    async with node.serve() as url, producing(chain, 0.05):
+        watcher = SubstrateWatcher(
+            target(url), session, metrics, on_observation=recording(metrics, seen)
+        )
+        async with watching(watcher):
+            await eventually(following(node))
+            await eventually(lambda: (watcher.tracker.best or _header_of(chain)).number >= 3)
+            chain.production_stalled = True
+            await asyncio.sleep(0.8)
+    up = [obs.chain for obs in seen if obs.chain is not None]
+    assert up[-1].head_age is not None and up[-1].head_age > 0.6
+    assert value(metrics, "srd_chain_head_age_seconds", chain="v2stall", node="n1") > 0.6
+    labels = {"chain": "v2stall", "node": "n1", "reason": "silent"}
+    assert value(metrics, "srd_chain_subscription_restarts_total", **labels) == 0
+    assert node.requests["chainHead_v1_follow"] == 1
+
+
+async def test_a_silent_follow_is_detected_and_followed_again(
+    session: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    chain = FakeChain(name="v2silent")
+    node = new_spec_node(chain)
+    seen: list[Observation] = []
+    labels = {"chain": "v2silent", "node": "n1", "reason": "silent"}
+    async with node.serve() as url, producing(chain, 0.05):
+        watcher = SubstrateWatcher(
+            target(url), session, metrics, on_observation=recording(metrics, seen)
+        )
+        async with watching(watcher):
+            await eventually(following(node))
+            node.silence_subscriptions()
+            await eventually(
+                lambda: value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1
+            )
+            refollowed_at = len(seen)
+            best = chain.best.number
+            await eventually(lambda: (watcher.tracker.best or _header_of(chain)).number > best + 3)
+            await asyncio.sleep(0.2)
+    assert node.requests["chainHead_v1_follow"] == 2
+    assert node.requests["chainHead_v1_unfollow"] == 1
+    ages = [obs.chain.head_age for obs in seen[refollowed_at:] if obs.chain is not None]
+    assert ages and max(a for a in ages if a is not None) < 0.3
+    assert value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1

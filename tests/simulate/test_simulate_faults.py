@@ -1,0 +1,245 @@
+"""Each fault kind a drill can inject, on a running sandbox: inject, see the effect, revert."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiobotocore.session import get_session
+
+from srd.actuators.base import ActuatorError
+from srd.actuators.kubernetes import KubernetesActuator, KubernetesSettings
+from srd.simulate.faults import KINDS, Target
+from srd.simulate.sandbox import Sandbox, running_sandbox
+from srd.simulate.sandbox.aws import AwsProxy
+from srd.simulate.sandbox.kubernetes import DR, PRODUCTION, replicas
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, Target]]:
+    async with AsyncExitStack() as stack:
+        box = await stack.enter_async_context(running_sandbox(tmp_path, "127.0.0.1:0", 0.05))
+        assert box.cloud is not None
+        proxy = AwsProxy(box.cloud.url)
+        await stack.enter_async_context(proxy.serving())
+        yield (
+            box,
+            Target(box.chain, box.nodes, box.services, box.cloud, proxy, 100.0, box.kubernetes),
+        )
+        # moto keeps its backends per process: the next sandbox seeds the same names.
+        async with aiohttp.ClientSession() as session:
+            await session.post(f"{box.cloud.url}/moto-api/reset")
+
+
+async def _status(url: str) -> int:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            url, json={"jsonrpc": "2.0", "id": 1, "method": "system_health", "params": []}
+        ) as reply,
+    ):
+        await reply.read()
+        return reply.status
+
+
+async def _health(url: str) -> int:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/health") as reply:
+        return reply.status
+
+
+async def _keys(box: Sandbox, kind: str) -> list[str]:
+    assert box.cloud is not None
+    args: dict[str, Any] = {
+        "endpoint_url": box.cloud.url,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "x",
+        "aws_secret_access_key": "x",
+    }
+    async with get_session().create_client("s3", **args) as s3:
+        listed = await s3.list_objects_v2(Bucket=box.cloud.bucket, Prefix=f"{kind}/")
+        return sorted(str(o["Key"]) for o in listed.get("Contents", ()))
+
+
+async def test_service_faults_fail_and_slow_the_health_endpoint_until_reverted(
+    sandbox: tuple[Sandbox, Target],
+) -> None:
+    box, target = sandbox
+    url = box.urls["web-viewer"]
+    revert = await KINDS["service_failing"].apply(target, {"service": "web-viewer"})
+    assert await _health(url) == 503
+    await revert()
+    assert await _health(url) == 200
+    revert = await KINDS["service_slow"].apply(target, {"service": "web-viewer", "delay": 0.3})
+    began = time.monotonic()
+    assert await _health(url) == 200
+    assert time.monotonic() - began >= 0.3
+    await revert()
+    assert box.services["web-viewer"].delay == 0
+
+
+async def test_chain_faults_stall_production_and_finality_and_reorg(
+    sandbox: tuple[Sandbox, Target],
+) -> None:
+    box, target = sandbox
+    for kind, flag in (
+        ("chain_stall", "production_stalled"),
+        ("finality_stall", "finality_stalled"),
+    ):
+        revert = await KINDS[kind].apply(target, {})
+        assert getattr(box.chain, flag) is True
+        await revert()
+        assert getattr(box.chain, flag) is False
+    while box.chain.best.number - box.chain.finalized.number < 2:
+        box.chain.produce()
+    before = box.chain.best
+    await KINDS["chain_reorg"].apply(target, {"depth": 1})
+    assert box.chain.blocks[before.number].hash != before.hash
+
+
+async def test_node_faults_refuse_break_and_slow_its_rpc(
+    sandbox: tuple[Sandbox, Target],
+) -> None:
+    box, target = sandbox
+    url = box.urls["validator-1"]
+    revert = await KINDS["node_down"].apply(target, {"node": "validator-1"})
+    assert await _status(url) == 429
+    assert await _status(box.urls["validator-2"]) == 200
+    await revert()
+    assert await _status(url) == 200
+    revert = await KINDS["rpc_errors"].apply(target, {"node": "validator-1"})
+    assert box.nodes["validator-1"].faults.malformed_json
+    await revert()
+    revert = await KINDS["rpc_latency"].apply(target, {"node": "validator-1", "delay": 0.2})
+    began = time.monotonic()
+    assert await _status(url) == 200
+    assert time.monotonic() - began >= 0.2
+    await revert()
+    assert box.nodes["validator-1"].faults.latency == 0
+
+
+async def test_backup_faults_delete_backups_and_their_revert_puts_them_back(
+    sandbox: tuple[Sandbox, Target],
+) -> None:
+    box, target = sandbox
+    before = await _keys(box, "database")
+    assert len(before) == 30
+    # The newest database backup is 10 min old: deleting those under 2 h ages the newest.
+    revert = await KINDS["backups_aged"].apply(target, {"kind": "database", "newer_than": 7200})
+    assert len(await _keys(box, "database")) == 30 - 4
+    await revert()
+    assert await _keys(box, "database") == before
+    revert = await KINDS["backups_deleted"].apply(target, {"kind": "blockchain"})
+    assert await _keys(box, "blockchain") == []
+    await revert()
+    assert len(await _keys(box, "blockchain")) == 7
+
+
+async def test_aws_faults_slow_dns_and_targets_in_drill_time_and_throttle(
+    sandbox: tuple[Sandbox, Target],
+) -> None:
+    _, target = sandbox
+    proxy = target.proxy
+    assert proxy is not None
+    revert = await KINDS["dns_slow"].apply(target, {"seconds": "1h"})
+    assert proxy.dns_pending == pytest.approx(36.0)  # 1 h at ×100
+    await revert()
+    assert proxy.dns_pending == 0
+    revert = await KINDS["targets_slow"].apply(target, {"seconds": 500})
+    assert proxy.targets_initial == pytest.approx(5.0)
+    await revert()
+    assert proxy.targets_initial == 0
+    await KINDS["aws_throttle"].apply(target, {"operation": "GetChange", "times": 2})
+    assert proxy._throttles["GetChange"] == ["Throttling", "Throttling"]
+
+
+async def _k8s(
+    url: str, method: str, path: str, body: dict[str, Any] | None = None
+) -> tuple[int, dict[str, Any], str | None]:
+    headers = {"Content-Type": "application/merge-patch+json"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url + path, json=body, headers=headers) as reply,
+    ):
+        return reply.status, await reply.json(), reply.headers.get("Retry-After")
+
+
+SCALE = "/apis/apps/v1/namespaces/vilokanam-dr/deployments/web-viewer-backup/scale"
+BACKUP = {"namespace": DR, "name": "web-viewer-backup", "replicas": 3}
+PRIMARY = {"namespace": PRODUCTION, "name": "web-viewer-primary", "replicas": 0}
+
+
+async def test_kubernetes_conflicts_answer_writes_409_and_the_actuator_rereads_through_them(
+    sandbox: tuple[Sandbox, Target],
+) -> None:
+    box, target = sandbox
+    url = box.urls["kubernetes"]
+    revert = await KINDS["kubernetes_conflicts"].apply(target, {"times": 3})
+    code, status, _ = await _k8s(url, "PATCH", SCALE, {"spec": {"replicas": 2}})
+    assert code == 409
+    assert status["kind"] == "Status" and status["reason"] == "Conflict"
+    assert status["message"].startswith('Operation cannot be fulfilled on deployments.apps "web-')
+    assert (await _k8s(url, "GET", SCALE))[0] == 200  # reads are served
+    actuator = KubernetesActuator(KubernetesSettings(host=url))
+    try:
+        await actuator.apply("scale_deployment", BACKUP)  # two conflicts left: re-read, re-apply
+        assert replicas(box.kubernetes, DR, "web-viewer-backup") == 3
+        assert box.kubernetes.faults[0].answered == 3
+
+        await revert()
+        assert box.kubernetes.faults == []
+        # For a duration (drill time): 1 h at ×100 is 36 s, beyond the actuator's 4 retries.
+        revert = await KINDS["kubernetes_conflicts"].apply(target, {"duration": "1h"})
+        with pytest.raises(ActuatorError, match="409, still after 4 fresh reads") as caught:
+            await actuator.apply("scale_deployment", PRIMARY)
+        assert caught.value.retryable
+        assert replicas(box.kubernetes, PRODUCTION, "web-viewer-primary") == 3
+        await revert()
+        await actuator.apply("scale_deployment", PRIMARY)
+        assert replicas(box.kubernetes, PRODUCTION, "web-viewer-primary") == 0
+    finally:
+        await actuator.close()
+
+
+async def test_kubernetes_errors_answer_5xx_or_429_for_a_kind_and_verb_until_used_up(
+    sandbox: tuple[Sandbox, Target],
+) -> None:
+    box, target = sandbox
+    url = box.urls["kubernetes"]
+    params = {"code": 429, "resource": "deployments/scale", "verb": "patch", "times": 1}
+    revert = await KINDS["kubernetes_errors"].apply(target, params)
+    assert (await _k8s(url, "GET", SCALE))[0] == 200  # another verb: served
+    code, status, retry_after = await _k8s(url, "PATCH", SCALE, {"spec": {"replicas": 1}})
+    assert (code, status["reason"], retry_after) == (429, "TooManyRequests", "1")
+    assert (await _k8s(url, "PATCH", SCALE, {"spec": {"replicas": 1}}))[0] == 200  # used up
+    await revert()
+
+    revert = await KINDS["kubernetes_errors"].apply(target, {"code": 503, "times": 2})
+    code, status, _ = await _k8s(url, "GET", "/api/v1/namespaces/vilokanam-web/pods")
+    assert (code, status["kind"], status["reason"]) == (503, "Status", "ServiceUnavailable")
+    actuator = KubernetesActuator(KubernetesSettings(host=url))
+    try:
+        began = time.monotonic()
+        assert await actuator.snapshot("scale_deployment", BACKUP) == {"replicas": 1}
+        assert time.monotonic() - began >= 0.2  # backed off once before the call that worked
+    finally:
+        await actuator.close()
+        await revert()
+    assert box.kubernetes.faults == []
+
+
+def test_fault_params_are_validated_strictly_naming_the_param() -> None:
+    with pytest.raises(ValueError, match=r"params\.service"):
+        KINDS["service_failing"].check({})
+    with pytest.raises(ValueError, match=r"params\.nope"):
+        KINDS["chain_stall"].check({"nope": 1})
+    with pytest.raises(ValueError, match=r"params\.code"):
+        KINDS["kubernetes_errors"].check({"code": 404})
+    with pytest.raises(ValueError, match=r"params\.resources\.0"):
+        KINDS["kubernetes_conflicts"].check({"resources": ["configmaps"]})
+    with pytest.raises(ValueError, match=r"params\.instructions"):
+        KINDS["manual"].check({})

@@ -1,0 +1,165 @@
+"""Builds the failover pipeline for tests: real SqliteJournal, fake actuator and checks."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from srd.config import Mode
+from srd.failover.executor import Executor
+from srd.failover.guards import Guards, KillSwitch, Limits
+from srd.failover.runbooks import Runbook, parse_runbooks
+from srd.journal import ExecutionRecord, Fence, SqliteJournal
+from srd.journal.sql import SqlJournal
+from srd.metrics import Metrics
+from srd.model import Alert
+from srd.testing import FakeActuator, FakeChecks
+
+LOOSE = Limits(cooldown=0, flap_window=0, flap_max=100, execution_window=0, max_executions=100)
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Leader:
+    def __init__(self) -> None:
+        self.leader = True
+        self.fenced_as: Fence | None = None
+        """What ``fence()`` answers: None (unfenced, as a single srd) unless a test sets it."""
+
+    def is_leader(self) -> bool:
+        return self.leader
+
+    def fence(self) -> Fence | None:
+        return self.fenced_as
+
+
+@dataclass
+class Kit:
+    journal: SqlJournal
+    actuator: FakeActuator
+    checks: FakeChecks
+    guards: Guards
+    executor: Executor
+    metrics: Metrics
+    clock: Clock
+    leader: Leader
+    mode: list[Mode]
+    escalations: list[Alert] = field(default_factory=list)
+
+    def runbook(self, text: str) -> Runbook:
+        [runbook] = parse_runbooks(textwrap.dedent(text), "test.yaml", {"fake": self.actuator})
+        return runbook
+
+    async def execution(
+        self, runbook: Runbook, fingerprint: str = "fp1", starts_at: str = "2024-01-01T00:00Z"
+    ) -> ExecutionRecord:
+        alert = {"fingerprint": fingerprint, "startsAt": starts_at, "labels": {}}
+        key = f"{runbook.name}/{fingerprint}/{starts_at}"
+        record = await self.journal.start_execution(
+            runbook.name, key, self.mode[0].value, "corr", alert
+        )
+        assert record is not None
+        return record
+
+    async def state(self, execution_id: str) -> str:
+        record = await self.journal.execution(execution_id)
+        assert record is not None
+        return record.state
+
+    async def guards_blocked(self, execution_id: str) -> list[str]:
+        return [b.guard for b in await self.journal.guard_blocks(execution_id)]
+
+
+@asynccontextmanager
+async def kit(
+    tmp_path: Path,
+    mode: Mode = Mode.ARMED,
+    limits: Limits = LOOSE,
+    *,
+    journal_of: Callable[[Clock], Awaitable[SqlJournal]] | None = None,
+    **healthy: bool,
+) -> AsyncIterator[Kit]:
+    """``journal_of``: opens the journal (another backend, or one file several kits share —
+    replicas); by default a SQLite journal in ``tmp_path``."""
+    clock = Clock()
+    if journal_of is None:
+        journal: SqlJournal = await SqliteJournal.open(tmp_path / "journal.sqlite3", clock=clock)
+    else:
+        journal = await journal_of(clock)
+    metrics = Metrics()
+    actuator = FakeActuator()
+    checks = FakeChecks(**healthy)
+    leader = Leader()
+    modes = [mode]
+    guards = Guards(
+        mode=lambda: modes[0],
+        kill_switch=KillSwitch(tmp_path / "killswitch", journal),
+        leadership=leader,
+        journal=journal,
+        limits=limits,
+        checks=checks,
+        metrics=metrics,
+        clock=clock,
+    )
+    escalations: list[Alert] = []
+    executor = Executor(
+        journal=journal,
+        actuators={"fake": actuator},
+        guards=guards,
+        checks=checks,
+        metrics=metrics,
+        escalate=escalations.append,
+        poll_interval=0.01,
+        retry_backoff=0.01,
+    )
+    try:
+        yield Kit(
+            journal, actuator, checks, guards, executor, metrics, clock, leader, modes, escalations
+        )
+    finally:
+        await journal.close()
+
+
+ONE_STEP = """
+runbooks:
+  - name: one
+    match: [alertname="Down"]
+    steps:
+      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 1s}
+"""
+APPROVAL = """
+runbooks:
+  - name: restore
+    match: [alertname="Down"]
+    steps:
+      - {name: ask, approval: "restore the database", timeout: 20s}
+      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 1s}
+"""
+FLAGGED = """
+runbooks:
+  - name: flagged
+    match: [alertname="Down"]
+    steps:
+      - name: a
+        action: {actuator: fake, action: set, params: {key: a, value: 1}}
+        requires_approval: true
+        timeout: 20s
+"""
+THREE_STEPS = """
+runbooks:
+  - name: swap
+    match: [alertname="Down"]
+    steps:
+      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 2s}
+      - {name: b, action: {actuator: fake, action: set, params: {key: b, value: 2}}, timeout: 2s}
+      - {name: c, action: {actuator: fake, action: set, params: {key: c, value: 3}}, timeout: 2s}
+"""
