@@ -38,6 +38,7 @@ lint: setup
 	$(BIN)/ruff check srd tests bench
 	$(BIN)/ruff format --check srd tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: setup system-deps lint
 	$(BIN)/pytest
