@@ -72,6 +72,16 @@ async def _nothing() -> None:
     return None
 
 
+def _set(owner: object, name: str, value: object, restore: object) -> Revert:
+    """Set ``owner.<name>`` to ``value``; the revert sets it to ``restore``."""
+    setattr(owner, name, value)
+
+    async def revert() -> None:
+        setattr(owner, name, restore)
+
+    return revert
+
+
 class ServiceParams(Strict):
     service: str
 
@@ -170,43 +180,20 @@ def _proxy(target: Target) -> AwsProxy:
 
 
 async def service_failing(target: Target, p: ServiceParams) -> Revert:
-    service = _service(target, p.service)
-    service.healthy = False
-
-    async def revert() -> None:
-        service.healthy = True
-
-    return revert
+    return _set(_service(target, p.service), "healthy", False, True)
 
 
 async def service_slow(target: Target, p: SlowParams) -> Revert:
     service = _service(target, p.service)
-    before, service.delay = service.delay, p.delay
-
-    async def revert() -> None:
-        service.delay = before
-
-    return revert
+    return _set(service, "delay", p.delay, service.delay)
 
 
 async def chain_stall(target: Target, _: Any) -> Revert:
-    chain = _chain(target)
-    chain.production_stalled = True
-
-    async def revert() -> None:
-        chain.production_stalled = False
-
-    return revert
+    return _set(_chain(target), "production_stalled", True, False)
 
 
 async def finality_stall(target: Target, _: Any) -> Revert:
-    chain = _chain(target)
-    chain.finality_stalled = True
-
-    async def revert() -> None:
-        chain.finality_stalled = False
-
-    return revert
+    return _set(_chain(target), "finality_stalled", True, False)
 
 
 async def chain_reorg(target: Target, p: ReorgParams) -> Revert:
@@ -217,33 +204,18 @@ async def chain_reorg(target: Target, p: ReorgParams) -> Revert:
 
 async def node_down(target: Target, p: NodeParams) -> Revert:
     node = _node(target, p.node)
-    node.faults.too_many_connections = True
+    revert = _set(node.faults, "too_many_connections", True, False)
     await node.close_websockets()
-
-    async def revert() -> None:
-        node.faults.too_many_connections = False
-
     return revert
 
 
 async def rpc_errors(target: Target, p: NodeParams) -> Revert:
-    node = _node(target, p.node)
-    node.faults.malformed_json = True
-
-    async def revert() -> None:
-        node.faults.malformed_json = False
-
-    return revert
+    return _set(_node(target, p.node).faults, "malformed_json", True, False)
 
 
 async def rpc_latency(target: Target, p: LatencyParams) -> Revert:
-    node = _node(target, p.node)
-    before, node.faults.latency = node.faults.latency, p.delay
-
-    async def revert() -> None:
-        node.faults.latency = before
-
-    return revert
+    faults = _node(target, p.node).faults
+    return _set(faults, "latency", p.delay, faults.latency)
 
 
 def _s3_args(cloud: SandboxCloud) -> dict[str, Any]:
@@ -311,22 +283,12 @@ async def backups_aged(target: Target, p: BackupParams) -> Revert:
 
 async def dns_slow(target: Target, p: DelayParams) -> Revert:
     proxy = _proxy(target)
-    before, proxy.dns_pending = proxy.dns_pending, p.seconds / target.scale
-
-    async def revert() -> None:
-        proxy.dns_pending = before
-
-    return revert
+    return _set(proxy, "dns_pending", p.seconds / target.scale, proxy.dns_pending)
 
 
 async def targets_slow(target: Target, p: DelayParams) -> Revert:
     proxy = _proxy(target)
-    before, proxy.targets_initial = proxy.targets_initial, p.seconds / target.scale
-
-    async def revert() -> None:
-        proxy.targets_initial = before
-
-    return revert
+    return _set(proxy, "targets_initial", p.seconds / target.scale, proxy.targets_initial)
 
 
 async def aws_throttle(target: Target, p: ThrottleParams) -> Revert:

@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import html
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from srd.config.durations import format_duration
-
-if TYPE_CHECKING:
-    from srd.simulate.runner import DrillResult
+from srd.simulate.result import DrillResult
 
 SCHEMA_VERSION = 1
 COLORS = {"runner": "#c0392b", "registry": "#d68910", "journal": "#1f618d"}
@@ -46,6 +44,7 @@ def report_data(result: DrillResult) -> dict[str, Any]:
     drill = result.drill
     injected = result.rto.get("injected_at") or result.started_at
     rpo = result.rpo
+    verdict = result.judged
     return {
         "schema_version": SCHEMA_VERSION,
         "drill": drill.name,
@@ -58,10 +57,10 @@ def report_data(result: DrillResult) -> dict[str, Any]:
         "started_at": result.started_at,
         "ended_at": result.ended_at,
         "wall_seconds": result.ended_at - result.started_at,
-        "outcome": result.outcome,
-        "exit_code": result.exit_code,
+        "outcome": verdict.outcome,
+        "exit_code": verdict.exit_code,
         "expect_breach": drill.expect_breach,
-        "passed": result.outcome == "met" or (drill.expect_breach and result.outcome == "breached"),
+        "passed": verdict.passed,
         "objectives": result.objectives,
         "rto": result.rto,
         "rpo": {
@@ -297,6 +296,23 @@ time scale ×{data["time_scale"]:g}.</p>
 <table><tr><th>T (drill time)</th><th>event</th><th>source</th></tr>{rows}</table>
 </body></html>
 """
+
+
+def summary_line(result: DrillResult) -> str:
+    """One line for the terminal: the verdict and each objective."""
+    parts = []
+    for o in result.objectives:
+        if "target_seconds" in o:
+            measured = o["measured_seconds"]
+            shown = format_duration(measured) if measured is not None else "—"
+            mark = "ok" if o["met"] else "BREACHED"
+            parts.append(f"{o['name']} {shown}/{format_duration(o['target_seconds'])} {mark}")
+        else:
+            parts.append(f"runbook {o['target']} {'ok' if o['met'] else 'FAILED'}")
+    parts += [f"preflight FAILED {c.name}: {c.detail}" for c in result.preflight if not c.ok]
+    verdict = result.judged
+    head = f"{result.drill.name}: {verdict.outcome} (exit {verdict.exit_code}) — "
+    return head + ", ".join(parts)
 
 
 def write_reports(result: DrillResult) -> dict[str, Any]:

@@ -21,9 +21,12 @@ from srd.journal import SqliteJournal
 from srd.runtime import Setup
 from srd.simulate.drill import Drill, FaultSpec, load_drill
 from srd.simulate.preflight import PreflightCheck, preflight
-from srd.simulate.runner import EXIT_PREFLIGHT, Progress, real_setup, run_drill
+from srd.simulate.progress import Progress
+from srd.simulate.runner import run_drill
 from srd.simulate.sandbox import Sandbox, running_sandbox
 from srd.simulate.sandbox.kubernetes import DR, replicas
+from srd.simulate.setup import real_setup
+from srd.simulate.verdict import EXIT_PREFLIGHT
 
 SCALE_UP = {
     "name": "scale_backup_up",
