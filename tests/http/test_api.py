@@ -14,8 +14,8 @@ from aiohttp import web
 
 from srd.cli.journal import journal_list, journal_show
 from srd.config import WebhookAuth
-from srd.http.alertmanager import Authenticator
 from srd.http.app import serving
+from srd.http.auth import Authenticator
 from srd.http.journal_api import add_routes
 from srd.journal import JOURNAL_FILE, SqliteJournal, StepRecord
 
