@@ -92,4 +92,3 @@ async def _approve(request: web.Request) -> web.Response:
     if not approved:
         return web.json_response({"error": f"nothing waits for approval {approval_id}"}, status=404)
     return web.json_response({"approved": approval_id, "by": by})
-

@@ -8,6 +8,7 @@ import pytest
 
 from srd import __version__
 from srd.cli import main
+from srd.cli.exitcodes import USAGE
 
 SRD = str(Path(sys.executable).with_name("srd"))
 
@@ -33,6 +34,24 @@ def test_check_of_a_typo_exits_2_naming_file_and_key_path(tmp_path: Path) -> Non
     )
     assert result.returncode == 2
     assert f"{config}:2: server.listn: unknown key (did you mean 'listen'?)" in result.stderr
+
+
+def test_python_m_srd_cli_is_the_srd_command(tmp_path: Path) -> None:
+    # Tests and the benchmark spawn srd as a module; it must answer as the console script does.
+    config = tmp_path / "srd.yaml"
+    config.write_text("server:\n  listn: 127.0.0.1:9877\n")
+    runs = [
+        subprocess.run(
+            [*command, "check", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        for command in ([sys.executable, "-m", "srd.cli"], [SRD])
+    ]
+    assert [run.returncode for run in runs] == [USAGE, USAGE]
+    assert runs[0].stderr == runs[1].stderr != ""
 
 
 def test_check_reads_the_path_from_srd_config(
