@@ -1,7 +1,7 @@
 """The failover stage assembled: journal, intake, guards, executor and dispatcher. The runtime
-builds one per daemon, mounts the HTTP routes that feed and steer its parts
-(``srd.http.app.FailoverRoutes``) and swaps its runbooks and actuators on reload; the journal
-and the intake queue live as long as the daemon.
+builds one per daemon, mounts the HTTP routes that feed and steer its parts (the http layer,
+above this one) and swaps its runbooks and actuators on reload; the journal and the intake
+queue live as long as the daemon.
 """
 
 from __future__ import annotations
