@@ -30,7 +30,7 @@ from srd.evaluation.slo import Slo
 from srd.failover.leader import leadership_from_config
 from srd.failover.runbooks import Runbook, load_runbooks
 from srd.failover.stage import FailoverStage
-from srd.http.app import build_app, serving
+from srd.http.app import FailoverRoutes, build_app, serving
 from srd.metrics import Metrics
 from srd.model import Observation
 from srd.probes.backups import BackupChecker, assess_readiness
@@ -124,6 +124,7 @@ class Daemon:
         self._last_obs: dict[str, Observation] = {}
         self._retired: list[Actuator] = []
         self.failover: FailoverStage | None = None
+        self._routes: FailoverRoutes | None = None
 
     @property
     def config(self) -> Config:
@@ -227,7 +228,16 @@ class Daemon:
     async def _serve(self, stop: asyncio.Event) -> None:
         server = self.config.server
         app = build_app(self.metrics.registry, self.not_ready)
-        self._failover().add_routes(app)
+        failover = self._failover()
+        self._routes = FailoverRoutes(
+            app,
+            self.config.failover,
+            self.metrics,
+            intake=failover.intake,
+            kill_switch=failover.kill_switch,
+            approvals=failover.guards.approvals,
+            journal=failover.journal,
+        )
         async with serving(app, server.host, server.port) as port:
             url = f"http://{_url_host(server.host)}:{port}"
             log.info("serving", url=url, mode=self.config.mode)
@@ -268,6 +278,8 @@ class Daemon:
             await self.supervisor.stop(self._stage_tasks(), self.config.runtime.shutdown_grace)
             self.setup = new
             self._retired += self._failover().reload(new.config, new.actuators, new.runbooks)
+            if self._routes is not None:
+                self._routes.reload(new.config.failover)
             self._configure_logs(new.config)
             self._start_stages(new)
             self.metrics.config_reloads.labels("success").inc()

@@ -7,6 +7,7 @@ and PostgreSQL both let readers and the writer overlap) and never create one.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
@@ -16,12 +17,46 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from srd.cli.exitcodes import FAILED, OK, USAGE
+from srd.cli.loading import load_or_report
+from srd.config import resolve_config_path
 from srd.http.journal_api import execution_detail
 from srd.journal import Journal, JournalError, open_journal
 
-EXIT_OK, EXIT_FAILED = 0, 1
-
 T = TypeVar("T")
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    journal = commands.add_parser(
+        "journal", help="list failover executions, or show one with its steps and guard blocks"
+    )
+    journal.add_argument("id", nargs="?", help="an execution id (omit to list the newest)")
+    journal.add_argument("--config", help="config whose state_dir holds the journal")
+    journal.add_argument(
+        "--journal",
+        help="a state directory, sqlite:///path or postgresql://user@host/db (overrides; "
+        "the password from PGPASSWORD or ~/.pgpass)",
+    )
+    journal.add_argument("--limit", type=int, default=20, help="executions to list (20)")
+    journal.add_argument("--json", action="store_true", help="print JSON")
+    journal.set_defaults(handler=_journal)
+
+
+def _journal(args: argparse.Namespace) -> int:
+    target: str | Path
+    password = None
+    if args.journal:
+        target = args.journal
+    else:
+        setup = load_or_report(resolve_config_path(args.config))
+        if setup is None:
+            return USAGE
+        failover = setup.config.failover
+        target = failover.journal or setup.config.state_dir
+        password = failover.journal_password.value if failover.journal_password else None
+    if args.id:
+        return journal_show(target, args.id, as_json=args.json, password=password)
+    return journal_list(target, limit=args.limit, as_json=args.json, password=password)
 
 
 def journal_list(
@@ -40,7 +75,7 @@ def journal_list(
         )
     except JournalError as exc:
         print(exc, file=sys.stderr)
-        return EXIT_FAILED
+        return FAILED
     if as_json:
         _json([asdict(e) for e in executions], out)
     elif not executions:
@@ -51,7 +86,7 @@ def journal_list(
             for e in executions
         ]
         _table(("ID", "CREATED (UTC)", "RUNBOOK", "MODE", "STATE", "ALERT"), rows, out)
-    return EXIT_OK
+    return OK
 
 
 def journal_show(
@@ -69,15 +104,15 @@ def journal_show(
         )
     except JournalError as exc:
         print(exc, file=sys.stderr)
-        return EXIT_FAILED
+        return FAILED
     if detail is None:
         print(f"no execution {execution_id!r}", file=sys.stderr)
-        return EXIT_FAILED
+        return FAILED
     if as_json:
         _json(detail, out)
     else:
         _timeline(detail, out)
-    return EXIT_OK
+    return OK
 
 
 async def _reading(

@@ -5,17 +5,62 @@ The same probe classes the daemon runs, so what this prints is what srd sees.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import sys
 from typing import Any
 
 import aiohttp
+from pydantic import ValidationError
 
 from srd import __version__
+from srd.cli.exitcodes import FAILED, OK, USAGE
 from srd.config import ExporterTarget, HttpTarget, ProbeTarget, SubstrateTarget
 from srd.model import ChainSnapshot, Observation
 from srd.probes import make_probe
 from srd.probes.substrate import SubstrateProbe
 
 NAME = "cli"
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    probe = commands.add_parser(
+        "probe", help="probe one target once and print what srd sees as JSON (exit 1 if down)"
+    )
+    probe.add_argument("kind", choices=["substrate", "exporter", "http"])
+    probe.add_argument("url", help="JSON-RPC URL, metrics page URL or health URL")
+    probe.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    probe.add_argument(
+        "--keep", action="append", default=[], help="exporter: a metric name to extract (repeat)"
+    )
+    probe.add_argument(
+        "--expect-status", type=int, action="append", help="http: an accepted status (repeat)"
+    )
+    probe.set_defaults(handler=_probe)
+
+
+def _probe(args: argparse.Namespace) -> int:
+    if args.kind == "exporter" and not args.keep:
+        print("srd probe exporter: name the series to extract with --keep NAME", file=sys.stderr)
+        return USAGE
+    try:
+        report, up = asyncio.run(
+            probe_once(
+                args.kind,
+                args.url,
+                timeout_seconds=args.timeout,
+                keep=args.keep,
+                expect_status=args.expect_status or [200],
+            )
+        )
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            print(f"srd probe {args.kind}: {where}: {error['msg']}", file=sys.stderr)
+        return USAGE
+    print(json.dumps(report, indent=2))
+    return OK if up else FAILED
 
 
 async def probe_once(

@@ -1,6 +1,7 @@
-"""The failover stage assembled: journal, intake, guards, executor and dispatcher, and the
-HTTP routes that feed and steer them. The runtime builds one per daemon and swaps its
-runbooks and actuators on reload; the journal and the intake queue live as long as the daemon.
+"""The failover stage assembled: journal, intake, guards, executor and dispatcher. The runtime
+builds one per daemon, mounts the HTTP routes that feed and steer its parts (the http layer,
+above this one) and swaps its runbooks and actuators on reload; the journal and the intake
+queue live as long as the daemon.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 import structlog
-from aiohttp import web
 
 from srd.actuators.base import Actuator
 from srd.config import Config
@@ -21,9 +21,6 @@ from srd.failover.executor import Executor
 from srd.failover.guards import Guards, KillSwitch, Leadership, Limits, budget_from_registry
 from srd.failover.intake import Intake, from_rule_alert
 from srd.failover.runbooks import Runbook
-from srd.http import alertmanager as webhook
-from srd.http import failover_api as control
-from srd.http.journal_api import add_routes as add_journal_routes
 from srd.journal import Journal, JournalError, open_journal
 from srd.metrics import Metrics
 from srd.model import Alert, Observation
@@ -46,11 +43,8 @@ class FailoverStage:
     ) -> None:
         self.config = config
         self.journal = journal
-        self._metrics = metrics
         failover = config.failover
         self.intake = Intake(failover.queue_size)
-        self.auth = webhook.Authenticator(failover.auth)
-        self._webhook: webhook.Webhook | None = None
         self.kill_switch = KillSwitch(
             failover.kill_switch_file or config.state_dir / "killswitch", journal
         )
@@ -115,13 +109,6 @@ class FailoverStage:
             leadership=leadership,
         )
 
-    def add_routes(self, app: web.Application) -> None:
-        self._webhook = webhook.add_routes(
-            app, self.intake, self.auth, self._metrics, self.config.failover.max_body_bytes
-        )
-        control.add_api_routes(app, self.kill_switch, self.guards.approvals)
-        add_journal_routes(app, self.journal, self.auth)
-
     async def run(self, stop: asyncio.Event) -> None:
         """The dispatcher task: take alerts; while leading, run what the journal holds
         unfinished (what a previous run or leader left, what followers planned)."""
@@ -145,14 +132,12 @@ class FailoverStage:
     def reload(
         self, config: Config, actuators: Mapping[str, Actuator], runbooks: Sequence[Runbook]
     ) -> list[Actuator]:
-        """Apply a new config's mode, runbooks, actuators, guard limits, credentials and body
-        limit to executions and requests still to come; returns the replaced actuators, to
-        close once nothing uses them. The queue (and its size) lives on, with what it holds."""
+        """Apply a new config's mode, runbooks, actuators and guard limits to executions still
+        to come; returns the replaced actuators, to close once nothing uses them. The queue
+        (and its size) lives on, with what it holds. (The routes' credentials and body limit:
+        ``FailoverRoutes.reload``.)"""
         self.config = config
-        self.auth.use(config.failover.auth)
         self.guards.limits = Limits.of(config.failover)
-        if self._webhook is not None:
-            self._webhook.max_body_bytes = config.failover.max_body_bytes
         replaced = [old for name, old in self.actuators.items() if actuators.get(name) is not old]
         self.actuators.clear()
         self.actuators.update(actuators)

@@ -7,11 +7,7 @@ retry rules: 5xx is retried, other 4xx are not — so a full queue is 503, never
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import json
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Literal
 
@@ -19,8 +15,8 @@ import structlog
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from srd.config import WebhookAuth
 from srd.failover.intake import IncomingAlert, Intake, iso_utc
+from srd.http.auth import AUTH_KEY, Authenticator
 from srd.metrics import Metrics
 
 log = structlog.get_logger("srd.http.alertmanager")
@@ -70,72 +66,6 @@ class AlertmanagerPayload(_Payload):
             )
             for alert in self.alerts
         ]
-
-
-class Authenticator:
-    """Checks a request's ``Authorization`` header against the configured credentials, in
-    constant time. With no credentials every request passes (allowed only when not armed)."""
-
-    def __init__(self, auth: WebhookAuth | None) -> None:
-        self._expected: bytes | None = None
-        self.challenge = ""
-        self.use(auth)
-
-    def use(self, auth: WebhookAuth | None) -> None:
-        """Check against ``auth`` from now on (a reload's new credentials)."""
-        self._expected = None
-        self.challenge = ""
-        if auth is not None and auth.bearer_token is not None:
-            self._expected = f"Bearer {auth.bearer_token.value}".encode()
-            self.challenge = 'Bearer realm="srd"'
-        elif auth is not None and auth.basic is not None:
-            pair = f"{auth.basic.username}:{auth.basic.password.value}".encode()
-            self._expected = b"Basic " + base64.b64encode(pair)
-            self.challenge = 'Basic realm="srd"'
-
-    @property
-    def header(self) -> str | None:
-        """The ``Authorization`` value a client sends (``srd approve`` uses it)."""
-        return None if self._expected is None else self._expected.decode()
-
-    def allows(self, headers: Mapping[str, str]) -> bool:
-        if self._expected is None:
-            return True
-        given = headers.get("Authorization", "")
-        if self.challenge.startswith("Basic"):
-            given = _normalise_basic(given)
-        return hmac.compare_digest(given.encode(), self._expected)
-
-    def refusal(self) -> web.Response:
-        return web.json_response(
-            {"error": "authentication required"},
-            status=401,
-            headers={"WWW-Authenticate": self.challenge},
-        )
-
-    def demand(self, request: web.Request) -> None:
-        """Raise 401 (with the challenge) unless ``request`` carries the credentials: for
-        the API routes, which answer with what their handler returns."""
-        if not self.allows(request.headers):
-            raise web.HTTPUnauthorized(
-                text=json.dumps({"error": "authentication required"}),
-                content_type="application/json",
-                headers={"WWW-Authenticate": self.challenge},
-            )
-
-
-def _normalise_basic(header: str) -> str:
-    # Clients may pad or wrap base64 differently; compare the decoded pair re-encoded.
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "basic":
-        return header
-    try:
-        return "Basic " + base64.b64encode(base64.b64decode(token, validate=True)).decode()
-    except (binascii.Error, ValueError):
-        return header
-
-
-AUTH_KEY = web.AppKey("srd_failover_auth", Authenticator)
 
 
 class Webhook:
@@ -213,7 +143,8 @@ def add_routes(
     max_body_bytes: int,
 ) -> Webhook:
     """Mount ``POST /alertmanager`` on ``app``. ``auth`` also guards the failover API and
-    the journal's read routes (``srd.http.journal_api``)."""
+    the journal's read routes (``srd.http.journal_api``). Returns the handler, whose
+    ``max_body_bytes`` a reload sets anew."""
     app[AUTH_KEY] = auth
     for reason in ("unauthorized", "too_large", "malformed", "queue_full", "shutting_down"):
         metrics.webhook_rejected.labels(reason)

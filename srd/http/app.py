@@ -1,45 +1,59 @@
-"""srd's HTTP server (aiohttp, one port): /metrics, /healthz, /readyz."""
+"""srd's HTTP server (aiohttp, one port), assembled from one routes module per surface:
+``health`` (/metrics, /healthz, /readyz), and the failover stage's — ``alertmanager`` (the
+webhook), ``failover_api`` (kill switch, approvals) and ``journal_api`` (executions)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
-Readiness = Callable[[], list[str]]
-"""Returns the reasons srd is not ready; an empty list means ready."""
-
-REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
-READINESS_KEY: web.AppKey[Readiness] = web.AppKey("readiness")
+from srd.config import FailoverConfig
+from srd.failover.guards import Approvals, KillSwitch
+from srd.failover.intake import Intake
+from srd.http import alertmanager, failover_api, health, journal_api
+from srd.http.auth import Authenticator
+from srd.http.health import Readiness
+from srd.journal import Journal
+from srd.metrics import Metrics
 
 
 def build_app(registry: CollectorRegistry, readiness: Readiness) -> web.Application:
     # No endpoint here takes a body yet; keep aiohttp's limit small until one does.
     app = web.Application(client_max_size=64 * 1024)
-    app[REGISTRY_KEY] = registry
-    app[READINESS_KEY] = readiness
-    app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
+    health.add_routes(app, registry, readiness)
     return app
 
 
-async def _metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[REGISTRY_KEY])
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+class FailoverRoutes:
+    """The routes that feed and steer the failover stage, mounted on ``app``: Alertmanager's
+    webhook into ``intake``, the ``kill_switch`` and ``approvals`` API, and ``journal``'s
+    executions — all behind ``failover.auth``."""
 
+    def __init__(
+        self,
+        app: web.Application,
+        failover: FailoverConfig,
+        metrics: Metrics,
+        *,
+        intake: Intake,
+        kill_switch: KillSwitch,
+        approvals: Approvals,
+        journal: Journal,
+    ) -> None:
+        self.auth = Authenticator(failover.auth)
+        self._webhook = alertmanager.add_routes(
+            app, intake, self.auth, metrics, failover.max_body_bytes
+        )
+        failover_api.add_api_routes(app, kill_switch, approvals)
+        journal_api.add_routes(app, journal, self.auth)
 
-async def _healthz(_: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-async def _readyz(request: web.Request) -> web.Response:
-    reasons = request.app[READINESS_KEY]()
-    if reasons:
-        return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
-    return web.json_response({"status": "ready"})
+    def reload(self, failover: FailoverConfig) -> None:
+        """Apply a new config's credentials and body limit to requests still to come."""
+        self.auth.use(failover.auth)
+        self._webhook.max_body_bytes = failover.max_body_bytes
 
 
 @asynccontextmanager

@@ -5,19 +5,18 @@ Both are kept in the journal, so any replica answers for all (a Service reaches 
 ``GET /api/killswitch`` says whether it is on and where from (journal, this replica's file);
 ``GET /api/approvals`` lists every replica's pending approvals, ``POST /api/approvals/{id}``
 approves one, whichever replica waits for it. A journal that cannot be reached: 503.
-``approve`` is what ``srd approve ID`` calls: the same POST, from another process.
+``srd approve ID`` sends the same POST from another process (``srd.cli.approve``).
 """
 
 from __future__ import annotations
 
 import json
 
-import aiohttp
 import structlog
 from aiohttp import web
 
 from srd.failover.guards import Approvals, KillSwitch
-from srd.http.alertmanager import AUTH_KEY
+from srd.http.auth import AUTH_KEY
 from srd.journal import JournalError
 
 log = structlog.get_logger("srd.http.failover_api")
@@ -93,22 +92,3 @@ async def _approve(request: web.Request) -> web.Response:
     if not approved:
         return web.json_response({"error": f"nothing waits for approval {approval_id}"}, status=404)
     return web.json_response({"approved": approval_id, "by": by})
-
-
-async def approve(
-    base_url: str, approval_id: str, authorization: str | None, user: str
-) -> tuple[bool, str]:
-    """POST the approval to a running srd; (approved, message for the operator)."""
-    headers = {"X-Srd-User": user}
-    if authorization:
-        headers["Authorization"] = authorization
-    url = f"{base_url.rstrip('/')}/api/approvals/{approval_id}"
-    client_timeout = aiohttp.ClientTimeout(total=10.0)
-    async with (
-        aiohttp.ClientSession(timeout=client_timeout) as session,
-        session.post(url, headers=headers) as response,
-    ):
-        body = await response.json(content_type=None)
-    if response.status == 200:
-        return True, f"approved {approval_id}"
-    return False, str(body.get("error", f"HTTP {response.status}"))

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from srd.http.alertmanager import Authenticator
+from srd.http.auth import Authenticator
 from srd.journal import Journal
 
 JOURNAL_KEY: web.AppKey[Journal] = web.AppKey("journal")

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from srd import __version__
-from srd.cli import main
+from srd import __version__, runtime
+from srd.cli import exitcodes, main
+from srd.cli.exitcodes import USAGE
+from srd.simulate import runner
 
 SRD = str(Path(sys.executable).with_name("srd"))
 
@@ -33,6 +35,24 @@ def test_check_of_a_typo_exits_2_naming_file_and_key_path(tmp_path: Path) -> Non
     )
     assert result.returncode == 2
     assert f"{config}:2: server.listn: unknown key (did you mean 'listen'?)" in result.stderr
+
+
+def test_python_m_srd_cli_is_the_srd_command(tmp_path: Path) -> None:
+    # Tests and the benchmark spawn srd as a module; it must answer as the console script does.
+    config = tmp_path / "srd.yaml"
+    config.write_text("server:\n  listn: 127.0.0.1:9877\n")
+    runs = [
+        subprocess.run(
+            [*command, "check", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        for command in ([sys.executable, "-m", "srd.cli"], [SRD])
+    ]
+    assert [run.returncode for run in runs] == [USAGE, USAGE]
+    assert runs[0].stderr == runs[1].stderr != ""
 
 
 def test_check_reads_the_path_from_srd_config(
@@ -66,3 +86,21 @@ def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) 
 def test_listen_without_sandbox_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--listen", "127.0.0.1:1"]) == 2
     assert "apply to --sandbox only" in capsys.readouterr().err
+
+
+def test_the_codes_exitcodes_documents_for_the_daemon_and_drills_are_the_ones_returned() -> None:
+    # run and simulate return codes defined below the cli (runtime, simulator): the table in
+    # srd.cli.exitcodes re-documents them and must not drift.
+    documented = " ".join((exitcodes.__doc__ or "").split())
+    for code, meaning in (
+        (runtime.EXIT_OK, "stopped by SIGTERM/SIGINT"),
+        (runtime.EXIT_FAILED, "an essential task failed"),
+        (runner.EXIT_MET, "every objective met"),
+        (runner.EXIT_INVALID, "invalid drill or options"),
+        (runner.EXIT_BREACHED, "an objective breached"),
+        (runner.EXIT_NOT_RESTORED, "the steady state not restored"),
+        (runner.EXIT_ABORTED, "aborted"),
+        (runner.EXIT_INTERRUPTED, "interrupted (SIGINT)"),
+        (runner.EXIT_PREFLIGHT, "the preflight of a real target failed"),
+    ):
+        assert f"{code} {meaning}" in documented

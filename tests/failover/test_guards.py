@@ -7,13 +7,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from srd.cli.approve import approve
 from srd.config import Mode
 from srd.failover.dispatch import _RELEASED
 from srd.failover.guards import Guards, Limits, budget_from_registry
 from srd.failover.intake import Intake
-from srd.http.alertmanager import Authenticator, add_routes
+from srd.http.alertmanager import add_routes
 from srd.http.app import serving
-from srd.http.failover_api import add_api_routes, approve
+from srd.http.auth import Authenticator
+from srd.http.failover_api import add_api_routes
 from srd.metrics import Metrics
 from tests.support.failoverkit import APPROVAL, FLAGGED, LOOSE, ONE_STEP, Kit, kit
 

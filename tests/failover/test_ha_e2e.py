@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from srd.http.failover_api import approve
+from srd.cli.approve import approve
 from srd.journal import ExecutionRecord, Journal, StepRecord, open_journal
 from srd.simulate.sandbox.kubernetes import DR, LEASES, PRODUCTION, ApiError, FakeKubernetes
 from tests.failover.test_failover_e2e import (

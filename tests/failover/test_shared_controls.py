@@ -15,10 +15,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from srd.cli.approve import approve
 from srd.failover.intake import Intake
-from srd.http.alertmanager import Authenticator, add_routes
+from srd.http.alertmanager import add_routes
 from srd.http.app import serving
-from srd.http.failover_api import add_api_routes, approve
+from srd.http.auth import Authenticator
+from srd.http.failover_api import add_api_routes
 from srd.journal import Fence, JournalError, PostgresJournal, SqliteJournal
 from srd.journal.sql import SqlJournal
 from tests.support.failoverkit import APPROVAL, FLAGGED, ONE_STEP, Clock, Kit, kit

@@ -18,8 +18,9 @@ from srd.failover.guards import SingleInstance
 from srd.failover.intake import Intake, from_rule_alert
 from srd.failover.runbooks import Runbook
 from srd.failover.stage import FailoverStage
-from srd.http.alertmanager import Authenticator, add_routes
+from srd.http.alertmanager import add_routes
 from srd.http.app import serving
+from srd.http.auth import Authenticator
 from srd.http.failover_api import add_api_routes
 from srd.journal import JournalError, SqliteJournal
 from srd.metrics import Metrics

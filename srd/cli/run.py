@@ -1,0 +1,70 @@
+"""``srd run``: the daemon, on a config or on the built-in sandbox."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+from srd import logs
+from srd.cli.exitcodes import USAGE
+from srd.cli.loading import load_or_report
+from srd.config import resolve_config_path, split_host_port
+from srd.runtime import Daemon, Setup, load_setup
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("--config", help="config file (default: $SRD_CONFIG or /etc/srd/srd.yaml)")
+    run.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="start the built-in simulated platform and monitor it (ignores --config)",
+    )
+    run.add_argument("--listen", help="with --sandbox: host:port to serve on (127.0.0.1:9877)")
+    run.add_argument(
+        "--state-dir", help="with --sandbox: where to keep state (default: a new temp dir)"
+    )
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-format", choices=["auto", "json", "console"])
+    run.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    logs.configure(args.log_level or "info", args.log_format or "auto")
+    if args.sandbox:
+        return asyncio.run(_run_sandbox(args))
+    if args.listen or args.state_dir:
+        print(
+            "srd run: --listen and --state-dir apply to --sandbox only; set them in the config",
+            file=sys.stderr,
+        )
+        return USAGE
+    setup = load_or_report(resolve_config_path(args.config))
+    if setup is None:
+        return USAGE
+    return asyncio.run(_daemon(setup, args))
+
+
+async def _daemon(setup: Setup, args: argparse.Namespace) -> int:
+    daemon = Daemon(setup, log_level=args.log_level, log_format=args.log_format)
+    return await daemon.run()
+
+
+async def _run_sandbox(args: argparse.Namespace) -> int:
+    from srd.simulate.sandbox import running_sandbox
+
+    listen = args.listen or "127.0.0.1:9877"
+    try:
+        split_host_port(listen)
+    except ValueError as exc:
+        print(f"srd run: --listen: {exc}", file=sys.stderr)
+        return USAGE
+    state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="srd-sandbox-"))
+    async with running_sandbox(state_dir, listen) as sandbox:
+        logs.get_logger("srd.cli").info(
+            "sandbox running", config=str(sandbox.config_path), **sandbox.urls
+        )
+        return await _daemon(load_setup(sandbox.config_path), args)
