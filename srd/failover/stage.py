@@ -18,14 +18,14 @@ from srd.failover.checks import Checks
 from srd.failover.dispatch import Dispatcher
 from srd.failover.escalation import Pager
 from srd.failover.executor import Executor
-from srd.failover.guards import Guards, KillSwitch, Leadership, Limits, budget_from_registry
+from srd.failover.guards import BudgetReader, Guards, KillSwitch, Leadership, Limits
 from srd.failover.intake import Intake, from_rule_alert
+from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook
 from srd.http import alertmanager as webhook
 from srd.http import failover_api as control
 from srd.http.journal_api import add_routes as add_journal_routes
 from srd.journal import Journal, JournalError, open_journal
-from srd.metrics import Metrics
 from srd.model import Alert, Observation
 
 log = structlog.get_logger("srd.failover")
@@ -37,12 +37,13 @@ class FailoverStage:
         config: Config,
         journal: Journal,
         session: aiohttp.ClientSession,
-        metrics: Metrics,
+        metrics: FailoverMetrics,
         *,
         actuators: Mapping[str, Actuator],
         runbooks: Sequence[Runbook],
         probe_status: Callable[[str], Observation | None],
         leadership: Leadership,
+        budget: BudgetReader,
     ) -> None:
         self.config = config
         self.journal = journal
@@ -65,7 +66,7 @@ class FailoverStage:
             limits=Limits.of(failover),
             checks=checks,
             metrics=metrics,
-            budget=budget_from_registry(metrics.registry),
+            budget=budget,
         )
         executor = Executor(
             journal=journal,
@@ -92,12 +93,13 @@ class FailoverStage:
         cls,
         config: Config,
         session: aiohttp.ClientSession,
-        metrics: Metrics,
+        metrics: FailoverMetrics,
         *,
         actuators: Mapping[str, Actuator],
         runbooks: Sequence[Runbook],
         probe_status: Callable[[str], Observation | None],
         leadership: Leadership,
+        budget: BudgetReader,
     ) -> FailoverStage:
         failover = config.failover
         password = failover.journal_password.value if failover.journal_password else None
@@ -113,6 +115,7 @@ class FailoverStage:
             runbooks=runbooks,
             probe_status=probe_status,
             leadership=leadership,
+            budget=budget,
         )
 
     def add_routes(self, app: web.Application) -> None:

@@ -21,7 +21,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from srd.config import WebhookAuth
 from srd.failover.intake import IncomingAlert, Intake, iso_utc
-from srd.metrics import Metrics
+from srd.failover.metrics import FailoverMetrics
 
 log = structlog.get_logger("srd.http.alertmanager")
 
@@ -139,7 +139,7 @@ AUTH_KEY = web.AppKey("srd_failover_auth", Authenticator)
 
 
 class Webhook:
-    def __init__(self, intake: Intake, max_body_bytes: int, metrics: Metrics) -> None:
+    def __init__(self, intake: Intake, max_body_bytes: int, metrics: FailoverMetrics) -> None:
         self._intake = intake
         self.max_body_bytes = max_body_bytes
         """Set anew on reload; the next request reads it."""
@@ -209,7 +209,7 @@ def add_routes(
     app: web.Application,
     intake: Intake,
     auth: Authenticator,
-    metrics: Metrics,
+    metrics: FailoverMetrics,
     max_body_bytes: int,
 ) -> Webhook:
     """Mount ``POST /alertmanager`` on ``app``. ``auth`` also guards the failover API and

@@ -41,14 +41,14 @@ import yaml
 
 from srd.config import ConfigError, ConfigIssue, HaConfig, Mode, ServerConfig
 from srd.config.durations import format_duration, parse_duration
+from srd.evaluation.metrics import EvaluationMetrics
 from srd.evaluation.recovery import RecoveryPack, RpoStatus, measure_rto
 from srd.failover.intake import iso_utc
 from srd.failover.runbooks import load_runbooks
 from srd.failover.stage import FailoverStage
 from srd.journal import ExecutionRecord, Journal, open_journal
-from srd.metrics import Metrics
 from srd.probes.backups import BackupChecker
-from srd.runtime import Daemon, Setup, load_setup
+from srd.runtime import Daemon, DaemonMetrics, Setup, load_setup
 from srd.simulate.drill import Condition, Drill, Targets, alert_group, load_drill, targets
 from srd.simulate.faults import KINDS, REAL_KINDS, Revert, Target
 from srd.simulate.preflight import PreflightCheck, preflight
@@ -462,7 +462,7 @@ class DrillRun:
         await self._with_daemon(setup, empty, pack)
 
     async def _with_daemon(self, setup: Setup, target: Target, pack: RecoveryPack | None) -> None:
-        metrics = Metrics()
+        metrics = DaemonMetrics()
         daemon = Daemon(
             setup,
             metrics=metrics,
@@ -496,7 +496,7 @@ class DrillRun:
 
     async def _steady(self, daemon: Daemon) -> tuple[bool, str]:
         for condition in self.steady:
-            ok, why = condition.all_hold(daemon.metrics.registry)
+            ok, why = condition.all_hold(daemon.metrics.samples())
             if not ok:
                 return False, why
         return True, ""
@@ -685,26 +685,21 @@ class DrillRun:
 
     def _tripped(self, daemon: Daemon) -> str | None:
         for condition in self.stop_conditions:
-            if found := condition.any_holds(daemon.metrics.registry):
+            if found := condition.any_holds(daemon.metrics.samples()):
                 return found
         return None
 
     def _alerts(self, daemon: Daemon, seen: set[tuple[str, str]]) -> None:
-        for family in daemon.metrics.registry.collect():
-            if family.name != "srd_alert_state":
+        for sample in daemon.metrics.samples():
+            if sample.name != EvaluationMetrics.ALERT_STATE:
                 continue
-            for sample in family.samples:
-                name, state = sample.labels.get("alertname", ""), sample.labels.get("state", "")
-                # Other rules' pending alerts are noise in a drill's timeline; firing is not.
-                if name not in self.drill_alerts and state != "firing":
-                    continue
-                if (
-                    sample.value > 0
-                    and state in ("pending", "firing")
-                    and (name, state) not in seen
-                ):
-                    seen.add((name, state))
-                    self.note(f"alert_{state}", f"alert {name} {state}", "registry", alertname=name)
+            name, state = sample.label("alertname") or "", sample.label("state") or ""
+            # Other rules' pending alerts are noise in a drill's timeline; firing is not.
+            if name not in self.drill_alerts and state != "firing":
+                continue
+            if sample.value > 0 and state in ("pending", "firing") and (name, state) not in seen:
+                seen.add((name, state))
+                self.note(f"alert_{state}", f"alert {name} {state}", "registry", alertname=name)
 
     async def _follow(
         self,
@@ -929,7 +924,7 @@ class DrillRun:
         else:
             result.outcome = "met"
 
-    async def _record(self, journal: Journal, metrics: Metrics) -> None:
+    async def _record(self, journal: Journal, metrics: DaemonMetrics) -> None:
         """A drill record in the journal, in drill time, so ``srd_rto_last_seconds`` (and the
         DR-readiness summary) report the drill's RTO rather than its scaled wall time."""
         seconds = self.result.rto.get("measured_seconds")
@@ -956,7 +951,7 @@ class DrillRun:
         await journal.set_state(record.id, "succeeded", {"reason": "drill recovered"})
         measured = measure_rto(await journal.recovery_records()).get(self.drill.scenario)
         if measured is not None:
-            metrics.rto_last.labels(self.drill.scenario).set(measured.last_seconds)
+            metrics.evaluation.rto_last.labels(self.drill.scenario).set(measured.last_seconds)
             self.result.recorded_rto = measured.last_seconds
 
 

@@ -19,7 +19,7 @@ from moto.server import ThreadedMotoServer
 
 from srd.evaluation.export import export_rules
 from srd.evaluation.rulepacks import load_rule_packs
-from srd.metrics import Metrics
+from srd.runtime import DaemonMetrics
 from tests.support import promstack
 from tests.support.daemon import free_port
 
@@ -93,7 +93,7 @@ def srd_names() -> set[str]:
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
     return {
         family.name + suffix
-        for family in Metrics().registry.collect()
+        for family in DaemonMetrics().registry.collect()
         for suffix in suffixes.get(family.type, [""])
     }
 
