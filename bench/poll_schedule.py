@@ -24,8 +24,8 @@ import aiohttp
 from aiohttp import web
 
 from srd.config import ExporterTarget, RuntimeConfig
-from srd.metrics import Metrics
 from srd.probes.exporter import ExporterProbe
+from srd.runtime import DaemonMetrics
 from srd.supervisor import Job, Supervisor
 
 from .exporter_parse import FIXTURE, NAMES
@@ -66,16 +66,16 @@ async def _wait_serving(url: str) -> None:
 
 
 async def _poll(base: str, jitter: float) -> dict[str, Any]:
-    metrics = Metrics()
+    metrics = DaemonMetrics()
     lags: list[float] = []
-    supervisor = Supervisor(metrics, on_lag=lambda _, lag: lags.append(lag))
+    supervisor = Supervisor(metrics.supervisor, on_lag=lambda _, lag: lags.append(lag))
     failures: list[str] = []
     async with aiohttp.ClientSession() as session:
 
         def job_for(probe: ExporterProbe) -> Job:
             async def job() -> None:
                 obs = await probe()
-                metrics.record(obs)
+                metrics.probes.record(obs)
                 if not obs.up:
                     failures.append(obs.reason)
 

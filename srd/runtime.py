@@ -8,14 +8,22 @@ in-flight polls finish within ``runtime.shutdown_grace``, then the server closes
 from __future__ import annotations
 
 import asyncio
+import platform
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import structlog
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    PlatformCollector,
+    ProcessCollector,
+)
 from pydantic import ValidationError
 
 from srd import __version__, logs, systemd
@@ -23,20 +31,22 @@ from srd.actuators import registry
 from srd.actuators.base import Actuator
 from srd.config import Config, ConfigError, ConfigIssue, load_config
 from srd.evaluation.engine import Engine
-from srd.evaluation.recovery import RecoverySource
+from srd.evaluation.metrics import EvaluationMetrics
+from srd.evaluation.recovery import RecoverySource, record_readiness
 from srd.evaluation.rulepacks import RulePack, load_rule_packs
 from srd.evaluation.rules import RuleGroup
 from srd.evaluation.slo import Slo
 from srd.failover.leader import leadership_from_config
+from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook, load_runbooks
 from srd.failover.stage import FailoverStage
 from srd.http.app import FailoverRoutes, build_app, serving
-from srd.metrics import Metrics
-from srd.model import Observation
+from srd.model import Observation, Sample
 from srd.probes.backups import BackupChecker, assess_readiness
+from srd.probes.metrics import ProbeMetrics
 from srd.probes.promql import PromqlClient, PromqlSource, event_slo
 from srd.probes.runner import ProbeRunner
-from srd.supervisor import Backoff, Supervisor, wait_first
+from srd.supervisor import Backoff, Supervisor, SupervisorMetrics, wait_first
 
 log = structlog.get_logger("srd.runtime")
 
@@ -45,6 +55,56 @@ EXIT_FAILED = 1
 PRUNE_INTERVAL = 3600.0
 """Seconds between applications of failover.journal_retention: receipts only grow by the
 alerts received, so hourly keeps the table within an hour of the retention."""
+
+
+class RuntimeMetrics:
+    """The daemon's own metrics (build, config reloads, process), created on ``registry``."""
+
+    BUILD_INFO = "srd_build_info"
+    CONFIG_RELOADS = "srd_config_reloads"
+    CONFIG_LAST_RELOAD_SUCCESS = "srd_config_last_reload_success_timestamp_seconds"
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = reg = registry
+        ProcessCollector(registry=reg)
+        PlatformCollector(registry=reg)
+        self.build_info = Gauge(
+            self.BUILD_INFO,
+            "srd version and Python it runs on; always 1.",
+            ["version", "python"],
+            registry=reg,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.config_reloads = Counter(
+            self.CONFIG_RELOADS,
+            "Config reloads by result (success, error).",
+            ["result"],
+            registry=reg,
+        )
+        self.config_last_reload_success = Gauge(
+            self.CONFIG_LAST_RELOAD_SUCCESS,
+            "Unix time of the last config load or reload that succeeded.",
+            registry=reg,
+        )
+
+
+class DaemonMetrics:
+    """Every stage's metrics group on one registry (never the global one: tests build their
+    own): what /metrics serves."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.runtime = RuntimeMetrics(self.registry)
+        self.supervisor = SupervisorMetrics(self.registry)
+        self.probes = ProbeMetrics(self.registry)
+        self.evaluation = EvaluationMetrics(self.registry)
+        self.failover = FailoverMetrics(self.registry)
+
+    def samples(self) -> Iterator[Sample]:
+        """The current value of every series on the registry, as plain data for evaluation."""
+        for family in self.registry.collect():
+            for sample in family.samples:
+                yield Sample(sample.name, tuple(sample.labels.items()), sample.value)
 
 
 @dataclass(frozen=True)
@@ -101,7 +161,7 @@ class Daemon:
         self,
         setup: Setup,
         *,
-        metrics: Metrics | None = None,
+        metrics: DaemonMetrics | None = None,
         log_level: str | None = None,
         log_format: str | None = None,
         extra_groups: Sequence[RuleGroup] = (),
@@ -109,7 +169,7 @@ class Daemon:
         """``extra_groups``: rule groups evaluated beside the rule packs' (a drill's alerts)."""
         self.setup = setup
         self._extra_groups = tuple(extra_groups)
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or DaemonMetrics()
         self._log_level = log_level
         self._log_format = log_format
         self._last_up: dict[tuple[str, str], bool] = {}
@@ -117,7 +177,8 @@ class Daemon:
         self._reload_requested = asyncio.Event()
         runtime = setup.config.runtime
         self.supervisor = Supervisor(
-            self.metrics, Backoff(runtime.restart_backoff_initial, runtime.restart_backoff_max)
+            self.metrics.supervisor,
+            Backoff(runtime.restart_backoff_initial, runtime.restart_backoff_max),
         )
         self._probes: ProbeRunner | None = None
         self._evaluation_tasks: list[str] = []
@@ -160,9 +221,9 @@ class Daemon:
         for signum, handler in handlers.items():
             loop.add_signal_handler(signum, handler)
         self._configure_logs(self.config)
-        self.metrics.config_reloads.labels("success")
-        self.metrics.config_reloads.labels("error")
-        self.metrics.config_last_reload_success.set(time.time())
+        self.metrics.runtime.config_reloads.labels("success")
+        self.metrics.runtime.config_reloads.labels("error")
+        self.metrics.runtime.config_last_reload_success.set(time.time())
         try:
             return await self._run()
         finally:
@@ -174,16 +235,17 @@ class Daemon:
         async with aiohttp.ClientSession(headers=headers) as session:
             self._session = session
             leadership, keep_leadership = leadership_from_config(
-                self.config, self.metrics, on_loss=self._deposed, on_acquire=self._elected
+                self.config, self.metrics.failover, on_loss=self._deposed, on_acquire=self._elected
             )
             failover = self.failover = await FailoverStage.open(
                 self.config,
                 session,
-                self.metrics,
+                self.metrics.failover,
                 actuators=self.setup.actuators,
                 runbooks=self.setup.runbooks,
                 probe_status=self._last_obs.get,
                 leadership=leadership,
+                budget=self.metrics.evaluation,
             )
             try:
                 self.supervisor.start("server", self._serve, essential=True)
@@ -232,7 +294,7 @@ class Daemon:
         self._routes = FailoverRoutes(
             app,
             self.config.failover,
-            self.metrics,
+            self.metrics.failover,
             intake=failover.intake,
             kill_switch=failover.kill_switch,
             approvals=failover.guards.approvals,
@@ -263,7 +325,7 @@ class Daemon:
             try:
                 new = await asyncio.to_thread(load_setup, path)
             except ConfigError as exc:
-                self.metrics.config_reloads.labels("error").inc()
+                self.metrics.runtime.config_reloads.labels("error").inc()
                 log.error(
                     "config reload failed; the running config stays in force",
                     file=str(path),
@@ -282,8 +344,8 @@ class Daemon:
                 self._routes.reload(new.config.failover)
             self._configure_logs(new.config)
             self._start_stages(new)
-            self.metrics.config_reloads.labels("success").inc()
-            self.metrics.config_last_reload_success.set(time.time())
+            self.metrics.runtime.config_reloads.labels("success").inc()
+            self.metrics.runtime.config_last_reload_success.set(time.time())
             log.info("config reloaded", file=str(path), tasks=len(self._stage_tasks()))
             systemd.notify("READY=1", "STATUS=config reloaded")
             return True
@@ -299,7 +361,7 @@ class Daemon:
     def _start_stages(self, setup: Setup) -> None:
         config = setup.config
         self._probes = ProbeRunner(
-            config, self.supervisor, self._session, self.metrics, self._observed
+            config, self.supervisor, self._session, self.metrics.probes, self._observed
         )
         self._probes.start()
         slos = [slo for pack in setup.packs for slo in pack.slos]
@@ -308,7 +370,8 @@ class Daemon:
         judged = {source.slo.name: event_slo(source.slo) for source in sources}
         engine = Engine(
             [judged.get(slo.name, slo) for slo in slos],
-            self.metrics,
+            self.metrics.evaluation,
+            samples=self.metrics.samples,
             state_dir=config.state_dir,
             extra_groups=[
                 *(group for pack in setup.packs for group in pack.groups()),
@@ -350,7 +413,7 @@ class Daemon:
                 )
             return []
         client = PromqlClient(str(prometheus.url), timeout=prometheus.timeout)
-        return [PromqlSource(slo, client, self.metrics) for slo in pending]
+        return [PromqlSource(slo, client, self.metrics.probes) for slo in pending]
 
     async def _evaluate(
         self, engine: Engine, sources: Sequence[PromqlSource], config: Config
@@ -372,11 +435,12 @@ class Daemon:
 
     async def _check_backups(self, checker: BackupChecker, source: RecoverySource) -> None:
         with structlog.contextvars.bound_contextvars(correlation_id=logs.new_correlation_id()):
-            for item in await assess_readiness(checker, source, self.metrics):
+            for item in await assess_readiness(checker, source):
+                record_readiness(self.metrics.evaluation, item)
                 log.debug("disaster-recovery readiness", **item.to_dict())
 
     def _observed(self, obs: Observation) -> None:
-        self.metrics.record(obs)
+        self.metrics.probes.record(obs)
         self._last_obs[obs.target] = obs
         key = (obs.probe, obs.target)
         if self._last_up.get(key) != obs.up:

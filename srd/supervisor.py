@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-
-from srd.metrics import Metrics
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 log = structlog.get_logger("srd.supervisor")
 
@@ -39,6 +38,28 @@ class Backoff:
         return base * random.uniform(0.5, 1.0)  # noqa: S311 - not for security
 
 
+class SupervisorMetrics:
+    """The supervisor's metrics, created on ``registry``."""
+
+    TASK_RESTARTS = "srd_task_restarts"
+    SCHEDULE_LAG = "srd_schedule_lag_seconds"
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.task_restarts = Counter(
+            self.TASK_RESTARTS,
+            "Restarts of supervised tasks after a crash or an early exit.",
+            ["task"],
+            registry=registry,
+        )
+        self.schedule_lag = Histogram(
+            self.SCHEDULE_LAG,
+            "How late periodic work (polls, evaluations) started against its schedule.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+
+
 class EssentialTaskFailed(Exception):
     """An essential task crashed or exited: the daemon must stop (and its manager restart it)."""
 
@@ -48,7 +69,7 @@ class Supervisor:
 
     def __init__(
         self,
-        metrics: Metrics,
+        metrics: SupervisorMetrics,
         backoff: Backoff | None = None,
         on_lag: Callable[[str, float], None] | None = None,
     ) -> None:

@@ -10,7 +10,6 @@ import pytest
 import pytest_asyncio
 from moto.server import ThreadedMotoServer
 
-from srd.metrics import Metrics
 from tests.support.pgserver import PgDatabase, PgServer
 
 
@@ -26,11 +25,6 @@ async def _no_leftover_tasks() -> AsyncIterator[None]:
     for task in leftover:
         task.cancel()
     assert not leftover, f"test left tasks running: {[t.get_name() for t in leftover]}"
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics()
 
 
 @pytest.fixture(autouse=True)

@@ -35,15 +35,16 @@ from srd.evaluation.rules import (
     SeriesNeed,
 )
 from srd.evaluation.series import SeriesStore
+from srd.probes.metrics import ProbeMetrics
 
-BEST = "srd_chain_best_block"
-FINALIZED = "srd_chain_finalized_block"
-FINALITY_LAG = "srd_chain_finality_lag_blocks"
-PEERS = "srd_chain_peers"
-SHOULD_HAVE_PEERS = "srd_chain_should_have_peers"
-HEAD_AGE = "srd_chain_head_age_seconds"
-FINALIZED_DISAGREEMENT = "srd_chain_finalized_hash_disagreement"
-EXPORTER_DISAGREEMENT = "srd_chain_exporter_disagreement"
+BEST = ProbeMetrics.CHAIN_BEST_BLOCK
+FINALIZED = ProbeMetrics.CHAIN_FINALIZED_BLOCK
+FINALITY_LAG = ProbeMetrics.CHAIN_FINALITY_LAG
+PEERS = ProbeMetrics.CHAIN_PEERS
+SHOULD_HAVE_PEERS = ProbeMetrics.CHAIN_SHOULD_HAVE_PEERS
+HEAD_AGE = ProbeMetrics.CHAIN_HEAD_AGE
+FINALIZED_DISAGREEMENT = ProbeMetrics.CHAIN_FINALIZED_DISAGREEMENT
+EXPORTER_DISAGREEMENT = ProbeMetrics.CHAIN_EXPORTER_DISAGREEMENT
 
 
 # --- conditions: one PromQL expression and its in-process twin ------------------------------

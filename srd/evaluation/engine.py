@@ -1,4 +1,4 @@
-"""One evaluation tick: sample the registry, evaluate every rule group in order, update alert
+"""One evaluation tick: take the current samples, evaluate every rule group in order, update alert
 state and metrics, persist the state when it changed, and return the alert transitions."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from srd.evaluation.alerting import AlertStates
+from srd.evaluation.metrics import EvaluationMetrics
 from srd.evaluation.rules import RuleGroup
-from srd.evaluation.series import SeriesStore
+from srd.evaluation.series import SamplesSource, SeriesStore
 from srd.evaluation.slo import Slo, SloGroup
-from srd.metrics import Metrics
 from srd.model import Alert
 
 STATE_FILE = "alerts.json"
@@ -19,18 +19,20 @@ STATE_FILE = "alerts.json"
 class Engine:
     """Evaluates SLO groups and any extra groups (chain health, recovery) on srd's own series.
 
-    ``sample_registry`` False leaves the store to be fed by ``store.ingest`` (tests, replays).
+    ``samples`` gives the current values of the series srd exports at each tick (the runtime
+    reads them off its registry); without it the store is fed by ``store.ingest`` (tests,
+    replays).
     """
 
     def __init__(
         self,
         slos: Sequence[Slo],
-        metrics: Metrics,
+        metrics: EvaluationMetrics,
         *,
+        samples: SamplesSource | None = None,
         state_dir: Path | None = None,
         extra_groups: Sequence[RuleGroup] = (),
         coarse_step: float = 300.0,
-        sample_registry: bool = True,
     ) -> None:
         self.slos = list(slos)
         self.groups: list[RuleGroup] = [SloGroup(slo) for slo in self.slos]
@@ -45,7 +47,7 @@ class Engine:
         self.metrics = metrics
         self.states = AlertStates(state_dir / STATE_FILE if state_dir else None)
         self._names = {rule.name for rule in rules}
-        self._sample_registry = sample_registry
+        self._samples = samples
         self._loaded = False
 
     def evaluate(self, at: float) -> list[Alert]:
@@ -54,8 +56,8 @@ class Engine:
             self.states.load(at)
             self.states.retain(self._names)
             self._loaded = True
-        if self._sample_registry:
-            self.store.sample(self.metrics.registry, at)
+        if self._samples is not None:
+            self.store.sample(self._samples(), at)
         transitions: list[Alert] = []
         for group in self.groups:
             firing: dict[str, bool] = {}

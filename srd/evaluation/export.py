@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client import CollectorRegistry
 
 from srd.config.durations import format_duration
 from srd.evaluation.engine import Engine
+from srd.evaluation.metrics import EvaluationMetrics
 from srd.evaluation.rulepacks import RulePack
 from srd.evaluation.rules import LabelSet, RuleGroup, Selector
 from srd.evaluation.slo import BurnRateAlert, Slo, SloGroup
-from srd.metrics import Metrics
 
 STEP = 60.0
 """Spacing of generated input points and of promtool's evaluations."""
@@ -119,7 +120,7 @@ def unit_test(slo: Slo, scenario: Scenario, every_step: bool = False) -> dict[st
 
     ``every_step`` checks every alert at every step (the parity test), not only at
     ``scenario.eval_times``."""
-    engine = Engine([slo], Metrics(), sample_registry=False)
+    engine = Engine([slo], EvaluationMetrics(CollectorRegistry()))
     steps = max(len(v) for v in scenario.series.values())
     checks = {round(t / STEP) for t in scenario.eval_times}
     names = [r.name for r in engine.groups[0].alert_rules()]

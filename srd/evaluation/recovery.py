@@ -22,6 +22,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from srd.config import SecretRef, Strict, load_yaml_model, parse_yaml_model
 from srd.config.durations import Duration
 from srd.evaluation.chainrules import AlertGroup, Compare, ThresholdAlert
+from srd.evaluation.metrics import EvaluationMetrics
 from srd.model import RecoveryRecord
 
 ScenarioName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
@@ -294,7 +295,7 @@ def recovery_alerts() -> AlertGroup:
         (
             ThresholdAlert(
                 "DisasterRecoveryRpoBreached",
-                Compare("srd_rpo_met", "<", 1),
+                Compare(EvaluationMetrics.RPO_MET, "<", 1),
                 0.0,
                 "critical",
                 "Backups are older than the RPO",
@@ -302,7 +303,7 @@ def recovery_alerts() -> AlertGroup:
             ),
             ThresholdAlert(
                 "DisasterRecoveryRpoUnknown",
-                Compare("srd_rpo_unknown", ">", 0),
+                Compare(EvaluationMetrics.RPO_UNKNOWN, ">", 0),
                 RPO_UNKNOWN_FOR,
                 "warning",
                 "Backups cannot be checked",
@@ -428,3 +429,30 @@ def readiness(
         )
         for s in pack.scenarios
     ]
+
+
+def record_readiness(metrics: EvaluationMetrics, summary: Readiness) -> None:
+    """Export one scenario's DR readiness; unknown values are removed, never zeroed."""
+    name = summary.scenario
+    metrics.rpo_objective.labels(name).set(summary.rpo_objective)
+    metrics.rto_objective.labels(name).set(summary.rto_objective)
+    rpo = summary.rpo
+    metrics.rpo_unknown.labels(name).set(int(summary.rpo_state == "unknown"))
+    if rpo is None or rpo.state == "unknown":
+        metrics.rpo_met.remove(name)
+    else:
+        metrics.rpo_met.labels(name).set(int(rpo.state == "met"))
+    if rpo is not None and rpo.age is not None:
+        metrics.backup_age.labels(name).set(rpo.age)
+    else:
+        metrics.backup_age.remove(name)
+    for location in rpo.locations if rpo else ():
+        if location.count is None:
+            metrics.backup_count.remove(name, location.location)
+        else:
+            metrics.backup_count.labels(name, location.location).set(location.count)
+    rto = summary.rto
+    if rto is not None:
+        metrics.rto_last.labels(name).set(rto.last_seconds)
+    if rto is not None and rto.last_drill_at is not None:
+        metrics.dr_last_drill.labels(name).set(rto.last_drill_at)

@@ -1,6 +1,6 @@
 """A bounded in-memory series store with Prometheus-faithful ``increase`` and ``rate``.
 
-At each evaluation tick ``sample`` copies the series rules need from srd's own registry. Each
+At each evaluation tick ``sample`` copies the series rules need from srd's own samples. Each
 series keeps every point for ``fine_window`` (the longest alert window) and one point per
 ``coarse_step`` beyond it, up to the longest range any rule reads (an SLO period): memory per
 series is bounded by ``fine_window / tick + period / coarse_step`` whatever the uptime.
@@ -17,12 +17,14 @@ the extrapolation) is approximate, by at most one coarse step. Time is always a 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry
-
 from srd.evaluation.rules import LabelSet, Selector, SeriesNeed, label_set
+from srd.model import Sample
+
+SamplesSource = Callable[[], Iterable[Sample]]
+"""The current value of every series srd exports, as plain samples."""
 
 LOOKBACK_SECONDS = 300.0
 """Prometheus' default lookback for instant selectors: a gauge older than this is absent."""
@@ -56,7 +58,7 @@ def to_ms(at: float) -> int:
 
 
 class SeriesStore:
-    """Series by (name, labels), sampled from a registry or ingested directly.
+    """Series by (name, labels), sampled from srd's own samples or ingested directly.
 
     ``fine_window``: seconds kept at full resolution (the longest alert window).
     ``coarse_step``: spacing, seconds, of the points kept beyond it.
@@ -80,13 +82,14 @@ class SeriesStore:
             keep = to_ms(need.range + LOOKBACK_SECONDS)
             self._keep_ms[name] = max(self._keep_ms.get(name, 0), keep)
 
-    def sample(self, registry: CollectorRegistry, at: float) -> None:
-        """Copy the watched series' current values from ``registry`` as points at ``at``."""
-        for family in registry.collect():
-            for sample in family.samples:
-                selectors = self._selectors.get(sample.name)
-                if selectors and any(s.matches(sample.labels) for s in selectors):
-                    self.ingest(sample.name, sample.labels, at, sample.value)
+    def sample(self, samples: Iterable[Sample], at: float) -> None:
+        """Copy the watched series' values from ``samples`` as points at ``at``."""
+        for sample in samples:
+            selectors = self._selectors.get(sample.name)
+            if selectors:
+                labels = dict(sample.labels)
+                if any(s.matches(labels) for s in selectors):
+                    self.ingest(sample.name, labels, at, sample.value)
         self._forget_vanished(to_ms(at))
 
     def ingest(self, name: str, labels: Mapping[str, str], at: float, value: float) -> None:

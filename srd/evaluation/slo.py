@@ -16,6 +16,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from srd.config.durations import format_duration
+from srd.evaluation.metrics import EvaluationMetrics
 from srd.evaluation.rules import (
     AlertRule,
     LabelSet,
@@ -25,7 +26,6 @@ from srd.evaluation.rules import (
     SeriesNeed,
 )
 from srd.evaluation.series import SeriesStore
-from srd.metrics import Metrics
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -168,30 +168,19 @@ class Slo:
         ratio = self.sli.error_ratio(store, at, at - self.period_start(at))
         return None if ratio is None else 1 - ratio / (1 - self.objective)
 
-    def report(self, store: SeriesStore, at: float, metrics: Metrics) -> None:
+    def report(self, store: SeriesStore, at: float, metrics: EvaluationMetrics) -> None:
         """Export the remaining budget and the burn rate of every window (absent: no data)."""
         if not self.evaluable:
             return
-        remaining = self.budget_remaining(store, at)
-        if remaining is not None:
-            metrics.slo_error_budget_remaining.labels(self.name).set(remaining)
-        elif _has(metrics.slo_error_budget_remaining, (self.name,)):
-            metrics.slo_error_budget_remaining.remove(self.name)
+        metrics.report_budget(self.name, self.budget_remaining(store, at))
         for window in self.windows():
             ratio = self.sli.error_ratio(store, at, window)
-            key = (self.name, format_duration(window))
-            if ratio is not None:
-                metrics.slo_burn_rate.labels(*key).set(ratio / (1 - self.objective))
-            elif _has(metrics.slo_burn_rate, key):
-                metrics.slo_burn_rate.remove(*key)
+            rate = None if ratio is None else ratio / (1 - self.objective)
+            metrics.report_burn_rate(self.name, format_duration(window), rate)
 
     def needs(self) -> list[SeriesNeed]:
         longest = max(self.windows())
         return [SeriesNeed(s, longest) for s in self.sli.selectors()]
-
-
-def _has(gauge: object, key: tuple[str, ...]) -> bool:
-    return key in getattr(gauge, "_metrics", {})
 
 
 def record_name(window: float) -> str:

@@ -24,9 +24,9 @@ from srd.config import Mode
 from srd.failover.executor import Executor
 from srd.failover.guards import Leadership
 from srd.failover.intake import IncomingAlert, Intake
+from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook
 from srd.journal import AlertReceipt, ExecutionRecord, Fence, Journal, JournalError
-from srd.metrics import Metrics
 
 log = structlog.get_logger("srd.failover.dispatch")
 
@@ -67,7 +67,7 @@ class Dispatcher:
         executor: Executor,
         runbooks: Sequence[Runbook],
         mode: Callable[[], Mode],
-        metrics: Metrics,
+        metrics: FailoverMetrics,
         leadership: Leadership,
         poll: float,
         clock: Callable[[], float] = time.time,

@@ -20,7 +20,7 @@ import structlog
 
 from srd.config import EscalationConfig
 from srd.failover.intake import iso_utc
-from srd.metrics import Metrics
+from srd.failover.metrics import FailoverMetrics
 from srd.model import Alert
 
 log = structlog.get_logger("srd.failover.escalation")
@@ -48,7 +48,7 @@ class Pager:
     def __init__(
         self,
         session: aiohttp.ClientSession,
-        metrics: Metrics,
+        metrics: FailoverMetrics,
         settings: Callable[[], EscalationConfig],
         *,
         backoff: float = FIRST_BACKOFF,

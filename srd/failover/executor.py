@@ -25,6 +25,7 @@ import structlog
 from srd.actuators.base import Actuator, ActuatorError, State
 from srd.failover.checks import CheckResult, CheckRunner, wait_for
 from srd.failover.guards import Guards, Refusal
+from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import ActionSpec, Check, Runbook, Step
 from srd.journal import (
     ExecutionRecord,
@@ -35,7 +36,6 @@ from srd.journal import (
     StepRecord,
     StepResult,
 )
-from srd.metrics import Metrics
 from srd.model import Alert
 
 log = structlog.get_logger("srd.failover.executor")
@@ -83,7 +83,7 @@ class Executor:
         actuators: Mapping[str, Actuator],
         guards: Guards,
         checks: CheckRunner,
-        metrics: Metrics,
+        metrics: FailoverMetrics,
         escalate: Escalate,
         poll_interval: float = 2.0,
         retry_backoff: float = 0.5,

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
-from prometheus_client import CollectorRegistry
 
 from srd.config import FailoverConfig, Mode
 from srd.failover.checks import CheckRunner
+from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook, Step
 from srd.journal import ExecutionRecord, Fence, Journal, JournalError, KillSwitchState
-from srd.metrics import Metrics
 
 log = structlog.get_logger("srd.failover.guards")
 
@@ -297,18 +296,12 @@ class Approvals:
             log.error("approval not journaled", approval_id=approval_id, by=by, error=str(exc))
 
 
-BudgetReader = Callable[[str], float | None]
-"""The remaining error-budget ratio of the named SLO (None: unknown)."""
+class BudgetReader(Protocol):
+    """Where the error-budget gate reads SLO budgets: evaluation's metrics implement it with
+    the values they last exported, so the gate sees what /metrics shows."""
 
-
-def budget_from_registry(registry: CollectorRegistry) -> BudgetReader:
-    """Reads ``srd_slo_error_budget_remaining_ratio{slo}`` from srd's own registry."""
-
-    def remaining(slo: str) -> float | None:
-        value = registry.get_sample_value("srd_slo_error_budget_remaining_ratio", {"slo": slo})
-        return None if value is None else float(value)
-
-    return remaining
+    def remaining_budget(self, slo: str) -> float | None:
+        """The remaining error-budget ratio of the named SLO (None: unknown)."""
 
 
 @dataclass(frozen=True)
@@ -340,7 +333,7 @@ class Guards:
         journal: Journal,
         limits: Limits,
         checks: CheckRunner,
-        metrics: Metrics,
+        metrics: FailoverMetrics,
         budget: BudgetReader | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -483,7 +476,7 @@ class Guards:
         if self._budget is None:
             return None
         for slo in runbook.budget_gate:
-            remaining = self._budget(slo)
+            remaining = self._budget.remaining_budget(slo)
             # Unknown is not exhausted: a gate must never fail everything closed on no data.
             if remaining is not None and remaining <= 0:
                 return Refusal(

@@ -40,9 +40,9 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from srd.config import Config, HaConfig
 from srd.failover.guards import Leadership, SingleInstance
+from srd.failover.metrics import FailoverMetrics
 from srd.journal import NO_TERM, Fence
 from srd.kubeapi import api_configuration
-from srd.metrics import Metrics
 from srd.supervisor import TaskFactory
 
 log = structlog.get_logger("srd.failover.leader")
@@ -67,7 +67,7 @@ def holder_identity(configured: str | None) -> str:
 
 def leadership_from_config(
     config: Config,
-    metrics: Metrics,
+    metrics: FailoverMetrics,
     *,
     on_loss: LossHook | None = None,
     on_acquire: AcquireHook | None = None,
@@ -91,7 +91,7 @@ class LeaseLeadership:
         self,
         settings: HaConfig,
         identity: str,
-        metrics: Metrics,
+        metrics: FailoverMetrics,
         *,
         on_loss: LossHook | None = None,
         on_acquire: AcquireHook | None = None,

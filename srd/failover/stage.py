@@ -18,11 +18,11 @@ from srd.failover.checks import Checks
 from srd.failover.dispatch import Dispatcher
 from srd.failover.escalation import Pager
 from srd.failover.executor import Executor
-from srd.failover.guards import Guards, KillSwitch, Leadership, Limits, budget_from_registry
+from srd.failover.guards import BudgetReader, Guards, KillSwitch, Leadership, Limits
 from srd.failover.intake import Intake, from_rule_alert
+from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook
 from srd.journal import Journal, JournalError, open_journal
-from srd.metrics import Metrics
 from srd.model import Alert, Observation
 
 log = structlog.get_logger("srd.failover")
@@ -34,12 +34,13 @@ class FailoverStage:
         config: Config,
         journal: Journal,
         session: aiohttp.ClientSession,
-        metrics: Metrics,
+        metrics: FailoverMetrics,
         *,
         actuators: Mapping[str, Actuator],
         runbooks: Sequence[Runbook],
         probe_status: Callable[[str], Observation | None],
         leadership: Leadership,
+        budget: BudgetReader,
     ) -> None:
         self.config = config
         self.journal = journal
@@ -59,7 +60,7 @@ class FailoverStage:
             limits=Limits.of(failover),
             checks=checks,
             metrics=metrics,
-            budget=budget_from_registry(metrics.registry),
+            budget=budget,
         )
         executor = Executor(
             journal=journal,
@@ -86,12 +87,13 @@ class FailoverStage:
         cls,
         config: Config,
         session: aiohttp.ClientSession,
-        metrics: Metrics,
+        metrics: FailoverMetrics,
         *,
         actuators: Mapping[str, Actuator],
         runbooks: Sequence[Runbook],
         probe_status: Callable[[str], Observation | None],
         leadership: Leadership,
+        budget: BudgetReader,
     ) -> FailoverStage:
         failover = config.failover
         password = failover.journal_password.value if failover.journal_password else None
@@ -107,6 +109,7 @@ class FailoverStage:
             runbooks=runbooks,
             probe_status=probe_status,
             leadership=leadership,
+            budget=budget,
         )
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -16,8 +16,8 @@ from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from srd.failover.intake import IncomingAlert, Intake, iso_utc
+from srd.failover.metrics import FailoverMetrics
 from srd.http.auth import AUTH_KEY, Authenticator
-from srd.metrics import Metrics
 
 log = structlog.get_logger("srd.http.alertmanager")
 
@@ -69,7 +69,7 @@ class AlertmanagerPayload(_Payload):
 
 
 class Webhook:
-    def __init__(self, intake: Intake, max_body_bytes: int, metrics: Metrics) -> None:
+    def __init__(self, intake: Intake, max_body_bytes: int, metrics: FailoverMetrics) -> None:
         self._intake = intake
         self.max_body_bytes = max_body_bytes
         """Set anew on reload; the next request reads it."""
@@ -139,7 +139,7 @@ def add_routes(
     app: web.Application,
     intake: Intake,
     auth: Authenticator,
-    metrics: Metrics,
+    metrics: FailoverMetrics,
     max_body_bytes: int,
 ) -> Webhook:
     """Mount ``POST /alertmanager`` on ``app``. ``auth`` also guards the failover API and

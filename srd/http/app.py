@@ -13,11 +13,11 @@ from prometheus_client import CollectorRegistry
 from srd.config import FailoverConfig
 from srd.failover.guards import Approvals, KillSwitch
 from srd.failover.intake import Intake
+from srd.failover.metrics import FailoverMetrics
 from srd.http import alertmanager, failover_api, health, journal_api
 from srd.http.auth import Authenticator
 from srd.http.health import Readiness
 from srd.journal import Journal
-from srd.metrics import Metrics
 
 
 def build_app(registry: CollectorRegistry, readiness: Readiness) -> web.Application:
@@ -36,7 +36,7 @@ class FailoverRoutes:
         self,
         app: web.Application,
         failover: FailoverConfig,
-        metrics: Metrics,
+        metrics: FailoverMetrics,
         *,
         intake: Intake,
         kill_switch: KillSwitch,

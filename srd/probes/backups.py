@@ -38,7 +38,6 @@ from srd.evaluation.recovery import (
     judge_rpo,
     readiness,
 )
-from srd.metrics import Metrics
 
 SKEW_TOLERANCE = 300.0
 """Seconds a name's timestamp may be after the upload before it is reported: backup hosts'
@@ -110,15 +109,10 @@ class BackupChecker:
         return LocationStatus(url, self._clock(), location.retention_count, reason=reason)
 
 
-async def assess_readiness(
-    checker: BackupChecker, source: RecoverySource, metrics: Metrics
-) -> list[Readiness]:
-    """Check backups, read recoveries, export and return the DR readiness of every scenario."""
+async def assess_readiness(checker: BackupChecker, source: RecoverySource) -> list[Readiness]:
+    """Check backups, read recoveries and return the DR readiness of every scenario."""
     rpo = await checker.check()
-    summary = readiness(checker.pack, rpo, await source.recovery_records())
-    for item in summary:
-        metrics.record_readiness(item)
-    return summary
+    return readiness(checker.pack, rpo, await source.recovery_records())
 
 
 def _client_args(settings: S3Settings) -> dict[str, Any]:

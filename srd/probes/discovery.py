@@ -36,7 +36,7 @@ from srd.config import (
 )
 from srd.config.durations import Duration
 from srd.kubeapi import api_configuration
-from srd.metrics import Metrics
+from srd.probes.metrics import ProbeMetrics
 
 log = structlog.get_logger("srd.probes.discovery")
 
@@ -76,7 +76,7 @@ class Discovery:
     def __init__(
         self,
         config: DiscoveryConfig,
-        metrics: Metrics,
+        metrics: ProbeMetrics,
         *,
         kubernetes: Configuration | None = None,
     ) -> None:

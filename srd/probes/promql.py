@@ -27,9 +27,9 @@ from urllib3.util.retry import Retry
 from srd.config.durations import format_duration
 from srd.evaluation.rules import Selector, label_set
 from srd.evaluation.slo import Sli, Slo
-from srd.metrics import Metrics
+from srd.probes.metrics import ProbeMetrics
 
-EVENTS_METRIC = "srd_promql_sli_events_total"
+EVENTS_METRIC = ProbeMetrics.PROMQL_SLI_EVENTS + "_total"
 MIN_WINDOW = 1.0
 """PromQL durations are whole; a shorter window is left to the next poll."""
 MAX_WINDOW = 3600.0
@@ -96,7 +96,7 @@ class Poll:
 class PromqlSource:
     """Counts one PromQL SLO's events from Prometheus into srd's metrics."""
 
-    def __init__(self, slo: Slo, client: PromqlClient, metrics: Metrics) -> None:
+    def __init__(self, slo: Slo, client: PromqlClient, metrics: ProbeMetrics) -> None:
         if slo.sli.total_query is None and slo.sli.total is None:
             raise ValueError(f"SLO {slo.name} has no total query")
         self.slo = slo

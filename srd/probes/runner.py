@@ -16,12 +16,12 @@ import structlog
 
 from srd import logs
 from srd.config import Config, ProbeTarget
-from srd.metrics import Metrics
 from srd.model import ChainSnapshot, Observation
 from srd.probes import Probe, make_probe, periodic_targets
 from srd.probes.chain import ChainGroup
 from srd.probes.crosscheck import CrossCheckState, Heights, cross_check, page_heights
 from srd.probes.discovery import DiscoveredTarget, Discovery
+from srd.probes.metrics import ProbeMetrics
 from srd.probes.substrate_watcher import SubstrateWatcher
 from srd.supervisor import Job, Supervisor, TaskFactory, run_until_stopped
 
@@ -36,7 +36,7 @@ class ProbeRunner:
         config: Config,
         supervisor: Supervisor,
         session: aiohttp.ClientSession,
-        metrics: Metrics,
+        metrics: ProbeMetrics,
         sink: Sink,
     ) -> None:
         self._config = config

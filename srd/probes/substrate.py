@@ -18,9 +18,9 @@ import aiohttp
 import structlog
 
 from srd.config import SubstrateTarget
-from srd.metrics import Metrics
 from srd.model import ChainSnapshot, Observation
 from srd.probes.chain import Health, parse_block_number
+from srd.probes.metrics import ProbeMetrics
 
 __all__ = ["RpcClient", "RpcError", "SubstrateProbe", "WsRpc", "classify", "connect_ws"]
 __all__ += ["learn_methods", "parse_block_number"]
@@ -82,7 +82,7 @@ def _request(request_id: int, method: str, params: list[Any] | None) -> dict[str
 class _Instrumented:
     """Times every call and counts its failures by class."""
 
-    metrics: Metrics | None
+    metrics: ProbeMetrics | None
 
     @asynccontextmanager
     async def _observed(self, method: str) -> AsyncIterator[None]:
@@ -113,7 +113,7 @@ class RpcClient(_Instrumented):
         session: aiohttp.ClientSession,
         *,
         timeout: float = 10.0,
-        metrics: Metrics | None = None,
+        metrics: ProbeMetrics | None = None,
     ) -> None:
         self.url = url
         self.timeout = timeout
@@ -176,7 +176,7 @@ class WsRpc(_Instrumented):
     subscription notifications as (subscription id, result)."""
 
     def __init__(
-        self, ws: aiohttp.ClientWebSocketResponse, timeout: float, metrics: Metrics | None
+        self, ws: aiohttp.ClientWebSocketResponse, timeout: float, metrics: ProbeMetrics | None
     ):
         self.timeout = timeout
         self.metrics = metrics
@@ -269,7 +269,7 @@ async def connect_ws(
     session: aiohttp.ClientSession,
     *,
     call_timeout: float,
-    metrics: Metrics | None = None,
+    metrics: ProbeMetrics | None = None,
 ) -> AsyncIterator[WsRpc]:
     """Open a WebSocket to the node and read it until the ``async with`` ends; the connect
     and every call on it are bounded by ``call_timeout`` seconds."""
@@ -304,7 +304,7 @@ class SubstrateProbe:
         self,
         target: SubstrateTarget,
         session: aiohttp.ClientSession,
-        metrics: Metrics | None = None,
+        metrics: ProbeMetrics | None = None,
     ) -> None:
         self.target = target
         self.rpc = RpcClient(str(target.url), session, timeout=target.timeout, metrics=metrics)

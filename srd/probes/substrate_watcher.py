@@ -27,7 +27,6 @@ import aiohttp
 import structlog
 
 from srd.config import SubstrateTarget
-from srd.metrics import Metrics
 from srd.model import ChainSnapshot, Observation
 from srd.probes.chain import (
     ChainGroup,
@@ -36,6 +35,7 @@ from srd.probes.chain import (
     Health,
     header_hash,
 )
+from srd.probes.metrics import ProbeMetrics
 from srd.probes.substrate import (
     ConnectionClosed,
     RpcClient,
@@ -75,7 +75,7 @@ class SubstrateWatcher:
         self,
         target: SubstrateTarget,
         session: aiohttp.ClientSession,
-        metrics: Metrics,
+        metrics: ProbeMetrics,
         *,
         groups: dict[str, ChainGroup] | None = None,
         on_observation: Callable[[Observation], None] | None = None,

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from prometheus_client import CollectorRegistry
 from pydantic import Field, field_validator, model_validator
 
 from srd.config import ConfigError, ConfigIssue, Strict, load_yaml_model, parse_yaml_model
@@ -27,6 +26,7 @@ from srd.config.durations import Duration
 from srd.evaluation.recovery import DisasterRecovery, ScenarioName
 from srd.evaluation.rules import LabelSet, Outcome, Selector, SeriesNeed
 from srd.evaluation.series import SeriesStore
+from srd.model import Sample
 from srd.simulate.faults import KINDS
 
 _EXPR = re.compile(
@@ -47,7 +47,7 @@ DEFAULT_DR = Path(__file__).resolve().parents[2] / "rules" / "disaster_recovery.
 class Condition:
     """``selector OP number`` — ``srd_probe_up{target="web-viewer"} == 1``: the one kind of
     expression a drill's probes, stop conditions and alerts use (a plain selector, no PromQL
-    functions), so srd evaluates it itself on its own registry."""
+    functions), so srd evaluates it itself on its own samples."""
 
     text: str
     selector: Selector
@@ -71,18 +71,17 @@ class Condition:
     def holds(self, value: float) -> bool:
         return OPS[self.op](value, self.value)
 
-    def series(self, registry: CollectorRegistry) -> dict[LabelSet, float]:
-        """The selected series' current values in ``registry``."""
+    def series(self, samples: Iterable[Sample]) -> dict[LabelSet, float]:
+        """The selected series' current values among ``samples``."""
         found: dict[LabelSet, float] = {}
-        for family in registry.collect():
-            for sample in family.samples:
-                if sample.name == self.selector.name and self.selector.matches(sample.labels):
-                    found[tuple(sorted(sample.labels.items()))] = sample.value
+        for sample in samples:
+            if sample.name == self.selector.name and self.selector.matches(dict(sample.labels)):
+                found[tuple(sorted(sample.labels))] = sample.value
         return found
 
-    def all_hold(self, registry: CollectorRegistry) -> tuple[bool, str]:
+    def all_hold(self, samples: Iterable[Sample]) -> tuple[bool, str]:
         """Steady state: every selected series meets it, and there is at least one."""
-        values = self.series(registry)
+        values = self.series(samples)
         if not values:
             return False, f"{self.text}: no data"
         bad = [labels for labels, value in values.items() if not self.holds(value)]
@@ -91,9 +90,9 @@ class Condition:
             return False, f"{self.text}: {shown}"
         return True, ""
 
-    def any_holds(self, registry: CollectorRegistry) -> str | None:
+    def any_holds(self, samples: Iterable[Sample]) -> str | None:
         """Stop condition: the first series that meets it, described; None when none does."""
-        for labels, value in self.series(registry).items():
+        for labels, value in self.series(samples).items():
             if self.holds(value):
                 return f"{self.text} ({dict(labels)} = {value:g})"
         return None

@@ -11,8 +11,8 @@ from typing import Any
 from srd.evaluation.recovery import RecoveryPack, RpoStatus, measure_rto
 from srd.failover.intake import iso_utc
 from srd.journal import Journal
-from srd.metrics import Metrics
 from srd.probes.backups import BackupChecker
+from srd.runtime import DaemonMetrics
 from srd.simulate.result import DrillResult, Event
 
 
@@ -171,7 +171,7 @@ async def check_rpo(pack: RecoveryPack | None, result: DrillResult) -> RpoStatus
         return None
 
 
-async def record_drill(journal: Journal, metrics: Metrics, result: DrillResult) -> None:
+async def record_drill(journal: Journal, metrics: DaemonMetrics, result: DrillResult) -> None:
     """A drill record in the journal, in drill time, so ``srd_rto_last_seconds`` (and the
     DR-readiness summary) report the drill's RTO rather than its scaled wall time."""
     seconds = result.rto.get("measured_seconds")
@@ -198,5 +198,5 @@ async def record_drill(journal: Journal, metrics: Metrics, result: DrillResult) 
     await journal.set_state(execution.id, "succeeded", {"reason": "drill recovered"})
     measured = measure_rto(await journal.recovery_records()).get(result.drill.scenario)
     if measured is not None:
-        metrics.rto_last.labels(result.drill.scenario).set(measured.last_seconds)
+        metrics.evaluation.rto_last.labels(result.drill.scenario).set(measured.last_seconds)
         result.recorded_rto = measured.last_seconds

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry
-
 from srd.config.durations import format_duration
+from srd.evaluation.metrics import EvaluationMetrics
 from srd.journal import ExecutionRecord, Journal
+from srd.model import Sample
 from srd.simulate.drill import Condition, Drill
 from srd.simulate.progress import Progress
 from srd.simulate.result import Recorder
@@ -37,10 +37,14 @@ class Observer:
     """The drill's steady state, stop conditions and alerts, read from the daemon's registry."""
 
     def __init__(
-        self, drill: Drill, registry: CollectorRegistry, recorder: Recorder, scale: float
+        self,
+        drill: Drill,
+        samples: Callable[[], Iterable[Sample]],
+        recorder: Recorder,
+        scale: float,
     ) -> None:
         self.drill = drill
-        self.registry = registry
+        self.samples = samples
         self.recorder = recorder
         self.scale = scale
         self.steady_state = [Condition.parse(t) for t in drill.steady_state.probes]
@@ -50,7 +54,7 @@ class Observer:
 
     def steady(self) -> tuple[bool, str]:
         for condition in self.steady_state:
-            ok, why = condition.all_hold(self.registry)
+            ok, why = condition.all_hold(self.samples())
             if not ok:
                 return False, why
         return True, ""
@@ -74,7 +78,7 @@ class Observer:
 
     def tripped(self) -> str | None:
         for condition in self.stop_conditions:
-            if found := condition.any_holds(self.registry):
+            if found := condition.any_holds(self.samples()):
                 return found
         return None
 
@@ -115,23 +119,18 @@ class Observer:
 
     def _alerts(self) -> None:
         seen = self.health.alerts_seen
-        for family in self.registry.collect():
-            if family.name != "srd_alert_state":
+        for sample in self.samples():
+            if sample.name != EvaluationMetrics.ALERT_STATE:
                 continue
-            for sample in family.samples:
-                name, state = sample.labels.get("alertname", ""), sample.labels.get("state", "")
-                # Other rules' pending alerts are noise in a drill's timeline; firing is not.
-                if name not in self.drill_alerts and state != "firing":
-                    continue
-                if (
-                    sample.value > 0
-                    and state in ("pending", "firing")
-                    and (name, state) not in seen
-                ):
-                    seen.add((name, state))
-                    self.recorder.note(
-                        f"alert_{state}", f"alert {name} {state}", "registry", alertname=name
-                    )
+            name, state = sample.label("alertname") or "", sample.label("state") or ""
+            # Other rules' pending alerts are noise in a drill's timeline; firing is not.
+            if name not in self.drill_alerts and state != "firing":
+                continue
+            if sample.value > 0 and state in ("pending", "firing") and (name, state) not in seen:
+                seen.add((name, state))
+                self.recorder.note(
+                    f"alert_{state}", f"alert {name} {state}", "registry", alertname=name
+                )
 
 
 @dataclass

@@ -178,7 +178,7 @@ class DrillRun:
     async def _drill(self, daemon: Daemon, environment: Environment) -> None:
         result, drill, recorder = self.result, self.drill, self.recorder
         failover = failover_stage(daemon)
-        observer = Observer(drill, daemon.metrics.registry, recorder, self.scale)
+        observer = Observer(drill, daemon.metrics.samples, recorder, self.scale)
         if not await observer.wait_steady("before", self.interrupted):
             result.halted = "interrupted" if self.interrupted.is_set() else "aborted"
             return

@@ -22,8 +22,7 @@ from srd.config.durations import parse_duration
 from srd.evaluation.recovery import RecoveryPack
 from srd.failover.runbooks import load_runbooks
 from srd.failover.stage import FailoverStage
-from srd.metrics import Metrics
-from srd.runtime import Daemon, Setup, load_setup
+from srd.runtime import Daemon, DaemonMetrics, Setup, load_setup
 from srd.simulate.drill import Drill, alert_group
 from srd.simulate.faults import REAL_KINDS, Target
 from srd.simulate.sandbox import FakeService, Sandbox, running_sandbox
@@ -252,7 +251,7 @@ async def running_daemon(
     drill's; SIGINT goes to ``on_sigint`` while it runs. Stopped after."""
     daemon = Daemon(
         setup,
-        metrics=Metrics(),
+        metrics=DaemonMetrics(),
         log_level=log_level,
         extra_groups=[alert_group(drill, scale)],
     )

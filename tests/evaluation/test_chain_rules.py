@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
 from srd.config import ConfigError
 from srd.config.durations import format_duration
 from srd.evaluation.chainrules import ChainHealth, load_chain_pack, parse_chain_pack
 from srd.evaluation.engine import Engine
 from srd.evaluation.export import rule_file, series_text
-from srd.metrics import Metrics
+from srd.evaluation.metrics import EvaluationMetrics
 from tests.support.evalkit import promtool
 
 SHIPPED = Path(__file__).parents[2] / "rules" / "chain_health.yaml"
@@ -152,7 +153,11 @@ def scenario() -> Series:
 
 def run_in_process(series: Series) -> dict[float, set[tuple[str, str]]]:
     """Firing (alertname, node) at every evaluation, time driven by the test, not a clock."""
-    engine = Engine([], Metrics(), extra_groups=[ChainHealth().group()], sample_registry=False)
+    engine = Engine(
+        [],
+        EvaluationMetrics(CollectorRegistry()),
+        extra_groups=[ChainHealth().group()],
+    )
     firing: dict[float, set[tuple[str, str]]] = {}
     steps = len(next(iter(series.values())))
     for step in range(steps):
@@ -192,7 +197,11 @@ def test_alerts_fire_after_their_for_and_resolve_when_the_chain_recovers() -> No
 def test_promtool_fires_the_same_chain_alerts_at_the_same_steps_as_srd(tmp_path: Path) -> None:
     binary = promtool()
     series = scenario()
-    engine = Engine([], Metrics(), extra_groups=[ChainHealth().group()], sample_registry=False)
+    engine = Engine(
+        [],
+        EvaluationMetrics(CollectorRegistry()),
+        extra_groups=[ChainHealth().group()],
+    )
     names = [rule.name for rule in engine.groups[0].alert_rules()]
     checks: list[dict[str, Any]] = []
     for step in range(len(next(iter(series.values())))):

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from srd.config import ConfigError, Mode
 from srd.evaluation.engine import Engine
 from srd.evaluation.export import rule_file
+from srd.evaluation.metrics import EvaluationMetrics
 from srd.evaluation.recovery import (
     LocationStatus,
     RecoveryPack,
@@ -19,12 +20,13 @@ from srd.evaluation.recovery import (
     measure_rto,
     parse_recovery_pack,
     readiness,
+    record_readiness,
     recovery_alerts,
 )
 from srd.failover.runbooks import Runbook
 from srd.journal import ExecutionRecord
-from srd.metrics import Metrics
 from srd.model import RecoveryRecord
+from srd.runtime import DaemonMetrics
 from tests.support.evalkit import promtool
 from tests.support.failoverkit import Kit, kit
 
@@ -241,7 +243,7 @@ def test_readiness_summarises_every_scenario_and_is_json_able() -> None:
 
 
 def test_readiness_metrics_show_unknown_rpo_as_absent_never_as_met() -> None:
-    metrics = Metrics(CollectorRegistry())
+    metrics = EvaluationMetrics(CollectorRegistry())
     rpo = {
         "database_failure": judge_rpo("database_failure", 3600.0, [location(7200.0)]),
         "blockchain_node_failure": judge_rpo(
@@ -250,7 +252,7 @@ def test_readiness_metrics_show_unknown_rpo_as_absent_never_as_met() -> None:
     }
     records = [RecoveryRecord("database_failure", 0.0, 600.0, "real")]
     for item in readiness(pack(), rpo, records):
-        metrics.record_readiness(item)
+        record_readiness(metrics, item)
 
     def value(name: str, **labels: str) -> float | None:
         return metrics.registry.get_sample_value(name, labels)
@@ -268,7 +270,7 @@ def test_readiness_metrics_show_unknown_rpo_as_absent_never_as_met() -> None:
 
 
 def test_an_rpo_breach_alerts_at_once_and_an_unknown_rpo_after_fifteen_minutes() -> None:
-    metrics = Metrics(CollectorRegistry())
+    metrics = DaemonMetrics()
     rpo = {
         "database_failure": judge_rpo("database_failure", 3600.0, [location(7200.0)]),
         "blockchain_node_failure": judge_rpo(
@@ -279,8 +281,10 @@ def test_an_rpo_breach_alerts_at_once_and_an_unknown_rpo_after_fifteen_minutes()
         ),
     }
     for item in readiness(pack(), rpo, []):
-        metrics.record_readiness(item)
-    engine = Engine([], metrics, extra_groups=[recovery_alerts()])
+        record_readiness(metrics.evaluation, item)
+    engine = Engine(
+        [], metrics.evaluation, samples=metrics.samples, extra_groups=[recovery_alerts()]
+    )
 
     def firing(at: float) -> set[tuple[str, str]]:
         engine.evaluate(at)

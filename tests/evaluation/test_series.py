@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter
 
 from srd.evaluation.rules import Selector, SeriesNeed
 from srd.evaluation.series import SeriesStore
+from srd.model import Sample
 
 SEL = Selector.parse('c_total{job="a"}')
 
@@ -56,13 +56,17 @@ def test_memory_stays_flat_with_thinned_history_beyond_the_fine_window() -> None
     )
 
 
-def test_sampling_a_registry_keeps_only_the_watched_series() -> None:
-    registry = CollectorRegistry()
-    counter = Counter("c", "doc", ["job"], registry=registry)
+def test_sampling_keeps_only_the_watched_series() -> None:
     store = SeriesStore()
     store.watch([SeriesNeed(SEL, 600)])
     for i in range(3):
-        counter.labels("a").inc(5)
-        counter.labels("b").inc(5)
-        store.sample(registry, i * 60.0)
+        value = 5.0 * (i + 1)
+        store.sample(
+            [
+                Sample("c_total", (("job", "a"),), value),
+                Sample("c_total", (("job", "b"),), value),
+                Sample("c_created", (("job", "a"),), 1.0),
+            ],
+            i * 60.0,
+        )
     assert list(store.last(Selector.parse("c_total"), 120)) == [(("job", "a"),)]

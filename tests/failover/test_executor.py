@@ -8,13 +8,13 @@ from pathlib import Path
 
 from srd.actuators.base import ActuatorError
 from srd.config import Mode
+from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook
 from srd.journal import StepRecord
-from srd.metrics import Metrics
 from tests.support.failoverkit import THREE_STEPS, Kit, kit
 
 
-def sample(metrics: Metrics, name: str, labels: dict[str, str]) -> float | None:
+def sample(metrics: FailoverMetrics, name: str, labels: dict[str, str]) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
 
 

@@ -6,17 +6,18 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from srd.cli.approve import approve
 from srd.config import Mode
+from srd.evaluation.metrics import EvaluationMetrics
 from srd.failover.dispatch import _RELEASED
-from srd.failover.guards import Guards, Limits, budget_from_registry
+from srd.failover.guards import BudgetReader, Guards, Limits
 from srd.failover.intake import Intake
 from srd.http.alertmanager import add_routes
 from srd.http.app import serving
 from srd.http.auth import Authenticator
 from srd.http.failover_api import add_api_routes
-from srd.metrics import Metrics
 from tests.support.failoverkit import APPROVAL, FLAGGED, LOOSE, ONE_STEP, Kit, kit
 
 
@@ -116,7 +117,8 @@ async def test_the_last_healthy_side_is_never_taken_down(tmp_path: Path) -> None
 async def test_an_exhausted_error_budget_blocks_a_gated_runbook(tmp_path: Path) -> None:
     async with kit(tmp_path) as k:
         guards = k.guards
-        budget: dict[str, float] = {"web": -0.1}
+        budget = EvaluationMetrics(CollectorRegistry())
+        budget.report_budget("web", -0.1)
         gated = Guards(
             mode=guards.mode,
             kill_switch=guards.kill_switch,
@@ -125,7 +127,7 @@ async def test_an_exhausted_error_budget_blocks_a_gated_runbook(tmp_path: Path) 
             limits=LOOSE,
             checks=k.checks,
             metrics=k.metrics,
-            budget=budget.get,
+            budget=budget,
         )
         runbook = k.runbook(ONE_STEP.replace("    steps:", "    budget_gate: [web]\n    steps:"))
         execution = await k.execution(runbook)
@@ -207,12 +209,19 @@ async def test_the_kill_switch_api_sets_the_journals_switch_that_survives_a_rest
     assert not (tmp_path / "killswitch").exists()
 
 
-def test_the_budget_gate_reads_srds_own_budget_metric() -> None:
-    metrics = Metrics()
-    metrics.slo_error_budget_remaining.labels("web").set(-0.25)
-    remaining = budget_from_registry(metrics.registry)
-    assert remaining("web") == -0.25
-    assert remaining("unknown") is None
+def test_the_budget_gate_reads_the_budget_evaluation_exports() -> None:
+    metrics = EvaluationMetrics(CollectorRegistry())
+    budget: BudgetReader = metrics
+    metrics.report_budget("web", -0.25)
+    exported = metrics.registry.get_sample_value
+    assert budget.remaining_budget("web") == exported(
+        "srd_slo_error_budget_remaining_ratio", {"slo": "web"}
+    )
+    assert budget.remaining_budget("web") == -0.25
+    assert budget.remaining_budget("unknown") is None
+    metrics.report_budget("web", None)  # no data: the series goes, and the gate sees unknown
+    assert exported("srd_slo_error_budget_remaining_ratio", {"slo": "web"}) is None
+    assert budget.remaining_budget("web") is None
 
 
 @pytest.mark.parametrize("change", ["kill_switch", "mode", "leadership"])

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from srd.config import ConfigError, HaConfig, parse_config
 from srd.failover.guards import SingleInstance
 from srd.failover.leader import LeaseLeadership, leadership_from_config
+from srd.failover.metrics import FailoverMetrics
 from srd.journal import NO_TERM, Fence
-from srd.metrics import Metrics
 from srd.simulate.sandbox.kubernetes import LEASES, ApiError, FakeKubernetes
 
 NS = "srd"
@@ -73,7 +74,7 @@ class LossRecorder:
 @dataclass
 class Replica:
     leadership: LeaseLeadership
-    metrics: Metrics
+    metrics: FailoverMetrics
     stop: asyncio.Event
     task: asyncio.Task[None]
     losses: LossRecorder
@@ -102,7 +103,7 @@ async def replicas(count: int) -> AsyncIterator[tuple[MeddlingKubernetes, list[R
     async with fake.serving() as url:
         started: list[Replica] = []
         for n in range(count):
-            metrics, losses = Metrics(), LossRecorder()
+            metrics, losses = FailoverMetrics(CollectorRegistry()), LossRecorder()
             leadership = LeaseLeadership(settings(url), f"srd-{n}_x", metrics, on_loss=losses)
             losses.of = leadership
             stop = asyncio.Event()
@@ -182,7 +183,9 @@ async def test_gaining_the_lease_awaits_on_acquire_once_already_fenced_as_the_ne
         async def on_acquire() -> None:
             fences.append(leadership.fence())
 
-        leadership = LeaseLeadership(settings(url), "srd-0_x", Metrics(), on_acquire=on_acquire)
+        leadership = LeaseLeadership(
+            settings(url), "srd-0_x", FailoverMetrics(CollectorRegistry()), on_acquire=on_acquire
+        )
         stop = asyncio.Event()
         task = asyncio.create_task(leadership.run(stop), name="leader")
         try:
@@ -325,7 +328,7 @@ def test_standalone_mode_is_a_single_instance_that_always_leads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("POD_NAME", "srd-7f9c")
-    metrics = Metrics()
+    metrics = FailoverMetrics(CollectorRegistry())
 
     leadership, task = leadership_from_config(parse_config("", "srd.yaml"), metrics)
 
@@ -339,7 +342,7 @@ def test_kubernetes_mode_gives_each_process_a_new_holder_identity_from_the_pod_n
 ) -> None:
     monkeypatch.setenv("POD_NAME", "srd-7f9c")
     config = parse_config(ha_yaml("mode: kubernetes\nnamespace: srd"), "srd.yaml")
-    metrics = Metrics()
+    metrics = FailoverMetrics(CollectorRegistry())
 
     first, task = leadership_from_config(config, metrics)
     second, _ = leadership_from_config(config, metrics)

@@ -11,11 +11,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from srd.config import Config, ConfigError, Mode, WebhookAuth, parse_config
+from srd.evaluation.metrics import EvaluationMetrics
 from srd.failover.dispatch import Dispatcher
 from srd.failover.guards import SingleInstance
 from srd.failover.intake import Intake, from_rule_alert
+from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook
 from srd.failover.stage import FailoverStage
 from srd.http.alertmanager import add_routes
@@ -23,7 +26,6 @@ from srd.http.app import serving
 from srd.http.auth import Authenticator
 from srd.http.failover_api import add_api_routes
 from srd.journal import JournalError, SqliteJournal
-from srd.metrics import Metrics
 from srd.model import Alert
 from tests.support.failoverkit import ONE_STEP, Clock, Kit, kit
 
@@ -57,7 +59,7 @@ def payload(status: str = "firing", fingerprint: str = "abc", n: int = 1) -> dic
 
 @asynccontextmanager
 async def server(
-    intake: Intake, metrics: Metrics, auth: WebhookAuth | None, limit: int = 64 * 1024
+    intake: Intake, metrics: FailoverMetrics, auth: WebhookAuth | None, limit: int = 64 * 1024
 ) -> AsyncIterator[str]:
     app = web.Application()
     add_routes(app, intake, Authenticator(auth), metrics, limit)
@@ -86,7 +88,7 @@ async def post(url: str, body: Any, headers: dict[str, str] | None = None) -> tu
 
 
 async def test_a_valid_post_is_queued_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
-    intake, metrics = Intake(10), Metrics()
+    intake, metrics = Intake(10), FailoverMetrics(CollectorRegistry())
     async with server(intake, metrics, bearer_auth(monkeypatch)) as url:
         status, body = await post(url, payload(n=2))
     assert (status, body) == (200, {"accepted": 2})
@@ -99,7 +101,7 @@ async def test_a_valid_post_is_queued_and_counted(monkeypatch: pytest.MonkeyPatc
 async def test_unauthenticated_posts_get_401_with_a_challenge(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    intake, metrics = Intake(10), Metrics()
+    intake, metrics = Intake(10), FailoverMetrics(CollectorRegistry())
     async with (
         server(intake, metrics, bearer_auth(monkeypatch)) as url,
         aiohttp.ClientSession() as http,
@@ -119,7 +121,7 @@ async def test_basic_auth_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
         {"basic": {"username": "am", "password": {"env": "SRD_TEST_PASSWORD"}}}
     )
     intake = Intake(10)
-    async with server(intake, Metrics(), auth) as url:
+    async with server(intake, FailoverMetrics(CollectorRegistry()), auth) as url:
         good = {"Authorization": "Basic " + base64.b64encode(b"am:pw").decode()}
         bad = {"Authorization": "Basic " + base64.b64encode(b"am:no").decode()}
         assert (await post(url, payload(), good))[0] == 200
@@ -128,7 +130,9 @@ async def test_basic_auth_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_an_oversized_body_gets_413(monkeypatch: pytest.MonkeyPatch) -> None:
     intake = Intake(10)
-    async with server(intake, Metrics(), bearer_auth(monkeypatch), limit=2048) as url:
+    async with server(
+        intake, FailoverMetrics(CollectorRegistry()), bearer_auth(monkeypatch), limit=2048
+    ) as url:
         status, _ = await post(url, payload(n=20))
     assert status == 413
     assert intake.size == 0
@@ -148,14 +152,18 @@ async def test_a_malformed_payload_gets_400_naming_the_field(
 ) -> None:
     body = payload()
     change(body)
-    async with server(Intake(10), Metrics(), bearer_auth(monkeypatch)) as url:
+    async with server(
+        Intake(10), FailoverMetrics(CollectorRegistry()), bearer_auth(monkeypatch)
+    ) as url:
         status, answer = await post(url, body)
     assert status == 400
     assert [p["field"] for p in answer["problems"]] == [field]
 
 
 async def test_non_json_gets_400(monkeypatch: pytest.MonkeyPatch) -> None:
-    async with server(Intake(10), Metrics(), bearer_auth(monkeypatch)) as url:
+    async with server(
+        Intake(10), FailoverMetrics(CollectorRegistry()), bearer_auth(monkeypatch)
+    ) as url:
         status, answer = await post(url, b"{not json")
     assert status == 400
     assert answer["error"].startswith("body is not JSON")
@@ -165,7 +173,9 @@ async def test_a_full_queue_answers_503_and_takes_none_of_the_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     intake = Intake(3)
-    async with server(intake, Metrics(), bearer_auth(monkeypatch)) as url:
+    async with server(
+        intake, FailoverMetrics(CollectorRegistry()), bearer_auth(monkeypatch)
+    ) as url:
         assert (await post(url, payload(n=2)))[0] == 200
         assert (await post(url, payload(fingerprint="x", n=2)))[0] == 503
     assert intake.size == 2
@@ -479,11 +489,12 @@ async def test_journal_retention_prunes_old_receipts_and_never_an_execution(
             config,
             journal,
             session,
-            Metrics(),
+            FailoverMetrics(CollectorRegistry()),
             actuators={},
             runbooks=[],
             probe_status=lambda _: None,
             leadership=SingleInstance(),
+            budget=EvaluationMetrics(CollectorRegistry()),
         )
         try:
             assert await journal.record_alert("old", "t0", "firing", {})

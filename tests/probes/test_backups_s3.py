@@ -18,8 +18,8 @@ import pytest
 from aiobotocore.session import get_session
 from prometheus_client import CollectorRegistry
 
-from srd.evaluation.recovery import RecoveryPack, parse_recovery_pack
-from srd.metrics import Metrics
+from srd.evaluation.metrics import EvaluationMetrics
+from srd.evaluation.recovery import RecoveryPack, parse_recovery_pack, record_readiness
 from srd.model import RecoveryRecord
 from srd.probes import backups
 from srd.probes.backups import BackupChecker, assess_readiness
@@ -250,10 +250,12 @@ async def test_readiness_is_assessed_and_exported_from_s3_and_the_journal(
     s3: Any, moto_url: str
 ) -> None:
     await seeded(s3, "ready", [600 + i * HOUR for i in range(30)])
-    metrics = Metrics(CollectorRegistry())
+    metrics = EvaluationMetrics(CollectorRegistry())
     journal = Journal([RecoveryRecord("database_failure", NOW - 9000, NOW - 3000, "drill")])
     pack = make_pack(moto_url, "ready")
-    summary = await assess_readiness(checker(pack), journal, metrics)
+    summary = await assess_readiness(checker(pack), journal)
+    for item in summary:
+        record_readiness(metrics, item)
 
     database = summary[0].to_dict()
     assert (database["rpo_state"], database["rto_last_seconds"], database["rto_met"]) == (

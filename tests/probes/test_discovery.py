@@ -19,7 +19,6 @@ from srd.config import (
     ScrapeConfigSource,
     parse_config,
 )
-from srd.metrics import Metrics
 from srd.probes.discovery import (
     Discovery,
     DiscoveryError,
@@ -27,6 +26,7 @@ from srd.probes.discovery import (
     scrape_config_targets,
     target_name,
 )
+from srd.probes.metrics import ProbeMetrics
 from srd.simulate.sandbox.kubernetes import PODS, FakeKubernetes, make_pod
 
 PROMETHEUS_YML = """\
@@ -282,7 +282,7 @@ def discovery_config(url_file: Path | None = None, **pods: Any) -> DiscoveryConf
 
 
 async def test_every_source_is_looked_at_and_counted_per_source(
-    kubernetes: tuple[FakeKubernetes, str], tmp_path: Path, metrics: Metrics
+    kubernetes: tuple[FakeKubernetes, str], tmp_path: Path, metrics: ProbeMetrics
 ) -> None:
     fake, url = kubernetes
     platform_pods(fake)
@@ -299,7 +299,7 @@ async def test_every_source_is_looked_at_and_counted_per_source(
 
 
 async def test_a_source_finding_more_than_max_targets_keeps_the_first_by_name(
-    kubernetes: tuple[FakeKubernetes, str], metrics: Metrics
+    kubernetes: tuple[FakeKubernetes, str], metrics: ProbeMetrics
 ) -> None:
     fake, url = kubernetes
     for index in range(12):
@@ -310,7 +310,7 @@ async def test_a_source_finding_more_than_max_targets_keeps_the_first_by_name(
 
 
 async def test_a_failing_source_keeps_its_last_targets_and_counts_the_failure(
-    metrics: Metrics,
+    metrics: ProbeMetrics,
 ) -> None:
     fake = FakeKubernetes()
     fake.store.create(PODS, NS, make_pod("web-creator-1", "10.1.0.1"))
@@ -324,7 +324,7 @@ async def test_a_failing_source_keeps_its_last_targets_and_counts_the_failure(
 
 
 async def test_updates_yield_the_targets_again_only_when_they_change(
-    kubernetes: tuple[FakeKubernetes, str], metrics: Metrics
+    kubernetes: tuple[FakeKubernetes, str], metrics: ProbeMetrics
 ) -> None:
     fake, url = kubernetes
     fake.store.create(PODS, NS, make_pod("web-creator-1", "10.1.0.1"))

@@ -17,10 +17,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from srd.config import ExporterTarget, ProbesConfig, StreamStatsTarget
-from srd.metrics import Metrics
 from srd.model import Observation, Sample
 from srd.probes.crosscheck import Heights, cross_check, page_heights
 from srd.probes.exporter import SUFFIXES, ExporterProbe, Extractor, PageError
+from srd.probes.metrics import ProbeMetrics
 from srd.probes.streams import StreamStatsProbe
 from srd.simulate.sandbox.exporters import (
     FakeNodeExporter,
@@ -332,7 +332,7 @@ def test_a_page_that_stops_with_the_chain_is_not_stale() -> None:
 
 
 def test_cross_check_results_are_exported_per_chain_and_node() -> None:
-    metrics = Metrics(CollectorRegistry())
+    metrics = ProbeMetrics(CollectorRegistry())
     metrics.record_cross_check("dev", "v1", cross_check(Heights(200, 198), Heights(1, 1), None))
     registry = metrics.registry
     labels = {"chain": "dev", "node": "v1"}
@@ -362,7 +362,7 @@ def test_platform_gauges_and_latency_histogram_are_summed_over_sources_and_re_ex
     for seconds in (0.02, 0.3, 7.0):
         first.observe(seconds)
     second.observe(0.3)
-    metrics = Metrics(CollectorRegistry())
+    metrics = ProbeMetrics(CollectorRegistry())
     metrics.record(platform_obs("web-1", first.page()))
     metrics.record(platform_obs("web-2", second.page()))
 
@@ -380,7 +380,7 @@ def test_platform_gauges_and_latency_histogram_are_summed_over_sources_and_re_ex
 
 
 def test_a_failed_source_keeps_its_last_values_and_no_source_means_no_platform_metrics() -> None:
-    metrics = Metrics(CollectorRegistry())
+    metrics = ProbeMetrics(CollectorRegistry())
     assert scraped(metrics.registry) == {}
     metrics.record(platform_obs("web-1", FakeStreamPlatform(4, 40).page()))
     metrics.record(Observation("exporter", "web-1", 0.0, 0.01, up=False, reason="timeout"))

@@ -22,8 +22,8 @@ from cryptography.x509.oid import NameOID
 
 from srd.config import ConfigError, HttpTarget, parse_config
 from srd.http.app import serving
-from srd.metrics import Metrics
 from srd.probes.http import HttpProbe
+from srd.probes.metrics import ProbeMetrics
 
 HEALTH = {"status": "ok", "checks": {"db": {"ok": True}, "cache": {"ok": 1}}, "nodes": [{"id": 7}]}
 
@@ -78,7 +78,7 @@ async def probe(session: aiohttp.ClientSession, url: str, **settings: Any) -> tu
 
 
 async def test_an_expected_status_in_time_is_up_with_its_duration_exported(
-    base_url: str, session: aiohttp.ClientSession, metrics: Metrics
+    base_url: str, session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     obs = await HttpProbe(target(f"{base_url}/health"), session)()
     metrics.record(obs)

@@ -12,8 +12,9 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from srd.evaluation.engine import Engine
 from srd.evaluation.slo import DAY, Sli, Slo
-from srd.metrics import Metrics
+from srd.probes.metrics import ProbeMetrics
 from srd.probes.promql import PromqlClient, PromqlError, PromqlSource, event_slo
+from srd.runtime import DaemonMetrics
 from tests.support import promstack
 from tests.support.daemon import free_port
 
@@ -62,7 +63,7 @@ async def traffic(requests: Counter, seconds: float, errors_in_ten: int) -> None
         await asyncio.sleep(0.1)
 
 
-def value(metrics: Metrics, kind: str) -> float:
+def value(metrics: ProbeMetrics, kind: str) -> float:
     sample = metrics.registry.get_sample_value(
         "srd_promql_sli_events_total", {"slo": SLO.name, "kind": kind}
     )
@@ -72,9 +73,9 @@ def value(metrics: Metrics, kind: str) -> float:
 async def test_promql_sli_counts_events_from_prometheus_that_the_slo_engine_evaluates(
     prometheus: promstack.Prometheus, app: tuple[str, Counter]
 ) -> None:
-    metrics = Metrics()
-    source = PromqlSource(SLO, PromqlClient(prometheus.url, timeout=5), metrics)
-    engine = Engine([event_slo(SLO)], metrics)
+    metrics = DaemonMetrics()
+    source = PromqlSource(SLO, PromqlClient(prometheus.url, timeout=5), metrics.probes)
+    engine = Engine([event_slo(SLO)], metrics.evaluation, samples=metrics.samples)
     # Polls ask for times Prometheus has scraped past: 2 s behind, as a real poller would lag.
     start = time.time() - 2
     first = await source.poll(start)
@@ -90,8 +91,8 @@ async def test_promql_sli_counts_events_from_prometheus_that_the_slo_engine_eval
     assert second.total is not None and second.bad is not None
     assert second.total > 100  # ~100 events a second for most of the window
     assert second.bad / second.total == pytest.approx(0.1, abs=0.01)
-    assert value(metrics, "total") == pytest.approx(second.total)
-    assert value(metrics, "bad") == pytest.approx(second.bad)
+    assert value(metrics.probes, "total") == pytest.approx(second.total)
+    assert value(metrics.probes, "bad") == pytest.approx(second.bad)
     engine.evaluate(at)
     ratio = event_slo(SLO).sli.error_ratio(engine.store, at, 3600)
     assert ratio == pytest.approx(0.1, abs=0.01)
@@ -112,7 +113,7 @@ async def test_no_series_is_no_data_and_counts_nothing(prometheus: promstack.Pro
             total_query="sum(rate(nothing_total[{{.window}}]))",
         ),
     )
-    metrics = Metrics()
+    metrics = ProbeMetrics(CollectorRegistry())
     source = PromqlSource(slo, PromqlClient(prometheus.url, timeout=5), metrics)
     now = time.time()
     await source.poll(now - 10)
@@ -147,7 +148,9 @@ async def test_a_hung_server_times_out_without_blocking_the_event_loop() -> None
         task = asyncio.create_task(ticker())
         started = time.monotonic()
         try:
-            source = PromqlSource(SLO, PromqlClient(url, timeout=1), Metrics())
+            source = PromqlSource(
+                SLO, PromqlClient(url, timeout=1), ProbeMetrics(CollectorRegistry())
+            )
             await source.poll(time.time() - 10)
             poll = await source.poll(time.time())
         finally:

@@ -13,9 +13,9 @@ import pytest
 import pytest_asyncio
 
 from srd.config import SubstrateTarget
-from srd.metrics import Metrics
 from srd.model import Observation
 from srd.probes.chain import ChainGroup, Header
+from srd.probes.metrics import ProbeMetrics
 from srd.probes.substrate import RpcClient, RpcError, SubstrateProbe
 from srd.probes.substrate_watcher import SubstrateWatcher
 from srd.simulate.sandbox.substrate import FakeChain, FakeSubstrateNode, producing
@@ -39,7 +39,7 @@ async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
-def value(metrics: Metrics, name: str, **labels: str) -> float:
+def value(metrics: ProbeMetrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
@@ -54,7 +54,7 @@ async def watching(watcher: SubstrateWatcher) -> AsyncIterator[SubstrateWatcher]
         await task
 
 
-def recording(metrics: Metrics, seen: list[Observation]) -> Callable[[Observation], None]:
+def recording(metrics: ProbeMetrics, seen: list[Observation]) -> Callable[[Observation], None]:
     def record(obs: Observation) -> None:
         seen.append(obs)
         metrics.record(obs)
@@ -67,7 +67,7 @@ def subscribed(node: FakeSubstrateNode) -> Callable[[], bool]:
 
 
 async def test_heads_followed_over_websocket_count_blocks_and_block_times(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     chain = FakeChain(name="live")
     node = FakeSubstrateNode(chain, pad_numbers=False)
@@ -92,7 +92,7 @@ def _header_of(chain: FakeChain) -> Any:
 
 
 async def test_a_stall_raises_head_age_and_is_not_mistaken_for_a_silent_subscription(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     chain = FakeChain(name="stall")
     node = FakeSubstrateNode(chain)
@@ -113,7 +113,7 @@ async def test_a_stall_raises_head_age_and_is_not_mistaken_for_a_silent_subscrip
 
 
 async def test_a_depth_3_reorg_counts_exactly_one_reorg_of_depth_3(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     chain = FakeChain(name="reorg", finality_lag=5)
     node = FakeSubstrateNode(chain)
@@ -138,7 +138,7 @@ async def test_a_depth_3_reorg_counts_exactly_one_reorg_of_depth_3(
 
 
 async def test_a_gap_is_backfilled_without_polluting_block_times(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     chain = FakeChain(name="gap")
     node = FakeSubstrateNode(chain)
@@ -161,7 +161,7 @@ async def test_a_gap_is_backfilled_without_polluting_block_times(
 
 
 async def test_a_silent_subscription_is_detected_and_recovered_without_a_stall(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     chain = FakeChain(name="silent")
     node = FakeSubstrateNode(chain)
@@ -189,7 +189,7 @@ async def test_a_silent_subscription_is_detected_and_recovered_without_a_stall(
 
 
 async def test_a_websocket_closed_mid_stream_is_reconnected(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     chain = FakeChain(name="closed")
     node = FakeSubstrateNode(chain)
@@ -207,7 +207,7 @@ async def test_a_websocket_closed_mid_stream_is_reconnected(
 
 
 async def test_without_subscriptions_heads_are_polled_over_http(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     chain = FakeChain(name="poll")
     node = FakeSubstrateNode(chain)
@@ -222,7 +222,7 @@ async def test_without_subscriptions_heads_are_polled_over_http(
 
 
 async def test_methods_a_node_lacks_are_not_called(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     node = FakeSubstrateNode(FakeChain(name="lacks"))
     node.missing_methods = {"system_syncState", "chain_subscribeFinalizedHeads"}
@@ -239,7 +239,7 @@ async def test_methods_a_node_lacks_are_not_called(
 
 
 async def test_http_429_counts_as_rate_limited_and_the_node_as_down(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     node = FakeSubstrateNode(FakeChain(name="busy"))
     node.faults.too_many_connections = True
@@ -255,7 +255,7 @@ async def test_http_429_counts_as_rate_limited_and_the_node_as_down(
 
 
 async def test_malformed_json_and_errors_without_code_are_classified(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     node = FakeSubstrateNode(FakeChain())
     async with node.serve() as url:
@@ -274,7 +274,7 @@ async def test_malformed_json_and_errors_without_code_are_classified(
 
 
 async def test_slow_answers_time_out_and_are_counted(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     node = FakeSubstrateNode(FakeChain())
     node.faults.latency = 0.5
@@ -301,7 +301,7 @@ async def test_one_shot_probe_reads_padded_and_minimal_numbers(
 
 
 async def test_nodes_of_one_chain_count_blocks_once_and_report_spread(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     chain = FakeChain(name="shared")
     nodes = [FakeSubstrateNode(chain, name=f"v{i}") for i in (1, 2)]
@@ -343,7 +343,7 @@ def _finalized_of(chain: FakeChain) -> Any:
 
 @pytest.mark.parametrize("legacy_http", [True, False])
 async def test_a_new_spec_only_node_is_followed_with_chainhead(
-    session: aiohttp.ClientSession, metrics: Metrics, legacy_http: bool
+    session: aiohttp.ClientSession, metrics: ProbeMetrics, legacy_http: bool
 ) -> None:
     chain = FakeChain(name="v2")
     node = new_spec_node(chain, legacy_http=legacy_http)
@@ -376,7 +376,7 @@ async def test_a_new_spec_only_node_is_followed_with_chainhead(
 
 
 async def test_legacy_is_kept_when_both_specs_are_served_unless_configured(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     chain = FakeChain(name="both")
     node = FakeSubstrateNode(chain)
@@ -392,7 +392,7 @@ async def test_legacy_is_kept_when_both_specs_are_served_unless_configured(
 
 
 async def test_a_reorg_through_best_block_changed_counts_one_reorg_of_its_depth(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     chain = FakeChain(name="v2reorg", finality_lag=5)
     node = new_spec_node(chain)
@@ -419,7 +419,7 @@ async def test_a_reorg_through_best_block_changed_counts_one_reorg_of_its_depth(
 
 
 async def test_stop_is_followed_again_and_tracking_goes_on(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     chain = FakeChain(name="v2stop")
     node = new_spec_node(chain)
@@ -449,7 +449,7 @@ async def test_stop_is_followed_again_and_tracking_goes_on(
 
 
 async def test_a_stall_under_chainhead_raises_head_age_without_refollowing(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     chain = FakeChain(name="v2stall")
     node = new_spec_node(chain)
@@ -472,7 +472,7 @@ async def test_a_stall_under_chainhead_raises_head_age_without_refollowing(
 
 
 async def test_a_silent_follow_is_detected_and_followed_again(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     chain = FakeChain(name="v2silent")
     node = new_spec_node(chain)

@@ -18,25 +18,27 @@ import yaml
 from moto.server import ThreadedMotoServer
 
 from srd.evaluation.export import export_rules
+from srd.evaluation.metrics import EvaluationMetrics
 from srd.evaluation.rulepacks import load_rule_packs
-from srd.metrics import Metrics
+from srd.probes.stream_metrics import ACTIVE_STREAMS, TRANSACTION_LATENCY, VIEWER_COUNT
+from srd.runtime import DaemonMetrics
 from tests.support import promstack
 from tests.support.daemon import free_port
 
 ROOT = Path(__file__).parents[2]
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
-SANDBOX_RULES = Path(str(files("srd.simulate").joinpath("rules")))
+SANDBOX_RULES = Path(str(files("srd.simulate.sandbox").joinpath("rules")))
 PANEL_TYPES = {"timeseries", "stat", "gauge", "heatmap", "table", "bargauge"}
 LAYOUT_TYPES = {"row"}
 EXTERNAL_NAMES = {
     # node exporter
     "node_cpu_seconds_total",
     # the platform's stream exporter (srd re-exports them once it has scraped a source)
-    "vilokanam_active_streams",
-    "vilokanam_viewer_count",
-    "vilokanam_transaction_latency_seconds_bucket",
+    ACTIVE_STREAMS,
+    VIEWER_COUNT,
+    TRANSACTION_LATENCY + "_bucket",
 }
-NEEDS_RECORDED_RECOVERY = {"srd_rto_last_seconds", "srd_dr_last_drill_timestamp_seconds"}
+NEEDS_RECORDED_RECOVERY = {EvaluationMetrics.RTO_LAST, EvaluationMetrics.DR_LAST_DRILL}
 """Set from the journal's recoveries and drills; the daemon has none to read yet (runtime
 ``_NoRecoveries``), so these panels are empty until the failover journal feeds it."""
 
@@ -93,7 +95,7 @@ def srd_names() -> set[str]:
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
     return {
         family.name + suffix
-        for family in Metrics().registry.collect()
+        for family in DaemonMetrics().registry.collect()
         for suffix in suffixes.get(family.type, [""])
     }
 

@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes_asyncio.client import Configuration
+from prometheus_client import CollectorRegistry
 
 from srd.actuators.kubernetes import KubernetesActuator, KubernetesSettings
 from srd.config import HaConfig, KubernetesPodsSource, parse_config
 from srd.failover.leader import LeaseLeadership
-from srd.metrics import Metrics
+from srd.failover.metrics import FailoverMetrics
 from srd.probes.discovery import kubernetes_pod_targets
 from srd.simulate.sandbox.kubernetes import DR, PRODUCTION, WEB, FakeKubernetes, seed_platform
 
@@ -319,8 +320,8 @@ async def exercise_the_leader(url: str) -> None:
             "kubernetes": {"host": url},
         }
     )
-    first = LeaseLeadership(settings, "first", Metrics())
-    second = LeaseLeadership(settings, "second", Metrics())
+    first = LeaseLeadership(settings, "first", FailoverMetrics(CollectorRegistry()))
+    second = LeaseLeadership(settings, "second", FailoverMetrics(CollectorRegistry()))
     stops = [asyncio.Event(), asyncio.Event()]
     tasks = [asyncio.create_task(r.run(s)) for r, s in zip((first, second), stops, strict=True)]
     try:

@@ -5,13 +5,12 @@ import itertools
 
 import pytest
 
-from srd.metrics import Metrics
-from srd.supervisor import Backoff, Supervisor, TaskFactory
+from srd.supervisor import Backoff, Supervisor, SupervisorMetrics, TaskFactory
 
 FAST = Backoff(initial=0.01, maximum=0.05)
 
 
-async def test_a_task_that_raises_is_restarted_and_counted(metrics: Metrics) -> None:
+async def test_a_task_that_raises_is_restarted_and_counted(metrics: SupervisorMetrics) -> None:
     supervisor = Supervisor(metrics, FAST)
     runs = 0
     healthy = asyncio.Event()
@@ -32,7 +31,7 @@ async def test_a_task_that_raises_is_restarted_and_counted(metrics: Metrics) -> 
     await supervisor.shutdown(grace=1)
 
 
-async def test_a_task_that_returns_early_is_restarted_too(metrics: Metrics) -> None:
+async def test_a_task_that_returns_early_is_restarted_too(metrics: SupervisorMetrics) -> None:
     supervisor = Supervisor(metrics, FAST)
     runs = 0
     second_run = asyncio.Event()
@@ -50,7 +49,9 @@ async def test_a_task_that_returns_early_is_restarted_too(metrics: Metrics) -> N
     await supervisor.shutdown(grace=1)
 
 
-async def test_an_essential_task_that_crashes_fails_the_supervisor(metrics: Metrics) -> None:
+async def test_an_essential_task_that_crashes_fails_the_supervisor(
+    metrics: SupervisorMetrics,
+) -> None:
     supervisor = Supervisor(metrics, FAST)
 
     async def server(stop: asyncio.Event) -> None:
@@ -64,7 +65,7 @@ async def test_an_essential_task_that_crashes_fails_the_supervisor(metrics: Metr
     await supervisor.shutdown(grace=1)
 
 
-async def test_periodic_work_repeats_and_stops_at_its_next_tick(metrics: Metrics) -> None:
+async def test_periodic_work_repeats_and_stops_at_its_next_tick(metrics: SupervisorMetrics) -> None:
     supervisor = Supervisor(metrics, FAST)
     ticks: list[float] = []
     loop = asyncio.get_running_loop()
@@ -84,7 +85,9 @@ async def test_periodic_work_repeats_and_stops_at_its_next_tick(metrics: Metrics
     assert sum(gaps) / len(gaps) == pytest.approx(0.02, rel=0.5)
 
 
-async def test_shutdown_lets_in_flight_work_finish_within_the_grace(metrics: Metrics) -> None:
+async def test_shutdown_lets_in_flight_work_finish_within_the_grace(
+    metrics: SupervisorMetrics,
+) -> None:
     supervisor = Supervisor(metrics, FAST)
     started, finished = asyncio.Event(), asyncio.Event()
 
@@ -99,7 +102,7 @@ async def test_shutdown_lets_in_flight_work_finish_within_the_grace(metrics: Met
     assert finished.is_set()
 
 
-async def test_shutdown_cancels_work_that_overruns_the_grace(metrics: Metrics) -> None:
+async def test_shutdown_cancels_work_that_overruns_the_grace(metrics: SupervisorMetrics) -> None:
     supervisor = Supervisor(metrics, FAST)
     started = asyncio.Event()
     cancelled = False
@@ -119,7 +122,7 @@ async def test_shutdown_cancels_work_that_overruns_the_grace(metrics: Metrics) -
     assert cancelled
 
 
-async def test_intake_stops_before_the_server_on_shutdown(metrics: Metrics) -> None:
+async def test_intake_stops_before_the_server_on_shutdown(metrics: SupervisorMetrics) -> None:
     supervisor = Supervisor(metrics, FAST)
     order: list[str] = []
 
@@ -144,7 +147,7 @@ def test_restart_backoff_doubles_up_to_its_cap() -> None:
         assert base / 2 <= backoff.delay(attempt) <= base
 
 
-async def test_two_tasks_cannot_share_a_name(metrics: Metrics) -> None:
+async def test_two_tasks_cannot_share_a_name(metrics: SupervisorMetrics) -> None:
     supervisor = Supervisor(metrics, FAST)
 
     async def idle(stop: asyncio.Event) -> None:

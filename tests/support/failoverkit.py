@@ -8,13 +8,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from srd.config import Mode
 from srd.failover.executor import Executor
 from srd.failover.guards import Guards, KillSwitch, Limits
+from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook, parse_runbooks
 from srd.journal import ExecutionRecord, Fence, SqliteJournal
 from srd.journal.sql import SqlJournal
-from srd.metrics import Metrics
 from srd.model import Alert
 from srd.testing import FakeActuator, FakeChecks
 
@@ -49,7 +51,7 @@ class Kit:
     checks: FakeChecks
     guards: Guards
     executor: Executor
-    metrics: Metrics
+    metrics: FailoverMetrics
     clock: Clock
     leader: Leader
     mode: list[Mode]
@@ -95,7 +97,7 @@ async def kit(
         journal: SqlJournal = await SqliteJournal.open(tmp_path / "journal.sqlite3", clock=clock)
     else:
         journal = await journal_of(clock)
-    metrics = Metrics()
+    metrics = FailoverMetrics(CollectorRegistry())
     actuator = FakeActuator()
     checks = FakeChecks(**healthy)
     leader = Leader()

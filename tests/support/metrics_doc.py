@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prometheus_client.metrics import MetricWrapperBase
 
-from srd.metrics import Metrics
+from srd.runtime import DaemonMetrics
 
 HEADER = """\
 # Metrics srd exports
@@ -29,7 +29,9 @@ been read.
 
 def rows() -> list[str]:
     found = []
-    for value in vars(Metrics()).values():
+    daemon = DaemonMetrics()
+    groups = (daemon.runtime, daemon.supervisor, daemon.probes, daemon.evaluation, daemon.failover)
+    for value in (value for group in groups for value in vars(group).values()):
         if isinstance(value, MetricWrapperBase):
             # prometheus-client keeps these private; a reference generator may read them.
             name = value._name + ("_total" if value._type == "counter" else "")

@@ -1,0 +1,82 @@
+"""The failover stage's metrics: alerts taken in, guards, runbook executions, escalations and
+leadership, on a registry the runtime gives."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class FailoverMetrics:
+    """The failover stage's metrics, created on ``registry``."""
+
+    WEBHOOK_ALERTS = "srd_webhook_alerts"
+    WEBHOOK_REJECTED = "srd_webhook_rejected"
+    GUARD_BLOCKS = "srd_guard_blocks"
+    RUNBOOK_EXECUTIONS = "srd_runbook_executions"
+    ESCALATIONS = "srd_escalations"
+    ESCALATION_NOTIFICATIONS = "srd_escalation_notifications"
+    RUNBOOK_STEP_DURATION = "srd_runbook_step_duration_seconds"
+    LEADER = "srd_leader"
+    JOURNAL_FENCED_WRITES = "srd_journal_fenced_writes"
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = reg = registry
+        self.webhook_alerts = Counter(
+            self.WEBHOOK_ALERTS,
+            "Alerts accepted from Alertmanager webhook posts, by status (firing, resolved).",
+            ["status"],
+            registry=reg,
+        )
+        self.webhook_rejected = Counter(
+            self.WEBHOOK_REJECTED,
+            "Webhook posts refused, by reason (unauthorized, too_large, malformed, queue_full).",
+            ["reason"],
+            registry=reg,
+        )
+        self.guard_blocks = Counter(
+            self.GUARD_BLOCKS,
+            "Runbook steps a guard refused, by guard (mode, kill_switch, leadership, cooldown, "
+            "flapping, rate_limit, min_healthy, error_budget, approval).",
+            ["guard"],
+            registry=reg,
+        )
+        self.runbook_executions = Counter(
+            self.RUNBOOK_EXECUTIONS,
+            "Runbook executions that ended, by result (succeeded, rolled_back, failed, "
+            "escalated, blocked, cancelled, dry_run).",
+            ["runbook", "result"],
+            registry=reg,
+        )
+        self.escalations = Counter(
+            self.ESCALATIONS,
+            "Runbooks that stopped and paged, by how they ended (reason: escalated, "
+            "rolled_back, failed, blocked).",
+            ["runbook", "reason"],
+            registry=reg,
+        )
+        self.escalation_notifications = Counter(
+            self.ESCALATION_NOTIFICATIONS,
+            "Escalation alerts posted to Alertmanager, by result (sent, failed: every retry "
+            "failed).",
+            ["result"],
+            registry=reg,
+        )
+        self.runbook_step_duration = Histogram(
+            self.RUNBOOK_STEP_DURATION,
+            "Duration of runbook steps, convergence and verification included.",
+            ["runbook", "step"],
+            buckets=(0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0),
+            registry=reg,
+        )
+        self.leader = Gauge(
+            self.LEADER,
+            "1 while this srd instance leads (may act), 0 while it follows; by holder identity.",
+            ["identity"],
+            registry=reg,
+        )
+        self.journal_fenced_writes = Counter(
+            self.JOURNAL_FENCED_WRITES,
+            "Journal writes refused because another replica leads at a higher term: each one "
+            "stopped an execution here, for the leader to reconcile.",
+            registry=reg,
+        )
