@@ -11,7 +11,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -36,7 +36,7 @@ from srd.model import Observation
 from srd.probes.backups import BackupChecker, assess_readiness
 from srd.probes.promql import PromqlClient, PromqlSource, event_slo
 from srd.probes.runner import ProbeRunner
-from srd.supervisor import Backoff, Supervisor, wait_first
+from srd.supervisor import RESTART_BACKOFF, Supervisor, wait_first
 
 log = structlog.get_logger("srd.runtime")
 
@@ -116,9 +116,12 @@ class Daemon:
         self._stop_requested = asyncio.Event()
         self._reload_requested = asyncio.Event()
         runtime = setup.config.runtime
-        self.supervisor = Supervisor(
-            self.metrics, Backoff(runtime.restart_backoff_initial, runtime.restart_backoff_max)
+        restarts = replace(
+            RESTART_BACKOFF,
+            initial=runtime.restart_backoff_initial,
+            maximum=runtime.restart_backoff_max,
         )
+        self.supervisor = Supervisor(self.metrics, restarts)
         self._probes: ProbeRunner | None = None
         self._evaluation_tasks: list[str] = []
         self._last_obs: dict[str, Observation] = {}

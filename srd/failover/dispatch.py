@@ -27,12 +27,13 @@ from srd.failover.intake import IncomingAlert, Intake
 from srd.failover.runbooks import Runbook
 from srd.journal import AlertReceipt, ExecutionRecord, Fence, Journal, JournalError
 from srd.metrics import Metrics
+from srd.retry import Backoff
 
 log = structlog.get_logger("srd.failover.dispatch")
 
 T = TypeVar("T")
-RETRY_BASE, RETRY_MAX = 0.1, 5.0
-"""Seconds before the first retry of a journal write that failed, doubled up to the max."""
+JOURNAL_RETRY = Backoff(initial=0.1, maximum=5.0)
+"""Waits before retries of a journal write that failed."""
 BATCH = 256
 """Queued alerts recorded per journal transaction at most: one commit for a burst (an
 Alertmanager group of hundreds, a storm) instead of one per alert."""
@@ -237,7 +238,7 @@ class Dispatcher:
                 return await write()
             except JournalError as exc:
                 attempt += 1
-                delay = min(RETRY_BASE * 2 ** (attempt - 1), RETRY_MAX)
+                delay = JOURNAL_RETRY.delay(attempt - 1)
                 log.error(
                     "journal unavailable; holding the alerts and trying again",
                     error=str(exc),

@@ -5,11 +5,11 @@ from __future__ import annotations
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from srd.config import Mode
-from srd.failover.executor import Executor
+from srd.failover.executor import ACTUATOR_RETRY, Executor
 from srd.failover.guards import Guards, KillSwitch, Limits
 from srd.failover.runbooks import Runbook, parse_runbooks
 from srd.journal import ExecutionRecord, Fence, SqliteJournal
@@ -119,7 +119,7 @@ async def kit(
         metrics=metrics,
         escalate=escalations.append,
         poll_interval=0.01,
-        retry_backoff=0.01,
+        retry=replace(ACTUATOR_RETRY, initial=0.01),
     )
     try:
         yield Kit(
