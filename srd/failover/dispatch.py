@@ -22,8 +22,8 @@ import structlog
 from srd import logs
 from srd.config import Mode
 from srd.failover.executor import Executor
-from srd.failover.guards import Leadership
 from srd.failover.intake import IncomingAlert, Intake
+from srd.failover.leader import Leadership
 from srd.failover.runbooks import Runbook
 from srd.journal import AlertReceipt, ExecutionRecord, Fence, Journal, JournalError
 from srd.metrics import Metrics

@@ -15,15 +15,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
 
 from srd.config import FailoverConfig, Mode
 from srd.failover.checks import CheckRunner
+from srd.failover.leader import Leadership
 from srd.failover.runbooks import Runbook, Step
-from srd.journal import ExecutionRecord, Fence, Journal, JournalError, KillSwitchState
+from srd.journal import ExecutionRecord, Journal, JournalError, KillSwitchState
 from srd.metrics import Metrics
 
 log = structlog.get_logger("srd.failover.guards")
@@ -48,27 +49,6 @@ _HISTORY = 1000
 class Refusal:
     guard: str
     reason: str
-
-
-class Leadership(Protocol):
-    """Whether this srd instance may act (``srd.failover.leader``: a Kubernetes Lease)."""
-
-    def is_leader(self) -> bool: ...
-
-    def fence(self) -> Fence | None:
-        """The holder and term the executor's journal writes carry, so the journal refuses
-        them once another holder has led (``FencedError``); None: unfenced (one srd alone)."""
-        ...
-
-
-class SingleInstance:
-    """Leadership of a single srd: always the leader, never fenced."""
-
-    def is_leader(self) -> bool:
-        return True
-
-    def fence(self) -> None:
-        return None
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from srd.failover.checks import Checks
 from srd.failover.dispatch import Dispatcher
 from srd.failover.escalation import Pager
 from srd.failover.executor import Executor
-from srd.failover.guards import Guards, KillSwitch, Leadership, Limits, budget_from_registry
+from srd.failover.guards import Guards, KillSwitch, Limits, budget_from_registry
 from srd.failover.intake import Intake, from_rule_alert
+from srd.failover.leader import Leadership
 from srd.failover.runbooks import Runbook
 from srd.http import alertmanager as webhook
 from srd.http import failover_api as control

@@ -15,8 +15,7 @@ import pytest
 from aiohttp import web
 
 from srd.config import ConfigError, HaConfig, parse_config
-from srd.failover.guards import SingleInstance
-from srd.failover.leader import LeaseLeadership, leadership_from_config
+from srd.failover.leader import LeaseLeadership, SingleInstance, leadership_from_config
 from srd.journal import NO_TERM, Fence
 from srd.metrics import Metrics
 from srd.simulate.sandbox.kubernetes import LEASES, ApiError, FakeKubernetes

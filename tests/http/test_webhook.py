@@ -14,8 +14,8 @@ from aiohttp import web
 
 from srd.config import Config, ConfigError, Mode, WebhookAuth, parse_config
 from srd.failover.dispatch import Dispatcher
-from srd.failover.guards import SingleInstance
 from srd.failover.intake import Intake, from_rule_alert
+from srd.failover.leader import SingleInstance
 from srd.failover.runbooks import Runbook
 from srd.failover.stage import FailoverStage
 from srd.http.alertmanager import Authenticator, add_routes
