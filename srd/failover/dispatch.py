@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -25,7 +25,15 @@ from srd.failover.executor import Executor
 from srd.failover.intake import IncomingAlert, Intake
 from srd.failover.leader import Leadership
 from srd.failover.runbooks import Runbook
-from srd.journal import AlertReceipt, ExecutionRecord, Fence, Journal, JournalError
+from srd.journal import (
+    AlertReceipt,
+    ExecutionRecord,
+    Executions,
+    Fence,
+    Fencing,
+    JournalError,
+    Receipts,
+)
 from srd.metrics import Metrics
 from srd.retry import Backoff
 
@@ -37,6 +45,11 @@ JOURNAL_RETRY = Backoff(initial=0.1, maximum=5.0)
 BATCH = 256
 """Queued alerts recorded per journal transaction at most: one commit for a burst (an
 Alertmanager group of hundreds, a storm) instead of one per alert."""
+
+
+class DispatchJournal(Receipts, Executions, Fencing, Protocol):
+    """What the dispatcher records: the alerts received and the executions decided on them,
+    under its term."""
 
 
 @dataclass
@@ -64,7 +77,7 @@ class Dispatcher:
         self,
         *,
         intake: Intake,
-        journal: Journal,
+        journal: DispatchJournal,
         executor: Executor,
         runbooks: Sequence[Runbook],
         mode: Callable[[], Mode],

@@ -18,7 +18,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import structlog
 
@@ -28,10 +28,11 @@ from srd.failover.guards import Guards, Refusal
 from srd.failover.runbooks import ActionSpec, Check, Runbook, Step
 from srd.journal import (
     ExecutionRecord,
+    Executions,
     ExecutionState,
     Fence,
     FencedError,
-    Journal,
+    Fencing,
     StepRecord,
     StepResult,
 )
@@ -48,6 +49,10 @@ T = TypeVar("T")
 
 ACTUATOR_RETRY = Backoff(initial=0.5, maximum=30.0)
 """Waits after a retryable actuator error, within the step's timeout."""
+
+
+class ExecutorJournal(Executions, Fencing, Protocol):
+    """What the executor writes: the execution's states and steps, under its term."""
 
 
 class StepFailed(Exception):
@@ -84,7 +89,7 @@ class Executor:
     def __init__(
         self,
         *,
-        journal: Journal,
+        journal: ExecutorJournal,
         actuators: Mapping[str, Actuator],
         guards: Guards,
         checks: CheckRunner,

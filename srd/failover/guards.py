@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -24,7 +24,7 @@ from srd.config import FailoverConfig, Mode
 from srd.failover.checks import CheckRunner
 from srd.failover.leader import Leadership
 from srd.failover.runbooks import Runbook, Step
-from srd.journal import ExecutionRecord, Journal, JournalError, KillSwitchState
+from srd.journal import Controls, ExecutionRecord, Executions, JournalError, KillSwitchState
 from srd.metrics import Metrics
 
 log = structlog.get_logger("srd.failover.guards")
@@ -49,6 +49,11 @@ _HISTORY = 1000
 class Refusal:
     guard: str
     reason: str
+
+
+class GuardsJournal(Executions, Controls, Protocol):
+    """What the guards read and write: the executions' history (admission), refusals, the
+    kill switch and approvals."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,7 @@ class KillSwitch:
     journal that cannot be read counts as on — a stop that cannot be seen must not be missed.
     """
 
-    def __init__(self, path: Path, journal: Journal | None = None) -> None:
+    def __init__(self, path: Path, journal: Controls | None = None) -> None:
         self.path = path
         self._journal = journal
 
@@ -175,7 +180,7 @@ class Approvals:
     once. An approval recorded before a leader change is found by the new leader's wait.
     ``pending`` and ``approve`` are this replica's waiters only (the drill operator's)."""
 
-    def __init__(self, journal: Journal | None = None, *, poll: float = 0.5) -> None:
+    def __init__(self, journal: Controls | None = None, *, poll: float = 0.5) -> None:
         """``poll``: seconds between the waiter's journal reads (0.5 s: a human's approval
         need not be faster; a read costs well under a millisecond)."""
         self._journal = journal
@@ -260,7 +265,7 @@ class Approvals:
             del self._pending[approval_id]
 
     @staticmethod
-    async def _approved(journal: Journal, approval_id: str) -> str | None:
+    async def _approved(journal: Controls, approval_id: str) -> str | None:
         try:
             approval = await journal.approval(approval_id)
         except JournalError as exc:
@@ -270,7 +275,7 @@ class Approvals:
         return None if approval is None else approval.approved_by
 
     @staticmethod
-    async def _journal_approval(journal: Journal, approval_id: str, by: str) -> None:
+    async def _journal_approval(journal: Controls, approval_id: str, by: str) -> None:
         try:
             await journal.approve(approval_id, by)  # False: the API recorded it already
         except JournalError as exc:
@@ -317,7 +322,7 @@ class Guards:
         mode: Callable[[], Mode],
         kill_switch: KillSwitch,
         leadership: Leadership,
-        journal: Journal,
+        journal: GuardsJournal,
         limits: Limits,
         checks: CheckRunner,
         metrics: Metrics,

@@ -45,7 +45,7 @@ from srd.evaluation.recovery import RecoveryPack, RpoStatus, measure_rto
 from srd.failover.intake import iso_utc
 from srd.failover.runbooks import load_runbooks
 from srd.failover.stage import FailoverStage
-from srd.journal import ExecutionRecord, Journal, open_journal
+from srd.journal import ExecutionRecord, Executions, open_journal
 from srd.metrics import Metrics
 from srd.probes.backups import BackupChecker
 from srd.runtime import Daemon, Setup, load_setup
@@ -708,7 +708,7 @@ class DrillRun:
 
     async def _follow(
         self,
-        journal: Journal,
+        journal: Executions,
         executions: Sequence[ExecutionRecord],
         steps_seen: set[tuple[str, int, str]],
         states_seen: set[tuple[str, str]],
@@ -788,7 +788,7 @@ class DrillRun:
 
     # --- after the drill: the journal's account ---------------------------------------------
 
-    async def _collect(self, journal: Journal) -> None:
+    async def _collect(self, journal: Executions) -> None:
         result = self.result
         for execution in reversed(await journal.executions(100)):
             if execution.alert.get("kind") != "drill" or execution.runbook.startswith("drill:"):
@@ -929,7 +929,7 @@ class DrillRun:
         else:
             result.outcome = "met"
 
-    async def _record(self, journal: Journal, metrics: Metrics) -> None:
+    async def _record(self, journal: Executions, metrics: Metrics) -> None:
         """A drill record in the journal, in drill time, so ``srd_rto_last_seconds`` (and the
         DR-readiness summary) report the drill's RTO rather than its scaled wall time."""
         seconds = self.result.rto.get("measured_seconds")
