@@ -12,7 +12,7 @@ import platform
 import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -46,7 +46,7 @@ from srd.probes.backups import BackupChecker, assess_readiness
 from srd.probes.metrics import ProbeMetrics
 from srd.probes.promql import PromqlClient, PromqlSource, event_slo
 from srd.probes.runner import ProbeRunner
-from srd.supervisor import Backoff, Supervisor, SupervisorMetrics, wait_first
+from srd.supervisor import RESTART_BACKOFF, Supervisor, SupervisorMetrics, wait_first
 
 log = structlog.get_logger("srd.runtime")
 
@@ -176,10 +176,12 @@ class Daemon:
         self._stop_requested = asyncio.Event()
         self._reload_requested = asyncio.Event()
         runtime = setup.config.runtime
-        self.supervisor = Supervisor(
-            self.metrics.supervisor,
-            Backoff(runtime.restart_backoff_initial, runtime.restart_backoff_max),
+        restarts = replace(
+            RESTART_BACKOFF,
+            initial=runtime.restart_backoff_initial,
+            maximum=runtime.restart_backoff_max,
         )
+        self.supervisor = Supervisor(self.metrics.supervisor, restarts)
         self._probes: ProbeRunner | None = None
         self._evaluation_tasks: list[str] = []
         self._last_obs: dict[str, Observation] = {}

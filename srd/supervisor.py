@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from srd.retry import Backoff
 
 log = structlog.get_logger("srd.supervisor")
 
@@ -25,17 +26,9 @@ return (it is cancelled if it has not returned by the end of the grace period)."
 Job = Callable[[], Awaitable[None]]
 
 
-@dataclass(frozen=True)
-class Backoff:
-    initial: float = 1.0
-    """Delay before the first restart, seconds."""
-    maximum: float = 60.0
-    """Cap of the delay; a run that lasted this long resets the backoff."""
-
-    def delay(self, attempt: int) -> float:
-        base: float = min(self.maximum, self.initial * 2**attempt)
-        # Full jitter between half and all of the base spreads restarts of many tasks.
-        return base * random.uniform(0.5, 1.0)  # noqa: S311 - not for security
+RESTART_BACKOFF = Backoff(initial=1.0, maximum=60.0, jitter=0.5)
+"""Restarts of a failed task; a run that lasted ``maximum`` resets it. The jitter spreads
+restarts of many tasks that failed together."""
 
 
 class SupervisorMetrics:
@@ -75,7 +68,7 @@ class Supervisor:
     ) -> None:
         """``on_lag(task, seconds)`` also gets each periodic run's start delay (benchmarks)."""
         self._metrics = metrics
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff or RESTART_BACKOFF
         self._on_lag = on_lag
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop_events: dict[str, asyncio.Event] = {}

@@ -47,6 +47,7 @@ from srd.actuators.params import parse_params, prior_value
 from srd.config import KubernetesConnection, Strict
 from srd.config.durations import Duration
 from srd.kubeapi import api_configuration
+from srd.retry import Backoff
 
 NAMESPACE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 OBJECT_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
@@ -60,10 +61,8 @@ CONFLICT_PAUSE = 0.01
 """Seconds between them (client-go's DefaultRetry: 5 steps of 10 ms)."""
 TRANSIENT = frozenset({429, 500, 502, 503, 504})
 """Answers worth the same call again: overload (429, with Retry-After) and server errors."""
-RETRY_BACKOFF = 0.2
-"""Seconds before the first retry after a 5xx; doubled each time up to MAX_BACKOFF."""
-MAX_BACKOFF = 5.0
-"""Seconds at most between retries, also when a Retry-After asks for more."""
+RETRY = Backoff(initial=0.2, maximum=5.0)
+"""Waits between retries after a 429 or 5xx; its ``maximum`` also caps a Retry-After."""
 
 T = TypeVar("T")
 log = structlog.get_logger("srd.actuators.kubernetes")
@@ -283,7 +282,7 @@ class KubernetesActuator:
         try:
             async with asyncio.timeout(timeout):
                 api = await self._client()
-                conflicts, backoff = 0, RETRY_BACKOFF
+                conflicts, transient = 0, RETRY.delays()
                 while True:
                     try:
                         return await body(api)
@@ -293,8 +292,9 @@ class KubernetesActuator:
                             conflicts += 1
                             wait = CONFLICT_PAUSE
                         elif status in TRANSIENT:
-                            wait = _retry_after(exc) or backoff
-                            backoff = min(backoff * 2, MAX_BACKOFF)
+                            # A Retry-After replaces the wait but the backoff still grows.
+                            delay = next(transient)
+                            wait = _retry_after(exc) or delay
                         else:
                             raise
                         last = exc
@@ -393,10 +393,10 @@ def _detail(exc: ApiException) -> str:
 
 
 def _retry_after(exc: ApiException) -> float | None:
-    """The seconds a 429 (or 503) asks to wait, at most MAX_BACKOFF."""
+    """The seconds a 429 (or 503) asks to wait, at most ``RETRY.maximum``."""
     value = exc.headers.get("Retry-After", "") if exc.headers else ""
     try:
-        return min(float(value), MAX_BACKOFF) if value else None
+        return min(float(value), RETRY.maximum) if value else None
     except ValueError:  # an HTTP date: back off as usual
         return None
 

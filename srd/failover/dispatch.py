@@ -15,27 +15,41 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
 from srd import logs
 from srd.config import Mode
 from srd.failover.executor import Executor
-from srd.failover.guards import Leadership
 from srd.failover.intake import IncomingAlert, Intake
+from srd.failover.leader import Leadership
 from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook
-from srd.journal import AlertReceipt, ExecutionRecord, Fence, Journal, JournalError
+from srd.journal import (
+    AlertReceipt,
+    ExecutionRecord,
+    Executions,
+    Fence,
+    Fencing,
+    JournalError,
+    Receipts,
+)
+from srd.retry import Backoff
 
 log = structlog.get_logger("srd.failover.dispatch")
 
 T = TypeVar("T")
-RETRY_BASE, RETRY_MAX = 0.1, 5.0
-"""Seconds before the first retry of a journal write that failed, doubled up to the max."""
+JOURNAL_RETRY = Backoff(initial=0.1, maximum=5.0)
+"""Waits before retries of a journal write that failed."""
 BATCH = 256
 """Queued alerts recorded per journal transaction at most: one commit for a burst (an
 Alertmanager group of hundreds, a storm) instead of one per alert."""
+
+
+class DispatchJournal(Receipts, Executions, Fencing, Protocol):
+    """What the dispatcher records: the alerts received and the executions decided on them,
+    under its term."""
 
 
 @dataclass
@@ -63,7 +77,7 @@ class Dispatcher:
         self,
         *,
         intake: Intake,
-        journal: Journal,
+        journal: DispatchJournal,
         executor: Executor,
         runbooks: Sequence[Runbook],
         mode: Callable[[], Mode],
@@ -237,7 +251,7 @@ class Dispatcher:
                 return await write()
             except JournalError as exc:
                 attempt += 1
-                delay = min(RETRY_BASE * 2 ** (attempt - 1), RETRY_MAX)
+                delay = JOURNAL_RETRY.delay(attempt - 1)
                 log.error(
                     "journal unavailable; holding the alerts and trying again",
                     error=str(exc),

@@ -22,13 +22,14 @@ from srd.config import EscalationConfig
 from srd.failover.intake import iso_utc
 from srd.failover.metrics import FailoverMetrics
 from srd.model import Alert
+from srd.retry import Backoff
 
 log = structlog.get_logger("srd.failover.escalation")
 
 ATTEMPTS = 5
 """Posts per escalation: with the 1-2-4-8 s backoff, about 15 s plus timeouts of trying —
 long enough to ride out an Alertmanager restart, short enough to end within shutdown."""
-FIRST_BACKOFF = 1.0
+BACKOFF = Backoff(initial=1.0, maximum=8.0)
 
 
 def alertmanager_alert(alert: Alert, hold: float) -> dict[str, Any]:
@@ -51,7 +52,7 @@ class Pager:
         metrics: FailoverMetrics,
         settings: Callable[[], EscalationConfig],
         *,
-        backoff: float = FIRST_BACKOFF,
+        backoff: Backoff = BACKOFF,
     ) -> None:
         self._session = session
         self._metrics = metrics
@@ -84,7 +85,7 @@ class Pager:
         url = str(settings.alertmanager_url).rstrip("/") + "/api/v2/alerts"
         body = [alertmanager_alert(alert, settings.hold)]
         timeout = aiohttp.ClientTimeout(total=settings.timeout)
-        delay = self._backoff
+        delays = self._backoff.delays()
         problem = ""
         for attempt in range(1, ATTEMPTS + 1):
             try:
@@ -99,9 +100,9 @@ class Pager:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 problem = str(exc) or type(exc).__name__
             if attempt < ATTEMPTS:
+                delay = next(delays)
                 log.warning("escalation not sent; retrying", url=url, error=problem, retry_in=delay)
                 await asyncio.sleep(delay)
-                delay *= 2
         self._metrics.escalation_notifications.labels("failed").inc()
         log.error("escalation could not be sent to Alertmanager", url=url, error=problem)
         return False

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import structlog
 
@@ -29,20 +29,30 @@ from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import ActionSpec, Check, Runbook, Step
 from srd.journal import (
     ExecutionRecord,
+    Executions,
     ExecutionState,
     Fence,
     FencedError,
-    Journal,
+    Fencing,
     StepRecord,
     StepResult,
 )
 from srd.model import Alert
+from srd.retry import Backoff, retrying
 
 log = structlog.get_logger("srd.failover.executor")
 
 Escalate = Callable[[Alert], None]
 """Receives the escalation alert (``SrdRunbookEscalated``) a stopped runbook raises."""
 Outcome = Literal["ok", "failed", "blocked"]
+T = TypeVar("T")
+
+ACTUATOR_RETRY = Backoff(initial=0.5, maximum=30.0)
+"""Waits after a retryable actuator error, within the step's timeout."""
+
+
+class ExecutorJournal(Executions, Fencing, Protocol):
+    """What the executor writes: the execution's states and steps, under its term."""
 
 
 class StepFailed(Exception):
@@ -79,18 +89,18 @@ class Executor:
     def __init__(
         self,
         *,
-        journal: Journal,
+        journal: ExecutorJournal,
         actuators: Mapping[str, Actuator],
         guards: Guards,
         checks: CheckRunner,
         metrics: FailoverMetrics,
         escalate: Escalate,
         poll_interval: float = 2.0,
-        retry_backoff: float = 0.5,
+        retry: Backoff = ACTUATOR_RETRY,
     ) -> None:
         """``poll_interval``: seconds between ``converged`` and probe-check polls (2 s: DNS
         and rollouts take tens of seconds; finer polling only loads the APIs).
-        ``retry_backoff``: first wait after a retryable error, doubled up to 30 s."""
+        ``retry``: the waits after retryable actuator errors."""
         self._journal = journal
         self._actuators = actuators
         self._guards = guards
@@ -98,7 +108,7 @@ class Executor:
         self._metrics = metrics
         self._escalate = escalate
         self._poll = poll_interval
-        self._backoff = retry_backoff
+        self._retry = retry
 
     async def run(self, runbook: Runbook, execution: ExecutionRecord) -> ExecutionState | None:
         """Carry out a ``planned`` execution. None: fenced off, this replica stopped and the
@@ -328,17 +338,8 @@ class Executor:
             log.error("step failed", step=step.name, reason=reason)
         return "ok" if ok else "failed"
 
-    async def _retrying(self, call: Callable[[], Any]) -> Any:
-        delay = self._backoff
-        while True:
-            try:
-                return await call()
-            except ActuatorError as exc:
-                if not exc.retryable:
-                    raise
-                log.warning("retryable actuator error", error=str(exc), retry_in=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        return await retrying(call, self._retry, retryable=_retryable, on_retry=_retried)
 
     async def _converge(self, spec: ActionSpec) -> None:
         actuator = self._actuators[spec.actuator]
@@ -516,3 +517,11 @@ def _describe(step: Step) -> str:
 
 def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
+
+
+def _retryable(exc: Exception) -> bool:
+    return isinstance(exc, ActuatorError) and exc.retryable
+
+
+def _retried(exc: Exception, delay: float) -> None:
+    log.warning("retryable actuator error", error=str(exc), retry_in=delay)

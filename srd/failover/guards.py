@@ -21,9 +21,10 @@ import structlog
 
 from srd.config import FailoverConfig, Mode
 from srd.failover.checks import CheckRunner
+from srd.failover.leader import Leadership
 from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook, Step
-from srd.journal import ExecutionRecord, Fence, Journal, JournalError, KillSwitchState
+from srd.journal import Controls, ExecutionRecord, Executions, JournalError, KillSwitchState
 
 log = structlog.get_logger("srd.failover.guards")
 
@@ -49,25 +50,9 @@ class Refusal:
     reason: str
 
 
-class Leadership(Protocol):
-    """Whether this srd instance may act (``srd.failover.leader``: a Kubernetes Lease)."""
-
-    def is_leader(self) -> bool: ...
-
-    def fence(self) -> Fence | None:
-        """The holder and term the executor's journal writes carry, so the journal refuses
-        them once another holder has led (``FencedError``); None: unfenced (one srd alone)."""
-        ...
-
-
-class SingleInstance:
-    """Leadership of a single srd: always the leader, never fenced."""
-
-    def is_leader(self) -> bool:
-        return True
-
-    def fence(self) -> None:
-        return None
+class GuardsJournal(Executions, Controls, Protocol):
+    """What the guards read and write: the executions' history (admission), refusals, the
+    kill switch and approvals."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +119,7 @@ class KillSwitch:
     journal that cannot be read counts as on — a stop that cannot be seen must not be missed.
     """
 
-    def __init__(self, path: Path, journal: Journal | None = None) -> None:
+    def __init__(self, path: Path, journal: Controls | None = None) -> None:
         self.path = path
         self._journal = journal
 
@@ -194,7 +179,7 @@ class Approvals:
     once. An approval recorded before a leader change is found by the new leader's wait.
     ``pending`` and ``approve`` are this replica's waiters only (the drill operator's)."""
 
-    def __init__(self, journal: Journal | None = None, *, poll: float = 0.5) -> None:
+    def __init__(self, journal: Controls | None = None, *, poll: float = 0.5) -> None:
         """``poll``: seconds between the waiter's journal reads (0.5 s: a human's approval
         need not be faster; a read costs well under a millisecond)."""
         self._journal = journal
@@ -279,7 +264,7 @@ class Approvals:
             del self._pending[approval_id]
 
     @staticmethod
-    async def _approved(journal: Journal, approval_id: str) -> str | None:
+    async def _approved(journal: Controls, approval_id: str) -> str | None:
         try:
             approval = await journal.approval(approval_id)
         except JournalError as exc:
@@ -289,7 +274,7 @@ class Approvals:
         return None if approval is None else approval.approved_by
 
     @staticmethod
-    async def _journal_approval(journal: Journal, approval_id: str, by: str) -> None:
+    async def _journal_approval(journal: Controls, approval_id: str, by: str) -> None:
         try:
             await journal.approve(approval_id, by)  # False: the API recorded it already
         except JournalError as exc:
@@ -330,7 +315,7 @@ class Guards:
         mode: Callable[[], Mode],
         kill_switch: KillSwitch,
         leadership: Leadership,
-        journal: Journal,
+        journal: GuardsJournal,
         limits: Limits,
         checks: CheckRunner,
         metrics: FailoverMetrics,

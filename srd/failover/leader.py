@@ -30,7 +30,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import aiohttp
 import structlog
@@ -39,7 +39,6 @@ from kubernetes_asyncio.client import ApiClient, CoordinationV1Api, V1Lease
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from srd.config import Config, HaConfig
-from srd.failover.guards import Leadership, SingleInstance
 from srd.failover.metrics import FailoverMetrics
 from srd.journal import NO_TERM, Fence
 from srd.kubeapi import api_configuration
@@ -52,6 +51,27 @@ LossHook = Callable[[], Awaitable[None]]
 AcquireHook = Callable[[], Awaitable[None]]
 """Awaited when this replica starts leading (``term`` and ``fence()`` already hold). It runs
 inside the election round: keep it short, or the next renewal is late."""
+
+
+class Leadership(Protocol):
+    """Whether this srd instance may act (``LeaseLeadership``: a Kubernetes Lease)."""
+
+    def is_leader(self) -> bool: ...
+
+    def fence(self) -> Fence | None:
+        """The holder and term the executor's journal writes carry, so the journal refuses
+        them once another holder has led (``FencedError``); None: unfenced (one srd alone)."""
+        ...
+
+
+class SingleInstance:
+    """Leadership of a single srd: always the leader, never fenced."""
+
+    def is_leader(self) -> bool:
+        return True
+
+    def fence(self) -> None:
+        return None
 
 
 def base_identity(configured: str | None) -> str:

@@ -18,8 +18,9 @@ from srd.failover.checks import Checks
 from srd.failover.dispatch import Dispatcher
 from srd.failover.escalation import Pager
 from srd.failover.executor import Executor
-from srd.failover.guards import BudgetReader, Guards, KillSwitch, Leadership, Limits
+from srd.failover.guards import BudgetReader, Guards, KillSwitch, Limits
 from srd.failover.intake import Intake, from_rule_alert
+from srd.failover.leader import Leadership
 from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook
 from srd.journal import Journal, JournalError, open_journal

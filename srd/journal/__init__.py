@@ -1,6 +1,7 @@
 """The journal: the durable, append-only record of alerts received, decisions and steps.
 
-``base`` is the contract (the ``Journal`` Protocol, its records, the fence); ``sql`` the
+``base`` is the contract (a Protocol per part — ``Receipts``, ``Executions``, ``Controls``,
+``Fencing`` — and ``Journal`` for the whole; its records; the fence); ``sql`` the
 schema, statements and write logic both backends share; ``sqlite`` the default (one file in
 ``state_dir``, WAL) and ``postgres`` the journal several replicas share. ``open_journal``
 picks one from a URL.
@@ -15,14 +16,18 @@ from srd.journal.base import (
     NO_TERM,
     AlertReceipt,
     Approval,
+    Controls,
     ExecutionRecord,
+    Executions,
     ExecutionState,
     Fence,
     FencedError,
+    Fencing,
     GuardBlock,
     Journal,
     JournalError,
     KillSwitchState,
+    Receipts,
     StateChange,
     StepPhase,
     StepRecord,
@@ -38,15 +43,19 @@ __all__ = [
     "NO_TERM",
     "AlertReceipt",
     "Approval",
+    "Controls",
     "ExecutionRecord",
     "ExecutionState",
+    "Executions",
     "Fence",
     "FencedError",
+    "Fencing",
     "GuardBlock",
     "Journal",
     "JournalError",
     "KillSwitchState",
     "PostgresJournal",
+    "Receipts",
     "SqliteJournal",
     "StateChange",
     "StepPhase",

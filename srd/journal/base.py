@@ -1,4 +1,6 @@
-"""The journal's contract: its records, the ``Journal`` Protocol, the fence and the errors.
+"""The journal's contract: its records, the protocols of its parts (``Receipts``,
+``Executions``, ``Controls``, ``Fencing``) and of the whole (``Journal``), the fence and the
+errors. Users take the narrowest part they need; the backends implement the whole.
 
 Rules every implementation keeps:
 - append-only: rows are never updated in place; the state of an execution is its last event;
@@ -144,7 +146,10 @@ class AlertReceipt(NamedTuple):
     alert: dict[str, Any]
 
 
-class Journal(Protocol):
+class Receipts(Protocol):
+    """The intake's record of alerts received: every replica records what Alertmanager sends
+    and recognises its resends."""
+
     async def record_alert(
         self, fingerprint: str, starts_at: str, status: str, alert: dict[str, Any]
     ) -> bool:
@@ -156,6 +161,27 @@ class Journal(Protocol):
         """``record_alert`` for many in one transaction (the dispatcher's batches): whether
         each was new, in order; a receipt repeated within the batch is new only once."""
         ...
+
+    async def receipts(self, fingerprint: str, starts_at: str) -> Sequence[tuple[str, float]]:
+        """(status, received at) of the receipts of one alert firing, oldest first: what
+        Alertmanager said of it (firing, resolved), as far as ``prune`` kept it."""
+        ...
+
+    async def forget_alert(self, fingerprint: str, starts_at: str) -> None:
+        """Delete the firing receipt of (fingerprint, startsAt), so its next resend is taken
+        as new: for an execution a guard blocked before anything acted."""
+        ...
+
+    async def prune(self, older_than: float) -> int:
+        """Delete alert receipts older than ``older_than`` seconds (executions, steps and
+        guard blocks are kept); return how many were deleted. Keep well above Alertmanager's
+        ``repeat_interval``: a pruned receipt lets a resend through to the execution-key check."""
+        ...
+
+
+class Executions(Protocol):
+    """Executions, their state history and their steps: what the dispatcher decides and the
+    executor does, and what drills, the journal API and the admission guards read back."""
 
     async def start_execution(
         self, runbook: str, key: str, mode: str, correlation_id: str, alert: dict[str, Any]
@@ -178,19 +204,19 @@ class Journal(Protocol):
         """Append a step event (started or ended); with ``fence``, only while it holds."""
         ...
 
-    async def lead(self, fence: Fence) -> None:
-        """Record ``fence`` as the current term (a new leader claims it before it acts), so
-        a deposed holder's next fenced write is refused; FencedError when it does not hold.
-        Every fenced write claims its term the same way."""
-        ...
-
-    async def guard_blocked(self, execution_id: str | None, guard: str, reason: str) -> None: ...
-
     async def execution(self, execution_id: str) -> ExecutionRecord | None: ...
 
     async def executions(self, limit: int = 100) -> Sequence[ExecutionRecord]: ...
 
+    async def execution_by_key(self, key: str) -> ExecutionRecord | None:
+        """The execution decided under idempotency ``key``; None when there is none."""
+        ...
+
     async def steps(self, execution_id: str) -> Sequence[StepRecord]: ...
+
+    async def states(self, execution_id: str) -> Sequence[StateChange]:
+        """The execution's state history, oldest first (empty for an unknown id)."""
+        ...
 
     async def unfinished(self) -> Sequence[ExecutionRecord]:
         """Executions left ``planned`` or ``running`` (a crash or kill): to reconcile at start."""
@@ -200,35 +226,17 @@ class Journal(Protocol):
         """Detected → recovered intervals of finished executions, for measured RTO."""
         ...
 
-    async def states(self, execution_id: str) -> Sequence[StateChange]:
-        """The execution's state history, oldest first (empty for an unknown id)."""
-        ...
+
+class Controls(Protocol):
+    """What the guards and operators record: guard refusals, the kill switch and approvals."""
+
+    async def guard_blocked(self, execution_id: str | None, guard: str, reason: str) -> None: ...
 
     async def guard_blocks(
         self, execution_id: str | None = None, limit: int = 100
     ) -> Sequence[GuardBlock]:
         """Guard refusals, newest first: of one execution, or of all when ``execution_id`` is
         None."""
-        ...
-
-    async def prune(self, older_than: float) -> int:
-        """Delete alert receipts older than ``older_than`` seconds (executions, steps and
-        guard blocks are kept); return how many were deleted. Keep well above Alertmanager's
-        ``repeat_interval``: a pruned receipt lets a resend through to the execution-key check."""
-        ...
-
-    async def forget_alert(self, fingerprint: str, starts_at: str) -> None:
-        """Delete the firing receipt of (fingerprint, startsAt), so its next resend is taken
-        as new: for an execution a guard blocked before anything acted."""
-        ...
-
-    async def execution_by_key(self, key: str) -> ExecutionRecord | None:
-        """The execution decided under idempotency ``key``; None when there is none."""
-        ...
-
-    async def receipts(self, fingerprint: str, starts_at: str) -> Sequence[tuple[str, float]]:
-        """(status, received at) of the receipts of one alert firing, oldest first: what
-        Alertmanager said of it (firing, resolved), as far as ``prune`` kept it."""
         ...
 
     async def set_kill_switch(self, on: bool, by: str, reason: str) -> None:
@@ -261,5 +269,21 @@ class Journal(Protocol):
         """Approvals requested, neither approved nor expired, of unfinished executions; oldest
         first."""
         ...
+
+
+class Fencing(Protocol):
+    """Terms of leadership: a new leader claims its term before it acts, so the writes of a
+    deposed one are refused (``FencedError``)."""
+
+    async def lead(self, fence: Fence) -> None:
+        """Record ``fence`` as the current term (a new leader claims it before it acts), so
+        a deposed holder's next fenced write is refused; FencedError when it does not hold.
+        Every fenced write claims its term the same way."""
+        ...
+
+
+class Journal(Receipts, Executions, Controls, Fencing, Protocol):
+    """The whole journal, as the backends implement it and its owner (the failover stage,
+    ``srd journal``) holds it; each user takes the part it needs."""
 
     async def close(self) -> None: ...

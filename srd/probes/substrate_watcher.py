@@ -21,6 +21,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -44,11 +45,13 @@ from srd.probes.substrate import (
     connect_ws,
     learn_methods,
 )
-from srd.supervisor import Backoff
+from srd.retry import Backoff
 
 log = structlog.get_logger("srd.probes.substrate")
 
-RECONNECT_BACKOFF_MAX = 60.0
+RECONNECT_BACKOFF = Backoff(maximum=60.0, jitter=0.5)
+"""Reopening a lost head socket; ``initial`` is the target's ``reconnect_backoff``. The jitter
+spreads the reconnects of nodes one outage cut off together."""
 BACKFILL_CONCURRENCY = 16
 """Headers fetched at once while backfilling a gap, so a long gap does not flood the node."""
 FOLLOW = "chainHead_v1_follow"
@@ -89,7 +92,7 @@ class SubstrateWatcher:
         self._groups = groups if groups is not None else {}
         self._emit = on_observation or metrics.record
         self._clock = clock
-        self._backoff = Backoff(target.reconnect_backoff, RECONNECT_BACKOFF_MAX)
+        self._backoff = replace(RECONNECT_BACKOFF, initial=target.reconnect_backoff)
         self.methods: frozenset[str] = frozenset()
         self.chain = ""
         self.group = ChainGroup()

@@ -16,8 +16,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from srd.config import ConfigError, HaConfig, parse_config
-from srd.failover.guards import SingleInstance
-from srd.failover.leader import LeaseLeadership, leadership_from_config
+from srd.failover.leader import LeaseLeadership, SingleInstance, leadership_from_config
 from srd.failover.metrics import FailoverMetrics
 from srd.journal import NO_TERM, Fence
 from srd.simulate.sandbox.kubernetes import LEASES, ApiError, FakeKubernetes

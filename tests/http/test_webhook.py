@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 from srd.config import Config, ConfigError, Mode, WebhookAuth, parse_config
 from srd.evaluation.metrics import EvaluationMetrics
 from srd.failover.dispatch import Dispatcher
-from srd.failover.guards import SingleInstance
 from srd.failover.intake import Intake, from_rule_alert
+from srd.failover.leader import SingleInstance
 from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook
 from srd.failover.stage import FailoverStage

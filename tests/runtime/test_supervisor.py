@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from dataclasses import replace
 
 import pytest
 
-from srd.supervisor import Backoff, Supervisor, SupervisorMetrics, TaskFactory
+from srd.supervisor import RESTART_BACKOFF, Supervisor, SupervisorMetrics, TaskFactory
 
-FAST = Backoff(initial=0.01, maximum=0.05)
+FAST = replace(RESTART_BACKOFF, initial=0.01, maximum=0.05)
 
 
 async def test_a_task_that_raises_is_restarted_and_counted(metrics: SupervisorMetrics) -> None:
@@ -142,7 +143,7 @@ async def test_intake_stops_before_the_server_on_shutdown(metrics: SupervisorMet
 
 
 def test_restart_backoff_doubles_up_to_its_cap() -> None:
-    backoff = Backoff(initial=1, maximum=8)
+    backoff = replace(RESTART_BACKOFF, initial=1, maximum=8)
     for attempt, base in enumerate([1, 2, 4, 8, 8, 8]):
         assert base / 2 <= backoff.delay(attempt) <= base
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from srd.config import Mode
-from srd.failover.executor import Executor
+from srd.failover.executor import ACTUATOR_RETRY, Executor
 from srd.failover.guards import Guards, KillSwitch, Limits
 from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook, parse_runbooks
@@ -121,7 +121,7 @@ async def kit(
         metrics=metrics,
         escalate=escalations.append,
         poll_interval=0.01,
-        retry_backoff=0.01,
+        retry=replace(ACTUATOR_RETRY, initial=0.01),
     )
     try:
         yield Kit(
