@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
+
+LabelSet = tuple[tuple[str, str], ...]
+"""A series' labels, sorted by name: hashable, comparable."""
+
+
+def label_set(labels: Mapping[str, str]) -> LabelSet:
+    return tuple(sorted(labels.items()))
 
 
 @dataclass(frozen=True, slots=True)

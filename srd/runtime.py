@@ -30,8 +30,10 @@ from srd import __version__, logs, systemd
 from srd.actuators import registry
 from srd.actuators.base import Actuator
 from srd.config import Config, ConfigError, ConfigIssue, load_config
+from srd.evaluation.backups import BackupChecker, assess_readiness
 from srd.evaluation.engine import Engine
 from srd.evaluation.metrics import EvaluationMetrics
+from srd.evaluation.promql_sli import PromqlSource, event_slo
 from srd.evaluation.recovery import RecoverySource, record_readiness
 from srd.evaluation.rulepacks import RulePack, load_rule_packs
 from srd.evaluation.rules import RuleGroup
@@ -42,9 +44,8 @@ from srd.failover.runbooks import Runbook, load_runbooks
 from srd.failover.stage import FailoverStage
 from srd.http.app import FailoverRoutes, build_app, serving
 from srd.model import Observation, Sample
-from srd.probes.backups import BackupChecker, assess_readiness
 from srd.probes.metrics import ProbeMetrics
-from srd.probes.promql import PromqlClient, PromqlSource, event_slo
+from srd.probes.promql import PromqlClient
 from srd.probes.runner import ProbeRunner
 from srd.supervisor import RESTART_BACKOFF, Supervisor, SupervisorMetrics, wait_first
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import structlog
 
-from srd.evaluation.rules import AlertRule, LabelSet, Outcome, label_set
-from srd.model import Alert
+from srd.evaluation.rules import AlertRule, Outcome
+from srd.model import Alert, LabelSet, label_set
 
 log = structlog.get_logger("srd.evaluation.alerting")
 

@@ -26,15 +26,9 @@ from pydantic import ConfigDict, Field
 
 from srd.config import Strict, load_yaml_model, parse_yaml_model
 from srd.config.durations import Duration, format_duration
-from srd.evaluation.rules import (
-    AlertRule,
-    LabelSet,
-    Outcome,
-    RecordingRule,
-    Selector,
-    SeriesNeed,
-)
+from srd.evaluation.rules import AlertRule, Outcome, RecordingRule, Selector, SeriesNeed
 from srd.evaluation.series import SeriesStore
+from srd.model import LabelSet
 from srd.probes.metrics import ProbeMetrics
 
 BEST = ProbeMetrics.CHAIN_BEST_BLOCK

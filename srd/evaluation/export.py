@@ -23,8 +23,9 @@ from srd.config.durations import format_duration
 from srd.evaluation.engine import Engine
 from srd.evaluation.metrics import EvaluationMetrics
 from srd.evaluation.rulepacks import RulePack
-from srd.evaluation.rules import LabelSet, RuleGroup, Selector
+from srd.evaluation.rules import RuleGroup, Selector
 from srd.evaluation.slo import BurnRateAlert, Slo, SloGroup
+from srd.model import LabelSet
 
 STEP = 60.0
 """Spacing of generated input points and of promtool's evaluations."""

@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from srd.config import SecretRef, Strict, load_yaml_model, parse_yaml_model
+from srd.config import Strict, load_yaml_model, parse_yaml_model
 from srd.config.durations import Duration
 from srd.evaluation.chainrules import AlertGroup, Compare, ThresholdAlert
 from srd.evaluation.metrics import EvaluationMetrics
 from srd.model import RecoveryRecord
+from srd.probes.backups import BackupLocation, LocationStatus, S3Settings
 
 ScenarioName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
 """A scenario is a metric label value: short, lower case."""
@@ -73,70 +74,6 @@ class DisasterRecovery(Strict):
 
 
 # --- srd's additions -------------------------------------------------------------------------
-
-
-class BackupLocation(Strict):
-    """Where one kind of backup lands: ``s3://{bucket}/{prefix}{pattern}``.
-
-    The timestamp in the object name is the time of the data (UTC, as the platform's backup
-    job names its files); it ages a backup, not the upload time (see ``backups``)."""
-
-    bucket: str = Field(description="May use {environment}, e.g. vilokanam-backups-{environment}.")
-    prefix: str = Field(description="Key prefix, e.g. database/.")
-    pattern: str = Field(
-        description="Object name after the prefix, with {timestamp} where the time goes."
-    )
-    timestamp_format: str = Field("%Y%m%d-%H%M%S", description="strptime format of {timestamp}.")
-    retention_count: int = Field(gt=0, description="How many backups the platform keeps.")
-
-    @field_validator("bucket")
-    @classmethod
-    def _bucket_template(cls, value: str) -> str:
-        try:
-            value.format(environment="env")
-        except (KeyError, IndexError, ValueError):
-            raise ValueError("the bucket may use only the placeholder {environment}") from None
-        return value
-
-    @field_validator("pattern")
-    @classmethod
-    def _one_timestamp(cls, value: str) -> str:
-        if value.count("{timestamp}") != 1:
-            raise ValueError("the pattern must contain {timestamp} exactly once")
-        return value
-
-    def bucket_name(self, environment: str) -> str:
-        return self.bucket.format(environment=environment)
-
-    def url(self, environment: str) -> str:
-        """``s3://bucket/prefix``: how reports and metric labels name the location."""
-        return f"s3://{self.bucket_name(environment)}/{self.prefix}"
-
-
-class S3Settings(Strict):
-    """How srd reaches S3. Credentials come from the standard AWS chain unless both keys are
-    given here as secrets ({env: …} or {file: …})."""
-
-    endpoint_url: AnyHttpUrl | None = Field(None, description="For S3-compatible stores, moto.")
-    region: str = "us-east-1"
-    access_key_id: SecretRef | None = None
-    secret_access_key: SecretRef | None = None
-    timeout: Duration = Field(
-        20.0,
-        description="Budget for listing one location, all pages included. A 30-object prefix "
-        "lists in one page well under a second; the rest absorbs a slow endpoint.",
-    )
-    interval: Duration = Field(
-        300.0, description="How often to check. Backups run hourly at most; 5 m is plenty."
-    )
-
-    @model_validator(mode="after")
-    def _both_keys_or_none(self) -> S3Settings:
-        if (self.access_key_id is None) != (self.secret_access_key is None):
-            raise ValueError("give both access_key_id and secret_access_key, or neither")
-        if not 0 < self.timeout <= self.interval:
-            raise ValueError("timeout must be greater than 0 and at most the interval")
-        return self
 
 
 class SrdRecovery(Strict):
@@ -210,38 +147,6 @@ def load_recovery_pack(path: Path) -> RecoveryPack:
 
 
 # --- RPO -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LocationStatus:
-    """What one backup location holds at ``checked_at``.
-
-    ``reason`` non-empty is the no-data state (listing failed or timed out): the other fields
-    are then None and nothing may be concluded from them."""
-
-    location: str
-    checked_at: float
-    retention_count: int
-    reason: str = ""
-    count: int | None = None
-    """Objects whose name matches the pattern, empty ones included."""
-    newest_good_key: str | None = None
-    newest_good_at: float | None = None
-    """Time of the newest non-empty backup's data (Unix seconds)."""
-    notes: tuple[str, ...] = ()
-
-    @property
-    def age(self) -> float | None:
-        return None if self.newest_good_at is None else self.checked_at - self.newest_good_at
-
-    @property
-    def retention(self) -> Literal["ok", "too_few", "too_many"] | None:
-        """Too few means backups are missing; too many means pruning stopped."""
-        if self.count is None:
-            return None
-        if self.count < self.retention_count:
-            return "too_few"
-        return "too_many" if self.count > self.retention_count else "ok"
 
 
 RpoState = Literal["met", "breached", "unknown"]

@@ -1,9 +1,9 @@
 """The rule-kind interface every evaluable rule implements (SLO tiers, chain health, RPO …).
 
 There is no PromQL parser in srd. A rule kind is a typed object that can both evaluate itself
-in-process on the ``SeriesStore`` and render the equivalent PromQL for export; promtool proves
-the two agree. New rule kinds (``chainrules.py``, ``recovery.py``) implement ``AlertRule``
-and, when they need recorded series in the export, ``RuleGroup``.
+in-process on a ``SeriesReader`` (the ``SeriesStore``) and render the equivalent PromQL for
+export; promtool proves the two agree. New rule kinds (``chainrules.py``, ``recovery.py``)
+implement ``AlertRule`` and, when they need recorded series in the export, ``RuleGroup``.
 """
 
 from __future__ import annotations
@@ -11,18 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from srd.evaluation.series import SeriesStore
-
-LabelSet = tuple[tuple[str, str], ...]
-"""Labels of one series or alert instance, as (name, value) pairs sorted by name."""
-
-
-def label_set(labels: Mapping[str, str]) -> LabelSet:
-    return tuple(sorted(labels.items()))
-
+from srd.model import LabelSet, label_set
 
 _SELECTOR = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(.*)\})?\s*$", re.DOTALL)
 _MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
@@ -111,6 +102,23 @@ Prometheus has no "no data" result (the series is just absent), so None behaves 
 the alert state machine; rules use it to report no-data separately (a ``NoData`` alert)."""
 
 
+class SeriesReader(Protocol):
+    """What a rule reads: PromQL's instant and range functions over srd's own series
+    (``SeriesStore`` implements it)."""
+
+    def last(self, selector: Selector, at: float) -> dict[LabelSet, float]:
+        """The instant vector at ``at``: each series' newest value within the lookback."""
+
+    def increase(self, selector: Selector, at: float, window: float) -> dict[LabelSet, float]:
+        """``increase(selector[window])`` at ``at``."""
+
+    def rate(self, selector: Selector, at: float, window: float) -> dict[LabelSet, float]:
+        """``rate(selector[window])`` at ``at``, per second."""
+
+    def sum_increase(self, selector: Selector, at: float, window: float) -> float | None:
+        """``sum(increase(selector[window]))``: None when absent."""
+
+
 class AlertRule(Protocol):
     """A Prometheus-style alerting rule srd can evaluate and export.
 
@@ -145,7 +153,7 @@ class AlertRule(Protocol):
         """The series ``evaluate`` reads and over which range."""
 
     def evaluate(
-        self, store: SeriesStore, at: float, firing: Mapping[str, bool]
+        self, store: SeriesReader, at: float, firing: Mapping[str, bool]
     ) -> dict[LabelSet, Outcome]:
         """The condition at Unix time ``at`` per label set, computed from ``store``.
 

@@ -20,8 +20,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from srd.evaluation.rules import LabelSet, Selector, SeriesNeed, label_set
-from srd.model import Sample
+from srd.evaluation.rules import Selector, SeriesNeed
+from srd.model import LabelSet, Sample, label_set
 
 SamplesSource = Callable[[], Iterable[Sample]]
 """The current value of every series srd exports, as plain samples."""

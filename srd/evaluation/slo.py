@@ -17,15 +17,9 @@ from zoneinfo import ZoneInfo
 
 from srd.config.durations import format_duration
 from srd.evaluation.metrics import EvaluationMetrics
-from srd.evaluation.rules import (
-    AlertRule,
-    LabelSet,
-    Outcome,
-    RecordingRule,
-    Selector,
-    SeriesNeed,
-)
+from srd.evaluation.rules import AlertRule, Outcome, RecordingRule, Selector, SeriesNeed
 from srd.evaluation.series import SeriesStore
+from srd.model import LabelSet
 
 HOUR = 3600.0
 DAY = 86400.0

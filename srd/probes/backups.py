@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
@@ -26,18 +26,107 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
 )
+from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 
-from srd.evaluation.recovery import (
-    BackupLocation,
-    LocationStatus,
-    Readiness,
-    RecoveryPack,
-    RecoverySource,
-    RpoStatus,
-    S3Settings,
-    judge_rpo,
-    readiness,
-)
+from srd.config import SecretRef, Strict
+from srd.config.durations import Duration
+
+
+class BackupLocation(Strict):
+    """Where one kind of backup lands: ``s3://{bucket}/{prefix}{pattern}``.
+
+    The timestamp in the object name is the time of the data (UTC, as the platform's backup
+    job names its files); it ages a backup, not the upload time (see ``backups``)."""
+
+    bucket: str = Field(description="May use {environment}, e.g. vilokanam-backups-{environment}.")
+    prefix: str = Field(description="Key prefix, e.g. database/.")
+    pattern: str = Field(
+        description="Object name after the prefix, with {timestamp} where the time goes."
+    )
+    timestamp_format: str = Field("%Y%m%d-%H%M%S", description="strptime format of {timestamp}.")
+    retention_count: int = Field(gt=0, description="How many backups the platform keeps.")
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_template(cls, value: str) -> str:
+        try:
+            value.format(environment="env")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("the bucket may use only the placeholder {environment}") from None
+        return value
+
+    @field_validator("pattern")
+    @classmethod
+    def _one_timestamp(cls, value: str) -> str:
+        if value.count("{timestamp}") != 1:
+            raise ValueError("the pattern must contain {timestamp} exactly once")
+        return value
+
+    def bucket_name(self, environment: str) -> str:
+        return self.bucket.format(environment=environment)
+
+    def url(self, environment: str) -> str:
+        """``s3://bucket/prefix``: how reports and metric labels name the location."""
+        return f"s3://{self.bucket_name(environment)}/{self.prefix}"
+
+
+class S3Settings(Strict):
+    """How srd reaches S3. Credentials come from the standard AWS chain unless both keys are
+    given here as secrets ({env: …} or {file: …})."""
+
+    endpoint_url: AnyHttpUrl | None = Field(None, description="For S3-compatible stores, moto.")
+    region: str = "us-east-1"
+    access_key_id: SecretRef | None = None
+    secret_access_key: SecretRef | None = None
+    timeout: Duration = Field(
+        20.0,
+        description="Budget for listing one location, all pages included. A 30-object prefix "
+        "lists in one page well under a second; the rest absorbs a slow endpoint.",
+    )
+    interval: Duration = Field(
+        300.0, description="How often to check. Backups run hourly at most; 5 m is plenty."
+    )
+
+    @model_validator(mode="after")
+    def _both_keys_or_none(self) -> S3Settings:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("give both access_key_id and secret_access_key, or neither")
+        if not 0 < self.timeout <= self.interval:
+            raise ValueError("timeout must be greater than 0 and at most the interval")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class LocationStatus:
+    """What one backup location holds at ``checked_at``.
+
+    ``reason`` non-empty is the no-data state (listing failed or timed out): the other fields
+    are then None and nothing may be concluded from them."""
+
+    location: str
+    checked_at: float
+    retention_count: int
+    reason: str = ""
+    count: int | None = None
+    """Objects whose name matches the pattern, empty ones included."""
+    newest_good_key: str | None = None
+    newest_good_at: float | None = None
+    """Time of the newest non-empty backup's data (Unix seconds)."""
+    notes: tuple[str, ...] = ()
+
+    @property
+    def age(self) -> float | None:
+        return None if self.newest_good_at is None else self.checked_at - self.newest_good_at
+
+    @property
+    def retention(self) -> Literal["ok", "too_few", "too_many"] | None:
+        """Too few means backups are missing; too many means pruning stopped."""
+        if self.count is None:
+            return None
+        if self.count < self.retention_count:
+            return "too_few"
+        return "too_many" if self.count > self.retention_count else "ok"
+
 
 SKEW_TOLERANCE = 300.0
 """Seconds a name's timestamp may be after the upload before it is reported: backup hosts'
@@ -47,40 +136,36 @@ PAGE_SIZE = 1000
 """Keys per listing request: S3's maximum, so the platform's 30 backups take one request."""
 
 
-class BackupChecker:
-    """Checks every backup location of a DR pack and judges each scenario's RPO.
-
-    Wire it as a periodic task every ``pack.srd.s3.interval``: ``await checker.check()``."""
+class BackupLister:
+    """Lists backup locations in S3 and summarises each (``LocationStatus``); judging them
+    against an RPO is evaluation's job (``srd.evaluation.backups``)."""
 
     def __init__(
         self,
-        pack: RecoveryPack,
+        settings: S3Settings,
+        environment: str,
         *,
         clock: Callable[[], float] = time.time,
         session: AioSession | None = None,
     ) -> None:
-        self.pack = pack
+        self.settings = settings
+        self.environment = environment
         self._clock = clock
         self._session = session or get_session()
 
-    async def check(self) -> dict[str, RpoStatus]:
-        """RPO status per scenario. Locations are listed concurrently, each within its own
-        timeout, and a location shared by scenarios is listed once."""
-        backups = self.pack.srd.backups
-        unique = list(dict.fromkeys(loc for locs in backups.values() for loc in locs))
+    async def list(
+        self, locations: Iterable[BackupLocation]
+    ) -> dict[BackupLocation, LocationStatus]:
+        """Each location's status; listed concurrently, each within its own timeout, a
+        location given twice listed once."""
+        unique = list(dict.fromkeys(locations))
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(self._check_location(loc)) for loc in unique]
-        by_location = {loc: task.result() for loc, task in zip(unique, tasks, strict=True)}
-        return {
-            s.scenario: judge_rpo(
-                s.scenario, self.pack.rpo(s), [by_location[loc] for loc in backups[s.scenario]]
-            )
-            for s in self.pack.scenarios
-        }
+        return {loc: task.result() for loc, task in zip(unique, tasks, strict=True)}
 
     async def _check_location(self, location: BackupLocation) -> LocationStatus:
-        settings = self.pack.srd.s3
-        environment = self.pack.srd.environment
+        settings = self.settings
+        environment = self.environment
         url = location.url(environment)
         scan = _Scan(location)
         try:
@@ -107,12 +192,6 @@ class BackupChecker:
         else:
             return scan.status(url, self._clock())
         return LocationStatus(url, self._clock(), location.retention_count, reason=reason)
-
-
-async def assess_readiness(checker: BackupChecker, source: RecoverySource) -> list[Readiness]:
-    """Check backups, read recoveries and return the DR readiness of every scenario."""
-    rpo = await checker.check()
-    return readiness(checker.pack, rpo, await source.recovery_records())
 
 
 def _client_args(settings: S3Settings) -> dict[str, Any]:

@@ -24,9 +24,9 @@ from pydantic import Field, field_validator, model_validator
 from srd.config import ConfigError, ConfigIssue, Strict, load_yaml_model, parse_yaml_model
 from srd.config.durations import Duration
 from srd.evaluation.recovery import DisasterRecovery, ScenarioName
-from srd.evaluation.rules import LabelSet, Outcome, Selector, SeriesNeed
+from srd.evaluation.rules import Outcome, Selector, SeriesNeed
 from srd.evaluation.series import SeriesStore
-from srd.model import Sample
+from srd.model import LabelSet, Sample
 from srd.simulate.faults import KINDS
 
 _EXPR = re.compile(

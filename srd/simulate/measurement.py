@@ -8,10 +8,10 @@ import time
 import uuid
 from typing import Any
 
+from srd.evaluation.backups import BackupChecker
 from srd.evaluation.recovery import RecoveryPack, RpoStatus, measure_rto
 from srd.failover.intake import iso_utc
 from srd.journal import Journal
-from srd.probes.backups import BackupChecker
 from srd.runtime import DaemonMetrics
 from srd.simulate.result import DrillResult, Event
 

@@ -5,8 +5,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from srd.evaluation.alerting import AlertStates
-from srd.evaluation.rules import LabelSet, Outcome, SeriesNeed
+from srd.evaluation.rules import Outcome, SeriesNeed
 from srd.evaluation.series import SeriesStore
+from srd.model import LabelSet
 
 
 @dataclass

@@ -18,11 +18,11 @@ import pytest
 from aiobotocore.session import get_session
 from prometheus_client import CollectorRegistry
 
+from srd.evaluation.backups import BackupChecker, assess_readiness
 from srd.evaluation.metrics import EvaluationMetrics
 from srd.evaluation.recovery import RecoveryPack, parse_recovery_pack, record_readiness
 from srd.model import RecoveryRecord
 from srd.probes import backups
-from srd.probes.backups import BackupChecker, assess_readiness
 
 NOW = float(int(time.time()))
 HOUR = 3600.0

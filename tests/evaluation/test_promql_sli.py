@@ -11,9 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from srd.evaluation.engine import Engine
+from srd.evaluation.promql_sli import PromqlSource, event_slo
 from srd.evaluation.slo import DAY, Sli, Slo
 from srd.probes.metrics import ProbeMetrics
-from srd.probes.promql import PromqlClient, PromqlError, PromqlSource, event_slo
+from srd.probes.promql import PromqlClient, PromqlError
 from srd.runtime import DaemonMetrics
 from tests.support import promstack
 from tests.support.daemon import free_port
