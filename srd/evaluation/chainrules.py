@@ -26,8 +26,14 @@ from pydantic import ConfigDict, Field
 
 from srd.config import Strict, load_yaml_model, parse_yaml_model
 from srd.config.durations import Duration, format_duration
-from srd.evaluation.rules import AlertRule, Outcome, RecordingRule, Selector, SeriesNeed
-from srd.evaluation.series import SeriesStore
+from srd.evaluation.rules import (
+    AlertRule,
+    Outcome,
+    RecordingRule,
+    Selector,
+    SeriesNeed,
+    SeriesReader,
+)
 from srd.model import LabelSet
 from srd.probes.metrics import ProbeMetrics
 
@@ -62,7 +68,7 @@ class IncreaseBelow:
     def needs(self) -> list[SeriesNeed]:
         return [SeriesNeed(Selector(self.metric), self.window)]
 
-    def evaluate(self, store: SeriesStore, at: float) -> dict[LabelSet, Outcome]:
+    def evaluate(self, store: SeriesReader, at: float) -> dict[LabelSet, Outcome]:
         increases = store.increase(Selector(self.metric), at, self.window)
         return {labels: value < self.below for labels, value in increases.items()}
 
@@ -86,7 +92,7 @@ class Compare:
         # An instant read looks back; the store keeps the lookback beyond the range itself.
         return [SeriesNeed(Selector(name), 0.0) for name in names]
 
-    def evaluate(self, store: SeriesStore, at: float) -> dict[LabelSet, Outcome]:
+    def evaluate(self, store: SeriesReader, at: float) -> dict[LabelSet, Outcome]:
         values = store.last(Selector(self.metric), at)
         excused = set()
         if self.unless_zero:
@@ -130,7 +136,7 @@ class ThresholdAlert:
         return self.condition.needs()
 
     def evaluate(
-        self, store: SeriesStore, at: float, firing: Mapping[str, bool]
+        self, store: SeriesReader, at: float, firing: Mapping[str, bool]
     ) -> dict[LabelSet, Outcome]:
         return self.condition.evaluate(store, at)
 

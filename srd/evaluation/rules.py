@@ -106,7 +106,7 @@ class SeriesReader(Protocol):
     """What a rule reads: PromQL's instant and range functions over srd's own series
     (``SeriesStore`` implements it)."""
 
-    def last(self, selector: Selector, at: float) -> dict[LabelSet, float]:
+    def last(self, selector: Selector, at: float, lookback: float = ...) -> dict[LabelSet, float]:
         """The instant vector at ``at``: each series' newest value within the lookback."""
 
     def increase(self, selector: Selector, at: float, window: float) -> dict[LabelSet, float]:

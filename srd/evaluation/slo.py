@@ -17,8 +17,14 @@ from zoneinfo import ZoneInfo
 
 from srd.config.durations import format_duration
 from srd.evaluation.metrics import EvaluationMetrics
-from srd.evaluation.rules import AlertRule, Outcome, RecordingRule, Selector, SeriesNeed
-from srd.evaluation.series import SeriesStore
+from srd.evaluation.rules import (
+    AlertRule,
+    Outcome,
+    RecordingRule,
+    Selector,
+    SeriesNeed,
+    SeriesReader,
+)
 from srd.model import LabelSet
 
 HOUR = 3600.0
@@ -86,7 +92,7 @@ class Sli:
         assert self.error_query is not None  # noqa: S101 - the loaders guarantee one of them
         return f"({_window(self.error_query, window)}) / ({total})"
 
-    def error_ratio(self, store: SeriesStore, at: float, window: float) -> float | None:
+    def error_ratio(self, store: SeriesReader, at: float, window: float) -> float | None:
         """The recording rule's value in-process; None where Prometheus has no value or NaN
         (no series, or no events at all: no-data is neither good nor bad)."""
         if self.total is None:
@@ -99,7 +105,7 @@ class Sli:
         return part / total if self.bad is not None else 1 - part / total
 
 
-def _sum_rate(store: SeriesStore, selector: Selector, at: float, window: float) -> float | None:
+def _sum_rate(store: SeriesReader, selector: Selector, at: float, window: float) -> float | None:
     rates = store.rate(selector, at, window)
     # Prometheus sums in label order; keep it so results match to the last bit.
     return sum(value for _, value in sorted(rates.items())) if rates else None
@@ -157,12 +163,12 @@ class Slo:
         now = datetime.fromtimestamp(at, ZoneInfo(self.timezone))
         return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
 
-    def budget_remaining(self, store: SeriesStore, at: float) -> float | None:
+    def budget_remaining(self, store: SeriesReader, at: float) -> float | None:
         """Exact, traffic-weighted: 1 − bad / ((1 − objective) × total) over the period."""
         ratio = self.sli.error_ratio(store, at, at - self.period_start(at))
         return None if ratio is None else 1 - ratio / (1 - self.objective)
 
-    def report(self, store: SeriesStore, at: float, metrics: EvaluationMetrics) -> None:
+    def report(self, store: SeriesReader, at: float, metrics: EvaluationMetrics) -> None:
         """Export the remaining budget and the burn rate of every window (absent: no data)."""
         if not self.evaluable:
             return
@@ -250,7 +256,7 @@ class BurnRateAlert:
         return self.slo.needs()
 
     def evaluate(
-        self, store: SeriesStore, at: float, firing: Mapping[str, bool]
+        self, store: SeriesReader, at: float, firing: Mapping[str, bool]
     ) -> dict[LabelSet, Outcome]:
         sli = self.slo.sli
         if not self.slo.evaluable or any(firing.get(name) for name in self.inhibited_by):
@@ -304,7 +310,7 @@ class NoDataAlert:
         return self.slo.needs()
 
     def evaluate(
-        self, store: SeriesStore, at: float, firing: Mapping[str, bool]
+        self, store: SeriesReader, at: float, firing: Mapping[str, bool]
     ) -> dict[LabelSet, Outcome]:
         if self.slo.sli.total is None:
             return {}

@@ -24,8 +24,7 @@ from pydantic import Field, field_validator, model_validator
 from srd.config import ConfigError, ConfigIssue, Strict, load_yaml_model, parse_yaml_model
 from srd.config.durations import Duration
 from srd.evaluation.recovery import DisasterRecovery, ScenarioName
-from srd.evaluation.rules import Outcome, Selector, SeriesNeed
-from srd.evaluation.series import SeriesStore
+from srd.evaluation.rules import Outcome, Selector, SeriesNeed, SeriesReader
 from srd.model import LabelSet, Sample
 from srd.simulate.faults import KINDS
 
@@ -281,7 +280,7 @@ class ConditionAlert:
         return [SeriesNeed(self.condition.selector, 0.0)]
 
     def evaluate(
-        self, store: SeriesStore, at: float, firing: Mapping[str, bool]
+        self, store: SeriesReader, at: float, firing: Mapping[str, bool]
     ) -> dict[LabelSet, Outcome]:
         values = store.last(self.condition.selector, at)
         return {labels: self.condition.holds(value) for labels, value in values.items()}
