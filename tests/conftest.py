@@ -55,7 +55,7 @@ def moto_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
-    """A real PostgreSQL server for the session (tests/support/pgserver.py); fails if there is none."""
+    """A real PostgreSQL server for the session (tests/support/pgserver.py); fails without one."""
     with PgServer.running() as server:
         yield server
 

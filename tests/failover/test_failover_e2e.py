@@ -22,11 +22,12 @@ import aiohttp
 import pytest
 from aiobotocore.session import get_session
 
-from srd.http.app import serving
 from srd.simulate.sandbox import FakeService
 from srd.simulate.sandbox.aws import AwsProxy
 from srd.simulate.sandbox.kubernetes import FakeKubernetes, replicas, seed_platform
 from tests.support.daemon import RunningSrd, free_port, running_srd
+from tests.support.eventually import eventually
+from tests.support.servers import running
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "e2e-webhook-token"
@@ -83,8 +84,8 @@ async def serving_platform(moto_url: str, fake: FakeKubernetes) -> AsyncIterator
         session.create_client("ec2", **args) as ec2,
         fake.serving() as kubernetes_url,
         proxy.serving() as aws_url,
-        serving(service.app(), "127.0.0.1", 0) as service_port,
-        serving(backup.app(), "127.0.0.1", 0) as backup_port,
+        running(service.app()) as service_server,
+        running(backup.app()) as backup_server,
     ):
         zone = await _zone(route53)
         vpc = (await ec2.create_vpc(CidrBlock="10.0.0.0/16"))["Vpc"]["VpcId"]
@@ -101,8 +102,8 @@ async def serving_platform(moto_url: str, fake: FakeKubernetes) -> AsyncIterator
             zone,
             arn,
             {"route53": route53, "elbv2": elbv2},
-            f"http://127.0.0.1:{service_port}/health",
-            f"http://127.0.0.1:{backup_port}/health",
+            f"{service_server.url}/health",
+            f"{backup_server.url}/health",
         )
 
 
@@ -210,15 +211,14 @@ async def executions(srd: RunningSrd) -> list[dict[str, Any]]:
 
 
 async def wait_execution(srd: RunningSrd, state: str, timeout: float = 60) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+    async def reached() -> dict[str, Any] | None:
         found = await executions(srd)
-        if found and found[0]["state"] == state:
-            return found[0]
-        if loop.time() > deadline:
-            raise AssertionError(f"no execution reached {state}: {found}; {srd.log_lines[-20:]}")
-        await asyncio.sleep(0.3)
+        return found[0] if found and found[0]["state"] == state else None
+
+    try:
+        return await eventually(reached, within=timeout, what=f"an execution {state}", every=0.3)
+    except AssertionError as timed_out:
+        raise AssertionError(f"{timed_out}; {srd.log_lines[-20:]}") from None
 
 
 async def assert_dr_state(platform: Platform) -> None:
@@ -297,11 +297,11 @@ async def test_a_runbook_killed_mid_step_resumes_on_restart_without_repeating_a_
     env = {"SRD_E2E_TOKEN": TOKEN}
     async with running_srd("run", "--config", str(config), port=port, env=env) as srd:
         assert await post(srd, payload()) == 200
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while not [c for c in platform.proxy.calls if c == "ChangeResourceRecordSets"]:
-            assert loop.time() < deadline, platform.proxy.calls
-            await asyncio.sleep(0.1)
+        await eventually(
+            lambda: "ChangeResourceRecordSets" in platform.proxy.calls,
+            within=30,
+            what="srd changed DNS",
+        )
         srd.process.send_signal(signal.SIGKILL)
         await srd.process.wait()
 
@@ -361,19 +361,21 @@ async def alertmanager_api(
     base_url: str, method: str, body: Any = None, timeout: float = 20
 ) -> Any:
     """Call ``/api/v2/alerts``, waiting for a starting Alertmanager to answer 200."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
     async with aiohttp.ClientSession() as session:
-        while True:
+
+        async def answer() -> tuple[Any] | None:
+            # A tuple: an empty list of alerts is still an answer.
             try:
                 async with session.request(method, f"{base_url}/api/v2/alerts", json=body) as reply:
                     if reply.status == 200:
-                        return await reply.json(content_type=None)
+                        return (await reply.json(content_type=None),)
             except aiohttp.ClientError:
                 pass
-            if loop.time() > deadline:
-                raise AssertionError(f"Alertmanager at {base_url} did not answer {method}")
-            await asyncio.sleep(0.2)
+            return None
+
+        what = f"Alertmanager at {base_url} answers {method}"
+        (reply,) = await eventually(answer, within=timeout, what=what, every=0.2)
+        return reply
 
 
 async def test_a_real_alertmanager_with_bearer_auth_triggers_the_failover(

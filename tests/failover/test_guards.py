@@ -12,10 +12,11 @@ from srd.failover.dispatch import _RELEASED
 from srd.failover.guards import Guards, Limits, budget_from_registry
 from srd.failover.intake import Intake
 from srd.http.alertmanager import Authenticator, add_routes
-from srd.http.app import serving
 from srd.http.failover_api import add_api_routes, approve
 from srd.metrics import Metrics
+from tests.support.eventually import eventually
 from tests.support.failoverkit import APPROVAL, FLAGGED, LOOSE, ONE_STEP, Kit, kit
+from tests.support.servers import running
 
 
 def blocks(k: Kit, guard: str) -> float | None:
@@ -150,15 +151,14 @@ async def test_srd_approve_lets_the_waiting_step_go_on(tmp_path: Path) -> None:
         add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
         runbook = k.runbook(APPROVAL)
         execution = await k.execution(runbook)
-        async with serving(app, "127.0.0.1", 0) as port:
+        async with running(app) as server:
             run = asyncio.create_task(k.executor.run(runbook, execution))
-            while not k.guards.approvals.pending():
-                await asyncio.sleep(0.01)
-            assert await approve(f"http://127.0.0.1:{port}", "nope", None, "ann") == (
+            await eventually(k.guards.approvals.pending, within=5, what="an approval asked")
+            assert await approve(server.url, "nope", None, "ann") == (
                 False,
                 "nothing waits for approval nope",
             )
-            ok, _ = await approve(f"http://127.0.0.1:{port}", f"{execution.id}-0", None, "ann")
+            ok, _ = await approve(server.url, f"{execution.id}-0", None, "ann")
             assert ok
             assert await run == "succeeded"
         assert k.actuator.state == {"a": 1}
@@ -171,8 +171,8 @@ async def test_the_kill_switch_api_sets_the_journals_switch_that_survives_a_rest
         app = web.Application()
         add_routes(app, Intake(10), Authenticator(None), k.metrics, 1024)
         add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
-        async with serving(app, "127.0.0.1", 0) as port, aiohttp.ClientSession() as http:
-            url = f"http://127.0.0.1:{port}/api/killswitch"
+        async with running(app) as server, aiohttp.ClientSession() as http:
+            url = f"{server.url}/api/killswitch"
             headers = {"X-Srd-User": "ann"}
             body = {"on": True, "reason": "db migration"}
             async with http.post(url, json=body, headers=headers) as response:
@@ -196,8 +196,8 @@ async def test_the_kill_switch_api_sets_the_journals_switch_that_survives_a_rest
         app = web.Application()
         add_routes(app, Intake(10), Authenticator(None), k.metrics, 1024)
         add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
-        async with serving(app, "127.0.0.1", 0) as port, aiohttp.ClientSession() as http:
-            url = f"http://127.0.0.1:{port}/api/killswitch"
+        async with running(app) as server, aiohttp.ClientSession() as http:
+            url = f"{server.url}/api/killswitch"
             async with http.get(url) as response:
                 assert (await response.json())["sources"] == ["journal", "file"]
             async with http.post(url, json={"on": False}) as response:
@@ -221,8 +221,7 @@ async def test_an_approval_given_after_a_guard_closed_does_not_make_the_step_act
         runbook = k.runbook(FLAGGED)
         execution = await k.execution(runbook)
         run = asyncio.create_task(k.executor.run(runbook, execution))
-        while not k.guards.approvals.pending():
-            await asyncio.sleep(0.01)
+        await eventually(k.guards.approvals.pending, within=5, what="an approval asked")
         if change == "kill_switch":
             k.guards.kill_switch.set(True, "test")
         elif change == "mode":

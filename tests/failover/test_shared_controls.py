@@ -17,12 +17,13 @@ from aiohttp import web
 
 from srd.failover.intake import Intake
 from srd.http.alertmanager import Authenticator, add_routes
-from srd.http.app import serving
 from srd.http.failover_api import add_api_routes, approve
 from srd.journal import Fence, JournalError, PostgresJournal, SqliteJournal
 from srd.journal.sql import SqlJournal
+from tests.support.eventually import eventually
 from tests.support.failoverkit import APPROVAL, FLAGGED, ONE_STEP, Clock, Kit, kit
 from tests.support.pgserver import PgServer
+from tests.support.servers import running
 
 Opener = Callable[[Clock], Any]
 
@@ -60,8 +61,8 @@ async def api(k: Kit) -> AsyncIterator[str]:
     app = web.Application()
     add_routes(app, Intake(10), Authenticator(None), k.metrics, 1024)
     add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
-    async with serving(app, "127.0.0.1", 0) as port:
-        yield f"http://127.0.0.1:{port}"
+    async with running(app) as server:
+        yield server.url
 
 
 async def pending_on(base: str) -> dict[str, str]:
@@ -71,11 +72,10 @@ async def pending_on(base: str) -> dict[str, str]:
         return result
 
 
-async def until_pending(base: str, approval_id: str) -> dict[str, str]:
-    async with asyncio.timeout(10):
-        while approval_id not in (shown := await pending_on(base)):
-            await asyncio.sleep(0.02)
-    return shown
+async def pending_with(base: str, approval_id: str) -> dict[str, str]:
+    """The approvals ``base`` lists if ``approval_id`` is among them, else none."""
+    shown = await pending_on(base)
+    return shown if approval_id in shown else {}
 
 
 async def test_a_kill_switch_set_through_one_replica_stops_the_step_on_another(
@@ -134,7 +134,9 @@ async def test_an_approval_posted_to_a_follower_lets_the_leaders_step_go_on(
         approval_id = f"{execution.id}-0"
         run = asyncio.create_task(leader.executor.run(runbook, execution))
         async with api(follower) as base:
-            shown = await until_pending(base, approval_id)
+            shown = await eventually(
+                lambda: pending_with(base, approval_id), within=10, what="listed pending"
+            )
             assert shown[approval_id] in ("restore the database", "run step a of flagged")
             assert await approve(base, "nope-0", None, "ann") == (
                 False,
@@ -163,7 +165,9 @@ async def test_an_approval_recorded_before_a_leader_change_is_honoured_by_the_ne
         approval_id = f"{execution.id}-0"
         run = asyncio.create_task(old.executor.run(runbook, execution))
         async with api(new) as base:
-            await until_pending(base, approval_id)
+            await eventually(
+                lambda: pending_with(base, approval_id), within=10, what="listed pending"
+            )
             # The leader is lost while it waits (stand_down cancels its executions).
             old.leader.leader = False
             run.cancel()

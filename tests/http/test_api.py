@@ -15,9 +15,9 @@ from aiohttp import web
 from srd.cli.journal import journal_list, journal_show
 from srd.config import WebhookAuth
 from srd.http.alertmanager import Authenticator
-from srd.http.app import serving
 from srd.http.journal_api import add_routes
 from srd.journal import JOURNAL_FILE, SqliteJournal, StepRecord
+from tests.support.servers import running
 
 T0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 ALERT = {"labels": {"alertname": "PrimaryDown", "chain": "vilokanam"}, "fingerprint": "f1"}
@@ -70,8 +70,8 @@ async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
 async def api(journal: SqliteJournal) -> AsyncIterator[str]:
     app = web.Application()
     add_routes(app, journal, Authenticator(None))
-    async with serving(app, "127.0.0.1", 0) as port:
-        yield f"http://127.0.0.1:{port}"
+    async with running(app) as server:
+        yield server.url
 
 
 async def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -145,12 +145,12 @@ async def test_with_credentials_configured_the_read_routes_demand_them(
     app = web.Application()
     add_routes(app, journal, auth)
     newest = (await journal.executions(1))[0].id
-    url = "http://127.0.0.1:{port}" + path.replace("{id}", newest)
-    async with serving(app, "127.0.0.1", 0) as port:
+    route = path.replace("{id}", newest)
+    async with running(app) as server:
         for headers in (None, {"Authorization": "Bearer wrong"}):
-            status, body = await get(url.format(port=port), headers)
+            status, body = await get(server.url + route, headers)
             assert (status, body) == (401, {"error": "authentication required"})
-        status, _ = await get(url.format(port=port), {"Authorization": "Bearer s3cret"})
+        status, _ = await get(server.url + route, {"Authorization": "Bearer s3cret"})
         assert status == 200
 
 
@@ -268,8 +268,8 @@ async def test_the_resolved_notification_of_an_executions_alert_is_shown(tmp_pat
         assert await journal.record_alert("f9", alert["startsAt"], "resolved", alert)
         app = web.Application()
         add_routes(app, journal, Authenticator(None))
-        async with serving(app, "127.0.0.1", 0) as port:
-            status, body = await get(f"http://127.0.0.1:{port}/api/executions/{execution.id}")
+        async with running(app) as server:
+            status, body = await get(f"{server.url}/api/executions/{execution.id}")
     assert status == 200
     assert body["alert_receipts"] == [
         {"status": "firing", "at": T0},

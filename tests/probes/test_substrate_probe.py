@@ -19,6 +19,10 @@ from srd.probes.chain import ChainGroup, Header
 from srd.probes.substrate import RpcClient, RpcError, SubstrateProbe
 from srd.probes.substrate_watcher import SubstrateWatcher
 from srd.simulate.sandbox.substrate import FakeChain, FakeSubstrateNode, producing
+from tests.support.eventually import eventually
+
+WITHIN = 5.0
+"""Seconds a watcher gets to see what the fake node did: many block intervals here."""
 
 
 @pytest_asyncio.fixture
@@ -31,12 +35,6 @@ def target(url: str, name: str = "n1", **overrides: Any) -> SubstrateTarget:
     settings = {"interval": 0.1, "timeout": 0.1, "silence_timeout": 0.3}
     settings |= {"reconnect_backoff": 0.05, **overrides}
     return SubstrateTarget(name=name, url=url, **settings)  # type: ignore[arg-type]
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.01)
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float:
@@ -62,6 +60,14 @@ def recording(metrics: Metrics, seen: list[Observation]) -> Callable[[Observatio
     return record
 
 
+async def caught_up(watcher: SubstrateWatcher, chain: FakeChain) -> None:
+    await eventually(
+        lambda: watcher.tracker.best == _header_of(chain),
+        within=WITHIN,
+        what=f"{watcher.target.name} at block {chain.best.number}",
+    )
+
+
 def subscribed(node: FakeSubstrateNode) -> Callable[[], bool]:
     return lambda: node.requests.get("chain_subscribeNewHeads", 0) >= 1 and node.websockets == 1
 
@@ -74,11 +80,11 @@ async def test_heads_followed_over_websocket_count_blocks_and_block_times(
     async with node.serve() as url:
         watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
         async with watching(watcher):
-            await eventually(subscribed(node))
+            await eventually(subscribed(node), within=WITHIN, what="subscribed")
             for _ in range(4):
                 chain.produce()
                 await asyncio.sleep(0.05)
-            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            await caught_up(watcher, chain)
     assert value(metrics, "vilokanam_blocks_produced_total", chain="live") == 4
     assert value(metrics, "srd_chain_block_time_seconds_count", chain="live") == 3
     assert node.requests.get("chain_getHeader", 0) <= 3  # heads came from the subscription
@@ -102,7 +108,11 @@ async def test_a_stall_raises_head_age_and_is_not_mistaken_for_a_silent_subscrip
             target(url), session, metrics, on_observation=recording(metrics, seen)
         )
         async with watching(watcher):
-            await eventually(lambda: (watcher.tracker.best or _header_of(chain)).number >= 3)
+            await eventually(
+                lambda: (watcher.tracker.best or _header_of(chain)).number >= 3,
+                within=WITHIN,
+                what="block 3",
+            )
             chain.production_stalled = True
             await asyncio.sleep(0.8)
     up = [obs.chain for obs in seen if obs.chain is not None]
@@ -122,10 +132,10 @@ async def test_a_depth_3_reorg_counts_exactly_one_reorg_of_depth_3(
     async with node.serve() as url:
         watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
         async with watching(watcher):
-            await eventually(subscribed(node))
-            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            await eventually(subscribed(node), within=WITHIN, what="subscribed")
+            await caught_up(watcher, chain)
             chain.reorg(depth=3)
-            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            await caught_up(watcher, chain)
     labels = {"chain": "reorg", "node": "n1"}
     assert value(metrics, "srd_chain_reorgs_total", **labels) == 1
     assert value(metrics, "srd_chain_reorg_depth_blocks_count", **labels) == 1
@@ -145,14 +155,14 @@ async def test_a_gap_is_backfilled_without_polluting_block_times(
     async with node.serve() as url:
         watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
         async with watching(watcher):
-            await eventually(subscribed(node))
+            await eventually(subscribed(node), within=WITHIN, what="subscribed")
             for _ in range(2):
                 chain.produce()
-                await eventually(lambda: watcher.tracker.best == _header_of(chain))
+                await caught_up(watcher, chain)
             node.faults.skip_heads = 3
             for _ in range(4):
                 chain.produce()
-            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            await caught_up(watcher, chain)
     assert [watcher.tracker.hash_at(n) for n in range(7)] == [b.hash for b in chain.blocks]
     assert node.requests["chain_getBlockHash"] == 1  # one list call for the whole gap
     assert value(metrics, "vilokanam_blocks_produced_total", chain="gap") == 6
@@ -172,14 +182,20 @@ async def test_a_silent_subscription_is_detected_and_recovered_without_a_stall(
             target(url), session, metrics, on_observation=recording(metrics, seen)
         )
         async with watching(watcher):
-            await eventually(subscribed(node))
+            await eventually(subscribed(node), within=WITHIN, what="subscribed")
             node.silence_subscriptions()
             await eventually(
-                lambda: value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1
+                lambda: value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1,
+                within=WITHIN,
+                what="a restart",
             )
             resubscribed_at = len(seen)
             best = chain.best.number
-            await eventually(lambda: (watcher.tracker.best or _header_of(chain)).number > best + 3)
+            await eventually(
+                lambda: (watcher.tracker.best or _header_of(chain)).number > best + 3,
+                within=WITHIN,
+                what="3 blocks on",
+            )
             await asyncio.sleep(0.2)
     assert node.requests["chain_subscribeNewHeads"] == 2
     assert node.requests["chain_unsubscribeNewHeads"] == 1
@@ -197,12 +213,16 @@ async def test_a_websocket_closed_mid_stream_is_reconnected(
     async with node.serve() as url:
         watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
         async with watching(watcher):
-            await eventually(subscribed(node))
+            await eventually(subscribed(node), within=WITHIN, what="subscribed")
             await node.close_websockets()
-            await eventually(lambda: node.requests["chain_subscribeNewHeads"] == 2)
-            await eventually(lambda: node.websockets == 1)
+            await eventually(
+                lambda: node.requests["chain_subscribeNewHeads"] == 2,
+                within=WITHIN,
+                what="resubscribed",
+            )
+            await eventually(lambda: node.websockets == 1, within=WITHIN, what="one websocket")
             chain.produce()
-            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            await caught_up(watcher, chain)
     assert value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1
 
 
@@ -217,7 +237,7 @@ async def test_without_subscriptions_heads_are_polled_over_http(
             for _ in range(3):
                 chain.produce()
                 await asyncio.sleep(0.15)
-            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            await caught_up(watcher, chain)
     assert node.websockets == 0 and "chain_subscribeNewHeads" not in node.requests
 
 
@@ -232,7 +252,9 @@ async def test_methods_a_node_lacks_are_not_called(
             target(url), session, metrics, on_observation=recording(metrics, seen)
         )
         async with watching(watcher):
-            await eventually(lambda: sum(obs.up for obs in seen) >= 3)
+            await eventually(
+                lambda: sum(obs.up for obs in seen) >= 3, within=WITHIN, what="3 up observations"
+            )
     assert "system_syncState" not in node.requests
     assert "chain_subscribeFinalizedHeads" not in node.requests
     assert seen[-1].chain is not None and seen[-1].chain.sync_gap is None
@@ -249,7 +271,7 @@ async def test_http_429_counts_as_rate_limited_and_the_node_as_down(
             target(url), session, metrics, on_observation=recording(metrics, seen)
         )
         async with watching(watcher):
-            await eventually(lambda: len(seen) >= 2)
+            await eventually(lambda: len(seen) >= 2, within=WITHIN, what="2 observations")
     assert not seen[-1].up and "429" in seen[-1].reason
     assert value(metrics, "srd_rpc_errors_total", method="rpc_methods", **{"class": "rate_limited"})
 
@@ -312,10 +334,18 @@ async def test_nodes_of_one_chain_count_blocks_once_and_report_spread(
             for url, name in ((url1, "v1"), (url2, "v2"))
         ]
         async with watching(watchers[0]), watching(watchers[1]):
-            await eventually(lambda: all(subscribed(node)() for node in nodes))
+            await eventually(
+                lambda: all(subscribed(node)() for node in nodes),
+                within=WITHIN,
+                what="both subscribed",
+            )
             for _ in range(3):
                 chain.produce()
-            await eventually(lambda: all(w.tracker.best == _header_of(chain) for w in watchers))
+            await eventually(
+                lambda: all(w.tracker.best == _header_of(chain) for w in watchers),
+                within=WITHIN,
+                what="both at the best block",
+            )
             await asyncio.sleep(0.15)
     assert value(metrics, "vilokanam_blocks_produced_total", chain="shared") == 3
     assert value(metrics, "srd_chain_best_block_spread_blocks", chain="shared") == 0
@@ -355,13 +385,21 @@ async def test_a_new_spec_only_node_is_followed_with_chainhead(
             target(url, interval=0.1), session, metrics, on_observation=recording(metrics, seen)
         )
         async with watching(watcher):
-            await eventually(following(node))
+            await eventually(following(node), within=WITHIN, what="following")
             assert watcher.head_mode() == "chainhead"
             for _ in range(5):
                 chain.produce()
-                await eventually(lambda: watcher.tracker.best == _header_of(chain))
-            await eventually(lambda: watcher.tracker.finalized == _finalized_of(chain))
-            await eventually(lambda: any(o.chain and o.chain.best == 9 for o in seen))
+                await caught_up(watcher, chain)
+            await eventually(
+                lambda: watcher.tracker.finalized == _finalized_of(chain),
+                within=WITHIN,
+                what="at the finalized block",
+            )
+            await eventually(
+                lambda: any(o.chain and o.chain.best == 9 for o in seen),
+                within=WITHIN,
+                what="block 9 observed",
+            )
             pinned = node.pinned()
     assert "chain_subscribeNewHeads" not in node.requests
     assert node.requests["chainHead_v1_follow"] == 1
@@ -384,9 +422,17 @@ async def test_legacy_is_kept_when_both_specs_are_served_unless_configured(
         legacy = SubstrateWatcher(target(url), session, metrics)
         chainhead = SubstrateWatcher(target(url, "n2", head_tracking="chainhead"), session, metrics)
         async with watching(legacy), watching(chainhead):
-            await eventually(lambda: node.follows == 1 and node.websockets == 2)
+            await eventually(
+                lambda: node.follows == 1 and node.websockets == 2,
+                within=WITHIN,
+                what="one follow, two websockets",
+            )
             chain.produce()
-            await eventually(lambda: legacy.tracker.best == chainhead.tracker.best is not None)
+            await eventually(
+                lambda: legacy.tracker.best == chainhead.tracker.best is not None,
+                within=WITHIN,
+                what="both at one best block",
+            )
     assert (legacy.head_mode(), chainhead.head_mode()) == ("legacy", "chainhead")
     assert node.requests["chain_subscribeNewHeads"] == 1
 
@@ -401,14 +447,18 @@ async def test_a_reorg_through_best_block_changed_counts_one_reorg_of_its_depth(
     async with node.serve() as url:
         watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
         async with watching(watcher):
-            await eventually(following(node))
-            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            await eventually(following(node), within=WITHIN, what="following")
+            await caught_up(watcher, chain)
             chain.reorg(depth=3)
-            await eventually(lambda: watcher.tracker.best == _header_of(chain))
+            await caught_up(watcher, chain)
             for _ in range(2):  # finalizes past the fork: the old branch is pruned, unpinned
                 chain.produce()
-            await eventually(lambda: watcher.tracker.best == _header_of(chain))
-            await eventually(lambda: node.pinned() == chain.finality_lag)
+            await caught_up(watcher, chain)
+            await eventually(
+                lambda: node.pinned() == chain.finality_lag,
+                within=WITHIN,
+                what="unpinned to the finality lag",
+            )
     labels = {"chain": "v2reorg", "node": "n1"}
     assert value(metrics, "srd_chain_reorgs_total", **labels) == 1
     assert value(metrics, "srd_chain_reorg_depth_blocks_sum", **labels) == 3
@@ -428,22 +478,28 @@ async def test_stop_is_followed_again_and_tracking_goes_on(
     async with node.serve() as url:
         watcher = SubstrateWatcher(target(url, interval=0.1), session, metrics)
         async with watching(watcher):
-            await eventually(following(node))
+            await eventually(following(node), within=WITHIN, what="following")
             chain.finality_stalled = True  # unfinalized blocks pile up, pinned
             for _ in range(5):
                 chain.produce()
             await eventually(
-                lambda: value(metrics, "srd_chain_subscription_restarts_total", **labels) >= 1
+                lambda: value(metrics, "srd_chain_subscription_restarts_total", **labels) >= 1,
+                within=WITHIN,
+                what="a restart",
             )
-            await eventually(lambda: watcher.tracker.best == _header_of(chain))  # polled
+            await caught_up(watcher, chain)  # polled
             chain.finality_stalled = False
             for _ in range(3):
                 chain.produce()
-                await eventually(lambda: watcher.tracker.best == _header_of(chain))
-            await eventually(following(node))
+                await caught_up(watcher, chain)
+            await eventually(following(node), within=WITHIN, what="following")
             chain.produce()
-            await eventually(lambda: watcher.tracker.best == _header_of(chain))
-            await eventually(lambda: watcher.tracker.finalized == _finalized_of(chain))
+            await caught_up(watcher, chain)
+            await eventually(
+                lambda: watcher.tracker.finalized == _finalized_of(chain),
+                within=WITHIN,
+                what="at the finalized block",
+            )
     assert node.requests["chainHead_v1_follow"] >= 2
     assert watcher.tracker.reorgs == 0
 
@@ -459,8 +515,12 @@ async def test_a_stall_under_chainhead_raises_head_age_without_refollowing(
             target(url), session, metrics, on_observation=recording(metrics, seen)
         )
         async with watching(watcher):
-            await eventually(following(node))
-            await eventually(lambda: (watcher.tracker.best or _header_of(chain)).number >= 3)
+            await eventually(following(node), within=WITHIN, what="following")
+            await eventually(
+                lambda: (watcher.tracker.best or _header_of(chain)).number >= 3,
+                within=WITHIN,
+                what="block 3",
+            )
             chain.production_stalled = True
             await asyncio.sleep(0.8)
     up = [obs.chain for obs in seen if obs.chain is not None]
@@ -483,14 +543,20 @@ async def test_a_silent_follow_is_detected_and_followed_again(
             target(url), session, metrics, on_observation=recording(metrics, seen)
         )
         async with watching(watcher):
-            await eventually(following(node))
+            await eventually(following(node), within=WITHIN, what="following")
             node.silence_subscriptions()
             await eventually(
-                lambda: value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1
+                lambda: value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1,
+                within=WITHIN,
+                what="a restart",
             )
             refollowed_at = len(seen)
             best = chain.best.number
-            await eventually(lambda: (watcher.tracker.best or _header_of(chain)).number > best + 3)
+            await eventually(
+                lambda: (watcher.tracker.best or _header_of(chain)).number > best + 3,
+                within=WITHIN,
+                what="3 blocks on",
+            )
             await asyncio.sleep(0.2)
     assert node.requests["chainHead_v1_follow"] == 2
     assert node.requests["chainHead_v1_unfollow"] == 1

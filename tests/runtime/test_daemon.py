@@ -9,10 +9,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from srd.http.app import serving
 from srd.simulate.sandbox import FakeService
 from srd.simulate.sandbox.substrate import FakeChain, FakeSubstrateNode, producing
 from tests.support.daemon import free_port, running_srd
+from tests.support.servers import running
 
 # The console script installed beside this Python: the command users type.
 SRD = str(Path(sys.executable).with_name("srd"))
@@ -96,14 +96,14 @@ async def test_sighup_with_a_valid_config_swaps_the_probed_targets(tmp_path: Pat
     async with (
         FakeSubstrateNode(old_chain).serve() as old_url,
         FakeSubstrateNode(new_chain).serve() as new_url,
-        serving(service.app(), "127.0.0.1", 0) as service_port,
+        running(service.app()) as service_server,
     ):
         config.write_text(config_text(old_url, port))
         async with running_srd("run", "--config", str(config), port=port) as srd:
             await srd.wait_for(
                 "srd_probe_up", {"probe": "substrate", "target": "node-a"}, lambda v: v == 1
             )
-            web = f"http://127.0.0.1:{service_port}/health"
+            web = f"{service_server.url}/health"
             config.write_text(
                 config_text(new_url, port)
                 + f"  http:\n    - {{name: web, url: '{web}', interval: 0.2s, timeout: 0.2s}}\n"
@@ -124,13 +124,13 @@ async def test_a_target_going_down_is_exported_and_logged_once_with_its_reason(
     service = FakeService()
     port = free_port()
     config = tmp_path / "srd.yaml"
-    async with serving(service.app(), "127.0.0.1", 0) as service_port:
+    async with running(service.app()) as service_server:
         config.write_text(
             textwrap.dedent(f"""\
             server: {{listen: "127.0.0.1:{port}"}}
             probes:
               http:
-                - {{name: web, url: "http://127.0.0.1:{service_port}/health",
+                - {{name: web, url: "{service_server.url}/health",
                     interval: 0.1s, timeout: 0.1s}}
             """)
         )
