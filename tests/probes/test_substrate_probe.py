@@ -72,6 +72,39 @@ def subscribed(node: FakeSubstrateNode) -> Callable[[], bool]:
     return lambda: node.requests.get("chain_subscribeNewHeads", 0) >= 1 and node.websockets == 1
 
 
+def new_spec_node(chain: FakeChain, *, legacy_http: bool = True) -> FakeSubstrateNode:
+    node = FakeSubstrateNode(chain)
+    node.chainhead_only = True
+    if not legacy_http:  # a light-client-style endpoint: chain data only through chainHead
+        node.missing_methods = {"chain_getHeader", "chain_getFinalizedHead", "chain_getBlockHash"}
+    return node
+
+
+def following(node: FakeSubstrateNode) -> Callable[[], bool]:
+    return lambda: node.follows == 1 and node.websockets == 1
+
+
+def _finalized_of(chain: FakeChain) -> Any:
+    return Header(chain.finalized.number, chain.finalized.hash, chain.finalized.parent_hash)
+
+
+HEAD_TRACKINGS = ["legacy", "chainhead", "poll"]
+FOLLOW = {"legacy": "chain_subscribeNewHeads", "chainhead": "chainHead_v1_follow"}
+UNFOLLOW = {"legacy": "chain_unsubscribeNewHeads", "chainhead": "chainHead_v1_unfollow"}
+
+
+def node_for(head_tracking: str, chain: FakeChain) -> FakeSubstrateNode:
+    """A node that serves heads only the way ``head_tracking`` follows them (polls: legacy)."""
+    return new_spec_node(chain) if head_tracking == "chainhead" else FakeSubstrateNode(chain)
+
+
+async def heads_followed(node: FakeSubstrateNode, head_tracking: str) -> None:
+    """Until the watcher follows heads over its WebSocket; at once for polls."""
+    if head_tracking != "poll":
+        follows = subscribed(node) if head_tracking == "legacy" else following(node)
+        await eventually(follows, within=WITHIN, what=f"heads followed with {head_tracking}")
+
+
 async def test_heads_followed_over_websocket_count_blocks_and_block_times(
     session: aiohttp.ClientSession, metrics: Metrics
 ) -> None:
@@ -97,17 +130,23 @@ def _header_of(chain: FakeChain) -> Any:
     return Header(best.number, best.hash, best.parent_hash)
 
 
+@pytest.mark.parametrize("head_tracking", HEAD_TRACKINGS)
 async def test_a_stall_raises_head_age_and_is_not_mistaken_for_a_silent_subscription(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: Metrics, head_tracking: str
 ) -> None:
     chain = FakeChain(name="stall")
-    node = FakeSubstrateNode(chain)
+    node = node_for(head_tracking, chain)
     seen: list[Observation] = []
     async with node.serve() as url, producing(chain, 0.05):
         watcher = SubstrateWatcher(
-            target(url), session, metrics, on_observation=recording(metrics, seen)
+            target(url, head_tracking=head_tracking),
+            session,
+            metrics,
+            on_observation=recording(metrics, seen),
         )
         async with watching(watcher):
+            await heads_followed(node, head_tracking)
+            assert watcher.head_mode() == head_tracking
             await eventually(
                 lambda: (watcher.tracker.best or _header_of(chain)).number >= 3,
                 within=WITHIN,
@@ -120,31 +159,49 @@ async def test_a_stall_raises_head_age_and_is_not_mistaken_for_a_silent_subscrip
     assert value(metrics, "srd_chain_head_age_seconds", chain="stall", node="n1") > 0.6
     labels = {"chain": "stall", "node": "n1", "reason": "silent"}
     assert value(metrics, "srd_chain_subscription_restarts_total", **labels) == 0
+    if head_tracking == "poll":
+        assert node.websockets == 0
+    else:
+        assert node.requests[FOLLOW[head_tracking]] == 1, "followed once, never again"
 
 
+@pytest.mark.parametrize("head_tracking", ["legacy", "chainhead"])
 async def test_a_depth_3_reorg_counts_exactly_one_reorg_of_depth_3(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: Metrics, head_tracking: str
 ) -> None:
     chain = FakeChain(name="reorg", finality_lag=5)
-    node = FakeSubstrateNode(chain)
+    node = node_for(head_tracking, chain)
     for _ in range(8):
         chain.produce()
     async with node.serve() as url:
-        watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
+        settings = {"interval": 5.0, "timeout": 1.0, "head_tracking": head_tracking}
+        watcher = SubstrateWatcher(target(url, **settings), session, metrics)
         async with watching(watcher):
-            await eventually(subscribed(node), within=WITHIN, what="subscribed")
+            await heads_followed(node, head_tracking)
             await caught_up(watcher, chain)
             chain.reorg(depth=3)
             await caught_up(watcher, chain)
+            produced = value(metrics, "vilokanam_blocks_produced_total", chain="reorg")
+            for _ in range(2):  # finalizes past the fork: the old branch is pruned
+                chain.produce()
+            await caught_up(watcher, chain)
+            if head_tracking == "chainhead":
+                await eventually(
+                    lambda: node.pinned() == chain.finality_lag,
+                    within=WITHIN,
+                    what="the pruned branch unpinned",
+                )
     labels = {"chain": "reorg", "node": "n1"}
     assert value(metrics, "srd_chain_reorgs_total", **labels) == 1
     assert value(metrics, "srd_chain_reorg_depth_blocks_count", **labels) == 1
     assert value(metrics, "srd_chain_reorg_depth_blocks_sum", **labels) == 3
     # srd started at block 8; the walk back reached the ancestor (5) through the old branch.
-    assert [watcher.tracker.hash_at(n) for n in range(5, 10)] == [
-        block.hash for block in chain.blocks[5:10]
+    assert [watcher.tracker.hash_at(n) for n in range(5, 12)] == [
+        block.hash for block in chain.blocks[5:12]
     ]
-    assert value(metrics, "vilokanam_blocks_produced_total", chain="reorg") == 1
+    assert produced == 1
+    if head_tracking == "chainhead":
+        assert "chain_getBlockHash" not in node.requests  # linked through followed blocks
 
 
 async def test_a_gap_is_backfilled_without_polluting_block_times(
@@ -170,19 +227,23 @@ async def test_a_gap_is_backfilled_without_polluting_block_times(
     assert value(metrics, "srd_chain_block_time_seconds_count", chain="gap") == 1
 
 
+@pytest.mark.parametrize("head_tracking", ["legacy", "chainhead"])
 async def test_a_silent_subscription_is_detected_and_recovered_without_a_stall(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: Metrics, head_tracking: str
 ) -> None:
     chain = FakeChain(name="silent")
-    node = FakeSubstrateNode(chain)
+    node = node_for(head_tracking, chain)
     seen: list[Observation] = []
     labels = {"chain": "silent", "node": "n1", "reason": "silent"}
     async with node.serve() as url, producing(chain, 0.05):
         watcher = SubstrateWatcher(
-            target(url), session, metrics, on_observation=recording(metrics, seen)
+            target(url, head_tracking=head_tracking),
+            session,
+            metrics,
+            on_observation=recording(metrics, seen),
         )
         async with watching(watcher):
-            await eventually(subscribed(node), within=WITHIN, what="subscribed")
+            await heads_followed(node, head_tracking)
             node.silence_subscriptions()
             await eventually(
                 lambda: value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1,
@@ -197,28 +258,30 @@ async def test_a_silent_subscription_is_detected_and_recovered_without_a_stall(
                 what="3 blocks on",
             )
             await asyncio.sleep(0.2)
-    assert node.requests["chain_subscribeNewHeads"] == 2
-    assert node.requests["chain_unsubscribeNewHeads"] == 1
+    assert node.requests[FOLLOW[head_tracking]] == 2
+    assert node.requests[UNFOLLOW[head_tracking]] == 1
     ages = [obs.chain.head_age for obs in seen[resubscribed_at:] if obs.chain is not None]
     assert ages and max(a for a in ages if a is not None) < 0.3  # never looked stalled
     assert value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1
 
 
+@pytest.mark.parametrize("head_tracking", ["legacy", "chainhead"])
 async def test_a_websocket_closed_mid_stream_is_reconnected(
-    session: aiohttp.ClientSession, metrics: Metrics
+    session: aiohttp.ClientSession, metrics: Metrics, head_tracking: str
 ) -> None:
     chain = FakeChain(name="closed")
-    node = FakeSubstrateNode(chain)
+    node = node_for(head_tracking, chain)
     labels = {"chain": "closed", "node": "n1", "reason": "closed"}
     async with node.serve() as url:
-        watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
+        settings = {"interval": 5.0, "timeout": 1.0, "head_tracking": head_tracking}
+        watcher = SubstrateWatcher(target(url, **settings), session, metrics)
         async with watching(watcher):
-            await eventually(subscribed(node), within=WITHIN, what="subscribed")
+            await heads_followed(node, head_tracking)
             await node.close_websockets()
             await eventually(
-                lambda: node.requests["chain_subscribeNewHeads"] == 2,
+                lambda: node.requests[FOLLOW[head_tracking]] == 2,
                 within=WITHIN,
-                what="resubscribed",
+                what="followed again",
             )
             await eventually(lambda: node.websockets == 1, within=WITHIN, what="one websocket")
             chain.produce()
@@ -355,22 +418,6 @@ async def test_nodes_of_one_chain_count_blocks_once_and_report_spread(
 # -- chainHead_v1_follow (the new JSON-RPC spec) ----------------------------------------------
 
 
-def new_spec_node(chain: FakeChain, *, legacy_http: bool = True) -> FakeSubstrateNode:
-    node = FakeSubstrateNode(chain)
-    node.chainhead_only = True
-    if not legacy_http:  # a light-client-style endpoint: chain data only through chainHead
-        node.missing_methods = {"chain_getHeader", "chain_getFinalizedHead", "chain_getBlockHash"}
-    return node
-
-
-def following(node: FakeSubstrateNode) -> Callable[[], bool]:
-    return lambda: node.follows == 1 and node.websockets == 1
-
-
-def _finalized_of(chain: FakeChain) -> Any:
-    return Header(chain.finalized.number, chain.finalized.hash, chain.finalized.parent_hash)
-
-
 @pytest.mark.parametrize("legacy_http", [True, False])
 async def test_a_new_spec_only_node_is_followed_with_chainhead(
     session: aiohttp.ClientSession, metrics: Metrics, legacy_http: bool
@@ -437,37 +484,6 @@ async def test_legacy_is_kept_when_both_specs_are_served_unless_configured(
     assert node.requests["chain_subscribeNewHeads"] == 1
 
 
-async def test_a_reorg_through_best_block_changed_counts_one_reorg_of_its_depth(
-    session: aiohttp.ClientSession, metrics: Metrics
-) -> None:
-    chain = FakeChain(name="v2reorg", finality_lag=5)
-    node = new_spec_node(chain)
-    for _ in range(8):
-        chain.produce()
-    async with node.serve() as url:
-        watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
-        async with watching(watcher):
-            await eventually(following(node), within=WITHIN, what="following")
-            await caught_up(watcher, chain)
-            chain.reorg(depth=3)
-            await caught_up(watcher, chain)
-            for _ in range(2):  # finalizes past the fork: the old branch is pruned, unpinned
-                chain.produce()
-            await caught_up(watcher, chain)
-            await eventually(
-                lambda: node.pinned() == chain.finality_lag,
-                within=WITHIN,
-                what="unpinned to the finality lag",
-            )
-    labels = {"chain": "v2reorg", "node": "n1"}
-    assert value(metrics, "srd_chain_reorgs_total", **labels) == 1
-    assert value(metrics, "srd_chain_reorg_depth_blocks_sum", **labels) == 3
-    assert [watcher.tracker.hash_at(n) for n in range(5, 12)] == [
-        block.hash for block in chain.blocks[5:12]
-    ]
-    assert "chain_getBlockHash" not in node.requests  # linked through followed blocks
-
-
 async def test_stop_is_followed_again_and_tracking_goes_on(
     session: aiohttp.ClientSession, metrics: Metrics
 ) -> None:
@@ -502,64 +518,3 @@ async def test_stop_is_followed_again_and_tracking_goes_on(
             )
     assert node.requests["chainHead_v1_follow"] >= 2
     assert watcher.tracker.reorgs == 0
-
-
-async def test_a_stall_under_chainhead_raises_head_age_without_refollowing(
-    session: aiohttp.ClientSession, metrics: Metrics
-) -> None:
-    chain = FakeChain(name="v2stall")
-    node = new_spec_node(chain)
-    seen: list[Observation] = []
-    async with node.serve() as url, producing(chain, 0.05):
-        watcher = SubstrateWatcher(
-            target(url), session, metrics, on_observation=recording(metrics, seen)
-        )
-        async with watching(watcher):
-            await eventually(following(node), within=WITHIN, what="following")
-            await eventually(
-                lambda: (watcher.tracker.best or _header_of(chain)).number >= 3,
-                within=WITHIN,
-                what="block 3",
-            )
-            chain.production_stalled = True
-            await asyncio.sleep(0.8)
-    up = [obs.chain for obs in seen if obs.chain is not None]
-    assert up[-1].head_age is not None and up[-1].head_age > 0.6
-    assert value(metrics, "srd_chain_head_age_seconds", chain="v2stall", node="n1") > 0.6
-    labels = {"chain": "v2stall", "node": "n1", "reason": "silent"}
-    assert value(metrics, "srd_chain_subscription_restarts_total", **labels) == 0
-    assert node.requests["chainHead_v1_follow"] == 1
-
-
-async def test_a_silent_follow_is_detected_and_followed_again(
-    session: aiohttp.ClientSession, metrics: Metrics
-) -> None:
-    chain = FakeChain(name="v2silent")
-    node = new_spec_node(chain)
-    seen: list[Observation] = []
-    labels = {"chain": "v2silent", "node": "n1", "reason": "silent"}
-    async with node.serve() as url, producing(chain, 0.05):
-        watcher = SubstrateWatcher(
-            target(url), session, metrics, on_observation=recording(metrics, seen)
-        )
-        async with watching(watcher):
-            await eventually(following(node), within=WITHIN, what="following")
-            node.silence_subscriptions()
-            await eventually(
-                lambda: value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1,
-                within=WITHIN,
-                what="a restart",
-            )
-            refollowed_at = len(seen)
-            best = chain.best.number
-            await eventually(
-                lambda: (watcher.tracker.best or _header_of(chain)).number > best + 3,
-                within=WITHIN,
-                what="3 blocks on",
-            )
-            await asyncio.sleep(0.2)
-    assert node.requests["chainHead_v1_follow"] == 2
-    assert node.requests["chainHead_v1_unfollow"] == 1
-    ages = [obs.chain.head_age for obs in seen[refollowed_at:] if obs.chain is not None]
-    assert ages and max(a for a in ages if a is not None) < 0.3
-    assert value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1
