@@ -175,7 +175,7 @@ async def leading(ha: Ha, group: list[RunningSrd]) -> tuple[RunningSrd, list[Run
 
 async def finished(journal: Journal, state: str, within: float) -> ExecutionRecord:
     async def done() -> list[ExecutionRecord]:
-        found = await journal.executions()
+        found = list(await journal.executions())
         return found if found and found[0].state == state else []
 
     [execution] = await eventually(done, within=within, what=f"an execution {state}")

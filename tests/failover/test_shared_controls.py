@@ -223,7 +223,7 @@ async def test_a_kill_switch_that_cannot_be_read_refuses_the_step_and_says_why(
     tmp_path: Path, shared: Opener
 ) -> None:
     async with replicas(tmp_path, shared, 1) as (k,):
-        k.guards.kill_switch._journal = UnreadableKillSwitch(k.journal)  # type: ignore[assignment]
+        k.guards.kill_switch._journal = UnreadableKillSwitch(k.journal)
         runbook = k.runbook(ONE_STEP)
         execution = await k.execution(runbook)
         assert await k.executor.run(runbook, execution) == "blocked"

@@ -62,7 +62,8 @@ async def populate(path: Path) -> tuple[str, str]:
 @pytest_asyncio.fixture
 async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
     await populate(tmp_path / JOURNAL_FILE)
-    async with await SqliteJournal.open(tmp_path / JOURNAL_FILE) as journal:
+    journal = await SqliteJournal.open(tmp_path / JOURNAL_FILE)
+    async with journal:
         yield journal
 
 
@@ -259,7 +260,11 @@ def test_journal_list_of_an_empty_journal_says_so(tmp_path: Path) -> None:
 
 async def test_the_resolved_notification_of_an_executions_alert_is_shown(tmp_path: Path) -> None:
     clock = FakeClock()
-    alert = {"fingerprint": "f9", "startsAt": "2024-05-01T11:59:00.000Z", "labels": {}}
+    alert: dict[str, Any] = {
+        "fingerprint": "f9",
+        "startsAt": "2024-05-01T11:59:00.000Z",
+        "labels": {},
+    }
     async with await SqliteJournal.open(tmp_path / JOURNAL_FILE, clock=clock) as journal:
         assert await journal.record_alert("f9", alert["startsAt"], "firing", alert)
         execution = await journal.start_execution("failover", "k", "armed", "c", alert)

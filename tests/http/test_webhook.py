@@ -21,6 +21,7 @@ from srd.failover.stage import FailoverStage
 from srd.http.alertmanager import Authenticator, add_routes
 from srd.http.failover_api import add_api_routes
 from srd.journal import JournalError, SqliteJournal
+from srd.journal.sql import SqlJournal
 from srd.metrics import Metrics
 from srd.model import Alert
 from tests.support.eventually import eventually
@@ -546,7 +547,7 @@ class Outage:
     """The kit's journal, whose receipt writes fail ``failures`` times first (a PostgreSQL
     journal whose server restarts, a full disk)."""
 
-    def __init__(self, journal: SqliteJournal, failures: int) -> None:
+    def __init__(self, journal: SqlJournal, failures: int) -> None:
         self._journal = journal
         self.failures = failures
         self.batches: list[int] = []

@@ -24,12 +24,14 @@ from srd.journal import (
     JOURNAL_FILE,
     NO_TERM,
     AlertReceipt,
+    ExecutionState,
     Fence,
     FencedError,
     Journal,
     JournalError,
     PostgresJournal,
     SqliteJournal,
+    StepPhase,
     StepRecord,
     journal_path,
     open_journal,
@@ -87,7 +89,7 @@ class Backend:
             finally:
                 db.close()
         with self.server.connect(self.database) as conn:
-            cursor = conn.execute(statement)  # type: ignore[arg-type]
+            cursor = conn.execute(statement)
             return cursor.fetchall() if cursor.description else []
 
 
@@ -108,11 +110,12 @@ async def journal(backend: Backend, clock: FakeClock) -> AsyncIterator[SqlJourna
 
 @pytest_asyncio.fixture
 async def sqlite_journal(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteJournal]:
-    async with await SqliteJournal.open(tmp_path / JOURNAL_FILE, clock=clock) as journal:
+    journal = await SqliteJournal.open(tmp_path / JOURNAL_FILE, clock=clock)
+    async with journal:
         yield journal
 
 
-def step(execution_id: str, index: int, phase: str, **fields: object) -> StepRecord:
+def step(execution_id: str, index: int, phase: StepPhase, **fields: Any) -> StepRecord:
     return StepRecord(
         execution_id, index, f"step-{index}", phase, f"{execution_id}:{index}", T0, **fields
     )
@@ -244,7 +247,7 @@ async def test_postgres_refuses_to_truncate_history(
 ) -> None:
     await (await PostgresJournal.open(pg_database.url, password=pg_database.password)).close()
     with pg_server.connect(pg_database) as conn, pytest.raises(psycopg.Error, match="append-only"):
-        conn.execute(f"TRUNCATE {table} CASCADE")  # type: ignore[arg-type]
+        conn.execute(f"TRUNCATE {table} CASCADE")
 
 
 async def test_guard_blocks_are_listed_newest_first_per_execution_or_all(
@@ -344,8 +347,8 @@ async def test_a_process_killed_mid_write_leaves_a_consistent_journal(backend: B
             stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=env,
         )  # fmt: skip
         assert child.stdout is not None
-        _, execution_id = (await asyncio.wait_for(child.stdout.readline(), 30)).split()
-        seen = acknowledged.setdefault(execution_id.decode(), set())
+        _, created = (await asyncio.wait_for(child.stdout.readline(), 30)).split()
+        seen = acknowledged.setdefault(created.decode(), set())
         while len(seen) < kill_after:
             phase, index = (await asyncio.wait_for(child.stdout.readline(), 30)).split()
             seen.add((phase.decode(), int(index)))
@@ -431,7 +434,7 @@ async def test_only_armed_successful_executions_with_a_scenario_are_recoveries(
     journal: SqlJournal,
 ) -> None:
     with_scenario = {"scenario": "primary-region-loss"}
-    cases = [
+    cases: list[tuple[str, str, dict[str, Any], ExecutionState]] = [
         ("k1", "armed", with_scenario, "failed"),
         ("k2", "armed", with_scenario, "escalated"),
         ("k3", "armed", with_scenario, "running"),

@@ -34,7 +34,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 def target(url: str, name: str = "n1", **overrides: Any) -> SubstrateTarget:
     settings = {"interval": 0.1, "timeout": 0.1, "silence_timeout": 0.3}
     settings |= {"reconnect_backoff": 0.05, **overrides}
-    return SubstrateTarget(name=name, url=url, **settings)  # type: ignore[arg-type]
+    return SubstrateTarget(name=name, url=url, **settings)
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float:
@@ -174,7 +174,7 @@ async def test_a_depth_3_reorg_counts_exactly_one_reorg_of_depth_3(
     for _ in range(8):
         chain.produce()
     async with node.serve() as url:
-        settings = {"interval": 5.0, "timeout": 1.0, "head_tracking": head_tracking}
+        settings: dict[str, Any] = {"interval": 5.0, "timeout": 1.0, "head_tracking": head_tracking}
         watcher = SubstrateWatcher(target(url, **settings), session, metrics)
         async with watching(watcher):
             await heads_followed(node, head_tracking)
@@ -273,7 +273,7 @@ async def test_a_websocket_closed_mid_stream_is_reconnected(
     node = node_for(head_tracking, chain)
     labels = {"chain": "closed", "node": "n1", "reason": "closed"}
     async with node.serve() as url:
-        settings = {"interval": 5.0, "timeout": 1.0, "head_tracking": head_tracking}
+        settings: dict[str, Any] = {"interval": 5.0, "timeout": 1.0, "head_tracking": head_tracking}
         watcher = SubstrateWatcher(target(url, **settings), session, metrics)
         async with watching(watcher):
             await heads_followed(node, head_tracking)

@@ -63,7 +63,7 @@ def test_the_alertmanager_example_posts_to_the_failover_example_with_its_credent
     [receiver] = [r for r in alertmanager["receivers"] if r["name"] == "srd"]
     [webhook] = receiver["webhook_configs"]
     srd = load_config(ROOT / "examples" / "failover.yaml")
-    assert webhook["url"].endswith(f":{srd.http.app.port}/alertmanager")
+    assert webhook["url"].endswith(f":{srd.server.port}/alertmanager")
     assert webhook["send_resolved"] is True
     assert webhook["http_config"]["authorization"]["type"] == "Bearer"
     assert srd.failover.auth is not None and srd.failover.auth.bearer_token is not None
