@@ -5,18 +5,14 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from srd.config import Mode
 from srd.failover.dispatch import _RELEASED
 from srd.failover.guards import Guards, Limits, budget_from_registry
-from srd.failover.intake import Intake
-from srd.http.alertmanager import Authenticator, add_routes
-from srd.http.failover_api import add_api_routes, approve
+from srd.http.failover_api import approve
 from srd.metrics import Metrics
 from tests.support.eventually import eventually
 from tests.support.failoverkit import APPROVAL, FLAGGED, LOOSE, ONE_STEP, Kit, kit
-from tests.support.servers import running
 
 
 def blocks(k: Kit, guard: str) -> float | None:
@@ -145,20 +141,16 @@ async def test_an_approval_not_given_in_time_blocks(tmp_path: Path) -> None:
 
 async def test_srd_approve_lets_the_waiting_step_go_on(tmp_path: Path) -> None:
     async with kit(tmp_path) as k:
-        app = web.Application()
-        auth = Authenticator(None)
-        add_routes(app, Intake(10), auth, k.metrics, 1024)
-        add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
         runbook = k.runbook(APPROVAL)
         execution = await k.execution(runbook)
-        async with running(app) as server:
+        async with k.api() as base:
             run = asyncio.create_task(k.executor.run(runbook, execution))
             await eventually(k.guards.approvals.pending, within=5, what="an approval asked")
-            assert await approve(server.url, "nope", None, "ann") == (
+            assert await approve(base, "nope", None, "ann") == (
                 False,
                 "nothing waits for approval nope",
             )
-            ok, _ = await approve(server.url, f"{execution.id}-0", None, "ann")
+            ok, _ = await approve(base, f"{execution.id}-0", None, "ann")
             assert ok
             assert await run == "succeeded"
         assert k.actuator.state == {"a": 1}
@@ -167,23 +159,19 @@ async def test_srd_approve_lets_the_waiting_step_go_on(tmp_path: Path) -> None:
 async def test_the_kill_switch_api_sets_the_journals_switch_that_survives_a_restart(
     tmp_path: Path,
 ) -> None:
-    async with kit(tmp_path) as k:
-        app = web.Application()
-        add_routes(app, Intake(10), Authenticator(None), k.metrics, 1024)
-        add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
-        async with running(app) as server, aiohttp.ClientSession() as http:
-            url = f"{server.url}/api/killswitch"
-            headers = {"X-Srd-User": "ann"}
-            body = {"on": True, "reason": "db migration"}
-            async with http.post(url, json=body, headers=headers) as response:
-                assert response.status == 200
-                shown = await response.json()
-            assert shown["on"] is True
-            assert shown["sources"] == ["journal"]
-            assert shown["journal"]["by"] == "ann"
-            assert shown["journal"]["reason"] == "db migration"
-            async with http.post(url, json={"on": "yes"}) as response:
-                assert response.status == 400
+    async with kit(tmp_path) as k, k.api() as base, aiohttp.ClientSession() as http:
+        url = f"{base}/api/killswitch"
+        headers = {"X-Srd-User": "ann"}
+        body = {"on": True, "reason": "db migration"}
+        async with http.post(url, json=body, headers=headers) as response:
+            assert response.status == 200
+            shown = await response.json()
+        assert shown["on"] is True
+        assert shown["sources"] == ["journal"]
+        assert shown["journal"]["by"] == "ann"
+        assert shown["journal"]["reason"] == "db migration"
+        async with http.post(url, json={"on": "yes"}) as response:
+            assert response.status == 400
     async with kit(tmp_path) as k:  # a restart: the journal still holds it
         runbook = k.runbook(ONE_STEP)
         execution = await k.execution(runbook)
@@ -193,11 +181,8 @@ async def test_the_kill_switch_api_sets_the_journals_switch_that_survives_a_rest
         assert "set in the journal by ann" in block.reason
         assert "db migration" in block.reason
         k.guards.kill_switch.set(True, "test")  # a file as well: off through the API clears both
-        app = web.Application()
-        add_routes(app, Intake(10), Authenticator(None), k.metrics, 1024)
-        add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
-        async with running(app) as server, aiohttp.ClientSession() as http:
-            url = f"{server.url}/api/killswitch"
+        async with k.api() as base, aiohttp.ClientSession() as http:
+            url = f"{base}/api/killswitch"
             async with http.get(url) as response:
                 assert (await response.json())["sources"] == ["journal", "file"]
             async with http.post(url, json={"on": False}) as response:

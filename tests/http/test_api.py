@@ -17,24 +17,17 @@ from srd.config import WebhookAuth
 from srd.http.alertmanager import Authenticator
 from srd.http.journal_api import add_routes
 from srd.journal import JOURNAL_FILE, SqliteJournal, StepRecord
+from tests.support.clock import Clock
 from tests.support.servers import running
 
 T0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 ALERT = {"labels": {"alertname": "PrimaryDown", "chain": "vilokanam"}, "fingerprint": "f1"}
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def populate(path: Path) -> tuple[str, str]:
     """Two executions: an older dry-run that a guard blocked, a newer armed failover that
     succeeded in two steps. Returns their ids (older, newer)."""
-    clock = FakeClock()
+    clock = Clock(T0)
     async with await SqliteJournal.open(path, clock=clock) as journal:
         older = await journal.start_execution("blue-green", "k1", "dry-run", "c1", {})
         assert older is not None
@@ -259,7 +252,7 @@ def test_journal_list_of_an_empty_journal_says_so(tmp_path: Path) -> None:
 
 
 async def test_the_resolved_notification_of_an_executions_alert_is_shown(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = Clock(T0)
     alert: dict[str, Any] = {
         "fingerprint": "f9",
         "startsAt": "2024-05-01T11:59:00.000Z",

@@ -24,8 +24,9 @@ from srd.journal import JournalError, SqliteJournal
 from srd.journal.sql import SqlJournal
 from srd.metrics import Metrics
 from srd.model import Alert
+from tests.support.clock import Clock
 from tests.support.eventually import eventually
-from tests.support.failoverkit import ONE_STEP, Clock, Kit, kit
+from tests.support.failoverkit import ONE_STEP, Kit, kit
 from tests.support.servers import running
 
 TOKEN = "s3cret-token"

@@ -38,23 +38,16 @@ from srd.journal import (
 )
 from srd.journal.sql import SqlJournal
 from srd.model import RecoveryRecord
+from tests.support.clock import Clock
 from tests.support.pgserver import PgDatabase, PgServer
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 
 
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> Clock:
+    return Clock(T0)
 
 
 @dataclass
@@ -72,7 +65,7 @@ class Backend:
     server: PgServer | None = None
     database: PgDatabase | None = None
 
-    async def open(self, clock: FakeClock | None = None, *, create: bool = True) -> SqlJournal:
+    async def open(self, clock: Clock | None = None, *, create: bool = True) -> SqlJournal:
         now = clock or time.time
         if self.database is None:
             return await SqliteJournal.open(journal_path(self.target), create=create, clock=now)
@@ -103,13 +96,13 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
 
 @pytest_asyncio.fixture
-async def journal(backend: Backend, clock: FakeClock) -> AsyncIterator[SqlJournal]:
+async def journal(backend: Backend, clock: Clock) -> AsyncIterator[SqlJournal]:
     async with await backend.open(clock) as journal:
         yield journal
 
 
 @pytest_asyncio.fixture
-async def sqlite_journal(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteJournal]:
+async def sqlite_journal(tmp_path: Path, clock: Clock) -> AsyncIterator[SqliteJournal]:
     journal = await SqliteJournal.open(tmp_path / JOURNAL_FILE, clock=clock)
     async with journal:
         yield journal
@@ -196,7 +189,7 @@ async def test_writes_for_an_unknown_execution_are_refused(journal: SqlJournal) 
 
 
 async def test_state_changes_are_new_rows_and_the_latest_wins(
-    journal: SqlJournal, clock: FakeClock
+    journal: SqlJournal, clock: Clock
 ) -> None:
     execution = await journal.start_execution("failover", "k1", "armed", "c1", {})
     assert execution is not None
@@ -251,7 +244,7 @@ async def test_postgres_refuses_to_truncate_history(
 
 
 async def test_guard_blocks_are_listed_newest_first_per_execution_or_all(
-    journal: SqlJournal, clock: FakeClock
+    journal: SqlJournal, clock: Clock
 ) -> None:
     execution = await journal.start_execution("failover", "k1", "armed", "c1", {})
     assert execution is not None
@@ -399,7 +392,7 @@ async def test_a_sqlite_write_waiting_on_the_disk_does_not_block_the_event_loop(
 
 
 async def test_recovery_records_run_from_the_alert_start_to_success(
-    journal: SqlJournal, clock: FakeClock
+    journal: SqlJournal, clock: Clock
 ) -> None:
     alert = {
         "labels": {"alertname": "PrimaryDown", "scenario": "primary-region-loss"},
@@ -419,7 +412,7 @@ async def test_recovery_records_run_from_the_alert_start_to_success(
 
 
 async def test_drills_name_their_scenario_and_kind_and_start_at_creation(
-    journal: SqlJournal, clock: FakeClock
+    journal: SqlJournal, clock: Clock
 ) -> None:
     drill = await journal.start_execution(
         "restore", "k1", "armed", "c1", {"scenario": "db-restore", "kind": "drill"}
@@ -463,7 +456,7 @@ async def test_an_alert_clock_ahead_of_ours_gives_a_zero_interval_not_an_error(
 
 
 async def test_prune_drops_old_alert_receipts_and_keeps_executions(
-    journal: SqlJournal, clock: FakeClock
+    journal: SqlJournal, clock: Clock
 ) -> None:
     await journal.record_alert("old", "s", "firing", {})
     execution = await journal.start_execution("failover", "k1", "armed", "c1", {})

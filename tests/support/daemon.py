@@ -104,7 +104,7 @@ async def _read_logs(process: asyncio.subprocess.Process, lines: list[dict[str, 
 async def _wait_healthy(srd: RunningSrd, timeout: float) -> None:
     async def healthy() -> bool:
         if srd.process.returncode is not None:
-            raise AssertionError(f"srd exited with {srd.process.returncode}: {srd.log_lines}")
+            raise AssertionError(f"srd exited with {srd.process.returncode}")
         try:
             return (await srd.get("/healthz"))[0] == 200
         except aiohttp.ClientError:
