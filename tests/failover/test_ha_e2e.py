@@ -25,7 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from srd.http.failover_api import approve
 from srd.journal import ExecutionRecord, Journal, StepRecord, open_journal
 from srd.simulate.sandbox.kubernetes import DR, LEASES, PRODUCTION, ApiError, FakeKubernetes
-from tests.failover.test_failover_e2e import (
+from tests.support.daemon import RunningSrd, free_port, running_srd
+from tests.support.eventually import eventually
+from tests.support.failover_e2e import (
     TOKEN,
     Platform,
     api_get,
@@ -35,8 +37,6 @@ from tests.failover.test_failover_e2e import (
     serving_platform,
     shipped_runbook,
 )
-from tests.support.daemon import RunningSrd, free_port, running_srd
-from tests.support.eventually import eventually
 from tests.support.pgserver import PgDatabase, PgServer
 
 NS = "srd"
