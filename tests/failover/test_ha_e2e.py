@@ -271,9 +271,9 @@ async def test_a_leader_killed_mid_runbook_is_replaced_and_nothing_done_is_done_
 
         # The Lease expires at most LEASE after the leader's last renewal (before the kill);
         # the successor's next attempt comes within 1.2 retry periods.
-        killed = time.monotonic()
+        waited = time.monotonic()
         await eventually(taken_over, within=LEASE + 1.2 * RETRY + SLACK, what="the Lease moved")
-        lease_taken = time.monotonic() - killed
+        lease_taken = time.monotonic() - waited
         execution = await finished(journal, "succeeded", 30)
         ended = time.time()
 
