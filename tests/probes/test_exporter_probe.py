@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
@@ -205,12 +205,6 @@ def test_extraction_matches_the_reference_on_a_large_fake_node_exporter_page() -
 def exporter_target(url: str, **overrides: Any) -> ExporterTarget:
     fields: dict[str, Any] = {"name": "node", "url": url, "keep": ["node_load1"], "timeout": 0.5}
     return ExporterTarget.model_validate(fields | overrides)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def test_probe_of_a_node_exporter_page_is_up_with_only_the_kept_series(

@@ -62,12 +62,6 @@ async def base_url() -> AsyncIterator[str]:
         yield server.url
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 def target(url: str, **settings: Any) -> HttpTarget:
     return HttpTarget.model_validate({"name": "web", "url": url, "timeout": 1, **settings})
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from srd.config import SubstrateTarget
 from srd.metrics import Metrics
@@ -23,12 +22,6 @@ from tests.support.eventually import eventually
 
 WITHIN = 5.0
 """Seconds a watcher gets to see what the fake node did: many block intervals here."""
-
-
-@pytest_asyncio.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def target(url: str, name: str = "n1", **overrides: Any) -> SubstrateTarget:
