@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from moto.server import ThreadedMotoServer
@@ -25,6 +26,13 @@ async def _no_leftover_tasks() -> AsyncIterator[None]:
     for task in leftover:
         task.cancel()
     assert not leftover, f"test left tasks running: {[t.get_name() for t in leftover]}"
+
+
+@pytest_asyncio.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client session, closed after the test."""
+    async with aiohttp.ClientSession() as client:
+        yield client
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,7 @@ simulate  one drill: 0 every objective met; 2 invalid drill or options, nothing 
           objective breached; 4 the steady state not restored after the rollback; 5 aborted;
           6 interrupted (SIGINT); 7 the preflight of a real target failed, nothing ran.
           ``--all``: 0 every drill passed (met, or breached as its ``expect_breach`` says),
-          1 otherwise. (The drill codes are ``srd.simulate.runner``'s ``EXIT_*``; they are
+          1 otherwise. (The drill codes are ``srd.simulate.verdict``'s ``EXIT_*``; they are
           not imported here so that only ``srd simulate`` loads the simulator.)
 version   0
 ========  ===================================================================================

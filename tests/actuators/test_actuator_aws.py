@@ -23,6 +23,7 @@ from srd.actuators.base import Actuator, ActuatorError, Params
 from srd.actuators.kubernetes import KubernetesActuator, KubernetesSettings
 from srd.simulate.sandbox.aws import AwsProxy
 from srd.simulate.sandbox.kubernetes import FakeKubernetes, replicas, seed_platform
+from tests.support.clock import Clock
 
 PRIMARY_ADDRESS, DR_ADDRESS = "203.0.113.10", "198.51.100.20"
 PRIMARY_TARGETS = [("10.0.1.1", 8080), ("10.0.1.2", 8080)]
@@ -30,17 +31,9 @@ DR_TARGETS = [("10.0.2.1", 8080), ("10.0.2.2", 8080)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1000.0)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from aiohttp import web
 
 from srd.actuators.base import Actuator, ActuatorError
 from srd.actuators.kubernetes import CONFLICT_RETRIES, KubernetesActuator, KubernetesSettings
-from srd.http.app import serving
 from srd.simulate.sandbox import kubernetes as fake_kubernetes
 from srd.simulate.sandbox.kubernetes import (
     DEPLOYMENTS,
@@ -29,6 +28,7 @@ from srd.simulate.sandbox.kubernetes import (
     replicas,
     seed_platform,
 )
+from tests.support.servers import running
 
 PRIMARY = {"namespace": PRODUCTION, "name": "web-primary", "replicas": 0}
 BACKUP = {"namespace": DR, "name": "web-backup", "replicas": 3}
@@ -275,9 +275,9 @@ async def test_api_answers_are_classified_retryable_or_permanent(
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", answer)
-    async with serving(app, "127.0.0.1", 0) as port:
+    async with running(app) as server:
         # Retryable answers are retried until the API timeout; the error keeps the last one.
-        settings = KubernetesSettings(host=f"http://127.0.0.1:{port}", api_timeout=0.5)
+        settings = KubernetesSettings(host=server.url, api_timeout=0.5)
         actuator = KubernetesActuator(settings)
         try:
             with pytest.raises(ActuatorError, match="said no") as caught:
@@ -288,9 +288,9 @@ async def test_api_answers_are_classified_retryable_or_permanent(
 
 
 async def test_an_unreachable_api_server_is_a_retryable_error() -> None:
-    async with serving(web.Application(), "127.0.0.1", 0) as port:
+    async with running(web.Application()) as server:
         pass
-    actuator = KubernetesActuator(KubernetesSettings(host=f"http://127.0.0.1:{port}"))
+    actuator = KubernetesActuator(KubernetesSettings(host=server.url))
     try:
         with pytest.raises(ActuatorError, match="web-primary: read failed") as caught:
             await actuator.snapshot("scale_deployment", PRIMARY)

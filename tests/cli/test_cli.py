@@ -9,7 +9,7 @@ import pytest
 from srd import __version__, runtime
 from srd.cli import exitcodes, main
 from srd.cli.exitcodes import USAGE
-from srd.simulate import runner
+from srd.simulate import verdict
 
 SRD = str(Path(sys.executable).with_name("srd"))
 
@@ -95,12 +95,12 @@ def test_the_codes_exitcodes_documents_for_the_daemon_and_drills_are_the_ones_re
     for code, meaning in (
         (runtime.EXIT_OK, "stopped by SIGTERM/SIGINT"),
         (runtime.EXIT_FAILED, "an essential task failed"),
-        (runner.EXIT_MET, "every objective met"),
-        (runner.EXIT_INVALID, "invalid drill or options"),
-        (runner.EXIT_BREACHED, "an objective breached"),
-        (runner.EXIT_NOT_RESTORED, "the steady state not restored"),
-        (runner.EXIT_ABORTED, "aborted"),
-        (runner.EXIT_INTERRUPTED, "interrupted (SIGINT)"),
-        (runner.EXIT_PREFLIGHT, "the preflight of a real target failed"),
+        (verdict.EXIT_MET, "every objective met"),
+        (verdict.EXIT_INVALID, "invalid drill or options"),
+        (verdict.EXIT_BREACHED, "an objective breached"),
+        (verdict.EXIT_NOT_RESTORED, "the steady state not restored"),
+        (verdict.EXIT_ABORTED, "aborted"),
+        (verdict.EXIT_INTERRUPTED, "interrupted (SIGINT)"),
+        (verdict.EXIT_PREFLIGHT, "the preflight of a real target failed"),
     ):
         assert f"{code} {meaning}" in documented

@@ -6,17 +6,18 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from srd.http.app import serving
 from srd.simulate.sandbox import FakeService
 from srd.simulate.sandbox.exporters import FakeNodeExporter, node_exporter_app
 from srd.simulate.sandbox.substrate import FakeChain, FakeSubstrateNode
 from tests.support.daemon import free_port
+from tests.support.servers import running
 
 SRD = str(Path(sys.executable).with_name("srd"))
 
 
-async def srd(*args: str) -> tuple[int, dict[str, object] | None, str]:
+async def srd(*args: str) -> tuple[int, dict[str, Any] | None, str]:
     process = await asyncio.create_subprocess_exec(
         SRD, "probe", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -38,8 +39,8 @@ async def test_probe_substrate_prints_numbers_as_integers_and_the_methods_it_lea
     assert (report["best"], report["finalized"], report["finality_lag"]) == (12, 10, 2)
     assert report["peers"] == 5
     assert report["is_syncing"] is False
-    assert "chain_getHeader" in report["methods"]  # type: ignore[operator]
-    assert "system_peers" not in report["methods"]  # type: ignore[operator]
+    assert "chain_getHeader" in report["methods"]
+    assert "system_peers" not in report["methods"]
 
 
 async def test_probe_of_a_down_target_exits_1_with_the_reason() -> None:
@@ -53,20 +54,18 @@ async def test_probe_of_a_down_target_exits_1_with_the_reason() -> None:
 
 async def test_probe_exporter_extracts_the_kept_series() -> None:
     exporter = FakeNodeExporter()
-    async with serving(node_exporter_app(exporter), "127.0.0.1", 0) as port:
-        code, report, _ = await srd(
-            "exporter", f"http://127.0.0.1:{port}/metrics", "--keep", "node_load1"
-        )
+    async with running(node_exporter_app(exporter)) as server:
+        code, report, _ = await srd("exporter", f"{server.url}/metrics", "--keep", "node_load1")
     assert code == 0
     assert report is not None
-    [sample] = report["samples"]  # type: ignore[misc]
+    [sample] = report["samples"]
     assert sample["name"] == "node_load1"
 
 
 async def test_probe_http_reports_the_status_and_fails_on_an_unexpected_one() -> None:
     service = FakeService()
-    async with serving(service.app(), "127.0.0.1", 0) as port:
-        url = f"http://127.0.0.1:{port}/health"
+    async with running(service.app()) as server:
+        url = f"{server.url}/health"
         code, report, _ = await srd("http", url)
         assert (code, report and report["status"]) == (0, 200)
         service.healthy = False

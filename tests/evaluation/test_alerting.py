@@ -5,8 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from srd.evaluation.alerting import AlertStates
-from srd.evaluation.rules import Outcome, SeriesNeed
-from srd.evaluation.series import SeriesStore
+from srd.evaluation.rules import Outcome, SeriesNeed, SeriesReader
 from srd.model import LabelSet
 
 
@@ -25,7 +24,7 @@ class Rule:
         return ()
 
     def evaluate(
-        self, store: SeriesStore, at: float, firing: Mapping[str, bool]
+        self, store: SeriesReader, at: float, firing: Mapping[str, bool]
     ) -> dict[LabelSet, Outcome]:
         return {}  # the tests drive AlertStates.update with results directly
 

@@ -13,7 +13,6 @@ from srd.evaluation.engine import Engine
 from srd.evaluation.export import rule_file
 from srd.evaluation.metrics import EvaluationMetrics
 from srd.evaluation.recovery import (
-    LocationStatus,
     RecoveryPack,
     judge_rpo,
     load_recovery_pack,
@@ -26,6 +25,7 @@ from srd.evaluation.recovery import (
 from srd.failover.runbooks import Runbook
 from srd.journal import ExecutionRecord
 from srd.model import RecoveryRecord
+from srd.probes.backups import LocationStatus
 from srd.runtime import DaemonMetrics
 from tests.support.evalkit import promtool
 from tests.support.failoverkit import Kit, kit

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from srd.cli.approve import approve
@@ -13,11 +12,7 @@ from srd.config import Mode
 from srd.evaluation.metrics import EvaluationMetrics
 from srd.failover.dispatch import _RELEASED
 from srd.failover.guards import BudgetReader, Guards, Limits
-from srd.failover.intake import Intake
-from srd.http.alertmanager import add_routes
-from srd.http.app import serving
-from srd.http.auth import Authenticator
-from srd.http.failover_api import add_api_routes
+from tests.support.eventually import eventually
 from tests.support.failoverkit import APPROVAL, FLAGGED, LOOSE, ONE_STEP, Kit, kit
 
 
@@ -148,21 +143,16 @@ async def test_an_approval_not_given_in_time_blocks(tmp_path: Path) -> None:
 
 async def test_srd_approve_lets_the_waiting_step_go_on(tmp_path: Path) -> None:
     async with kit(tmp_path) as k:
-        app = web.Application()
-        auth = Authenticator(None)
-        add_routes(app, Intake(10), auth, k.metrics, 1024)
-        add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
         runbook = k.runbook(APPROVAL)
         execution = await k.execution(runbook)
-        async with serving(app, "127.0.0.1", 0) as port:
+        async with k.api() as base:
             run = asyncio.create_task(k.executor.run(runbook, execution))
-            while not k.guards.approvals.pending():
-                await asyncio.sleep(0.01)
-            assert await approve(f"http://127.0.0.1:{port}", "nope", None, "ann") == (
+            await eventually(k.guards.approvals.pending, within=5, what="an approval asked")
+            assert await approve(base, "nope", None, "ann") == (
                 False,
                 "nothing waits for approval nope",
             )
-            ok, _ = await approve(f"http://127.0.0.1:{port}", f"{execution.id}-0", None, "ann")
+            ok, _ = await approve(base, f"{execution.id}-0", None, "ann")
             assert ok
             assert await run == "succeeded"
         assert k.actuator.state == {"a": 1}
@@ -171,23 +161,19 @@ async def test_srd_approve_lets_the_waiting_step_go_on(tmp_path: Path) -> None:
 async def test_the_kill_switch_api_sets_the_journals_switch_that_survives_a_restart(
     tmp_path: Path,
 ) -> None:
-    async with kit(tmp_path) as k:
-        app = web.Application()
-        add_routes(app, Intake(10), Authenticator(None), k.metrics, 1024)
-        add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
-        async with serving(app, "127.0.0.1", 0) as port, aiohttp.ClientSession() as http:
-            url = f"http://127.0.0.1:{port}/api/killswitch"
-            headers = {"X-Srd-User": "ann"}
-            body = {"on": True, "reason": "db migration"}
-            async with http.post(url, json=body, headers=headers) as response:
-                assert response.status == 200
-                shown = await response.json()
-            assert shown["on"] is True
-            assert shown["sources"] == ["journal"]
-            assert shown["journal"]["by"] == "ann"
-            assert shown["journal"]["reason"] == "db migration"
-            async with http.post(url, json={"on": "yes"}) as response:
-                assert response.status == 400
+    async with kit(tmp_path) as k, k.api() as base, aiohttp.ClientSession() as http:
+        url = f"{base}/api/killswitch"
+        headers = {"X-Srd-User": "ann"}
+        body = {"on": True, "reason": "db migration"}
+        async with http.post(url, json=body, headers=headers) as response:
+            assert response.status == 200
+            shown = await response.json()
+        assert shown["on"] is True
+        assert shown["sources"] == ["journal"]
+        assert shown["journal"]["by"] == "ann"
+        assert shown["journal"]["reason"] == "db migration"
+        async with http.post(url, json={"on": "yes"}) as response:
+            assert response.status == 400
     async with kit(tmp_path) as k:  # a restart: the journal still holds it
         runbook = k.runbook(ONE_STEP)
         execution = await k.execution(runbook)
@@ -197,11 +183,8 @@ async def test_the_kill_switch_api_sets_the_journals_switch_that_survives_a_rest
         assert "set in the journal by ann" in block.reason
         assert "db migration" in block.reason
         k.guards.kill_switch.set(True, "test")  # a file as well: off through the API clears both
-        app = web.Application()
-        add_routes(app, Intake(10), Authenticator(None), k.metrics, 1024)
-        add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
-        async with serving(app, "127.0.0.1", 0) as port, aiohttp.ClientSession() as http:
-            url = f"http://127.0.0.1:{port}/api/killswitch"
+        async with k.api() as base, aiohttp.ClientSession() as http:
+            url = f"{base}/api/killswitch"
             async with http.get(url) as response:
                 assert (await response.json())["sources"] == ["journal", "file"]
             async with http.post(url, json={"on": False}) as response:
@@ -232,8 +215,7 @@ async def test_an_approval_given_after_a_guard_closed_does_not_make_the_step_act
         runbook = k.runbook(FLAGGED)
         execution = await k.execution(runbook)
         run = asyncio.create_task(k.executor.run(runbook, execution))
-        while not k.guards.approvals.pending():
-            await asyncio.sleep(0.01)
+        await eventually(k.guards.approvals.pending, within=5, what="an approval asked")
         if change == "kill_switch":
             k.guards.kill_switch.set(True, "test")
         elif change == "mode":

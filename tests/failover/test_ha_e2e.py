@@ -13,7 +13,7 @@ import signal
 import textwrap
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from srd.cli.approve import approve
 from srd.journal import ExecutionRecord, Journal, StepRecord, open_journal
 from srd.simulate.sandbox.kubernetes import DR, LEASES, PRODUCTION, ApiError, FakeKubernetes
-from tests.failover.test_failover_e2e import (
+from tests.support.daemon import RunningSrd, free_port, running_srd
+from tests.support.eventually import eventually
+from tests.support.failover_e2e import (
     TOKEN,
     Platform,
     api_get,
@@ -35,7 +37,6 @@ from tests.failover.test_failover_e2e import (
     serving_platform,
     shipped_runbook,
 )
-from tests.support.daemon import RunningSrd, free_port, running_srd
 from tests.support.pgserver import PgDatabase, PgServer
 
 NS = "srd"
@@ -147,15 +148,6 @@ async def replicas(
         yield group
 
 
-async def until(condition: Callable[[], Awaitable[bool]], within: float, what: str) -> float:
-    """Seconds until ``condition`` held; fails the test after ``within`` seconds."""
-    started = time.monotonic()
-    while not await condition():
-        assert time.monotonic() - started < within, f"not within {within:g}s: {what}"
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
-
-
 async def identity(srd: RunningSrd) -> str:
     """The replica's holder identity, from its ``srd_leader`` gauge."""
     _, text = await srd.get("/metrics")
@@ -176,18 +168,17 @@ async def leading(ha: Ha, group: list[RunningSrd]) -> tuple[RunningSrd, list[Run
             return False
         return await group[names.index(holder)].metric("srd_leader") == 1
 
-    await until(elected, LEASE + SLACK * 3, "a replica leads")
+    await eventually(elected, within=LEASE + SLACK * 3, what="a replica leads")
     leader = group[names.index(str(ha.kubernetes.holder()))]
     return leader, [srd for srd in group if srd is not leader]
 
 
 async def finished(journal: Journal, state: str, within: float) -> ExecutionRecord:
-    async def done() -> bool:
-        found = await journal.executions()
-        return bool(found) and found[0].state == state
+    async def done() -> list[ExecutionRecord]:
+        found = list(await journal.executions())
+        return found if found and found[0].state == state else []
 
-    await until(done, within, f"an execution {state}")
-    [execution] = await journal.executions()
+    [execution] = await eventually(done, within=within, what=f"an execution {state}")
     return execution
 
 
@@ -270,7 +261,7 @@ async def test_a_leader_killed_mid_runbook_is_replaced_and_nothing_done_is_done_
         posted = time.time()
         statuses = await asyncio.gather(*(post(srd, payload()) for srd in group))
         assert statuses == [200, 200]
-        await until(lambda: dns_change_made(ha), 30, "the leader changed DNS")
+        await eventually(lambda: dns_change_made(ha), within=30, what="the leader changed DNS")
         killed = time.time()
         leader.process.send_signal(signal.SIGKILL)
         await leader.process.wait()
@@ -280,7 +271,9 @@ async def test_a_leader_killed_mid_runbook_is_replaced_and_nothing_done_is_done_
 
         # The Lease expires at most LEASE after the leader's last renewal (before the kill);
         # the successor's next attempt comes within 1.2 retry periods.
-        lease_taken = await until(taken_over, LEASE + 1.2 * RETRY + SLACK, "the Lease moved")
+        waited = time.monotonic()
+        await eventually(taken_over, within=LEASE + 1.2 * RETRY + SLACK, what="the Lease moved")
+        lease_taken = time.monotonic() - waited
         execution = await finished(journal, "succeeded", 30)
         ended = time.time()
 
@@ -312,7 +305,7 @@ async def test_a_leader_deposed_inside_a_step_writes_no_further_step(ha: Ha) -> 
         leader, (follower,) = await leading(ha, group)
         thief = await identity(follower)
         assert await post(leader, payload()) == 200
-        await until(lambda: dns_change_made(ha), 30, "the leader changed DNS")
+        await eventually(lambda: dns_change_made(ha), within=30, what="the leader changed DNS")
 
         # Steal the Lease for the follower, as a takeover writes it.
         lease = ha.kubernetes.store.get(LEASES, NS, "srd-leader")
@@ -329,7 +322,9 @@ async def test_a_leader_deposed_inside_a_step_writes_no_further_step(ha: Ha) -> 
         async def stepped_down() -> bool:
             return bool(leader.logged(LOST))
 
-        noticed = await until(stepped_down, RETRY + SLACK, "the deposed leader stepped down")
+        theft = time.monotonic()
+        await eventually(stepped_down, within=RETRY + SLACK, what="the deposed leader stepped down")
+        noticed = time.monotonic() - theft
         execution = await finished(journal, "succeeded", 30)
 
         # The journal: nothing between the theft and the new leader's claim of its term
@@ -376,7 +371,7 @@ async def test_an_approval_posted_to_a_follower_lets_the_leaders_execution_go_on
             pending = json.loads(text) if status == 200 else {}
             return bool(pending)
 
-        await until(asked, 30, "the follower lists the leader's pending approval")
+        await eventually(asked, within=30, what="the follower lists the leader's pending approval")
         [(approval_id, what)] = pending.items()
         assert what.startswith("run step scale_primary_down")
         assert leader.logged("approval needed")

@@ -20,6 +20,7 @@ from srd.failover.leader import LeaseLeadership, SingleInstance, leadership_from
 from srd.failover.metrics import FailoverMetrics
 from srd.journal import NO_TERM, Fence
 from srd.simulate.sandbox.kubernetes import LEASES, ApiError, FakeKubernetes
+from tests.support.eventually import eventually
 
 NS = "srd"
 LEASE = 2.0
@@ -121,19 +122,11 @@ def leaders(group: list[Replica]) -> list[Replica]:
     return [r for r in group if r.leadership.is_leader()]
 
 
-async def until(condition: Callable[[], bool], within: float) -> float:
-    """Seconds until ``condition`` held; fails the test after ``within`` seconds."""
-    started = time.monotonic()
-    while not condition():
-        elapsed = time.monotonic() - started
-        assert elapsed < within, f"not within {within:g}s"
-        await asyncio.sleep(0.02)
-    return time.monotonic() - started
-
-
 async def test_of_three_replicas_exactly_one_leads_and_the_others_follow_it() -> None:
     async with replicas(3) as (fake, group):
-        await until(lambda: len(leaders(group)) == 1, RETRY * 3 + SLACK)
+        await eventually(
+            lambda: len(leaders(group)) == 1, within=RETRY * 3 + SLACK, what="one leader"
+        )
         # Several renewals later still exactly one, the one the Lease names.
         for _ in range(40):
             assert len(leaders(group)) == 1
@@ -154,7 +147,9 @@ async def test_of_three_replicas_exactly_one_leads_and_the_others_follow_it() ->
 
 async def test_when_the_leader_dies_another_takes_over_within_the_lease_duration() -> None:
     async with replicas(3) as (fake, group):
-        await until(lambda: len(leaders(group)) == 1, RETRY * 3 + SLACK)
+        await eventually(
+            lambda: len(leaders(group)) == 1, within=RETRY * 3 + SLACK, what="one leader"
+        )
         (dead,) = leaders(group)
         # Cancelled as SIGKILL would end it: no release, the Lease must expire.
         dead.task.cancel()
@@ -162,7 +157,11 @@ async def test_when_the_leader_dies_another_takes_over_within_the_lease_duration
         assert fake.lease()["holderIdentity"] == dead.leadership.identity
         living = [r for r in group if r is not dead]
 
-        took = await until(lambda: len(leaders(living)) == 1, LEASE + SLACK)
+        began = time.monotonic()
+        await eventually(
+            lambda: len(leaders(living)) == 1, within=LEASE + SLACK, what="a new leader"
+        )
+        took = time.monotonic() - began
 
         # Not before the lease expired (the last renewal was at most one retry period ago).
         assert took > LEASE - RETRY - 0.1
@@ -188,9 +187,13 @@ async def test_gaining_the_lease_awaits_on_acquire_once_already_fenced_as_the_ne
         stop = asyncio.Event()
         task = asyncio.create_task(leadership.run(stop), name="leader")
         try:
-            await until(lambda: bool(fences), RETRY * 2 + SLACK)
+            await eventually(lambda: fences, within=RETRY * 2 + SLACK, what="acquired")
             acquired = fake.lease()["renewTime"]
-            await until(lambda: fake.lease()["renewTime"] != acquired, RETRY * 2 + SLACK)
+            await eventually(
+                lambda: fake.lease()["renewTime"] != acquired,
+                within=RETRY * 2 + SLACK,
+                what="a renewal",
+            )
             assert fences == [Fence("srd-0_x", 0)], "a renewal is not an acquisition"
         finally:
             stop.set()
@@ -201,7 +204,9 @@ async def test_a_leader_that_stops_cleanly_releases_the_lease_and_a_follower_tak
     None
 ):
     async with replicas(2) as (fake, group):
-        await until(lambda: len(leaders(group)) == 1, RETRY * 3 + SLACK)
+        await eventually(
+            lambda: len(leaders(group)) == 1, within=RETRY * 3 + SLACK, what="one leader"
+        )
         (old,) = leaders(group)
         (new,) = [r for r in group if r is not old]
 
@@ -209,7 +214,7 @@ async def test_a_leader_that_stops_cleanly_releases_the_lease_and_a_follower_tak
         await old.task
 
         assert old.losses.leading == [False], "stepping down runs the loss hook"
-        await until(new.leadership.is_leader, RETRY * 1.2 + SLACK)
+        await eventually(new.leadership.is_leader, within=RETRY * 1.2 + SLACK, what="it leads")
         assert fake.lease()["leaseTransitions"] == 1
         assert new.leadership.term == 1
         assert old.gauge() == 0
@@ -220,7 +225,7 @@ async def test_a_leader_that_stops_cleanly_releases_the_lease_and_a_follower_tak
 
 async def test_a_conflict_on_renewal_means_not_leader_until_a_fresh_read_wins_again() -> None:
     async with replicas(1) as (fake, (replica,)):
-        await until(replica.leadership.is_leader, RETRY * 2 + SLACK)
+        await eventually(replica.leadership.is_leader, within=RETRY * 2 + SLACK, what="it leads")
 
         async def written_meanwhile(request: web.Request) -> None:
             if request.method == "PUT":
@@ -231,19 +236,19 @@ async def test_a_conflict_on_renewal_means_not_leader_until_a_fresh_read_wins_ag
                 fake.store.replace(LEASES, NS, "srd-leader", lease)
 
         fake.before = written_meanwhile
-        await until(lambda: bool(replica.losses.times), RETRY * 2 + SLACK)
+        await eventually(lambda: replica.losses.times, within=RETRY * 2 + SLACK, what="a loss")
 
         assert replica.losses.leading == [False], "the hook runs once leadership has ended"
         assert replica.gauge() == 0
         # The Lease still names this replica, unexpired: the next round renews it.
-        await until(replica.leadership.is_leader, RETRY * 2 + SLACK)
+        await eventually(replica.leadership.is_leader, within=RETRY * 2 + SLACK, what="it leads")
         assert replica.leadership.term == 0
 
 
 @pytest.mark.parametrize("outage", ["hanging", "unavailable"])
 async def test_a_leader_that_cannot_renew_stops_leading_at_the_renew_deadline(outage: str) -> None:
     async with replicas(1) as (fake, (replica,)):
-        await until(replica.leadership.is_leader, RETRY * 2 + SLACK)
+        await eventually(replica.leadership.is_leader, within=RETRY * 2 + SLACK, what="it leads")
         gate = asyncio.Event()
 
         async def cut_off(_: web.Request) -> None:
@@ -255,11 +260,14 @@ async def test_a_leader_that_cannot_renew_stops_leading_at_the_renew_deadline(ou
         fake.before = cut_off
         cut = time.monotonic()
 
-        took = await until(lambda: not replica.leadership.is_leader(), RENEW + SLACK)
+        await eventually(
+            lambda: not replica.leadership.is_leader(), within=RENEW + SLACK, what="stepped down"
+        )
+        took = time.monotonic() - cut
 
         # Fail closed: at the deadline measured from the last renewal, not later.
         assert took <= RENEW
-        await until(lambda: bool(replica.losses.times), SLACK)
+        await eventually(lambda: replica.losses.times, within=SLACK, what="a loss")
         assert replica.losses.times[0] - cut <= RENEW + 0.1
         assert replica.gauge() == 0
         assert replica.leadership.term is None
@@ -267,7 +275,7 @@ async def test_a_leader_that_cannot_renew_stops_leading_at_the_renew_deadline(ou
         # The API back, it stands again and leads (the Lease is its own or expired).
         fake.before = None
         gate.set()
-        await until(replica.leadership.is_leader, LEASE + SLACK)
+        await eventually(replica.leadership.is_leader, within=LEASE + SLACK, what="it leads again")
         assert fake.lease()["holderIdentity"] == replica.leadership.identity
 
 

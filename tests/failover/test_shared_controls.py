@@ -13,17 +13,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from srd.cli.approve import approve
-from srd.failover.intake import Intake
-from srd.http.alertmanager import add_routes
-from srd.http.app import serving
-from srd.http.auth import Authenticator
-from srd.http.failover_api import add_api_routes
 from srd.journal import Fence, JournalError, PostgresJournal, SqliteJournal
 from srd.journal.sql import SqlJournal
-from tests.support.failoverkit import APPROVAL, FLAGGED, ONE_STEP, Clock, Kit, kit
+from tests.support.clock import Clock
+from tests.support.eventually import eventually
+from tests.support.failoverkit import APPROVAL, FLAGGED, ONE_STEP, Kit, kit
 from tests.support.pgserver import PgServer
 
 Opener = Callable[[Clock], Any]
@@ -56,16 +52,6 @@ async def replicas(tmp_path: Path, opener: Opener, count: int) -> AsyncIterator[
         yield kits
 
 
-@asynccontextmanager
-async def api(k: Kit) -> AsyncIterator[str]:
-    """The replica's failover API, served on a free port: its base URL."""
-    app = web.Application()
-    add_routes(app, Intake(10), Authenticator(None), k.metrics, 1024)
-    add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
-    async with serving(app, "127.0.0.1", 0) as port:
-        yield f"http://127.0.0.1:{port}"
-
-
 async def pending_on(base: str) -> dict[str, str]:
     async with aiohttp.ClientSession() as http, http.get(f"{base}/api/approvals") as response:
         assert response.status == 200
@@ -73,11 +59,10 @@ async def pending_on(base: str) -> dict[str, str]:
         return result
 
 
-async def until_pending(base: str, approval_id: str) -> dict[str, str]:
-    async with asyncio.timeout(10):
-        while approval_id not in (shown := await pending_on(base)):
-            await asyncio.sleep(0.02)
-    return shown
+async def pending_with(base: str, approval_id: str) -> dict[str, str]:
+    """The approvals ``base`` lists if ``approval_id`` is among them, else none."""
+    shown = await pending_on(base)
+    return shown if approval_id in shown else {}
 
 
 async def test_a_kill_switch_set_through_one_replica_stops_the_step_on_another(
@@ -85,7 +70,7 @@ async def test_a_kill_switch_set_through_one_replica_stops_the_step_on_another(
 ) -> None:
     async with replicas(tmp_path, shared, 2) as (leader, follower):
         runbook = leader.runbook(ONE_STEP)
-        async with api(follower) as base, aiohttp.ClientSession() as http:
+        async with follower.api() as base, aiohttp.ClientSession() as http:
             body = {"on": True, "reason": "incident 42"}
             headers = {"X-Srd-User": "ann"}
             async with http.post(f"{base}/api/killswitch", json=body, headers=headers) as r:
@@ -98,7 +83,7 @@ async def test_a_kill_switch_set_through_one_replica_stops_the_step_on_another(
             assert "set in the journal by ann" in block.reason
             assert "incident 42" in block.reason
             # Every replica reports it, from the journal.
-            async with api(leader) as leader_base, http.get(f"{leader_base}/api/killswitch") as r:
+            async with leader.api() as leader_base, http.get(f"{leader_base}/api/killswitch") as r:
                 shown = await r.json()
             assert shown["on"] is True
             assert shown["sources"] == ["journal"]
@@ -135,8 +120,10 @@ async def test_an_approval_posted_to_a_follower_lets_the_leaders_step_go_on(
         execution = await leader.execution(runbook)
         approval_id = f"{execution.id}-0"
         run = asyncio.create_task(leader.executor.run(runbook, execution))
-        async with api(follower) as base:
-            shown = await until_pending(base, approval_id)
+        async with follower.api() as base:
+            shown = await eventually(
+                lambda: pending_with(base, approval_id), within=10, what="listed pending"
+            )
             assert shown[approval_id] in ("restore the database", "run step a of flagged")
             assert await approve(base, "nope-0", None, "ann") == (
                 False,
@@ -164,8 +151,10 @@ async def test_an_approval_recorded_before_a_leader_change_is_honoured_by_the_ne
         execution = await old.execution(runbook)
         approval_id = f"{execution.id}-0"
         run = asyncio.create_task(old.executor.run(runbook, execution))
-        async with api(new) as base:
-            await until_pending(base, approval_id)
+        async with new.api() as base:
+            await eventually(
+                lambda: pending_with(base, approval_id), within=10, what="listed pending"
+            )
             # The leader is lost while it waits (stand_down cancels its executions).
             old.leader.leader = False
             run.cancel()
@@ -198,7 +187,7 @@ async def test_an_approval_timed_out_cannot_be_given_later(tmp_path: Path, share
         execution = await leader.execution(runbook)
         assert await leader.executor.run(runbook, execution) == "blocked"
         assert await leader.guards_blocked(execution.id) == ["approval"]
-        async with api(follower) as base:
+        async with follower.api() as base:
             assert await pending_on(base) == {}
             assert (await approve(base, f"{execution.id}-0", None, "ann"))[0] is False
         assert leader.actuator.calls == []
@@ -221,7 +210,7 @@ async def test_a_kill_switch_that_cannot_be_read_refuses_the_step_and_says_why(
     tmp_path: Path, shared: Opener
 ) -> None:
     async with replicas(tmp_path, shared, 1) as (k,):
-        k.guards.kill_switch._journal = UnreadableKillSwitch(k.journal)  # type: ignore[assignment]
+        k.guards.kill_switch._journal = UnreadableKillSwitch(k.journal)
         runbook = k.runbook(ONE_STEP)
         execution = await k.execution(runbook)
         assert await k.executor.run(runbook, execution) == "blocked"
@@ -232,7 +221,7 @@ async def test_a_kill_switch_that_cannot_be_read_refuses_the_step_and_says_why(
         assert "connection refused" in block.reason
         assert "counts as on" in block.reason
         async with (
-            api(k) as base,
+            k.api() as base,
             aiohttp.ClientSession() as http,
             http.get(f"{base}/api/killswitch") as response,
         ):

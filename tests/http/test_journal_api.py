@@ -13,27 +13,20 @@ from aiohttp import web
 
 from srd.cli.journal import journal_show
 from srd.config import WebhookAuth
-from srd.http.app import serving
 from srd.http.auth import Authenticator
 from srd.http.journal_api import add_routes
 from srd.journal import JOURNAL_FILE, SqliteJournal, StepRecord
+from tests.support.clock import Clock
+from tests.support.servers import running
 
 T0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 ALERT = {"labels": {"alertname": "PrimaryDown", "chain": "vilokanam"}, "fingerprint": "f1"}
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def populate(path: Path) -> tuple[str, str]:
     """Two executions: an older dry-run that a guard blocked, a newer armed failover that
     succeeded in two steps. Returns their ids (older, newer)."""
-    clock = FakeClock()
+    clock = Clock(T0)
     async with await SqliteJournal.open(path, clock=clock) as journal:
         older = await journal.start_execution("blue-green", "k1", "dry-run", "c1", {})
         assert older is not None
@@ -61,7 +54,8 @@ async def populate(path: Path) -> tuple[str, str]:
 @pytest_asyncio.fixture
 async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
     await populate(tmp_path / JOURNAL_FILE)
-    async with await SqliteJournal.open(tmp_path / JOURNAL_FILE) as journal:
+    journal = await SqliteJournal.open(tmp_path / JOURNAL_FILE)
+    async with journal:
         yield journal
 
 
@@ -69,8 +63,8 @@ async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
 async def api(journal: SqliteJournal) -> AsyncIterator[str]:
     app = web.Application()
     add_routes(app, journal, Authenticator(None))
-    async with serving(app, "127.0.0.1", 0) as port:
-        yield f"http://127.0.0.1:{port}"
+    async with running(app) as server:
+        yield server.url
 
 
 async def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -141,18 +135,22 @@ async def test_with_credentials_configured_the_read_routes_demand_them(
     app = web.Application()
     add_routes(app, journal, auth)
     newest = (await journal.executions(1))[0].id
-    url = "http://127.0.0.1:{port}" + path.replace("{id}", newest)
-    async with serving(app, "127.0.0.1", 0) as port:
+    route = path.replace("{id}", newest)
+    async with running(app) as server:
         for headers in (None, {"Authorization": "Bearer wrong"}):
-            status, body = await get(url.format(port=port), headers)
+            status, body = await get(server.url + route, headers)
             assert (status, body) == (401, {"error": "authentication required"})
-        status, _ = await get(url.format(port=port), {"Authorization": "Bearer s3cret"})
+        status, _ = await get(server.url + route, {"Authorization": "Bearer s3cret"})
         assert status == 200
 
 
 async def test_the_resolved_notification_of_an_executions_alert_is_shown(tmp_path: Path) -> None:
-    clock = FakeClock()
-    alert = {"fingerprint": "f9", "startsAt": "2024-05-01T11:59:00.000Z", "labels": {}}
+    clock = Clock(T0)
+    alert: dict[str, Any] = {
+        "fingerprint": "f9",
+        "startsAt": "2024-05-01T11:59:00.000Z",
+        "labels": {},
+    }
     async with await SqliteJournal.open(tmp_path / JOURNAL_FILE, clock=clock) as journal:
         assert await journal.record_alert("f9", alert["startsAt"], "firing", alert)
         execution = await journal.start_execution("failover", "k", "armed", "c", alert)
@@ -161,8 +159,8 @@ async def test_the_resolved_notification_of_an_executions_alert_is_shown(tmp_pat
         assert await journal.record_alert("f9", alert["startsAt"], "resolved", alert)
         app = web.Application()
         add_routes(app, journal, Authenticator(None))
-        async with serving(app, "127.0.0.1", 0) as port:
-            status, body = await get(f"http://127.0.0.1:{port}/api/executions/{execution.id}")
+        async with running(app) as server:
+            status, body = await get(f"{server.url}/api/executions/{execution.id}")
     assert status == 200
     assert body["alert_receipts"] == [
         {"status": "firing", "at": T0},

@@ -22,12 +22,15 @@ from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook
 from srd.failover.stage import FailoverStage
 from srd.http.alertmanager import add_routes
-from srd.http.app import serving
 from srd.http.auth import Authenticator
 from srd.http.failover_api import add_api_routes
 from srd.journal import JournalError, SqliteJournal
+from srd.journal.sql import SqlJournal
 from srd.model import Alert
-from tests.support.failoverkit import ONE_STEP, Clock, Kit, kit
+from tests.support.clock import Clock
+from tests.support.eventually import eventually
+from tests.support.failoverkit import ONE_STEP, Kit, kit
+from tests.support.servers import running
 
 TOKEN = "s3cret-token"
 
@@ -63,8 +66,8 @@ async def server(
 ) -> AsyncIterator[str]:
     app = web.Application()
     add_routes(app, intake, Authenticator(auth), metrics, limit)
-    async with serving(app, "127.0.0.1", 0) as port:
-        yield f"http://127.0.0.1:{port}/alertmanager"
+    async with running(app) as server:
+        yield f"{server.url}/alertmanager"
 
 
 def bearer_auth(monkeypatch: pytest.MonkeyPatch) -> WebhookAuth:
@@ -258,18 +261,12 @@ async def pipeline(
     add_api_routes(app, k.guards.kill_switch, k.guards.approvals)
     task = asyncio.create_task(dispatcher.run(stop))
     try:
-        async with serving(app, "127.0.0.1", 0) as port:
-            yield f"http://127.0.0.1:{port}/alertmanager", dispatcher
+        async with running(app) as server:
+            yield f"{server.url}/alertmanager", dispatcher
     finally:
         stop.set()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-async def until(condition: Any) -> None:
-    async with asyncio.timeout(5):
-        while not await condition():
-            await asyncio.sleep(0.01)
 
 
 async def test_refused_posts_do_not_disturb_a_runbook_in_progress_and_resends_do_nothing(
@@ -283,7 +280,7 @@ async def test_refused_posts_do_not_disturb_a_runbook_in_progress_and_resends_do
             async def waiting() -> bool:
                 return bool(k.guards.approvals.pending())
 
-            await until(waiting)
+            await eventually(waiting, within=5, what="waiting")
             assert (await post(url, payload(), {}))[0] == 401
             assert (await post(url, b"x" * 100_000))[0] == 413
             assert (await post(url, {"version": "4"}))[0] == 400
@@ -295,7 +292,7 @@ async def test_refused_posts_do_not_disturb_a_runbook_in_progress_and_resends_do
             async def done() -> bool:
                 return await k.state(execution.id) == "succeeded"
 
-            await until(done)
+            await eventually(done, within=5, what="done")
             assert (await post(url, payload()))[0] == 200  # and once more after it ended
             await asyncio.sleep(0.05)
         assert len(await k.journal.executions()) == 1
@@ -313,14 +310,14 @@ async def test_resolved_cancels_a_planned_execution(
             async def planned() -> bool:
                 return len(await k.journal.executions()) == 1
 
-            await until(planned)
+            await eventually(planned, within=5, what="planned")
             assert (await post(url, payload("resolved")))[0] == 200
             [execution] = await k.journal.executions()
 
             async def cancelled() -> bool:
                 return await k.state(execution.id) == "cancelled"
 
-            await until(cancelled)
+            await eventually(cancelled, within=5, what="cancelled")
         assert k.actuator.calls == []
 
 
@@ -340,7 +337,7 @@ async def test_a_resolve_a_follower_received_cancels_what_the_leader_takes_up(
                 receipts = await k.journal.receipts("abc", "2024-05-01T10:00:00.123Z")
                 return [status for status, _ in receipts] == ["firing", "resolved"]
 
-            await until(recorded)
+            await eventually(recorded, within=5, what="recorded")
             [execution] = await k.journal.executions()
             assert execution.state == "planned"
             k.leader.leader = True
@@ -349,7 +346,7 @@ async def test_a_resolve_a_follower_received_cancels_what_the_leader_takes_up(
             async def cancelled() -> bool:
                 return await k.state(execution.id) == "cancelled"
 
-            await until(cancelled)
+            await eventually(cancelled, within=5, what="cancelled")
             await asyncio.sleep(0.05)
         assert not k.guards.approvals.pending()
         assert k.actuator.calls == []
@@ -369,7 +366,7 @@ async def test_settle_counts_from_the_decision_not_from_the_leaders_pickup(
             async def planned() -> bool:
                 return len(await k.journal.executions()) == 1
 
-            await until(planned)
+            await eventually(planned, within=5, what="planned")
             k.clock.now += 3600  # the follower decided an hour ago; the leader takes over now
             k.leader.leader = True
             dispatcher.acquired()
@@ -377,7 +374,9 @@ async def test_settle_counts_from_the_decision_not_from_the_leaders_pickup(
             async def asking() -> bool:
                 return bool(k.guards.approvals.pending())
 
-            await until(asking)  # its first step, at once: the settle has passed
+            await eventually(
+                asking, within=5, what="asking"
+            )  # its first step, at once: the settle has passed
 
 
 async def test_resolved_while_running_is_recorded_and_not_acted_on(
@@ -391,7 +390,7 @@ async def test_resolved_while_running_is_recorded_and_not_acted_on(
             async def waiting() -> bool:
                 return bool(k.guards.approvals.pending())
 
-            await until(waiting)
+            await eventually(waiting, within=5, what="waiting")
             assert (await post(url, payload("resolved")))[0] == 200
             await asyncio.sleep(0.05)
             [execution] = await k.journal.executions()
@@ -402,7 +401,7 @@ async def test_resolved_while_running_is_recorded_and_not_acted_on(
             async def done() -> bool:
                 return await k.state(execution.id) == "succeeded"
 
-            await until(done)
+            await eventually(done, within=5, what="done")
         # The resolved alert is in the journal: a second record of it is refused.
         assert not await k.journal.record_alert("abc", "2024-05-01T10:00:00.123Z", "resolved", {})
 
@@ -423,7 +422,7 @@ async def test_an_alert_blocked_before_anything_acted_runs_once_when_resent_afte
                     "reason": "blocked before anything acted: a resend of the alert may run it",
                 }
 
-            await until(released)
+            await eventually(released, within=5, what="released")
             [blocked] = await k.journal.executions()
             assert await k.guards_blocked(blocked.id) == ["kill_switch"]
             k.guards.kill_switch.set(False, "test")
@@ -433,7 +432,7 @@ async def test_an_alert_blocked_before_anything_acted_runs_once_when_resent_afte
                 found = await k.journal.executions()
                 return len(found) == 2 and found[0].state == "succeeded"
 
-            await until(succeeded)
+            await eventually(succeeded, within=5, what="succeeded")
             for _ in range(2):  # further resends: it ran, nothing more happens
                 assert (await post(url, payload()))[0] == 200
             await asyncio.sleep(0.05)
@@ -464,7 +463,7 @@ async def test_an_alert_blocked_after_a_step_acted_is_not_run_again_on_resend(
                 found = await k.journal.executions()
                 return bool(found) and found[0].state == "blocked"
 
-            await until(blocked)
+            await eventually(blocked, within=5, what="blocked")
             assert (await post(url, payload()))[0] == 200
             await asyncio.sleep(0.1)
         [execution] = await k.journal.executions()
@@ -526,8 +525,8 @@ async def test_alerts_queued_at_shutdown_are_journaled_and_run_at_the_next_start
         def dispatcher() -> Dispatcher:
             return dispatcher_of(k, runbook, intake)
 
-        async with serving(app, "127.0.0.1", 0) as port:
-            url = f"http://127.0.0.1:{port}/alertmanager"
+        async with running(app) as server:
+            url = f"{server.url}/alertmanager"
             # Accepted (200) while nothing takes them off the queue yet; then srd stops.
             for fingerprint in ("one", "two"):
                 assert (await post(url, payload(fingerprint=fingerprint)))[0] == 200
@@ -550,7 +549,7 @@ async def test_alerts_queued_at_shutdown_are_journaled_and_run_at_the_next_start
             return {e.state for e in await k.journal.executions()} == {"succeeded"}
 
         try:
-            await until(both_ran)
+            await eventually(both_ran, within=5, what="both ran")
         finally:
             stop.set()
             await task
@@ -561,7 +560,7 @@ class Outage:
     """The kit's journal, whose receipt writes fail ``failures`` times first (a PostgreSQL
     journal whose server restarts, a full disk)."""
 
-    def __init__(self, journal: SqliteJournal, failures: int) -> None:
+    def __init__(self, journal: SqlJournal, failures: int) -> None:
         self._journal = journal
         self.failures = failures
         self.batches: list[int] = []
@@ -590,8 +589,8 @@ async def test_a_journal_outage_holds_accepted_alerts_until_the_journal_is_back(
         dispatcher = dispatcher_of(k, runbook, intake, outage)
         app = web.Application()
         add_routes(app, intake, Authenticator(bearer_auth(monkeypatch)), k.metrics, 64 * 1024)
-        async with serving(app, "127.0.0.1", 0) as port:
-            url = f"http://127.0.0.1:{port}/alertmanager"
+        async with running(app) as server:
+            url = f"{server.url}/alertmanager"
             for fingerprint in ("one", "two", "three"):
                 assert (await post(url, payload(fingerprint=fingerprint)))[0] == 200
             stop = asyncio.Event()
@@ -602,7 +601,7 @@ async def test_a_journal_outage_holds_accepted_alerts_until_the_journal_is_back(
                     executions = await k.journal.executions()
                     return len(executions) == 3 and {e.state for e in executions} == {"succeeded"}
 
-                await until(all_ran)
+                await eventually(all_ran, within=5, what="all ran")
             finally:
                 stop.set()
                 await task

@@ -24,35 +24,30 @@ from srd.journal import (
     JOURNAL_FILE,
     NO_TERM,
     AlertReceipt,
+    ExecutionState,
     Fence,
     FencedError,
     Journal,
     JournalError,
     PostgresJournal,
     SqliteJournal,
+    StepPhase,
     StepRecord,
     journal_path,
     open_journal,
 )
 from srd.journal.sql import SqlJournal
 from srd.model import RecoveryRecord
+from tests.support.clock import Clock
 from tests.support.pgserver import PgDatabase, PgServer
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 
 
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> Clock:
+    return Clock(T0)
 
 
 @dataclass
@@ -70,7 +65,7 @@ class Backend:
     server: PgServer | None = None
     database: PgDatabase | None = None
 
-    async def open(self, clock: FakeClock | None = None, *, create: bool = True) -> SqlJournal:
+    async def open(self, clock: Clock | None = None, *, create: bool = True) -> SqlJournal:
         now = clock or time.time
         if self.database is None:
             return await SqliteJournal.open(journal_path(self.target), create=create, clock=now)
@@ -87,7 +82,7 @@ class Backend:
             finally:
                 db.close()
         with self.server.connect(self.database) as conn:
-            cursor = conn.execute(statement)  # type: ignore[arg-type]
+            cursor = conn.execute(statement)
             return cursor.fetchall() if cursor.description else []
 
 
@@ -101,18 +96,19 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
 
 @pytest_asyncio.fixture
-async def journal(backend: Backend, clock: FakeClock) -> AsyncIterator[SqlJournal]:
+async def journal(backend: Backend, clock: Clock) -> AsyncIterator[SqlJournal]:
     async with await backend.open(clock) as journal:
         yield journal
 
 
 @pytest_asyncio.fixture
-async def sqlite_journal(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteJournal]:
-    async with await SqliteJournal.open(tmp_path / JOURNAL_FILE, clock=clock) as journal:
+async def sqlite_journal(tmp_path: Path, clock: Clock) -> AsyncIterator[SqliteJournal]:
+    journal = await SqliteJournal.open(tmp_path / JOURNAL_FILE, clock=clock)
+    async with journal:
         yield journal
 
 
-def step(execution_id: str, index: int, phase: str, **fields: object) -> StepRecord:
+def step(execution_id: str, index: int, phase: StepPhase, **fields: Any) -> StepRecord:
     return StepRecord(
         execution_id, index, f"step-{index}", phase, f"{execution_id}:{index}", T0, **fields
     )
@@ -193,7 +189,7 @@ async def test_writes_for_an_unknown_execution_are_refused(journal: SqlJournal) 
 
 
 async def test_state_changes_are_new_rows_and_the_latest_wins(
-    journal: SqlJournal, clock: FakeClock
+    journal: SqlJournal, clock: Clock
 ) -> None:
     execution = await journal.start_execution("failover", "k1", "armed", "c1", {})
     assert execution is not None
@@ -244,11 +240,11 @@ async def test_postgres_refuses_to_truncate_history(
 ) -> None:
     await (await PostgresJournal.open(pg_database.url, password=pg_database.password)).close()
     with pg_server.connect(pg_database) as conn, pytest.raises(psycopg.Error, match="append-only"):
-        conn.execute(f"TRUNCATE {table} CASCADE")  # type: ignore[arg-type]
+        conn.execute(f"TRUNCATE {table} CASCADE")
 
 
 async def test_guard_blocks_are_listed_newest_first_per_execution_or_all(
-    journal: SqlJournal, clock: FakeClock
+    journal: SqlJournal, clock: Clock
 ) -> None:
     execution = await journal.start_execution("failover", "k1", "armed", "c1", {})
     assert execution is not None
@@ -344,8 +340,8 @@ async def test_a_process_killed_mid_write_leaves_a_consistent_journal(backend: B
             stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=env,
         )  # fmt: skip
         assert child.stdout is not None
-        _, execution_id = (await asyncio.wait_for(child.stdout.readline(), 30)).split()
-        seen = acknowledged.setdefault(execution_id.decode(), set())
+        _, created = (await asyncio.wait_for(child.stdout.readline(), 30)).split()
+        seen = acknowledged.setdefault(created.decode(), set())
         while len(seen) < kill_after:
             phase, index = (await asyncio.wait_for(child.stdout.readline(), 30)).split()
             seen.add((phase.decode(), int(index)))
@@ -396,7 +392,7 @@ async def test_a_sqlite_write_waiting_on_the_disk_does_not_block_the_event_loop(
 
 
 async def test_recovery_records_run_from_the_alert_start_to_success(
-    journal: SqlJournal, clock: FakeClock
+    journal: SqlJournal, clock: Clock
 ) -> None:
     alert = {
         "labels": {"alertname": "PrimaryDown", "scenario": "primary-region-loss"},
@@ -416,7 +412,7 @@ async def test_recovery_records_run_from_the_alert_start_to_success(
 
 
 async def test_drills_name_their_scenario_and_kind_and_start_at_creation(
-    journal: SqlJournal, clock: FakeClock
+    journal: SqlJournal, clock: Clock
 ) -> None:
     drill = await journal.start_execution(
         "restore", "k1", "armed", "c1", {"scenario": "db-restore", "kind": "drill"}
@@ -431,7 +427,7 @@ async def test_only_armed_successful_executions_with_a_scenario_are_recoveries(
     journal: SqlJournal,
 ) -> None:
     with_scenario = {"scenario": "primary-region-loss"}
-    cases = [
+    cases: list[tuple[str, str, dict[str, Any], ExecutionState]] = [
         ("k1", "armed", with_scenario, "failed"),
         ("k2", "armed", with_scenario, "escalated"),
         ("k3", "armed", with_scenario, "running"),
@@ -460,7 +456,7 @@ async def test_an_alert_clock_ahead_of_ours_gives_a_zero_interval_not_an_error(
 
 
 async def test_prune_drops_old_alert_receipts_and_keeps_executions(
-    journal: SqlJournal, clock: FakeClock
+    journal: SqlJournal, clock: Clock
 ) -> None:
     await journal.record_alert("old", "s", "firing", {})
     execution = await journal.start_execution("failover", "k1", "armed", "c1", {})

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from srd.journal import NO_TERM, Fence, FencedError, SqliteJournal, StepRecord
+from tests.support.eventually import eventually
 from tests.support.failoverkit import THREE_STEPS, kit
 
 
@@ -28,8 +29,11 @@ async def test_a_leader_deposed_inside_a_step_writes_nothing_more_and_rolls_noth
         runbook = k.runbook(THREE_STEPS)
         execution = await k.execution(runbook)
         running = asyncio.create_task(k.executor.run(runbook, execution))
-        while not [s for s in await k.journal.steps(execution.id) if s.name == "b"]:
-            await asyncio.sleep(0.01)
+
+        async def b_started() -> bool:
+            return any(s.name == "b" for s in await k.journal.steps(execution.id))
+
+        await eventually(b_started, within=5, what="step b started")
         async with await SqliteJournal.open(tmp_path / "journal.sqlite3") as new_leader:
             await new_leader.lead(Fence("b", 2))
 

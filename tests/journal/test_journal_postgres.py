@@ -20,7 +20,8 @@ from srd.journal import (
     check_journal_url,
     open_journal,
 )
-from tests.support.pgserver import PASSWORD, PgDatabase, PgServer, free_port
+from tests.support.daemon import free_port
+from tests.support.pgserver import PASSWORD, PgDatabase, PgServer
 
 
 async def opened(database: PgDatabase, count: int) -> list[PostgresJournal]:

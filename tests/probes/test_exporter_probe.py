@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
@@ -32,7 +32,7 @@ from srd.simulate.sandbox.exporters import (
 Key = tuple[str, tuple[tuple[str, str], ...], str, str]
 
 
-def _key(name: str, labels: Iterable[tuple[str, str]], value: float, ts: float | None) -> Key:
+def _key(name: str, labels: Iterable[tuple[str, str]], value: float, ts: object) -> Key:
     # repr() so NaN compares equal to NaN, ints compare with their float, and keys sort.
     return (name, tuple(labels), repr(float(value)), repr(ts))
 
@@ -58,7 +58,7 @@ metric_names = st.from_regex(r"[a-z][a-z0-9_:]{0,7}", fullmatch=True)
 label_names = st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True).filter(
     lambda n: n not in {"le", "quantile"}
 )
-label_values = st.text(st.characters(exclude_categories=("Cs",)), max_size=8)
+label_values = st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
 numbers = st.one_of(
     st.integers(-(10**20), 10**20).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(
@@ -78,9 +78,9 @@ def sample_lines(draw: st.DrawFn, name: str, extra: dict[str, str] | None = None
     labels = draw(st.dictionaries(label_names, label_values, max_size=3))
     labels.update(extra or {})
     text = ",".join(f'{k}="{escape(v)}"' for k, v in labels.items())
-    if labels and draw(st.booleans()):
+    if bool(labels) and draw(st.booleans()):
         text += ","  # trailing comma: allowed by the format
-    line = f"{name}{{{text}}}" if labels or draw(st.booleans()) else name
+    line = f"{name}{{{text}}}" if bool(labels) or draw(st.booleans()) else name
     line += " " + draw(numbers)
     ts = draw(timestamps)
     return line if ts is None else f"{line} {ts}"
@@ -205,12 +205,6 @@ def test_extraction_matches_the_reference_on_a_large_fake_node_exporter_page() -
 def exporter_target(url: str, **overrides: Any) -> ExporterTarget:
     fields: dict[str, Any] = {"name": "node", "url": url, "keep": ["node_load1"], "timeout": 0.5}
     return ExporterTarget.model_validate(fields | overrides)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def test_probe_of_a_node_exporter_page_is_up_with_only_the_kept_series(

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from srd.config import ConfigError, HttpTarget, parse_config
-from srd.http.app import serving
 from srd.probes.http import HttpProbe
 from srd.probes.metrics import ProbeMetrics
+from tests.support.servers import running
 
 HEALTH = {"status": "ok", "checks": {"db": {"ok": True}, "cache": {"ok": 1}}, "nodes": [{"id": 7}]}
 
@@ -58,14 +58,8 @@ async def big(_: web.Request) -> web.Response:
 @pytest.fixture
 async def base_url() -> AsyncIterator[str]:
     app = app_with(health=health, unavailable=unavailable, moved=moved, loop=loop_forever, big=big)
-    async with serving(app, "127.0.0.1", 0) as port:
-        yield f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
+    async with running(app) as server:
+        yield server.url
 
 
 def target(url: str, **settings: Any) -> HttpTarget:
@@ -107,8 +101,8 @@ async def test_a_slow_answer_is_down_with_a_timeout_reason(
         await release.wait()
         return web.Response()
 
-    async with serving(app_with(slow=slow), "127.0.0.1", 0) as port:
-        up, reason = await probe(session, f"http://127.0.0.1:{port}/slow", timeout=0.2)
+    async with running(app_with(slow=slow)) as server:
+        up, reason = await probe(session, f"{server.url}/slow", timeout=0.2)
         release.set()
     assert (up, reason) == (False, "timeout after 0.2s")
 
@@ -223,14 +217,8 @@ async def tls_server(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
     cert_file, key_file = self_signed(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file, key_file)
-    runner = web.AppRunner(app_with(health=health), shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-        await site.start()
-        yield f"https://127.0.0.1:{runner.addresses[0][1]}/health", cert_file
-    finally:
-        await runner.cleanup()
+    async with running(app_with(health=health), tls=context) as server:
+        yield f"{server.url}/health", cert_file
 
 
 async def test_a_self_signed_certificate_fails_verification_which_is_on_by_default(

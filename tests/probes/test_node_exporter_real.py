@@ -15,6 +15,7 @@ from srd.config import ExporterTarget
 from srd.probes.exporter import ExporterProbe, Extractor
 from tests.probes.test_exporter_probe import extracted, reference
 from tests.support.daemon import free_port
+from tests.support.eventually import eventually
 
 BINARY = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
 NAMES = {
@@ -61,17 +62,17 @@ async def node_exporter(binary: str) -> AsyncIterator[str]:
 
 async def _wait_until_serving(url: str, process: asyncio.subprocess.Process) -> None:
     async with aiohttp.ClientSession() as session:
-        for _ in range(100):
+
+        async def serving() -> bool:
             if process.returncode is not None:
                 raise AssertionError(f"node exporter exited with {process.returncode}")
             try:
                 async with session.get(url) as reply:
-                    if reply.status == 200:
-                        return
+                    return reply.status == 200
             except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("node exporter did not serve /metrics within 10 s")
+                return False
+
+        await eventually(serving, within=10, what="node exporter serves /metrics", every=0.1)
 
 
 async def test_real_node_exporter_page_extracts_the_same_values_as_the_reference_parser(

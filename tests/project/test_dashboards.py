@@ -15,7 +15,6 @@ from typing import Any
 import boto3  # type: ignore[import-untyped]  # no stubs installed; seeding only
 import pytest
 import yaml
-from moto.server import ThreadedMotoServer
 
 from srd.evaluation.export import export_rules
 from srd.evaluation.metrics import EvaluationMetrics
@@ -197,17 +196,6 @@ AWS_ENV = {
 }
 QUERY_DEADLINE = 90.0
 """For every query of every dashboard together, after Prometheus sees its targets up."""
-
-
-@pytest.fixture
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def seed_backups(moto_url: str) -> None:

@@ -26,6 +26,7 @@ from srd.failover.leader import LeaseLeadership
 from srd.failover.metrics import FailoverMetrics
 from srd.probes.discovery import kubernetes_pod_targets
 from srd.simulate.sandbox.kubernetes import DR, PRODUCTION, WEB, FakeKubernetes, seed_platform
+from tests.support.eventually import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
@@ -325,14 +326,13 @@ async def exercise_the_leader(url: str) -> None:
     stops = [asyncio.Event(), asyncio.Event()]
     tasks = [asyncio.create_task(r.run(s)) for r, s in zip((first, second), stops, strict=True)]
     try:
-        async with asyncio.timeout(5):
-            while not (first.is_leader() or second.is_leader()):
-                await asyncio.sleep(0.02)
-            leader, follower = (first, second) if first.is_leader() else (second, first)
-            await asyncio.sleep(0.3)  # renewals
-            stops[0 if leader is first else 1].set()
-            while not follower.is_leader():
-                await asyncio.sleep(0.02)
+        await eventually(
+            lambda: first.is_leader() or second.is_leader(), within=5, what="one leads"
+        )
+        leader, follower = (first, second) if first.is_leader() else (second, first)
+        await asyncio.sleep(0.3)  # renewals
+        stops[0 if leader is first else 1].set()
+        await eventually(follower.is_leader, within=5, what="the follower leads")
     finally:
         for stop in stops:
             stop.set()

@@ -9,10 +9,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from srd.http.app import serving
 from srd.simulate.sandbox import FakeService
 from srd.simulate.sandbox.substrate import FakeChain, FakeSubstrateNode, producing
 from tests.support.daemon import free_port, running_srd
+from tests.support.servers import running
 
 # The console script installed beside this Python: the command users type.
 SRD = str(Path(sys.executable).with_name("srd"))
@@ -48,8 +48,10 @@ async def test_sandbox_shows_build_info_and_a_growing_chain_and_stops_cleanly_on
     assert srd.logged("stopped")
 
 
-def config_text(node_url: str, port: int, interval: str = "0.2s") -> str:
+def config_text(node_url: str, port: int, state_dir: Path, interval: str = "0.2s") -> str:
+    # A state directory of its own: the host's /var/lib/srd is no test's to share.
     return textwrap.dedent(f"""\
+        state_dir: {state_dir}
         server:
           listen: 127.0.0.1:{port}
         probes:
@@ -66,12 +68,12 @@ async def test_sighup_with_a_broken_config_keeps_the_old_config_running(tmp_path
     port = free_port()
     config = tmp_path / "srd.yaml"
     async with producing(chain, 0.1), FakeSubstrateNode(chain).serve() as url:
-        config.write_text(config_text(url, port))
+        config.write_text(config_text(url, port, tmp_path))
         async with running_srd("run", "--config", str(config), port=port) as srd:
             labels = {"chain": "hup-chain", "node": "node-a"}
             await srd.wait_for("srd_chain_best_block", labels, lambda v: v >= 1)
 
-            config.write_text(config_text(url, port) + "  typo_key: 1\n")
+            config.write_text(config_text(url, port, tmp_path) + "  typo_key: 1\n")
             srd.process.send_signal(signal.SIGHUP)
             await srd.wait_for("srd_config_reloads_total", {"result": "error"}, lambda v: v == 1)
 
@@ -96,16 +98,16 @@ async def test_sighup_with_a_valid_config_swaps_the_probed_targets(tmp_path: Pat
     async with (
         FakeSubstrateNode(old_chain).serve() as old_url,
         FakeSubstrateNode(new_chain).serve() as new_url,
-        serving(service.app(), "127.0.0.1", 0) as service_port,
+        running(service.app()) as service_server,
     ):
-        config.write_text(config_text(old_url, port))
+        config.write_text(config_text(old_url, port, tmp_path))
         async with running_srd("run", "--config", str(config), port=port) as srd:
             await srd.wait_for(
                 "srd_probe_up", {"probe": "substrate", "target": "node-a"}, lambda v: v == 1
             )
-            web = f"http://127.0.0.1:{service_port}/health"
+            web = f"{service_server.url}/health"
             config.write_text(
-                config_text(new_url, port)
+                config_text(new_url, port, tmp_path)
                 + f"  http:\n    - {{name: web, url: '{web}', interval: 0.2s, timeout: 0.2s}}\n"
             )
             srd.process.send_signal(signal.SIGHUP)
@@ -124,13 +126,14 @@ async def test_a_target_going_down_is_exported_and_logged_once_with_its_reason(
     service = FakeService()
     port = free_port()
     config = tmp_path / "srd.yaml"
-    async with serving(service.app(), "127.0.0.1", 0) as service_port:
+    async with running(service.app()) as service_server:
         config.write_text(
             textwrap.dedent(f"""\
+            state_dir: {tmp_path}
             server: {{listen: "127.0.0.1:{port}"}}
             probes:
               http:
-                - {{name: web, url: "http://127.0.0.1:{service_port}/health",
+                - {{name: web, url: "{service_server.url}/health",
                     interval: 0.1s, timeout: 0.1s}}
             """)
         )
@@ -166,7 +169,7 @@ async def test_srd_tells_systemd_it_is_ready_reloading_and_stopping(tmp_path: Pa
     loop = asyncio.get_running_loop()
     port = free_port()
     config = tmp_path / "srd.yaml"
-    config.write_text(f"server: {{listen: '127.0.0.1:{port}'}}\n")
+    config.write_text(f"state_dir: {tmp_path}\nserver: {{listen: '127.0.0.1:{port}'}}\n")
 
     async def next_message() -> str:
         return (await asyncio.wait_for(loop.sock_recv(listener, 4096), timeout=10)).decode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from kubernetes_asyncio.client import (
@@ -58,7 +59,8 @@ async def test_the_real_client_lists_pods_with_phase_ip_readiness_and_ports(
     assert [(p.name, p.container_port) for p in creator.spec.containers[0].ports] == [
         ("http", 8080)
     ]
-    assert (viewer.status.phase, viewer.status.pod_ip) == ("Pending", None)
+    assert viewer.status.phase == "Pending"
+    assert viewer.status.pod_ip is None
 
 
 @pytest.mark.parametrize(
@@ -94,24 +96,31 @@ def test_an_unparsable_label_selector_is_a_400() -> None:
     assert caught.value.code == 400
 
 
+def status_of(error: ApiException) -> dict[str, Any]:
+    """The Status object the API answered with."""
+    assert error.body is not None
+    status: dict[str, Any] = json.loads(error.body)
+    return status
+
+
 async def test_a_missing_object_is_a_404_status(fake: tuple[FakeKubernetes, ApiClient]) -> None:
     _, api = fake
     with pytest.raises(ApiException) as caught:
         await CoreV1Api(api).read_namespaced_pod("absent", NS)
     assert caught.value.status == 404
-    assert json.loads(caught.value.body)["reason"] == "NotFound"
+    assert status_of(caught.value)["reason"] == "NotFound"
 
 
 async def test_creating_an_object_twice_is_a_409_already_exists(
     fake: tuple[FakeKubernetes, ApiClient],
 ) -> None:
     _, api = fake
-    lease = {"metadata": {"name": "srd-leader"}, "spec": {"holderIdentity": "a"}}
+    lease: Any = {"metadata": {"name": "srd-leader"}, "spec": {"holderIdentity": "a"}}
     await CoordinationV1Api(api).create_namespaced_lease(NS, lease)
     with pytest.raises(ApiException) as caught:
         await CoordinationV1Api(api).create_namespaced_lease(NS, lease)
     assert caught.value.status == 409
-    assert json.loads(caught.value.body)["reason"] == "AlreadyExists"
+    assert status_of(caught.value)["reason"] == "AlreadyExists"
 
 
 async def test_a_lease_write_with_a_stale_resource_version_is_a_409_conflict(
@@ -119,7 +128,7 @@ async def test_a_lease_write_with_a_stale_resource_version_is_a_409_conflict(
 ) -> None:
     _, api = fake
     leases = CoordinationV1Api(api)
-    body = {"metadata": {"name": "srd-leader"}, "spec": {"holderIdentity": "replica-a"}}
+    body: Any = {"metadata": {"name": "srd-leader"}, "spec": {"holderIdentity": "replica-a"}}
     created = await leases.create_namespaced_lease(NS, body)
     seen = created.metadata.resource_version
 
@@ -129,11 +138,11 @@ async def test_a_lease_write_with_a_stale_resource_version_is_a_409_conflict(
     assert renewed.spec.holder_identity == "replica-b"
 
     # A replica that read the lease before replica-b took it must lose, not overwrite.
-    stale = {"metadata": {"name": "srd-leader", "resourceVersion": seen}, "spec": body["spec"]}
+    stale: Any = {"metadata": {"name": "srd-leader", "resourceVersion": seen}, "spec": body["spec"]}
     with pytest.raises(ApiException) as caught:
         await leases.replace_namespaced_lease("srd-leader", NS, stale)
     assert caught.value.status == 409
-    assert "the object has been modified" in json.loads(caught.value.body)["message"]
+    assert "the object has been modified" in status_of(caught.value)["message"]
     with pytest.raises(ApiException) as patched:
         await leases.patch_namespaced_lease("srd-leader", NS, stale)
     assert patched.value.status == 409
@@ -141,7 +150,8 @@ async def test_a_lease_write_with_a_stale_resource_version_is_a_409_conflict(
     assert current.spec.holder_identity == "replica-b"
 
 
-def deployment(name: str, replicas: int) -> dict[str, object]:
+def deployment(name: str, replicas: int) -> Any:
+    """A Deployment as the API's JSON: the client sends a dict body as it is."""
     labels = {"app": name}
     return {
         "metadata": {"name": name, "labels": labels},
@@ -192,7 +202,7 @@ async def test_patching_a_service_selector_switches_blue_to_green(
 ) -> None:
     _, api = fake
     core = CoreV1Api(api)
-    service = {
+    service: Any = {
         "metadata": {"name": "web-service"},
         "spec": {"selector": {"app": "web", "version": "blue"}, "ports": [{"port": 80}]},
     }

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.eventually import eventually
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -49,15 +51,14 @@ class RunningSrd:
         predicate: Callable[[float], bool],
         timeout: float = 15,
     ) -> float:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
+        async def satisfied() -> tuple[float] | None:
+            # A tuple: a satisfying value of 0 is still an answer.
             value = await self.metric(name, labels)
-            if value is not None and predicate(value):
-                return value
-            if loop.time() > deadline:
-                raise AssertionError(f"{name}{labels} never satisfied the condition; last {value}")
-            await asyncio.sleep(0.2)
+            return (value,) if value is not None and predicate(value) else None
+
+        what = f"{name}{labels} satisfies the condition"
+        (value,) = await eventually(satisfied, within=timeout, what=what, every=0.2)
+        return value
 
     def logged(self, event: str) -> list[dict[str, object]]:
         return [line for line in self.log_lines if line.get("event") == event]
@@ -101,15 +102,15 @@ async def _read_logs(process: asyncio.subprocess.Process, lines: list[dict[str, 
 
 
 async def _wait_healthy(srd: RunningSrd, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
+    async def healthy() -> bool:
         if srd.process.returncode is not None:
-            raise AssertionError(f"srd exited with {srd.process.returncode}: {srd.log_lines}")
+            raise AssertionError(f"srd exited with {srd.process.returncode}")
         try:
-            if (await srd.get("/healthz"))[0] == 200:
-                return
+            return (await srd.get("/healthz"))[0] == 200
         except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"srd did not become healthy in {timeout}s: {srd.log_lines}")
+            return False
+
+    try:
+        await eventually(healthy, within=timeout, what="srd answers /healthz", every=0.1)
+    except AssertionError as timed_out:
+        raise AssertionError(f"{timed_out}; its log: {srd.log_lines}") from None

@@ -8,27 +8,26 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from srd.config import Mode
 from srd.failover.executor import ACTUATOR_RETRY, Executor
 from srd.failover.guards import Guards, KillSwitch, Limits
+from srd.failover.intake import Intake
 from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook, parse_runbooks
+from srd.http.alertmanager import add_routes
+from srd.http.auth import Authenticator
+from srd.http.failover_api import add_api_routes
 from srd.journal import ExecutionRecord, Fence, SqliteJournal
 from srd.journal.sql import SqlJournal
 from srd.model import Alert
 from srd.testing import FakeActuator, FakeChecks
+from tests.support.clock import Clock
+from tests.support.servers import running
 
 LOOSE = Limits(cooldown=0, flap_window=0, flap_max=100, execution_window=0, max_executions=100)
-
-
-class Clock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Leader:
@@ -79,6 +78,16 @@ class Kit:
 
     async def guards_blocked(self, execution_id: str) -> list[str]:
         return [b.guard for b in await self.journal.guard_blocks(execution_id)]
+
+    @asynccontextmanager
+    async def api(self) -> AsyncIterator[str]:
+        """The kit's webhook and failover API (kill switch, approvals), without credentials,
+        served on a free port: its base URL."""
+        app = web.Application()
+        add_routes(app, Intake(10), Authenticator(None), self.metrics, 1024)
+        add_api_routes(app, self.guards.kill_switch, self.guards.approvals)
+        async with running(app) as server:
+            yield server.url
 
 
 @asynccontextmanager

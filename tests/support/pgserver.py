@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -139,7 +140,7 @@ class PgServer:
             host=str(self.socket_dir), port=self.port, user=SUPERUSER, dbname="postgres",
             autocommit=True,
         ) as conn:  # fmt: skip
-            conn.execute(sql)  # type: ignore[arg-type]  # test-only DDL built from constants
+            conn.execute(sql)
 
     def create_database(self) -> PgDatabase:
         """A new empty database owned by ``USER``."""
@@ -147,7 +148,7 @@ class PgServer:
         self._admin(f"CREATE DATABASE {name} OWNER {USER}")
         return PgDatabase(f"postgresql://{USER}@127.0.0.1:{self.port}/{name}", PASSWORD, name)
 
-    def connect(self, database: PgDatabase) -> psycopg.Connection[tuple[object, ...]]:
+    def connect(self, database: PgDatabase) -> psycopg.Connection[tuple[Any, ...]]:
         """A superuser connection to ``database`` over the socket, for looking behind srd."""
         return psycopg.connect(
             host=str(self.socket_dir), port=self.port, user=SUPERUSER, dbname=database.name,
