@@ -24,12 +24,9 @@ from srd import __version__, logs
 from srd.cli.journal import journal_list, journal_show
 from srd.cli.probe import probe_once
 from srd.cli.rules import rules_export, rules_test
-from srd.config import (
-    CONFIG_ENV,
-    ConfigError,
-    resolve_config_path,
-    split_host_port,
-)
+from srd.config import ConfigError
+from srd.config.root import CONFIG_ENV, resolve_config_path
+from srd.config.server import split_host_port
 from srd.http.alertmanager import Authenticator
 from srd.http.failover_api import approve
 from srd.runtime import Daemon, Setup, load_setup

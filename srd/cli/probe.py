@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 
 from srd import __version__
-from srd.config import ExporterTarget, HttpTarget, ProbeTarget, SubstrateTarget
+from srd.config.probes import ExporterTarget, HttpTarget, ProbeTarget, SubstrateTarget
 from srd.model import ChainSnapshot, Observation
 from srd.probes import make_probe
 from srd.probes.substrate import SubstrateProbe

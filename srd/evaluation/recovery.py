@@ -19,8 +19,9 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from srd.config import SecretRef, Strict, load_yaml_model, parse_yaml_model
 from srd.config.durations import Duration
+from srd.config.files import load_yaml_model, parse_yaml_model
+from srd.config.types import SecretRef, Strict
 from srd.evaluation.chainrules import AlertGroup, Compare, ThresholdAlert
 from srd.model import RecoveryRecord
 

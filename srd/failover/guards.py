@@ -20,7 +20,8 @@ from typing import Any, Protocol
 import structlog
 from prometheus_client import CollectorRegistry
 
-from srd.config import FailoverConfig, Mode
+from srd.config import Mode
+from srd.config.failover import FailoverConfig
 from srd.failover.checks import CheckRunner
 from srd.failover.runbooks import Runbook, Step
 from srd.journal import ExecutionRecord, Fence, Journal, JournalError, KillSwitchState

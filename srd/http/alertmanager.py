@@ -19,7 +19,7 @@ import structlog
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from srd.config import WebhookAuth
+from srd.config.failover import WebhookAuth
 from srd.failover.intake import IncomingAlert, Intake, iso_utc
 from srd.metrics import Metrics
 

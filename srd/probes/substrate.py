@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from srd.config import SubstrateTarget
+from srd.config.probes import SubstrateTarget
 from srd.metrics import Metrics
 from srd.model import ChainSnapshot, Observation
 from srd.probes.chain import Health, parse_block_number

@@ -22,8 +22,10 @@ from typing import Any, Literal
 from prometheus_client import CollectorRegistry
 from pydantic import Field, field_validator, model_validator
 
-from srd.config import ConfigError, ConfigIssue, Strict, load_yaml_model, parse_yaml_model
+from srd.config import ConfigError, ConfigIssue
 from srd.config.durations import Duration
+from srd.config.files import load_yaml_model, parse_yaml_model
+from srd.config.types import Strict
 from srd.evaluation.recovery import DisasterRecovery, ScenarioName
 from srd.evaluation.rules import LabelSet, Outcome, Selector, SeriesNeed
 from srd.evaluation.series import SeriesStore

@@ -39,8 +39,10 @@ from typing import Any, Literal
 import aiohttp
 import yaml
 
-from srd.config import ConfigError, ConfigIssue, HaConfig, Mode, ServerConfig
+from srd.config import ConfigError, ConfigIssue, Mode
 from srd.config.durations import format_duration, parse_duration
+from srd.config.ha import HaConfig
+from srd.config.server import ServerConfig
 from srd.evaluation.recovery import RecoveryPack, RpoStatus, measure_rto
 from srd.failover.intake import iso_utc
 from srd.failover.runbooks import load_runbooks

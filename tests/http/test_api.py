@@ -13,7 +13,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from srd.cli.journal import journal_list, journal_show
-from srd.config import WebhookAuth
+from srd.config.failover import WebhookAuth
 from srd.http.alertmanager import Authenticator
 from srd.http.app import serving
 from srd.http.journal_api import add_routes

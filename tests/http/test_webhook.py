@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from srd.config import Config, ConfigError, Mode, WebhookAuth, parse_config
+from srd.config import Config, ConfigError, Mode, parse_config
+from srd.config.failover import WebhookAuth
 from srd.failover.dispatch import Dispatcher
 from srd.failover.guards import SingleInstance
 from srd.failover.intake import Intake, from_rule_alert

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from srd.config import SubstrateTarget
+from srd.config.probes import SubstrateTarget
 from srd.metrics import Metrics
 from srd.model import Observation
 from srd.probes.chain import ChainGroup, Header
