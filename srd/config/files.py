@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from srd.config.types import resolve
+from srd.config.types import resolve, unread_parts
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -64,7 +64,14 @@ def validate_model(model: type[M], data: Any, filename: str, node: yaml.Node | N
     """``data`` (read from ``node`` of ``filename``) validated as ``model`` and resolved;
     ConfigError names the line and key of each problem."""
     try:
-        return resolve(model.model_validate(data))
+        parsed = model.model_validate(data)
+    except ValidationError as exc:
+        issues = validation_issues(exc, filename, node, model)
+        if unread := unread_parts(model, data):
+            issues += validation_issues(unread, filename, node, model)
+        raise ConfigError(issues) from None
+    try:
+        return resolve(parsed)
     except ValidationError as exc:
         raise ConfigError(validation_issues(exc, filename, node, model)) from None
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import types
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Annotated, Any, Protocol, TypeVar, Union, get_args, get_origin, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from pydantic_core import InitErrorDetails, ValidationError
@@ -49,6 +50,47 @@ def resolve(model: M) -> M:
     if errors:
         raise ValidationError.from_exception_data(type(model).__name__, errors)
     return model
+
+
+def unread_parts(model: type[BaseModel], data: Any) -> ValidationError | None:
+    """For ``data`` that failed validation as ``model``: what ``resolve`` finds wrong in its
+    parts that validate on their own (a secret that cannot be read beside a typo elsewhere),
+    so a file's every problem is reported at once."""
+    errors: list[InitErrorDetails] = []
+    _read_raw(model, data, (), errors)
+    return ValidationError.from_exception_data(model.__name__, errors) if errors else None
+
+
+def _read_raw(
+    annotation: Any, data: Any, loc: tuple[str | int, ...], errors: list[InitErrorDetails]
+) -> None:
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        _read_raw(args[0], data, loc, errors)
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if not isinstance(data, dict):
+            return
+        try:
+            part = annotation.model_validate(data)
+        except ValidationError:
+            for name, field in annotation.model_fields.items():
+                key = field.alias or name
+                if key in data:
+                    _read_raw(field.annotation, data[key], (*loc, key), errors)
+            return
+        _read(part, loc, errors)
+    elif origin in (list, tuple) and isinstance(data, list):
+        for i, item in enumerate(data):
+            _read_raw(args[0], item, (*loc, i), errors)
+    elif origin is dict and isinstance(data, dict):
+        for key, item in data.items():
+            _read_raw(args[1], item, (*loc, key), errors)
+    elif origin in (Union, types.UnionType):
+        # Which member of a union of models applies is for validation to say; only
+        # ``Model | None`` is followed.
+        members = [arg for arg in args if arg is not type(None)]
+        if len(members) == 1:
+            _read_raw(members[0], data, loc, errors)
 
 
 def _read(value: Any, loc: tuple[str | int, ...], errors: list[InitErrorDetails]) -> bool:
