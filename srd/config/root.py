@@ -65,7 +65,8 @@ def resolve_config_path(cli_value: str | None) -> Path:
 
 
 def load_config(path: Path) -> Config:
-    """Read and validate ``path``; raise ConfigError naming every problem."""
+    """Read and validate ``path``, then read what it names (secrets, CA files, the pod's
+    namespace); raise ConfigError naming every problem."""
     return load_yaml_model(path, Config)
 
 
