@@ -19,6 +19,9 @@ from pydantic_core import InitErrorDetails, ValidationError
 
 
 class Strict(BaseModel):
+    """A model of a file's section: an unknown key is an error (a typo must never pass
+    silently), and a loaded model is never changed."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
