@@ -23,7 +23,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from srd.config import ExporterTarget, RuntimeConfig
+from srd.config.probes import ExporterTarget
+from srd.config.runtime import RuntimeConfig
 from srd.probes.exporter import ExporterProbe
 from srd.runtime import DaemonMetrics
 from srd.supervisor import Job, Supervisor

@@ -39,8 +39,8 @@ from pydantic import AnyHttpUrl, BaseModel, Field, field_validator, model_valida
 
 from srd.actuators.base import ActuatorError, Params, Plan, State
 from srd.actuators.params import parse_params, prior_value
-from srd.config import SecretRef, Strict
 from srd.config.durations import Duration
+from srd.config.types import SecretRef, Strict
 
 THROTTLING = frozenset(
     {"Throttling", "ThrottlingException", "PriorRequestNotComplete", "RequestLimitExceeded"}

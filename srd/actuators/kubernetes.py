@@ -44,8 +44,9 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from srd.actuators.base import ActuatorError, Params, Plan, State
 from srd.actuators.params import parse_params, prior_value
-from srd.config import KubernetesConnection, Strict
+from srd.config.actuators import KubernetesConnection
 from srd.config.durations import Duration
+from srd.config.types import Strict
 from srd.kubeapi import api_configuration
 from srd.retry import Backoff
 

@@ -21,6 +21,7 @@ import structlog
 from pydantic import BaseModel
 
 from srd.actuators.base import ENTRY_POINT_GROUP, Actuator
+from srd.config.types import resolve
 
 BUILTIN = {
     "kubernetes": "srd.actuators.kubernetes:KubernetesActuator",
@@ -93,7 +94,7 @@ def build(name: str, section: Mapping[str, Any]) -> Actuator:
     """Actuator ``name`` built from its config section. Raises pydantic's ValidationError
     (locations relative to the section) when the section is invalid, PluginError otherwise."""
     factory = load(name)
-    actuator = factory(factory.config_model.model_validate(dict(section)))
+    actuator = factory(resolve(factory.config_model.model_validate(dict(section))))
     if not isinstance(actuator, Actuator):
         raise PluginError(f"actuator {name!r} does not implement the Actuator protocol")
     if actuator.name != name:

@@ -15,7 +15,7 @@ import aiohttp
 
 from srd.cli.exitcodes import FAILED, OK, USAGE
 from srd.cli.loading import load_or_report
-from srd.config import resolve_config_path
+from srd.config.root import resolve_config_path
 from srd.http.auth import Authenticator
 
 

@@ -6,7 +6,7 @@ import argparse
 
 from srd.cli.exitcodes import OK, USAGE
 from srd.cli.loading import load_or_report
-from srd.config import resolve_config_path
+from srd.config.root import resolve_config_path
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -19,7 +19,7 @@ from typing import Any, TextIO, TypeVar
 
 from srd.cli.exitcodes import FAILED, OK, USAGE
 from srd.cli.loading import load_or_report
-from srd.config import resolve_config_path
+from srd.config.root import resolve_config_path
 from srd.http.journal_api import execution_detail
 from srd.journal import Journal, JournalError, open_journal
 

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from srd import __version__
 from srd.cli.exitcodes import FAILED, OK, USAGE
-from srd.config import ExporterTarget, HttpTarget, ProbeTarget, SubstrateTarget
+from srd.config.probes import ExporterTarget, HttpTarget, ProbeTarget, SubstrateTarget
 from srd.model import ChainSnapshot, Observation
 from srd.probes import make_probe
 from srd.probes.substrate import SubstrateProbe

@@ -14,7 +14,8 @@ from typing import TextIO
 
 from srd.cli.exitcodes import FAILED, OK, USAGE
 from srd.cli.loading import load_or_report
-from srd.config import CONFIG_ENV, ConfigError, resolve_config_path
+from srd.config import ConfigError
+from srd.config.root import CONFIG_ENV, resolve_config_path
 from srd.evaluation.export import export_rules
 from srd.evaluation.rulepacks import load_rule_packs
 

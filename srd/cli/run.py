@@ -11,7 +11,8 @@ from pathlib import Path
 from srd import logs
 from srd.cli.exitcodes import USAGE
 from srd.cli.loading import load_or_report
-from srd.config import resolve_config_path, split_host_port
+from srd.config.root import resolve_config_path
+from srd.config.server import split_host_port
 from srd.runtime import Daemon, Setup, load_setup
 
 

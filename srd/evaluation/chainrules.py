@@ -24,8 +24,9 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from srd.config import Strict, load_yaml_model, parse_yaml_model
 from srd.config.durations import Duration, format_duration
+from srd.config.files import load_yaml_model, parse_yaml_model
+from srd.config.types import Strict
 from srd.evaluation.rules import (
     AlertRule,
     Outcome,

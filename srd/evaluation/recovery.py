@@ -19,8 +19,9 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from srd.config import Strict, load_yaml_model, parse_yaml_model
 from srd.config.durations import Duration
+from srd.config.files import load_yaml_model, parse_yaml_model
+from srd.config.types import Strict
 from srd.evaluation.chainrules import AlertGroup, Compare, ThresholdAlert
 from srd.evaluation.metrics import EvaluationMetrics
 from srd.model import RecoveryRecord

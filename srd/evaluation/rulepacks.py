@@ -15,17 +15,18 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from srd.config import (
+from srd.config.durations import Duration, format_duration, parse_duration
+from srd.config.files import (
     ConfigError,
     ConfigIssue,
-    Strict,
+    child_node,
     issue_at,
     load_yaml_documents,
-    validation_issues,
+    validate_model,
 )
-from srd.config.durations import Duration, format_duration, parse_duration
+from srd.config.types import Strict
 from srd.evaluation.chainrules import ChainHealth, parse_chain_pack
 from srd.evaluation.recovery import RecoveryPack, parse_recovery_pack, recovery_alerts
 from srd.evaluation.rules import RuleGroup, Selector
@@ -274,15 +275,8 @@ def parse_rule_pack(text: str, filename: str) -> RulePack:
         return RulePack(filename, chain=parse_chain_pack(text, filename))
     if "slos" not in data and "disaster_recovery" in data:
         return RulePack(filename, recovery=parse_recovery_pack(text, filename))
-    pack = _validate(SrdPack, data, filename, node)
+    pack = validate_model(SrdPack, data, filename, node)
     return RulePack(filename, tuple(_srd_slos(pack, filename, node)))
-
-
-def _validate(model: type[Any], data: Any, filename: str, node: yaml.Node | None) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(validation_issues(exc, filename, node, model)) from None
 
 
 def _srd_slos(pack: SrdPack, filename: str, node: yaml.Node | None) -> list[Slo]:
@@ -404,7 +398,7 @@ def _plain(query: str) -> Selector | None:
 
 def _sloth(docs: Sequence[tuple[yaml.Node, Any]], filename: str) -> list[Slo]:
     node, data = docs[0]
-    spec: SlothSpec = _validate(SlothSpec, data, filename, node)
+    spec: SlothSpec = validate_model(SlothSpec, data, filename, node)
     slos = []
     for i, s in enumerate(spec.slos):
         events = s.sli.events
@@ -443,14 +437,16 @@ def _sloth(docs: Sequence[tuple[yaml.Node, Any]], filename: str) -> list[Slo]:
 
 
 def _openslo(docs: Sequence[tuple[yaml.Node, Any]], filename: str) -> list[Slo]:
-    parsed = [(node, _validate(OpenSloDoc, data, filename, node)) for node, data in docs]
+    parsed = [(node, validate_model(OpenSloDoc, data, filename, node)) for node, data in docs]
     slis = {doc.metadata.name: (node, doc) for node, doc in parsed if doc.kind == "SLI"}
     policies = {doc.metadata.name: doc.spec for _, doc in parsed if doc.kind == "AlertPolicy"}
     slos = []
     for node, doc in parsed:
         if doc.kind != "SLO":
             continue
-        spec: OpenSloSpec = _validate(OpenSloSpec, doc.spec, filename, _child(node, "spec"))
+        spec: OpenSloSpec = validate_model(
+            OpenSloSpec, doc.spec, filename, child_node(node, "spec")
+        )
         if (spec.indicator is None) == (spec.indicatorRef is None):
             raise ConfigError(
                 [
@@ -463,8 +459,8 @@ def _openslo(docs: Sequence[tuple[yaml.Node, Any]], filename: str) -> list[Slo]:
             ratio = spec.indicator.spec.ratioMetric
         elif spec.indicatorRef in slis:
             sli_node, sli_doc = slis[spec.indicatorRef]
-            ratio = _validate(
-                SliObjSpec, sli_doc.spec, filename, _child(sli_node, "spec")
+            ratio = validate_model(
+                SliObjSpec, sli_doc.spec, filename, child_node(sli_node, "spec")
             ).ratioMetric
         else:
             raise ConfigError(
@@ -517,15 +513,6 @@ def _openslo(docs: Sequence[tuple[yaml.Node, Any]], filename: str) -> list[Slo]:
         _raise_tiers(slo, filename, node, ["spec", "objectives", 0])
         slos.append(slo)
     return slos
-
-
-def _child(node: yaml.Node, key: str) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value in node.value:
-            if key_node.value == key:
-                child: yaml.Node = value
-                return child
-    return None
 
 
 def _openslo_sli(ratio: RatioMetric) -> Sli:

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from srd.config import EscalationConfig
+from srd.config.failover import EscalationConfig
 from srd.failover.intake import iso_utc
 from srd.failover.metrics import FailoverMetrics
 from srd.model import Alert

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from srd.config import FailoverConfig, Mode
+from srd.config import Mode
+from srd.config.failover import FailoverConfig
 from srd.failover.checks import CheckRunner
 from srd.failover.leader import Leadership
 from srd.failover.metrics import FailoverMetrics

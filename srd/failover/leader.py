@@ -38,7 +38,8 @@ from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, CoordinationV1Api, V1Lease
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from srd.config import Config, HaConfig
+from srd.config import Config
+from srd.config.ha import HaConfig
 from srd.failover.metrics import FailoverMetrics
 from srd.journal import NO_TERM, Fence
 from srd.kubeapi import api_configuration

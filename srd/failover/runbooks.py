@@ -20,17 +20,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from srd.actuators.base import Actuator
-from srd.config import (
-    BodyMatch,
-    ConfigError,
-    ConfigIssue,
-    HttpTarget,
-    Strict,
-    issue_at,
-    load_yaml,
-    validation_issues,
-)
+from srd.config import ConfigError, ConfigIssue
 from srd.config.durations import Duration
+from srd.config.files import issue_at, load_yaml, validate_model, validation_issues
+from srd.config.probes import BodyMatch, HttpTarget
+from srd.config.types import Strict
 
 Name = str
 _NAME = r"^[A-Za-z0-9_.\[\]-]{1,100}$"
@@ -352,9 +346,11 @@ def _expand(
             yield None, [issue_at(filename, node, [], reason)]
             continue
         try:
-            yield Runbook.model_validate(data), []
-        except ValidationError as exc:
-            yield None, validation_issues(exc, filename, node, Runbook)
+            runbook = validate_model(Runbook, data, filename, node)
+        except ConfigError as exc:
+            yield None, exc.issues
+            continue
+        yield runbook, []
 
 
 def _substitute(value: Any, values: Mapping[str, str], missing: set[str]) -> Any:

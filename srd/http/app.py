@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from srd.config import FailoverConfig
+from srd.config.failover import FailoverConfig
 from srd.failover.guards import Approvals, KillSwitch
 from srd.failover.intake import Intake
 from srd.failover.metrics import FailoverMetrics

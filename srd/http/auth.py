@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from srd.config import WebhookAuth
+from srd.config.failover import WebhookAuth
 
 
 class Authenticator:

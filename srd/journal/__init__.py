@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from srd.config.journal import JOURNAL_FILE, POSTGRES_SCHEMES, JournalUrlError, sqlite_path
 from srd.journal.base import (
     NO_TERM,
     AlertReceipt,
@@ -33,10 +34,9 @@ from srd.journal.base import (
     StepRecord,
     StepResult,
 )
-from srd.journal.postgres import SCHEMES as POSTGRES_SCHEMES
 from srd.journal.postgres import PostgresJournal
 from srd.journal.postgres import parse as parse_postgres
-from srd.journal.sqlite import JOURNAL_FILE, SqliteJournal
+from srd.journal.sqlite import SqliteJournal
 
 __all__ = [
     "JOURNAL_FILE",
@@ -91,15 +91,7 @@ def check_journal_url(url: str) -> None:
 
 def journal_path(target: str | Path) -> Path:
     """The SQLite file ``target`` names; JournalError for a URL that names no SQLite file."""
-    text = str(target)
-    if "://" not in text:
-        return Path(target) / JOURNAL_FILE
-    url = urlsplit(text)
-    if url.scheme != "sqlite":
-        raise JournalError(
-            f"unsupported journal URL scheme {url.scheme!r}: expected sqlite:///abs/path"
-            " or postgresql://user@host:port/db"
-        )
-    if url.netloc or not url.path.startswith("/"):
-        raise JournalError(f"journal URL {text!r} must name an absolute path: sqlite:///abs/path")
-    return Path(url.path)
+    try:
+        return sqlite_path(target)
+    except JournalUrlError as exc:
+        raise JournalError(str(exc)) from None

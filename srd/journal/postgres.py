@@ -19,16 +19,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import AsyncConnection, AsyncCursor
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from srd.config.journal import JournalUrlError, PostgresTarget, postgres_target
 from srd.journal.base import JournalError
 from srd.journal.sql import (
     Clock,
@@ -42,7 +40,6 @@ from srd.journal.sql import (
     schema,
 )
 
-SCHEMES = ("postgresql", "postgres")
 CONNECT_TIMEOUT = 5
 """Seconds to open one connection (libpq's connect_timeout): a reachable server answers in
 milliseconds; longer means it is down or a firewall drops the packets."""
@@ -84,46 +81,12 @@ POSTGRES = Dialect(
 MIGRATIONS = schema(POSTGRES)
 
 
-@dataclass(frozen=True)
-class PostgresTarget:
-    url: str
-    """As configured: it never holds a password (``parse`` refuses one)."""
-    shown: str
-    """For messages: scheme, user, host, port and database."""
-
-
 def parse(url: str) -> PostgresTarget:
     """Check a ``postgresql://user@host:port/db`` URL without connecting."""
-    parts = urlsplit(url)
     try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    netloc = parts.hostname or ""
-    if port is not None:
-        netloc = f"{netloc}:{port}"
-    if parts.username:
-        netloc = f"{parts.username}@{netloc}"
-    shown = f"{parts.scheme}://{netloc}{parts.path}"
-    if port == -1:
-        raise JournalError(f"journal URL {shown}: the port is not a number")
-    if parts.password is not None:
-        raise JournalError(
-            f"journal URL {shown}: remove the password from the URL; give it as"
-            " failover.journal_password ({env: VARIABLE} or {file: /path})"
-        )
-    try:
-        params = conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        raise JournalError(f"journal URL {shown}: {exc}") from None
-    if "password" in params:
-        raise JournalError(
-            f"journal URL {shown}: remove password= from the URL; give it as"
-            " failover.journal_password ({env: VARIABLE} or {file: /path})"
-        )
-    if not params.get("dbname"):
-        raise JournalError(f"journal URL {shown}: name the database: postgresql://user@host/db")
-    return PostgresTarget(url, shown)
+        return postgres_target(url)
+    except JournalUrlError as exc:
+        raise JournalError(str(exc)) from None
 
 
 class PostgresJournal(SqlJournal):

@@ -13,7 +13,6 @@ from typing import Any, TypeVar, cast
 from srd.journal.base import JournalError
 from srd.journal.sql import Clock, Dialect, Lock, Op, Result, SqlJournal, migrate, schema
 
-JOURNAL_FILE = "journal.sqlite3"
 BUSY_TIMEOUT = 5.0
 """Seconds a write waits for SQLite's lock. srd is the only writer; this covers a reader's
 checkpoint or a second process pointed at the same state directory by mistake."""

@@ -10,7 +10,13 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
-from srd.config import ExporterTarget, HttpTarget, ProbesConfig, ProbeTarget, StreamStatsTarget
+from srd.config.probes import (
+    ExporterTarget,
+    HttpTarget,
+    ProbesConfig,
+    ProbeTarget,
+    StreamStatsTarget,
+)
 from srd.model import Observation
 from srd.probes.exporter import ExporterProbe
 from srd.probes.http import HttpProbe

@@ -28,8 +28,8 @@ from botocore.exceptions import (
 )
 from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 
-from srd.config import SecretRef, Strict
 from srd.config.durations import Duration
+from srd.config.types import SecretRef, Strict
 
 
 class BackupLocation(Strict):

@@ -24,17 +24,16 @@ from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api, V1Pod
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from srd.config import (
-    ConfigError,
+from srd.config import ConfigError
+from srd.config.discovery import (
     DiscoveryConfig,
     DiscoverySource,
-    ExporterTarget,
-    HttpTarget,
     KubernetesPodsSource,
     ScrapeConfigSource,
-    parse_yaml_model,
 )
 from srd.config.durations import Duration
+from srd.config.files import parse_yaml_model
+from srd.config.probes import ExporterTarget, HttpTarget
 from srd.kubeapi import api_configuration
 from srd.probes.metrics import ProbeMetrics
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 
 import aiohttp
 
-from srd.config import ExporterTarget
+from srd.config.probes import ExporterTarget
 from srd.model import Observation, Sample
 from srd.probes.fetch import Payload, ScrapeError, observe, read_limited
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from srd.config import ProbeTarget
+from srd.config.probes import ProbeTarget
 from srd.model import Observation, Sample
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from srd.config import BodyMatch, HttpTarget, JsonScalar
+from srd.config.probes import BodyMatch, HttpTarget, JsonScalar
 from srd.jsonpath import JsonPath
 from srd.model import Observation
 from srd.probes.fetch import Payload, ScrapeError, observe, read_limited

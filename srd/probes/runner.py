@@ -15,7 +15,8 @@ import aiohttp
 import structlog
 
 from srd import logs
-from srd.config import Config, ProbeTarget
+from srd.config import Config
+from srd.config.probes import ProbeTarget
 from srd.model import ChainSnapshot, Observation
 from srd.probes import Probe, make_probe, periodic_targets
 from srd.probes.chain import ChainGroup

@@ -8,7 +8,7 @@ import math
 
 import aiohttp
 
-from srd.config import StreamStatsTarget
+from srd.config.probes import StreamStatsTarget
 from srd.model import Observation, Sample
 from srd.probes.fetch import Payload, ScrapeError, observe, read_limited
 from srd.probes.stream_metrics import ACTIVE_STREAMS, VIEWER_COUNT

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from srd.config import SubstrateTarget
+from srd.config.probes import SubstrateTarget
 from srd.model import ChainSnapshot, Observation
 from srd.probes.chain import (
     ChainGroup,

@@ -21,8 +21,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from srd.config import ConfigError, ConfigIssue, Strict, load_yaml_model, parse_yaml_model
+from srd.config import ConfigError, ConfigIssue
 from srd.config.durations import Duration
+from srd.config.files import load_yaml_model, parse_yaml_model
+from srd.config.types import Strict
 from srd.evaluation.recovery import DisasterRecovery, ScenarioName
 from srd.evaluation.rules import Outcome, Selector, SeriesNeed, SeriesReader
 from srd.model import LabelSet, Sample

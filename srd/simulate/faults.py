@@ -19,8 +19,8 @@ from typing import Any, Literal
 from aiobotocore.session import get_session
 from pydantic import BaseModel, Field, ValidationError
 
-from srd.config import Strict
 from srd.config.durations import Duration
+from srd.config.types import Strict
 from srd.simulate.sandbox import FakeService
 from srd.simulate.sandbox.aws import AwsProxy
 from srd.simulate.sandbox.cloud import SandboxCloud

@@ -30,7 +30,7 @@ from typing import Literal
 import aiohttp
 
 from srd.actuators.base import ActuatorError, PermissionChecker
-from srd.config import ProbeTarget, SubstrateTarget
+from srd.config.probes import ProbeTarget, SubstrateTarget
 from srd.evaluation.rules import Selector
 from srd.failover.runbooks import ActionSpec, Check, HttpCheck, Runbook
 from srd.model import Observation

@@ -17,8 +17,10 @@ from typing import Any
 import aiohttp
 import yaml
 
-from srd.config import ConfigError, ConfigIssue, HaConfig, Mode, ServerConfig
+from srd.config import ConfigError, ConfigIssue, Mode
 from srd.config.durations import parse_duration
+from srd.config.ha import HaConfig
+from srd.config.server import ServerConfig
 from srd.evaluation.recovery import RecoveryPack
 from srd.failover.runbooks import load_runbooks
 from srd.failover.stage import FailoverStage

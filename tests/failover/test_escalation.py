@@ -7,7 +7,7 @@ from dataclasses import replace
 import aiohttp
 from aiohttp import web
 
-from srd.config import EscalationConfig
+from srd.config.failover import EscalationConfig
 from srd.failover.escalation import ATTEMPTS, BACKOFF, Pager
 from srd.failover.metrics import FailoverMetrics
 from srd.model import Alert

@@ -15,7 +15,8 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from srd.config import ConfigError, HaConfig, parse_config
+from srd.config import ConfigError, parse_config
+from srd.config.ha import HaConfig
 from srd.failover.leader import LeaseLeadership, SingleInstance, leadership_from_config
 from srd.failover.metrics import FailoverMetrics
 from srd.journal import NO_TERM, Fence
@@ -308,7 +309,7 @@ def test_ha_durations_out_of_order_are_a_config_error_naming_the_section(
 def test_kubernetes_mode_outside_a_pod_needs_a_namespace(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("srd.config.SERVICE_ACCOUNT_NAMESPACE", tmp_path / "absent")
+    monkeypatch.setattr("srd.config.ha.SERVICE_ACCOUNT_NAMESPACE", tmp_path / "absent")
 
     with pytest.raises(ConfigError, match="needs namespace"):
         parse_config(ha_yaml("mode: kubernetes"), "srd.yaml")
@@ -319,7 +320,7 @@ def test_kubernetes_mode_in_a_pod_takes_the_service_accounts_namespace(
 ) -> None:
     namespace_file = tmp_path / "namespace"
     namespace_file.write_text("monitoring")
-    monkeypatch.setattr("srd.config.SERVICE_ACCOUNT_NAMESPACE", namespace_file)
+    monkeypatch.setattr("srd.config.ha.SERVICE_ACCOUNT_NAMESPACE", namespace_file)
 
     config = parse_config(ha_yaml("mode: kubernetes"), "srd.yaml")
 

@@ -12,7 +12,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from srd.cli.journal import journal_show
-from srd.config import WebhookAuth
+from srd.config.failover import WebhookAuth
 from srd.http.auth import Authenticator
 from srd.http.journal_api import add_routes
 from srd.journal import JOURNAL_FILE, SqliteJournal, StepRecord

@@ -13,7 +13,8 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from srd.config import Config, ConfigError, Mode, WebhookAuth, parse_config
+from srd.config import Config, ConfigError, Mode, parse_config
+from srd.config.failover import WebhookAuth
 from srd.evaluation.metrics import EvaluationMetrics
 from srd.failover.dispatch import Dispatcher
 from srd.failover.intake import Intake, from_rule_alert

@@ -10,15 +10,9 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client import Configuration
 
-from srd.config import (
-    ConfigError,
-    DiscoveryConfig,
-    ExporterTarget,
-    HttpTarget,
-    KubernetesPodsSource,
-    ScrapeConfigSource,
-    parse_config,
-)
+from srd.config import ConfigError, parse_config
+from srd.config.discovery import DiscoveryConfig, KubernetesPodsSource, ScrapeConfigSource
+from srd.config.probes import ExporterTarget, HttpTarget
 from srd.probes.discovery import (
     Discovery,
     DiscoveryError,

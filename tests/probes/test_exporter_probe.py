@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from srd.config import ExporterTarget, ProbesConfig, StreamStatsTarget
+from srd.config.probes import ExporterTarget, ProbesConfig, StreamStatsTarget
 from srd.model import Observation, Sample
 from srd.probes.crosscheck import Heights, cross_check, page_heights
 from srd.probes.exporter import SUFFIXES, ExporterProbe, Extractor, PageError

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from srd.config import ConfigError, HttpTarget, parse_config
+from srd.config import ConfigError, parse_config
+from srd.config.probes import HttpTarget
 from srd.probes.http import HttpProbe
 from srd.probes.metrics import ProbeMetrics
 from tests.support.servers import running

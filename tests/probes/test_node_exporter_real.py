@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 import pytest
 
-from srd.config import ExporterTarget
+from srd.config.probes import ExporterTarget
 from srd.probes.exporter import ExporterProbe, Extractor
 from tests.probes.test_exporter_probe import extracted, reference
 from tests.support.daemon import free_port

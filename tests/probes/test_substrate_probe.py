@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from srd.config import SubstrateTarget
+from srd.config.probes import SubstrateTarget
 from srd.model import Observation
 from srd.probes.chain import ChainGroup, Header
 from srd.probes.metrics import ProbeMetrics

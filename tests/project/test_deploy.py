@@ -21,7 +21,9 @@ from kubernetes_asyncio.client import Configuration
 from prometheus_client import CollectorRegistry
 
 from srd.actuators.kubernetes import KubernetesActuator, KubernetesSettings
-from srd.config import HaConfig, KubernetesPodsSource, parse_config
+from srd.config import parse_config
+from srd.config.discovery import KubernetesPodsSource
+from srd.config.ha import HaConfig
 from srd.failover.leader import LeaseLeadership
 from srd.failover.metrics import FailoverMetrics
 from srd.probes.discovery import kubernetes_pod_targets
@@ -182,7 +184,7 @@ def test_the_config_in_each_configmap_is_valid_and_elects_a_leader_on_its_lease(
 ) -> None:
     namespace = tmp_path / "namespace"
     namespace.write_text("srd")
-    monkeypatch.setattr("srd.config.SERVICE_ACCOUNT_NAMESPACE", namespace)
+    monkeypatch.setattr("srd.config.ha.SERVICE_ACCOUNT_NAMESPACE", namespace)
     monkeypatch.setenv("SRD_API_HEALTH_TOKEN", "token")
     token = tmp_path / "webhook-token"
     token.write_text("token")
