@@ -1,5 +1,16 @@
-"""Fakes for testing runbooks without infrastructure (as ``structlog.testing``): srd's own
-tests use them, and so can anyone writing runbooks or actuator plug-ins."""
+"""Fakes for testing without infrastructure (as ``structlog.testing``): srd's own tests use
+them, and so can anyone writing runbooks, rules or actuator plug-ins.
+
+- ``FakeActuator`` and ``FakeChecks``: run a runbook with no cloud and scripted health.
+- ``FakeChain`` and ``FakeSubstrateNode``: a Substrate node's JSON-RPC (HTTP and WebSocket,
+  legacy subscriptions and ``chainHead_v1``) with scriptable faults; ``node.serve()`` yields
+  its URL.
+- ``FakeKubernetes``: the Kubernetes API's wire protocol for Deployments, Services, Pods and
+  Leases, with injectable API faults.
+- ``FakeNodeExporter`` and ``FakeStreamPlatform``: a node exporter's page and the platform's
+  stream stats.
+- ``running_sandbox``: the whole simulated platform that ``srd run --sandbox`` monitors.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +20,21 @@ from typing import Any
 from srd.actuators.base import ActuatorError, Params, Plan, State
 from srd.failover.checks import CheckResult
 from srd.failover.runbooks import Check
+from srd.simulate.sandbox import running_sandbox
+from srd.simulate.sandbox.exporters import FakeNodeExporter, FakeStreamPlatform
+from srd.simulate.sandbox.kubernetes import FakeKubernetes
+from srd.simulate.sandbox.substrate import FakeChain, FakeSubstrateNode
+
+__all__ = [
+    "FakeActuator",
+    "FakeChain",
+    "FakeChecks",
+    "FakeKubernetes",
+    "FakeNodeExporter",
+    "FakeStreamPlatform",
+    "FakeSubstrateNode",
+    "running_sandbox",
+]
 
 
 class FakeActuator:
