@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -20,6 +19,7 @@ import structlog
 from srd.config import SubstrateTarget
 from srd.metrics import Metrics
 from srd.model import ChainSnapshot, Observation
+from srd.probes.body import BodyError, parse_json, read_body
 from srd.probes.chain import Health, parse_block_number
 
 __all__ = ["RpcClient", "RpcError", "SubstrateProbe", "WsRpc", "classify", "connect_ws"]
@@ -56,7 +56,7 @@ def classify(code: object) -> str:
     """Error class of a JSON-RPC error code, by range (codes differ across server versions).
 
     Transport classes are added by the clients: ``http``, ``rate_limited`` (HTTP 429),
-    ``connection``, ``timeout``, ``malformed``, ``too_big``."""
+    ``connection``, ``timeout``, ``malformed``, ``too_big``, ``too_deep``."""
     if not isinstance(code, int) or isinstance(code, bool):
         return "unknown"
     if code in _CLASSES:
@@ -133,19 +133,18 @@ class RpcClient(_Instrumented):
                     raise RpcError(method, "rate_limited", "HTTP 429: too many connections")
                 if response.status != 200:
                     raise RpcError(method, "http", f"HTTP {response.status}")
-                body = await response.content.read(MAX_RESPONSE_BYTES + 1)
+                return await read_body(response, MAX_RESPONSE_BYTES)
+        except BodyError as exc:
+            raise RpcError(method, exc.reason, str(exc)) from None
         except aiohttp.ClientError as exc:
             raise RpcError(method, "connection", str(exc) or type(exc).__name__) from exc
-        if len(body) > MAX_RESPONSE_BYTES:
-            raise RpcError(method, "too_big", f"response over {MAX_RESPONSE_BYTES} bytes")
-        return body
 
 
 def _result(method: str, body: bytes | str) -> Any:
     try:
-        reply = json.loads(body)
-    except ValueError:
-        raise RpcError(method, "malformed", "response is not JSON") from None
+        reply = parse_json(body)
+    except BodyError as exc:
+        raise RpcError(method, exc.reason, f"response {exc}") from None
     if not isinstance(reply, dict):
         raise RpcError(method, "malformed", "response is not a JSON object")
     return _unwrap(method, reply)
@@ -231,10 +230,10 @@ class WsRpc(_Instrumented):
 
     def _dispatch(self, data: str) -> None:
         try:
-            message = json.loads(data)
-        except ValueError:
+            message = parse_json(data)
+        except BodyError as exc:
             # No id to match: the call it answered times out; the count says why.
-            self._count("websocket_message", "malformed")
+            self._count("websocket_message", exc.reason)
             return
         if not isinstance(message, dict):
             self._count("websocket_message", "malformed")
