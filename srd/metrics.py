@@ -223,10 +223,39 @@ class Metrics:
         )
         self.chain_subscription_restarts = Counter(
             "srd_chain_subscription_restarts",
-            "Head subscriptions started again, by reason (silent: no notification while the "
-            "chain advanced; closed: the WebSocket failed or closed; stop: the node ended a "
-            "chainHead_v1_follow).",
+            "Working head subscriptions (they had delivered heads) started again, by reason "
+            "(silent: no notification while the chain advanced; closed: the WebSocket failed "
+            "or closed; stop: the node ended a chainHead_v1_follow).",
             ["chain", "node", "reason"],
+            registry=reg,
+        )
+        self.chain_subscription_attempts = Counter(
+            "srd_chain_subscription_attempts",
+            "WebSocket connections srd opened (or tried to) to follow heads; while a node "
+            "stays down they back off exponentially, with jitter, up to 60 s apart.",
+            ["chain", "node"],
+            registry=reg,
+        )
+        self.chain_height_regressions = Counter(
+            "srd_chain_height_regressions",
+            "Times a node's best or finalized height went back without a reorg (kind: best, "
+            "finalized): a node reset to a fresh database or an old snapshot, or a URL "
+            "load-balanced across nodes that are not in step. srd follows what the node says.",
+            ["node", "kind"],
+            registry=reg,
+        )
+        self.chain_expected_block_time = Gauge(
+            "srd_chain_expected_block_time_seconds",
+            "Seconds per block a chain is expected to take: configured (expected_block_time), "
+            "else the median block time of the last hour; absent until known.",
+            ["chain"],
+            registry=reg,
+        )
+        self.chain_head_age_blocks = Gauge(
+            "srd_chain_head_age_blocks",
+            "Seconds since a node's best block rose, in expected block times: the stall "
+            "signal at the chain's own pace; absent while the expected block time is unknown.",
+            ["chain", "node"],
             registry=reg,
         )
         self.blocks_produced = Counter(

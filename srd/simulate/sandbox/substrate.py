@@ -146,10 +146,11 @@ class FakeChain:
     def reset(self) -> None:
         """Start again from genesis with new blocks, finalized back to 0: a dev node restarted
         with a fresh database, or a node restored from an old snapshot."""
-        fork = next(self._forks)
+        self._reset_fork = next(self._forks)
         del self.blocks[1:]
+        genesis = self.blocks[0]
+        self.by_hash = {genesis.hash: genesis}  # a fresh database knows no old block
         self._finalized = 0
-        self._reset_fork = fork
 
     async def run(self, block_time: float, jitter: float = 0.0) -> None:
         """Produce blocks forever, one every ``block_time`` seconds (± ``jitter`` of it, drawn
@@ -707,18 +708,35 @@ class FakeSubstrateNode:
 
 
 class LoadBalancer:
-    """Nodes behind one URL, as a round-robin load balancer serves them: each HTTP request and
-    each new WebSocket goes to the next node. Nodes that are not in step (one behind, one
-    reset) make heights seem to go back and forth."""
+    """Nodes behind one URL, as a round-robin load balancer serves them: each new connection
+    (HTTP keep-alive or WebSocket) goes to the next node. Nodes that are not in step (one
+    behind, one reset) make heights seem to go back and forth, and a hash one node gave may
+    be unknown to the other."""
 
     def __init__(self, *nodes: FakeSubstrateNode) -> None:
         self.nodes = nodes
         self._next = itertools.cycle(nodes)
+        self._backends: dict[asyncio.Transport, FakeSubstrateNode] = {}
+
+    def _backend(self, request: web.Request) -> FakeSubstrateNode:
+        connection = request.transport
+        if connection is None or connection.is_closing():
+            return next(self._next)
+        if connection not in self._backends:
+            self._backends = {c: n for c, n in self._backends.items() if not c.is_closing()}
+            self._backends[connection] = next(self._next)
+        return self._backends[connection]
+
+    async def _rpc(self, request: web.Request) -> web.StreamResponse:
+        return await self._backend(request)._rpc(request)
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        return await self._backend(request)._websocket(request)
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_post("/", lambda request: next(self._next)._rpc(request))
-        app.router.add_get("/", lambda request: next(self._next)._websocket(request))
+        app.router.add_post("/", self._rpc)
+        app.router.add_get("/", self._websocket)
         return app
 
     @asynccontextmanager
