@@ -96,7 +96,10 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("url", help="JSON-RPC URL, metrics page URL or health URL")
     probe.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     probe.add_argument(
-        "--keep", action="append", default=[], help="exporter: a metric name to extract (repeat)"
+        "--keep",
+        action="append",
+        default=[],
+        help="exporter: a metric name to extract (repeat); without it, a summary of the page",
     )
     probe.add_argument(
         "--expect-status", type=int, action="append", help="http: an accepted status (repeat)"
@@ -238,9 +241,6 @@ def _rules_test(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    if args.kind == "exporter" and not args.keep:
-        print("srd probe exporter: name the series to extract with --keep NAME", file=sys.stderr)
-        return EXIT_CONFIG
     try:
         report, up = asyncio.run(
             probe_once(

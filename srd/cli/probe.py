@@ -1,18 +1,24 @@
 """``srd probe KIND URL``: one probe, printed as one JSON object, for a shell or a CI step.
 
-The same probe classes the daemon runs, so what this prints is what srd sees.
+The same probe classes the daemon runs, so what this prints is what srd sees. An exporter
+without ``--keep`` is summarised instead: families, samples, bytes and parse time.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from srd import __version__
 from srd.config import ExporterTarget, HttpTarget, ProbeTarget, SubstrateTarget
 from srd.model import ChainSnapshot, Observation
 from srd.probes import make_probe
+from srd.probes.body import read_body
+from srd.probes.exporter import ACCEPT
+from srd.probes.fetch import Payload, ScrapeError, observe
 from srd.probes.substrate import SubstrateProbe
 
 NAME = "cli"
@@ -35,6 +41,8 @@ async def probe_once(
             report["methods"] = sorted(node.methods) if node.methods is not None else None
             return report, obs.up
         target: ProbeTarget
+        if kind == "exporter" and not keep:
+            return await _page_summary(session, common)
         if kind == "exporter":
             target = ExporterTarget.model_validate(common | {"keep": keep})
         else:
@@ -48,6 +56,37 @@ async def probe_once(
         report["samples"] = [
             {"name": s.name, "labels": dict(s.labels), "value": s.value} for s in obs.samples
         ]
+    return report, obs.up
+
+
+async def _page_summary(
+    session: aiohttp.ClientSession, common: dict[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """An exporter page fully parsed (prometheus-client's parser): what an operator checks
+    before choosing what to ``--keep``."""
+    target = ExporterTarget.model_validate(common | {"keep": ["up"]})  # keep is not used
+    summary: dict[str, Any] = {}
+
+    async def scrape(payload: Payload) -> None:
+        async with session.get(
+            str(target.url), headers={"Accept": ACCEPT}, allow_redirects=False
+        ) as response:
+            payload.http_status = response.status
+            if response.status != 200:
+                raise ScrapeError(f"unexpected status {response.status}")
+            body = await read_body(response, target.max_body_bytes)
+        started = time.perf_counter()
+        try:
+            families = list(text_string_to_metric_families(body.decode("utf-8", "replace")))
+        except ValueError as exc:
+            raise ScrapeError(f"not a text-format page: {exc}") from None
+        summary["families"] = len(families)
+        summary["samples"] = sum(len(family.samples) for family in families)
+        summary["bytes"] = len(body)
+        summary["parse_seconds"] = round(time.perf_counter() - started, 6)
+
+    obs = await observe("exporter", target, scrape)
+    report = _report(obs) | {"status": obs.http_status} | summary
     return report, obs.up
 
 
