@@ -223,9 +223,10 @@ class Metrics:
         )
         self.chain_subscription_restarts = Counter(
             "srd_chain_subscription_restarts",
-            "Working head subscriptions (they had delivered heads) started again, by reason "
-            "(silent: no notification while the chain advanced; closed: the WebSocket failed "
-            "or closed; stop: the node ended a chainHead_v1_follow).",
+            "Working head subscriptions started again, by reason (silent: no notification "
+            "while the chain advanced; closed: an open WebSocket failed or closed; stop: the "
+            "node ended a chainHead_v1_follow). Failed connection attempts are not restarts: "
+            "srd_chain_subscription_attempts_total counts those.",
             ["chain", "node", "reason"],
             registry=reg,
         )
@@ -450,3 +451,7 @@ class Metrics:
             self.chain_finalized_age.labels(*labels).set(chain.finalized_age)
         if chain.sync_gap is not None:
             self.chain_sync_gap.labels(*labels).set(chain.sync_gap)
+        if chain.expected_block_time is not None:
+            self.chain_expected_block_time.labels(chain.chain).set(chain.expected_block_time)
+        if chain.head_age_blocks is not None:
+            self.chain_head_age_blocks.labels(*labels).set(chain.head_age_blocks)

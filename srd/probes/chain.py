@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from srd.model import ChainSnapshot
+
 DEFAULT_WINDOW = 512
 """Canonical headers kept per node: deeper than any reorg a finalizing chain can have
 (finality lag alerts fire at 10 blocks) and small enough to stay flat in memory."""
@@ -437,6 +439,28 @@ class ChainGroup:
         if len(self._block_times) < MIN_LEARNED:
             return None
         return statistics.median(seconds for _, seconds in self._block_times)
+
+    def snapshot(self, chain: str, node: str, now: float) -> ChainSnapshot | None:
+        """What ``node`` says about the chain at ``now``, with its head age in expected block
+        times; None until it has a best and a finalized head and a health answer."""
+        signals = self.tracker(node).signals(now)
+        if signals.best is None or signals.finalized is None or signals.peers is None:
+            return None
+        expected = self.expected(now)
+        age = signals.head_age
+        return ChainSnapshot(
+            chain=chain,
+            best=signals.best,
+            finalized=signals.finalized,
+            peers=signals.peers,
+            is_syncing=bool(signals.is_syncing),
+            should_have_peers=bool(signals.should_have_peers),
+            head_age=age,
+            finalized_age=signals.finalized_age,
+            sync_gap=signals.sync_gap,
+            expected_block_time=expected,
+            head_age_blocks=None if expected is None or age is None else age / expected,
+        )
 
     def best_spread(self) -> int | None:
         bests = [t.best.number for t in self.trackers.values() if t.best is not None]

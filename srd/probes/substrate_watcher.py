@@ -28,7 +28,7 @@ import structlog
 
 from srd.config import SubstrateTarget
 from srd.metrics import Metrics
-from srd.model import ChainSnapshot, Observation
+from srd.model import Observation
 from srd.probes.chain import (
     ChainGroup,
     Header,
@@ -183,33 +183,16 @@ class SubstrateWatcher:
                 self.methods = (self.methods or frozenset({"system_health"})) - {"system_syncState"}
 
     def _up(self, started: float) -> None:
-        signals = self.tracker.signals(self._clock())
-        if signals.best is None or signals.finalized is None or signals.peers is None:
+        snapshot = self.group.snapshot(self.chain, self.target.name, self._clock())
+        if snapshot is None:
             self._down(started, ValueError("no head seen yet"))
             return
-        snapshot = ChainSnapshot(
-            chain=self.chain,
-            best=signals.best,
-            finalized=signals.finalized,
-            peers=signals.peers,
-            is_syncing=bool(signals.is_syncing),
-            should_have_peers=bool(signals.should_have_peers),
-            head_age=signals.head_age,
-            finalized_age=signals.finalized_age,
-            sync_gap=signals.sync_gap,
-        )
         self._observe(started, up=True, chain=snapshot)
         spread = self.group.best_spread()
         if spread is not None:
             self.metrics.chain_best_spread.labels(self.chain).set(spread)
         disagree = self.group.finalized_disagreement()
         self.metrics.chain_finalized_disagreement.labels(self.chain).set(int(disagree))
-        expected = self.group.expected(self._clock())
-        if expected is not None and signals.head_age is not None:
-            self.metrics.chain_expected_block_time.labels(self.chain).set(expected)
-            self.metrics.chain_head_age_blocks.labels(self.chain, self.target.name).set(
-                signals.head_age / expected
-            )
 
     def _down(self, started: float, exc: BaseException) -> None:
         reason = f"timeout after {self.target.timeout:g}s" if isinstance(exc, TimeoutError) else ""
@@ -243,6 +226,7 @@ class SubstrateWatcher:
         while mode != "poll":
             # Reset before connecting: a connect that fails delivered nothing either.
             self._first_head_at = None
+            connected = False
             self.metrics.chain_subscription_attempts.labels(self.chain, self.target.name).inc()
             log.debug("connecting to follow heads", node=self.target.name, attempt=attempt)
             try:
@@ -253,6 +237,7 @@ class SubstrateWatcher:
                     metrics=self.metrics,
                     ssl=self.rpc.tls,
                 ) as ws:
+                    connected = True
                     if mode == "legacy":
                         await self._subscribed(ws)
                     else:
@@ -262,7 +247,7 @@ class SubstrateWatcher:
                     "chainHead follow stopped again", node=self.target.name, reason=str(exc)
                 )
             except _FAILURES as exc:
-                if self._first_head_at is not None:  # the one warning of a transition down
+                if connected:  # a working subscription was lost: the one warning of the outage
                     log.warning("head subscription lost", node=self.target.name, reason=str(exc))
                     self._restarts("closed").inc()
                 else:
