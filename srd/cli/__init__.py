@@ -104,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument(
         "--expect-status", type=int, action="append", help="http: an accepted status (repeat)"
     )
+    probe.add_argument(
+        "--ca-file",
+        help="substrate, http: PEM file of the CA(s) to trust for https:// and wss:// "
+        "(certificates are always verified)",
+    )
     probe.set_defaults(handler=_probe)
 
     journal = commands.add_parser(
@@ -249,6 +254,7 @@ def _probe(args: argparse.Namespace) -> int:
                 timeout_seconds=args.timeout,
                 keep=args.keep,
                 expect_status=args.expect_status or [200],
+                ca_file=args.ca_file,
             )
         )
     except ValidationError as exc:

@@ -25,15 +25,27 @@ NAME = "cli"
 
 
 async def probe_once(
-    kind: str, url: str, *, timeout_seconds: float, keep: list[str], expect_status: list[int]
+    kind: str,
+    url: str,
+    *,
+    timeout_seconds: float,
+    keep: list[str],
+    expect_status: list[int],
+    ca_file: str | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Probe ``url`` once as ``kind``; return (the JSON object to print, whether it is up).
     Raises pydantic's ValidationError for a URL or option srd would refuse in a config."""
-    common = {"name": NAME, "url": url, "timeout": timeout_seconds, "interval": timeout_seconds}
+    common: dict[str, Any] = {
+        "name": NAME,
+        "url": url,
+        "timeout": timeout_seconds,
+        "interval": timeout_seconds,
+    }
+    tls = {} if ca_file is None else {"ca_file": ca_file}
     headers = {"User-Agent": f"srd/{__version__}"}
     async with aiohttp.ClientSession(headers=headers) as session:
         if kind == "substrate":
-            node = SubstrateProbe(SubstrateTarget.model_validate(common), session)
+            node = SubstrateProbe(SubstrateTarget.model_validate(common | tls), session)
             obs = await node()
             report = _report(obs)
             if obs.chain is not None:
@@ -46,7 +58,7 @@ async def probe_once(
         if kind == "exporter":
             target = ExporterTarget.model_validate(common | {"keep": keep})
         else:
-            target = HttpTarget.model_validate(common | {"expect_status": expect_status})
+            target = HttpTarget.model_validate(common | tls | {"expect_status": expect_status})
         _, probe = make_probe(target, session)
         obs = await probe()
     report = _report(obs)
