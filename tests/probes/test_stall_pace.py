@@ -38,9 +38,11 @@ def follow(
     evaluation_interval: float,
     configured: float | None,
     stall_for: float = 0.0,
+    reset_after: int | None = None,
     seed: int = 13,
 ) -> Run:
-    """Produce ``blocks`` blocks, then nothing for ``stall_for`` seconds; follow and judge."""
+    """Produce ``blocks`` blocks, then nothing for ``stall_for`` seconds; follow and judge.
+    ``reset_after``: the node comes back with a fresh database after that many blocks."""
     rng = random.Random(seed)  # noqa: S311 - jitter, not a secret
     chain = FakeChain(name="paced", finality_lag=2)
     group = ChainGroup(expected_block_time=configured)
@@ -59,9 +61,13 @@ def follow(
     events += [(k * evaluation_interval, 2, "evaluate") for k in range(ticks)]
     heapq.heapify(events)
     fired: list[tuple[str, float]] = []
+    produced = 0
     while events:
         now, _, kind = heapq.heappop(events)
         if kind == "block":
+            produced += 1
+            if produced == reset_after:
+                chain.reset()
             block = chain.produce()
             update = tracker.add_best([Header(block.number, block.hash, block.parent_hash)], now)
             group.produced(update, block.number, now)
@@ -105,6 +111,12 @@ def test_a_stall_of_a_6s_chain_fires_within_3_blocks_and_one_interval(
     assert name == "ChainHeadStalled"
     # The probe exports head age every probe interval; the rule reads it every evaluation.
     assert 3 * BLOCK_TIME < latency <= 3 * BLOCK_TIME * 1.1 + PROBE_INTERVAL + evaluation_interval
+
+
+def test_a_node_reset_to_a_fresh_database_raises_no_chain_alert() -> None:
+    # Finalized was at 398 when the node came back at block 1: srd follows it down.
+    run = follow(800, jitter=0.3, evaluation_interval=30.0, configured=None, reset_after=400)
+    assert run.fired == []
 
 
 def test_without_a_known_pace_the_fixed_threshold_still_fires() -> None:
