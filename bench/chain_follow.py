@@ -31,8 +31,8 @@ from .poll_schedule import _free_port, _wait_serving
 
 BLOCKS = 100_000
 WARMUP = 5_000
-BATCH = {"legacy": 100, "chainhead": 100, "poll": 400}
-"""Blocks per batch: a poll sees a whole batch at once and backfills it (under the window)."""
+BATCH = {"legacy": 100, "chainhead": 100, "poll": 100}
+"""Blocks per batch: a poll sees a whole batch at once and backfills it."""
 MODES = ("legacy", "chainhead", "poll")
 
 
@@ -63,9 +63,8 @@ async def _follow(base: str, mode: str) -> dict[str, float]:
     target = SubstrateTarget(
         name="bench",
         url=base,  # type: ignore[arg-type]
-        # A poll backfills a whole batch within its timeout.
-        interval=1.0 if mode != "poll" else 0.5,
-        timeout=1.0 if mode != "poll" else 0.5,
+        interval=1.0 if mode != "poll" else 0.1,
+        timeout=1.0 if mode != "poll" else 0.1,
         silence_timeout=30.0,
         head_tracking=mode,  # type: ignore[arg-type]
     )

@@ -6,7 +6,9 @@ goes silent while the socket stays open is noticed after ``silence_timeout`` and
 a stalled chain by one HTTP poll (the chain advanced: resubscribe; it did not: the chain stalled,
 head age says so); a closed socket is reopened with jittered exponential backoff while heads are
 polled over HTTP; gaps are backfilled with ``chain_getBlockHash(n)`` + ``chain_getHeader``;
-reorgs are walked back through parent hashes to the common ancestor.
+reorgs are walked back through parent hashes to the common ancestor. A node that no longer has
+srd's blocks (reset to a fresh database, or another node behind a load-balanced URL) is followed
+from where it is: heights that go back are counted as regressions, not errors.
 
 A node that lists only the new JSON-RPC spec is followed with ``chainHead_v1_follow`` instead
 (``head_tracking``): block numbers come from the parent links of ``newBlock`` events (one
@@ -269,7 +271,7 @@ class SubstrateWatcher:
         if self._supports("chain_subscribeFinalizedHeads"):
             finalized = await ws.subscribe("chain_subscribeFinalizedHeads")
         last_head = self._clock()
-        first = False
+        current_seen = False
         while True:
             remaining = self.target.silence_timeout - (self._clock() - last_head)
             try:
@@ -286,8 +288,8 @@ class SubstrateWatcher:
                 last_head = self._clock()
                 self._delivered()
                 # The first head of a subscription is the node's current one, not a new block.
-                await self._new_best(await self._identify(result), notified=first)
-                first = True
+                await self._new_best(await self._identify(result), notified=current_seen)
+                current_seen = True
             elif subscription == finalized:
                 self._finalized(await self._identify(result))
 
@@ -438,10 +440,12 @@ class SubstrateWatcher:
                 self.rpc.call("chain_getHeader"), self.rpc.call("chain_getFinalizedHead")
             )
             finalized_raw = await self.rpc.call("chain_getHeader", [finalized_hash])
-            # None: the hash came from another node behind a load balancer; next poll has it.
-            if finalized_raw is not None:
-                self._finalized(Header.from_rpc(finalized_raw, finalized_hash))
-            await self._new_best(await self._identify(best_raw), notified=False)
+        # None: the hash came from another node behind a load balancer; next poll has it.
+        if finalized_raw is not None:
+            self._finalized(Header.from_rpc(finalized_raw, finalized_hash))
+        # Outside the poll's timeout (every call has its own): a backfill of a long gap that
+        # took longer than one poll would otherwise start over, and never finish, every poll.
+        await self._new_best(await self._identify(best_raw), notified=False)
 
     async def _identify(self, raw: object) -> Header:
         header = Header.from_rpc(raw)
@@ -484,12 +488,12 @@ class SubstrateWatcher:
                 segment = [head]
         while True:
             if (older := tracker.missing_history(segment)) is not None:
-                history = await self._known_header(older)
+                history = await self._header(older)
                 if history is None:
                     break  # the node no longer has srd's chain (reset): a fresh start
                 tracker.add_history(history)
             elif (missing := tracker.missing_parent(segment)) is not None:
-                parent = await self._known_header(missing)
+                parent = await self._header(missing)
                 if parent is None:
                     break
                 segment.insert(0, parent)
@@ -519,16 +523,11 @@ class SubstrateWatcher:
         headers: list[Header | None] = []
         for start in range(0, len(hashes), BACKFILL_CONCURRENCY):
             chunk = hashes[start : start + BACKFILL_CONCURRENCY]
-            headers += await asyncio.gather(*(self._known_header(h) for h in chunk))
-        return [h for h in headers if h is not None] if None not in headers else []
+            headers += await asyncio.gather(*(self._header(h) for h in chunk))
+        known = [h for h in headers if h is not None]
+        return known if len(known) == len(headers) else []
 
-    async def _header(self, block_hash: str) -> Header:
-        header = await self._known_header(block_hash)
-        if header is None:
-            raise ValueError(f"node does not know block {block_hash}")
-        return header
-
-    async def _known_header(self, block_hash: str) -> Header | None:
+    async def _header(self, block_hash: str) -> Header | None:
         """The header, or None when the node does not have the block (any more)."""
         if (followed := self._follow_headers.get(block_hash)) is not None:
             return followed

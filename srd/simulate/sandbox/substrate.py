@@ -562,6 +562,8 @@ class FakeSubstrateNode:
         await asyncio.sleep(faults.latency)
         try:
             payload = json.loads(await request.read())
+        except ConnectionError:  # the client gave up (a timeout): nobody to answer
+            return web.Response(status=499)
         except ValueError:
             return await self._json(request, self._error(None, -32700, "Parse error"))
         if isinstance(payload, list):
