@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import resource
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -59,6 +60,12 @@ def _rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
 
 
+async def _until(check: Callable[[], bool], seconds: float) -> None:
+    async with asyncio.timeout(seconds):
+        while not check():  # noqa: ASYNC110 - the watcher's state has no event to wait on
+            await asyncio.sleep(0.001)
+
+
 async def _follow(base: str, mode: str) -> dict[str, float]:
     target = SubstrateTarget(
         name="bench",
@@ -81,14 +88,15 @@ async def _follow(base: str, mode: str) -> dict[str, float]:
             async with session.post(f"{base}/produce?n={n}") as reply:
                 head = await reply.json()
             produced += n
-            async with asyncio.timeout(120):
-                while watcher.tracker.best is None or watcher.tracker.best.hash != head["hash"]:
-                    await asyncio.sleep(0.001)
+            await _until(
+                lambda: (
+                    watcher.tracker.best is not None and watcher.tracker.best.hash == head["hash"]
+                ),
+                120,
+            )
 
         try:
-            async with asyncio.timeout(60):
-                while watcher.tracker.best is None:
-                    await asyncio.sleep(0.01)
+            await _until(lambda: watcher.tracker.best is not None, 60)
             step = BATCH[mode]
             while produced < BLOCKS:
                 await batch(step)
