@@ -431,7 +431,7 @@ class SubstrateWatcher:
             try:
                 await self._poll_heads()
             except _FAILURES as exc:
-                log.info("head poll failed", node=self.target.name, reason=str(exc))
+                log.debug("head poll failed", node=self.target.name, reason=str(exc))
             await asyncio.sleep(min(self.target.interval, remaining))
 
     async def _poll_heads(self) -> None:
