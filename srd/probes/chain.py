@@ -180,6 +180,7 @@ class HeadUpdate:
     first head."""
     regression: Regression | None = None
     head: Header | None = field(default=None, compare=False)
+    """The new best head; None when nothing changed."""
 
 
 NO_CHANGE = HeadUpdate(added=0)
