@@ -302,7 +302,7 @@ async def test_the_block_after_a_same_height_fork_is_timed_from_its_own_parent(
             )
             chain.produce()
             await eventually(lambda: watcher.tracker.best == head_of(chain))
-            await asyncio.sleep(0.6)  # the old fork's block is old by now
+            await asyncio.sleep(1.0)  # the old fork's block is old by now
             chain.reorg(depth=1, length=1)  # a competing block at the same height
             await eventually(lambda: watcher.tracker.best == head_of(chain))
             before = value(metrics, "srd_chain_block_time_seconds_sum", chain="fork")
@@ -310,7 +310,7 @@ async def test_the_block_after_a_same_height_fork_is_timed_from_its_own_parent(
             chain.produce()
             await eventually(lambda: watcher.tracker.best == head_of(chain))
     block_time = value(metrics, "srd_chain_block_time_seconds_sum", chain="fork") - before
-    assert 0.04 < block_time < 0.3
+    assert 0.04 < block_time < 0.5  # not the 1 s since the old fork's block
 
 
 # -- 6. bounded memory in chainhead mode ---------------------------------------------------------
@@ -330,7 +330,7 @@ async def test_chainhead_following_keeps_only_unfinalized_headers(
             for _ in range(600):
                 chain.produce()
                 await asyncio.sleep(0.001)
-            await eventually(lambda: watcher.tracker.best == head_of(chain))
+            await eventually(lambda: watcher.tracker.best == head_of(chain), timeout=20.0)
             held = len(watcher._follow_headers)
     # The unfinalized blocks (2) and the newest finalized one, with slack for events in flight.
     assert held <= 8
