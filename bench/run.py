@@ -9,10 +9,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from . import exporter_parse, poll_schedule, webhook
+from . import chain_follow, exporter_parse, poll_schedule, webhook
 
 RESULTS = Path(__file__).parent / "results.json"
 BENCHMARKS: list[Callable[[], dict[str, float]]] = [
+    chain_follow.run,
     exporter_parse.run,
     poll_schedule.run,
     webhook.run,

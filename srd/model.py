@@ -30,6 +30,10 @@ class ChainSnapshot:
     """Seconds since the finalized block number last rose."""
     sync_gap: int | None = None
     """highestBlock − currentBlock (None when the node does not say)."""
+    expected_block_time: float | None = None
+    """Seconds per block of the chain: configured or learned (None: not known yet)."""
+    head_age_blocks: float | None = None
+    """``head_age`` in expected block times (None while either is unknown)."""
 
     @property
     def finality_lag(self) -> int:

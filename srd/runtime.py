@@ -31,7 +31,7 @@ from srd.actuators import registry
 from srd.actuators.base import Actuator
 from srd.config import Config, ConfigError, ConfigIssue, load_config
 from srd.evaluation.backups import BackupChecker, assess_readiness
-from srd.evaluation.engine import Engine
+from srd.evaluation.engine import Engine, Schedule
 from srd.evaluation.metrics import EvaluationMetrics
 from srd.evaluation.promql_sli import PromqlSource, event_slo
 from srd.evaluation.recovery import RecoverySource, record_readiness
@@ -384,10 +384,11 @@ class Daemon:
         )
         evaluation = [] if not engine.groups else ["evaluation"]
         if evaluation:
+            schedule = Schedule(config.evaluation.interval)
             self.supervisor.start_periodic(
                 "evaluation",
                 config.evaluation.interval,
-                lambda: self._evaluate(engine, sources, config),
+                lambda: self._evaluate(engine, schedule.at(time.time()), sources, config),
                 jitter=0,
             )
         # load_rule_packs allows one disaster-recovery pack at most.
@@ -419,7 +420,7 @@ class Daemon:
         return [PromqlSource(slo, client, self.metrics.probes) for slo in pending]
 
     async def _evaluate(
-        self, engine: Engine, sources: Sequence[PromqlSource], config: Config
+        self, engine: Engine, at: float, sources: Sequence[PromqlSource], config: Config
     ) -> None:
         with structlog.contextvars.bound_contextvars(correlation_id=logs.new_correlation_id()):
             lag = config.evaluation.prometheus.lag if config.evaluation.prometheus else 0.0
@@ -427,7 +428,7 @@ class Daemon:
                 poll = await source.poll(time.time() - lag)
                 if poll.reason:
                     log.debug("PromQL SLI not counted", slo=poll.slo, reason=poll.reason)
-            for alert in engine.evaluate(time.time()):
+            for alert in engine.evaluate(at):
                 log.info(
                     "alert " + alert.state,
                     alertname=alert.name,

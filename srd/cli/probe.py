@@ -1,6 +1,7 @@
 """``srd probe KIND URL``: one probe, printed as one JSON object, for a shell or a CI step.
 
-The same probe classes the daemon runs, so what this prints is what srd sees.
+The same probe classes the daemon runs, so what this prints is what srd sees. An exporter
+without ``--keep`` is summarised instead: families, samples, bytes and parse time.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from srd import __version__
@@ -19,6 +22,9 @@ from srd.cli.exitcodes import FAILED, OK, USAGE
 from srd.config.probes import ExporterTarget, HttpTarget, ProbeTarget, SubstrateTarget
 from srd.model import ChainSnapshot, Observation
 from srd.probes import make_probe
+from srd.probes.body import read_body
+from srd.probes.exporter import ACCEPT
+from srd.probes.fetch import Payload, ScrapeError, observe
 from srd.probes.substrate import SubstrateProbe
 
 NAME = "cli"
@@ -32,18 +38,23 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     probe.add_argument("url", help="JSON-RPC URL, metrics page URL or health URL")
     probe.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     probe.add_argument(
-        "--keep", action="append", default=[], help="exporter: a metric name to extract (repeat)"
+        "--keep",
+        action="append",
+        default=[],
+        help="exporter: a metric name to extract (repeat); without it, a summary of the page",
     )
     probe.add_argument(
         "--expect-status", type=int, action="append", help="http: an accepted status (repeat)"
+    )
+    probe.add_argument(
+        "--ca-file",
+        help="substrate, http: PEM file of the CA(s) to trust for https:// and wss:// "
+        "(certificates are always verified)",
     )
     probe.set_defaults(handler=_probe)
 
 
 def _probe(args: argparse.Namespace) -> int:
-    if args.kind == "exporter" and not args.keep:
-        print("srd probe exporter: name the series to extract with --keep NAME", file=sys.stderr)
-        return USAGE
     try:
         report, up = asyncio.run(
             probe_once(
@@ -52,6 +63,7 @@ def _probe(args: argparse.Namespace) -> int:
                 timeout_seconds=args.timeout,
                 keep=args.keep,
                 expect_status=args.expect_status or [200],
+                ca_file=args.ca_file,
             )
         )
     except ValidationError as exc:
@@ -64,15 +76,27 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 async def probe_once(
-    kind: str, url: str, *, timeout_seconds: float, keep: list[str], expect_status: list[int]
+    kind: str,
+    url: str,
+    *,
+    timeout_seconds: float,
+    keep: list[str],
+    expect_status: list[int],
+    ca_file: str | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Probe ``url`` once as ``kind``; return (the JSON object to print, whether it is up).
     Raises pydantic's ValidationError for a URL or option srd would refuse in a config."""
-    common = {"name": NAME, "url": url, "timeout": timeout_seconds, "interval": timeout_seconds}
+    common: dict[str, Any] = {
+        "name": NAME,
+        "url": url,
+        "timeout": timeout_seconds,
+        "interval": timeout_seconds,
+    }
+    tls = {} if ca_file is None else {"ca_file": ca_file}
     headers = {"User-Agent": f"srd/{__version__}"}
     async with aiohttp.ClientSession(headers=headers) as session:
         if kind == "substrate":
-            node = SubstrateProbe(SubstrateTarget.model_validate(common), session)
+            node = SubstrateProbe(SubstrateTarget.model_validate(common | tls), session)
             obs = await node()
             report = _report(obs)
             if obs.chain is not None:
@@ -80,10 +104,12 @@ async def probe_once(
             report["methods"] = sorted(node.methods) if node.methods is not None else None
             return report, obs.up
         target: ProbeTarget
+        if kind == "exporter" and not keep:
+            return await _page_summary(session, common)
         if kind == "exporter":
             target = ExporterTarget.model_validate(common | {"keep": keep})
         else:
-            target = HttpTarget.model_validate(common | {"expect_status": expect_status})
+            target = HttpTarget.model_validate(common | tls | {"expect_status": expect_status})
         _, probe = make_probe(target, session)
         obs = await probe()
     report = _report(obs)
@@ -93,6 +119,37 @@ async def probe_once(
         report["samples"] = [
             {"name": s.name, "labels": dict(s.labels), "value": s.value} for s in obs.samples
         ]
+    return report, obs.up
+
+
+async def _page_summary(
+    session: aiohttp.ClientSession, common: dict[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """An exporter page fully parsed (prometheus-client's parser): what an operator checks
+    before choosing what to ``--keep``."""
+    target = ExporterTarget.model_validate(common | {"keep": ["up"]})  # keep is not used
+    summary: dict[str, Any] = {}
+
+    async def scrape(payload: Payload) -> None:
+        async with session.get(
+            str(target.url), headers={"Accept": ACCEPT}, allow_redirects=False
+        ) as response:
+            payload.http_status = response.status
+            if response.status != 200:
+                raise ScrapeError(f"unexpected status {response.status}")
+            body = await read_body(response, target.max_body_bytes)
+        started = time.perf_counter()
+        try:
+            families = list(text_string_to_metric_families(body.decode("utf-8", "replace")))
+        except ValueError as exc:
+            raise ScrapeError(f"not a text-format page: {exc}") from None
+        summary["families"] = len(families)
+        summary["samples"] = sum(len(family.samples) for family in families)
+        summary["bytes"] = len(body)
+        summary["parse_seconds"] = round(time.perf_counter() - started, 6)
+
+    obs = await observe("exporter", target, scrape)
+    report = _report(obs) | {"status": obs.http_status} | summary
     return report, obs.up
 
 

@@ -6,7 +6,7 @@ import ssl
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, Field, field_validator, model_validator
+from pydantic import AnyHttpUrl, AnyUrl, Field, UrlConstraints, field_validator, model_validator
 
 from srd.config.durations import Duration
 from srd.config.types import ResolveError, SecretRef, Strict, compiles
@@ -30,11 +30,24 @@ class ProbeTarget(Strict):
         return self
 
 
-class SubstrateTarget(ProbeTarget):
-    """A Substrate node's JSON-RPC endpoint (HTTP, port 9944 by default). Heads come from a
-    WebSocket subscription on the same URL; health and fallback polls go over HTTP."""
+NodeUrl = Annotated[
+    AnyUrl, UrlConstraints(allowed_schemes=["http", "https", "ws", "wss"], host_required=True)
+]
+"""A node's JSON-RPC URL in either transport: Substrate serves both on one port."""
 
-    url: AnyHttpUrl
+
+class SubstrateTarget(ProbeTarget):
+    """A Substrate node's JSON-RPC endpoint (port 9944 by default), as ``http(s)://`` or
+    ``ws(s)://``. Heads come from a WebSocket subscription on the same host, port and path;
+    health and fallback polls go over HTTP, or over a WebSocket when the node serves only that
+    (a ``ws(s)://`` URL whose HTTP side refuses JSON-RPC)."""
+
+    url: NodeUrl
+    ca_file: Path | None = Field(
+        None,
+        description="PEM file of the CA(s) to trust for https:// and wss:// instead of the "
+        "system store. Certificates and host names are always verified.",
+    )
     subscribe: bool = Field(
         True,
         description="Follow heads over a WebSocket subscription (every block, as it comes); "
@@ -50,6 +63,12 @@ class SubstrateTarget(ProbeTarget):
         1.0,
         description="Seconds before the first WebSocket reconnect; doubles (jittered) on each "
         "failure up to 60 s, so a restarting node is not hammered. Heads are polled meanwhile.",
+    )
+    expected_block_time: Duration | None = Field(
+        None,
+        description="Seconds per block of this node's chain (6 s on most Substrate chains). "
+        "Unset: learned as the median block time of the last hour. Stall detection fires "
+        "after the chain rules' stall_blocks of them.",
     )
     head_tracking: Literal["auto", "legacy", "chainhead", "poll"] = Field(
         "auto",

@@ -44,6 +44,7 @@ FINALITY_LAG = ProbeMetrics.CHAIN_FINALITY_LAG
 PEERS = ProbeMetrics.CHAIN_PEERS
 SHOULD_HAVE_PEERS = ProbeMetrics.CHAIN_SHOULD_HAVE_PEERS
 HEAD_AGE = ProbeMetrics.CHAIN_HEAD_AGE
+HEAD_AGE_BLOCKS = ProbeMetrics.CHAIN_HEAD_AGE_BLOCKS
 FINALIZED_DISAGREEMENT = ProbeMetrics.CHAIN_FINALIZED_DISAGREEMENT
 EXPORTER_DISAGREEMENT = ProbeMetrics.CHAIN_EXPORTER_DISAGREEMENT
 
@@ -107,7 +108,36 @@ class Compare:
         }
 
 
-Condition = IncreaseBelow | Compare
+@dataclass(frozen=True)
+class Stalled:
+    """``blocks_metric > blocks or seconds_metric > seconds``: the head has not moved for
+    ``blocks`` expected block times (the chain's own pace, when known), or for ``seconds``
+    whatever the pace. ``or`` matches on labels without the metric name: one result a node."""
+
+    blocks_metric: str
+    blocks: float | None
+    seconds_metric: str
+    seconds: float
+
+    def _parts(self) -> list[Compare]:
+        parts = [] if self.blocks is None else [Compare(self.blocks_metric, ">", self.blocks)]
+        return [*parts, Compare(self.seconds_metric, ">", self.seconds)]
+
+    def promql(self) -> str:
+        return " or ".join(part.promql() for part in self._parts())
+
+    def needs(self) -> list[SeriesNeed]:
+        return [need for part in self._parts() for need in part.needs()]
+
+    def evaluate(self, store: SeriesReader, at: float) -> dict[LabelSet, Outcome]:
+        out: dict[LabelSet, Outcome] = {}
+        for part in self._parts():
+            for labels, outcome in part.evaluate(store, at).items():
+                out[labels] = bool(out.get(labels)) or bool(outcome)
+        return out
+
+
+Condition = IncreaseBelow | Compare | Stalled
 
 
 @dataclass(frozen=True)
@@ -196,7 +226,18 @@ class PeersCheck(Levels):
 
 
 class HeadStalledCheck(Levels):
-    max_age: Duration = Field(120.0, description="20 blocks at the 6 s target: not a slow block.")
+    max_age: Duration = Field(
+        120.0,
+        description="20 blocks at the 6 s target: not a slow block. The upper bound, also "
+        "while the chain's expected block time is unknown.",
+    )
+    stall_blocks: float | None = Field(
+        3.0,
+        gt=0,
+        description="Expected block times (configured per node, else the median of the last "
+        "hour) without a new best block that make a stall: 18 s on a 6 s chain; null: only "
+        "max_age.",
+    )
     critical: Level | None = Field(default_factory=lambda: _level(0.0))
 
 
@@ -264,9 +305,15 @@ class ChainHealth(Strict):
             (
                 "ChainHeadStalled",
                 stalled,
-                Compare(HEAD_AGE, ">", stalled.max_age),
+                Stalled(HEAD_AGE_BLOCKS, stalled.stall_blocks, HEAD_AGE, stalled.max_age),
                 "A node's head is stalled",
-                f"No new best block for more than {format_duration(stalled.max_age)}.",
+                f"No new best block for more than {format_duration(stalled.max_age)}"
+                + (
+                    ""
+                    if stalled.stall_blocks is None
+                    else f" or {_number(stalled.stall_blocks)} expected block times"
+                )
+                + ".",
             ),
             (
                 "ChainFinalizedHashDisagreement",

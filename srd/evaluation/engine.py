@@ -3,6 +3,7 @@ state and metrics, persist the state when it changed, and return the alert trans
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +15,28 @@ from srd.evaluation.slo import Slo, SloGroup
 from srd.model import Alert
 
 STATE_FILE = "alerts.json"
+
+
+class Schedule:
+    """Evaluation timestamps on a fixed grid, ``first + k × interval``, whatever the lag of the
+    run that asks: as Prometheus evaluates a group at its scheduled time, so a window reads
+    the same samples every tick and a ``for`` counts whole intervals."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._first: float | None = None
+        self._last: float | None = None
+
+    def at(self, now: float) -> float:
+        """The tick a run starting at Unix time ``now`` belongs to (the latest one not after
+        ``now``); never the same tick twice, even when the wall clock steps back."""
+        if self._first is None:
+            self._first = now
+        tick = self._first + math.floor((now - self._first) / self.interval) * self.interval
+        if self._last is not None and tick <= self._last:
+            tick = self._last + self.interval
+        self._last = tick
+        return tick
 
 
 class Engine:

@@ -12,9 +12,13 @@ head notifications do not carry the hash and reorg detection needs it.
 from __future__ import annotations
 
 import hashlib
+import statistics
+from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from srd.model import ChainSnapshot
 
 DEFAULT_WINDOW = 512
 """Canonical headers kept per node: deeper than any reorg a finalizing chain can have
@@ -153,6 +157,17 @@ class Reorg:
 
 
 @dataclass(frozen=True, slots=True)
+class Regression:
+    """A height that went back without a reorg: the node was reset to a fresh database or an
+    old snapshot, or its URL is load-balanced across nodes that are not in step."""
+
+    kind: str
+    """``best`` or ``finalized``."""
+    before: int
+    after: int
+
+
+@dataclass(frozen=True, slots=True)
 class HeadUpdate:
     """What one new best head (with the headers that link it to the known chain) did."""
 
@@ -160,8 +175,12 @@ class HeadUpdate:
     """Headers that became canonical."""
     reorg: Reorg | None = None
     live: bool = False
-    """The head is the direct child of the previous best, seen as it came: its arrival time
-    is a block time. False for backfilled heads, reorgs and the first head."""
+    """The head came alone, linked to the known chain, as the node notified it: its arrival
+    time is when it came (on its own fork). False for polled and backfilled heads and for the
+    first head."""
+    regression: Regression | None = None
+    head: Header | None = field(default=None, compare=False)
+    """The new best head; None when nothing changed."""
 
 
 NO_CHANGE = HeadUpdate(added=0)
@@ -246,9 +265,12 @@ class ChainTracker:
             return None
         return self._canonical[min(self._canonical)]
 
-    def add_best(self, segment: Sequence[Header], now: float) -> HeadUpdate:
+    def add_best(
+        self, segment: Sequence[Header], now: float, *, notified: bool = True
+    ) -> HeadUpdate:
         """A new best head, preceded by the headers that link it to the known chain
-        (oldest first). A segment that does not link is taken as a fresh start."""
+        (oldest first). A segment that does not link is taken as a fresh start (a regression
+        when it is lower). ``notified``: the head came as the node announced it, not polled."""
         if not segment:
             return NO_CHANGE
         head = segment[-1]
@@ -258,9 +280,11 @@ class ChainTracker:
             return NO_CHANGE
         previous = self.best
         ancestor = self._numbers.get(segment[0].parent_hash)
-        reorg = None
+        reorg = regression = None
         if previous is not None and ancestor is None:
             self._forget_after(-1)
+            if head.number < previous.number:
+                regression = Regression("best", previous.number, head.number)
         elif previous is not None and ancestor is not None and ancestor != previous.number:
             reorg = Reorg(depth=previous.number - ancestor, ancestor=ancestor)
             self.reorgs += 1
@@ -268,25 +292,28 @@ class ChainTracker:
         for header in segment:
             self._remember(header)
         self.best = head
-        if previous is None or head.number > previous.number:
+        if previous is None or head.number > previous.number or regression is not None:
             self._best_rose_at = now
-        live = (
-            previous is not None
-            and reorg is None
-            and len(segment) == 1
-            and head.parent_hash == previous.hash
-        )
-        return HeadUpdate(added=len(segment), reorg=reorg, live=live)
+        live = notified and previous is not None and ancestor is not None and len(segment) == 1
+        return HeadUpdate(len(segment), reorg, live, regression, head)
 
-    def add_finalized(self, header: Header, now: float) -> None:
-        if self.finalized is None or header.number > self.finalized.number:
+    def add_finalized(self, header: Header, now: float) -> Regression | None:
+        """The node's finalized head, followed as it says, also when it goes back."""
+        previous, regression = self.finalized, None
+        if previous is not None and header.number < previous.number:
+            regression = Regression("finalized", previous.number, header.number)
+            # What was finalized above belongs to the chain the node no longer has.
+            for number in [n for n in self._finalized_hashes if n > header.number]:
+                del self._finalized_hashes[number]
+        if previous is None or header.number != previous.number:
             self._finalized_rose_at = now
-            self.finalized = header
+        self.finalized = header
         # Kept apart from the best chain, which stays contiguous, so nodes can be compared at
         # a finalized height a tracker's window does not hold.
         self._finalized_hashes[header.number] = header.hash
         if len(self._finalized_hashes) > self.window:
             del self._finalized_hashes[min(self._finalized_hashes)]
+        return regression
 
     def add_health(self, health: Health) -> None:
         self.health = health
@@ -303,9 +330,15 @@ class ChainTracker:
 
     def signals(self, now: float) -> ChainSignals:
         health = self.health
+        best = self.best.number if self.best else None
+        finalized = self.finalized.number if self.finalized else None
+        if best is not None and finalized is not None:
+            # Between a reset node's new best and its new finalized head, or across a
+            # load-balanced pair: a finalized block above the best one is never real.
+            finalized = min(finalized, best)
         return ChainSignals(
-            best=self.best.number if self.best else None,
-            finalized=self.finalized.number if self.finalized else None,
+            best=best,
+            finalized=finalized,
             head_age=_age(self._best_rose_at, now),
             finalized_age=_age(self._finalized_rose_at, now),
             peers=health.peers if health else None,
@@ -341,18 +374,31 @@ class Production:
     blocks: int
     """New heights the chain reached (counted once per chain, forks excluded)."""
     block_time: float | None
-    """Seconds since the previous height was reached, when exactly one block came live."""
+    """Seconds since the block's parent arrived, when both came live (same fork)."""
+
+
+LEARN_BLOCK_TIME = 3600.0
+"""Seconds of block times the expected block time is learned from (their median)."""
+MIN_LEARNED = 20
+"""Block times needed before a learned median is trusted."""
+MAX_LEARNED = 3600
+"""Block times kept to learn from: an hour of 1 s blocks."""
 
 
 class ChainGroup:
-    """The nodes of one chain."""
+    """The nodes of one chain. ``expected_block_time``: configured seconds per block, else
+    learned as the median of the last hour's block times."""
 
-    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
+    def __init__(
+        self, window: int = DEFAULT_WINDOW, expected_block_time: float | None = None
+    ) -> None:
         self.window = window
+        self.expected_block_time = expected_block_time
         self.trackers: dict[str, ChainTracker] = {}
         self._height: int | None = None
-        self._height_at = 0.0
-        self._height_live = False
+        self._arrivals: dict[str, float] = {}
+        """Block hash → when a node was first notified of it; the newest ``window`` blocks."""
+        self._block_times: deque[tuple[float, float]] = deque(maxlen=MAX_LEARNED)
 
     def tracker(self, node: str) -> ChainTracker:
         if node not in self.trackers:
@@ -361,19 +407,61 @@ class ChainGroup:
 
     def produced(self, update: HeadUpdate, best: int, now: float) -> Production:
         """Account a node's head update: new heights count once, whichever node saw them
-        first; the first height seen counts nothing (srd did not see it produced)."""
+        first; the first height seen counts nothing (srd did not see it produced). A block
+        time is measured from the arrival of the block's own parent, so a fork at the same
+        height restarts the clock; a polled or backfilled end says when srd looked, not when
+        the block came, and gives none."""
+        head, parent_at = update.head, None
+        if update.live and head is not None and head.hash not in self._arrivals:
+            parent_at = self._arrivals.get(head.parent_hash)
+            self._arrivals[head.hash] = now
+            if len(self._arrivals) > self.window:
+                del self._arrivals[next(iter(self._arrivals))]
         previous = self._height
+        # A node that went back (update.regression) counts nothing until it passes the
+        # highest height the chain reached: the chain did not produce those blocks again.
         if previous is not None and best <= previous:
             return Production(0, None)
-        last_at, last_live = self._height_at, self._height_live
-        self._height, self._height_at, self._height_live = best, now, update.live
+        self._height = best
         if previous is None:
             return Production(0, None)
-        blocks = best - previous
-        # Both ends must be arrivals as they happened: a polled or backfilled height says
-        # when srd looked, not when the block came.
-        live = blocks == 1 and update.live and last_live
-        return Production(blocks, now - last_at if live else None)
+        block_time = None if parent_at is None else now - parent_at
+        if block_time is not None:
+            self._block_times.append((now, block_time))
+        return Production(best - previous, block_time)
+
+    def expected(self, now: float) -> float | None:
+        """Seconds per block: configured, else the median block time of the last hour (None
+        until enough were seen; a polled chain has none)."""
+        if self.expected_block_time is not None:
+            return self.expected_block_time
+        while self._block_times and self._block_times[0][0] < now - LEARN_BLOCK_TIME:
+            self._block_times.popleft()
+        if len(self._block_times) < MIN_LEARNED:
+            return None
+        return statistics.median(seconds for _, seconds in self._block_times)
+
+    def snapshot(self, chain: str, node: str, now: float) -> ChainSnapshot | None:
+        """What ``node`` says about the chain at ``now``, with its head age in expected block
+        times; None until it has a best and a finalized head and a health answer."""
+        signals = self.tracker(node).signals(now)
+        if signals.best is None or signals.finalized is None or signals.peers is None:
+            return None
+        expected = self.expected(now)
+        age = signals.head_age
+        return ChainSnapshot(
+            chain=chain,
+            best=signals.best,
+            finalized=signals.finalized,
+            peers=signals.peers,
+            is_syncing=bool(signals.is_syncing),
+            should_have_peers=bool(signals.should_have_peers),
+            head_age=age,
+            finalized_age=signals.finalized_age,
+            sync_gap=signals.sync_gap,
+            expected_block_time=expected,
+            head_age_blocks=None if expected is None or age is None else age / expected,
+        )
 
     def best_spread(self) -> int | None:
         bests = [t.best.number for t in self.trackers.values() if t.best is not None]

@@ -17,7 +17,8 @@ import aiohttp
 
 from srd.config.probes import ExporterTarget
 from srd.model import Observation, Sample
-from srd.probes.fetch import Payload, ScrapeError, observe, read_limited
+from srd.probes.body import read_body
+from srd.probes.fetch import Payload, ScrapeError, observe
 
 ACCEPT = "text/plain;version=0.0.4;q=1.0,*/*;q=0.1"
 SUFFIXES = ("_bucket", "_sum", "_count")
@@ -136,5 +137,5 @@ class ExporterProbe:
         ) as response:
             if response.status != 200:
                 raise ScrapeError(f"unexpected status {response.status}")
-            body = await read_limited(response, target.max_body_bytes)
+            body = await read_body(response, target.max_body_bytes)
         payload.samples = tuple(self._extract(body.decode("utf-8", errors="replace")))

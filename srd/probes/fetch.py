@@ -1,5 +1,5 @@
-"""What the HTTP-based probes share: a timed observation, a bounded body, and one way of
-turning a failure into the reason an operator reads."""
+"""What the HTTP-based probes share: a timed observation, and one way of turning a failure
+into the reason an operator reads (bodies are read by ``srd.probes.body``)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,11 @@ import aiohttp
 
 from srd.config.probes import ProbeTarget
 from srd.model import Observation, Sample
+from srd.probes.body import BodyError
 
 
 class ScrapeError(Exception):
     """The answer cannot be used; ``str()`` is the reason the observation gives."""
-
-
-class BodyTooLarge(ScrapeError):
-    """The body is bigger than the configured limit; it was not read past it."""
 
 
 @dataclass
@@ -44,7 +41,7 @@ async def observe(
             await work(payload)
     except TimeoutError:
         reason = f"timeout after {target.timeout:g}s"
-    except ScrapeError as exc:
+    except (ScrapeError, BodyError) as exc:
         reason = str(exc)
     except aiohttp.ClientError as exc:
         reason = describe_client_error(exc)
@@ -58,21 +55,6 @@ async def observe(
         samples=None if reason else payload.samples,
         http_status=payload.http_status,
     )
-
-
-async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, or BodyTooLarge as soon as it is known to exceed ``limit`` bytes."""
-    declared = response.content_length
-    if declared is not None and declared > limit:
-        raise BodyTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks, size = [], 0
-    # Never asks for more than one byte past the limit, so a huge body is not buffered.
-    while chunk := await response.content.read(limit + 1 - size):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def describe_client_error(exc: aiohttp.ClientError) -> str:

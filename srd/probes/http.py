@@ -17,7 +17,8 @@ import aiohttp
 from srd.config.probes import BodyMatch, HttpTarget, JsonScalar
 from srd.jsonpath import JsonPath
 from srd.model import Observation
-from srd.probes.fetch import Payload, ScrapeError, observe, read_limited
+from srd.probes.body import BodyError, parse_json, read_body
+from srd.probes.fetch import Payload, ScrapeError, observe
 
 
 class BodyMismatch(Exception):
@@ -52,9 +53,9 @@ class _JsonPathCheck:
 
     def __call__(self, body: bytes) -> None:
         try:
-            document = json.loads(body)
-        except ValueError as exc:
-            raise BodyMismatch(f"body is not JSON ({exc})") from None
+            document = parse_json(body)
+        except BodyError as exc:
+            raise BodyMismatch(f"body {exc}") from None
         try:
             value = self._path.find(document)
         except LookupError as exc:
@@ -116,6 +117,6 @@ class HttpProbe:
                 raise ScrapeError(f"unexpected status {response.status}")
             if self._check is not None:
                 try:
-                    self._check(await read_limited(response, target.max_body_bytes))
+                    self._check(await read_body(response, target.max_body_bytes))
                 except BodyMismatch as exc:
                     raise ScrapeError(f"body mismatch: {exc}") from None

@@ -41,6 +41,10 @@ class ProbeMetrics:
     CHAIN_BEST_SPREAD = "srd_chain_best_block_spread_blocks"
     CHAIN_FINALIZED_DISAGREEMENT = "srd_chain_finalized_hash_disagreement"
     CHAIN_SUBSCRIPTION_RESTARTS = "srd_chain_subscription_restarts"
+    CHAIN_SUBSCRIPTION_ATTEMPTS = "srd_chain_subscription_attempts"
+    CHAIN_HEIGHT_REGRESSIONS = "srd_chain_height_regressions"
+    CHAIN_EXPECTED_BLOCK_TIME = "srd_chain_expected_block_time_seconds"
+    CHAIN_HEAD_AGE_BLOCKS = "srd_chain_head_age_blocks"
     BLOCKS_PRODUCED = "vilokanam_blocks_produced"
     RPC_DURATION = "srd_rpc_request_duration_seconds"
     RPC_ERRORS = "srd_rpc_errors"
@@ -182,10 +186,40 @@ class ProbeMetrics:
         )
         self.chain_subscription_restarts = Counter(
             self.CHAIN_SUBSCRIPTION_RESTARTS,
-            "Head subscriptions started again, by reason (silent: no notification while the "
-            "chain advanced; closed: the WebSocket failed or closed; stop: the node ended a "
-            "chainHead_v1_follow).",
+            "Working head subscriptions started again, by reason (silent: no notification "
+            "while the chain advanced; closed: an open WebSocket failed or closed; stop: the "
+            "node ended a chainHead_v1_follow). Failed connection attempts are not restarts: "
+            "srd_chain_subscription_attempts_total counts those.",
             ["chain", "node", "reason"],
+            registry=reg,
+        )
+        self.chain_subscription_attempts = Counter(
+            self.CHAIN_SUBSCRIPTION_ATTEMPTS,
+            "WebSocket connections srd opened (or tried to) to follow heads; while a node "
+            "stays down they back off exponentially, with jitter, up to 60 s apart.",
+            ["chain", "node"],
+            registry=reg,
+        )
+        self.chain_height_regressions = Counter(
+            self.CHAIN_HEIGHT_REGRESSIONS,
+            "Times a node's best or finalized height went back without a reorg (kind: best, "
+            "finalized): a node reset to a fresh database or an old snapshot, or a URL "
+            "load-balanced across nodes that are not in step. srd follows what the node says.",
+            ["node", "kind"],
+            registry=reg,
+        )
+        self.chain_expected_block_time = Gauge(
+            self.CHAIN_EXPECTED_BLOCK_TIME,
+            "Seconds per block a chain is expected to take: configured (expected_block_time), "
+            "else the median block time of the last hour; absent until known.",
+            ["chain"],
+            registry=reg,
+        )
+        self.chain_head_age_blocks = Gauge(
+            self.CHAIN_HEAD_AGE_BLOCKS,
+            "Seconds since a node's best block rose, in expected block times: the stall "
+            "signal at the chain's own pace; absent while the expected block time is unknown.",
+            ["chain", "node"],
             registry=reg,
         )
         self.blocks_produced = Counter(
@@ -246,3 +280,7 @@ class ProbeMetrics:
             self.chain_finalized_age.labels(*labels).set(chain.finalized_age)
         if chain.sync_gap is not None:
             self.chain_sync_gap.labels(*labels).set(chain.sync_gap)
+        if chain.expected_block_time is not None:
+            self.chain_expected_block_time.labels(chain.chain).set(chain.expected_block_time)
+        if chain.head_age_blocks is not None:
+            self.chain_head_age_blocks.labels(*labels).set(chain.head_age_blocks)

@@ -3,14 +3,14 @@ observed as samples under the platform's metric names (see srd.probes.stream_met
 
 from __future__ import annotations
 
-import json
 import math
 
 import aiohttp
 
 from srd.config.probes import StreamStatsTarget
 from srd.model import Observation, Sample
-from srd.probes.fetch import Payload, ScrapeError, observe, read_limited
+from srd.probes.body import BodyError, parse_json, read_body
+from srd.probes.fetch import Payload, ScrapeError, observe
 from srd.probes.stream_metrics import ACTIVE_STREAMS, VIEWER_COUNT
 
 MAX_BODY_BYTES = 64 * 1024
@@ -21,9 +21,9 @@ FIELDS = {"active_streams": ACTIVE_STREAMS, "viewers": VIEWER_COUNT}
 def parse_stats(body: bytes) -> tuple[Sample, ...]:
     """The two counts as samples; ScrapeError naming the field when one is missing or bad."""
     try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise ScrapeError(f"invalid JSON: {exc}") from None
+        data = parse_json(body)
+    except BodyError as exc:
+        raise ScrapeError(f"invalid JSON: the body {exc}") from None
     if not isinstance(data, dict):
         raise ScrapeError("expected a JSON object")
     samples = []
@@ -51,5 +51,5 @@ class StreamStatsProbe:
         async with self._session.get(str(self.target.url), allow_redirects=False) as response:
             if response.status != 200:
                 raise ScrapeError(f"unexpected status {response.status}")
-            body = await read_limited(response, MAX_BODY_BYTES)
+            body = await read_body(response, MAX_BODY_BYTES)
         payload.samples = parse_stats(body)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
+import ssl
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,10 +20,12 @@ import structlog
 
 from srd.config.probes import SubstrateTarget
 from srd.model import ChainSnapshot, Observation
+from srd.probes.body import BodyError, parse_json, read_body
 from srd.probes.chain import Health, parse_block_number
 from srd.probes.metrics import ProbeMetrics
 
-__all__ = ["RpcClient", "RpcError", "SubstrateProbe", "WsRpc", "classify", "connect_ws"]
+__all__ = ["NodeClient", "RpcClient", "RpcError", "SubstrateProbe", "WsRpc", "classify"]
+__all__ += ["connect_ws", "http_url", "ws_url"]
 __all__ += ["learn_methods", "parse_block_number"]
 
 log = structlog.get_logger("srd.probes.substrate")
@@ -56,7 +59,7 @@ def classify(code: object) -> str:
     """Error class of a JSON-RPC error code, by range (codes differ across server versions).
 
     Transport classes are added by the clients: ``http``, ``rate_limited`` (HTTP 429),
-    ``connection``, ``timeout``, ``malformed``, ``too_big``."""
+    ``connection``, ``timeout``, ``malformed``, ``too_big``, ``too_deep``."""
     if not isinstance(code, int) or isinstance(code, bool):
         return "unknown"
     if code in _CLASSES:
@@ -69,9 +72,12 @@ def classify(code: object) -> str:
 class RpcError(Exception):
     """A call failed. ``error_class`` is bounded (metric label); ``str()`` is for people."""
 
-    def __init__(self, method: str, error_class: str, message: str) -> None:
+    def __init__(
+        self, method: str, error_class: str, message: str, http_status: int | None = None
+    ) -> None:
         self.method = method
         self.error_class = error_class
+        self.http_status = http_status
         super().__init__(f"{method}: {message}")
 
 
@@ -104,6 +110,29 @@ class _Instrumented:
             self.metrics.rpc_errors.labels(method, error_class).inc()
 
 
+def http_url(url: str) -> str:
+    """The HTTP URL of a node given in either transport: same host, port and path."""
+    if url.startswith("wss://"):
+        return "https://" + url.removeprefix("wss://")
+    if url.startswith("ws://"):
+        return "http://" + url.removeprefix("ws://")
+    return url
+
+
+def ws_url(url: str) -> str:
+    """The WebSocket URL of a node given in either transport (Substrate serves both)."""
+    if url.startswith("https://"):
+        return "wss://" + url.removeprefix("https://")
+    if url.startswith("http://"):
+        return "ws://" + url.removeprefix("http://")
+    return url
+
+
+def tls(ca_file: Path | None) -> ssl.SSLContext | bool:
+    """aiohttp's ``ssl=``: always verified, against ``ca_file`` when given."""
+    return True if ca_file is None else ssl.create_default_context(cafile=ca_file)
+
+
 class RpcClient(_Instrumented):
     """JSON-RPC 2.0 over HTTP POST to one node. Every call has a timeout."""
 
@@ -114,11 +143,13 @@ class RpcClient(_Instrumented):
         *,
         timeout: float = 10.0,
         metrics: ProbeMetrics | None = None,
+        ssl: ssl.SSLContext | bool = True,
     ) -> None:
-        self.url = url
+        self.url = http_url(url)
         self.timeout = timeout
         self.metrics = metrics
         self._session = session
+        self._ssl = ssl
         self._ids = itertools.count(1)
 
     async def call(self, method: str, params: list[Any] | None = None) -> Any:
@@ -128,24 +159,23 @@ class RpcClient(_Instrumented):
 
     async def _post(self, method: str, request: dict[str, Any]) -> bytes:
         try:
-            async with self._session.post(self.url, json=request) as response:
+            async with self._session.post(self.url, json=request, ssl=self._ssl) as response:
                 if response.status == 429:
                     raise RpcError(method, "rate_limited", "HTTP 429: too many connections")
                 if response.status != 200:
-                    raise RpcError(method, "http", f"HTTP {response.status}")
-                body = await response.content.read(MAX_RESPONSE_BYTES + 1)
+                    raise RpcError(method, "http", f"HTTP {response.status}", response.status)
+                return await read_body(response, MAX_RESPONSE_BYTES)
+        except BodyError as exc:
+            raise RpcError(method, exc.reason, str(exc)) from None
         except aiohttp.ClientError as exc:
             raise RpcError(method, "connection", str(exc) or type(exc).__name__) from exc
-        if len(body) > MAX_RESPONSE_BYTES:
-            raise RpcError(method, "too_big", f"response over {MAX_RESPONSE_BYTES} bytes")
-        return body
 
 
 def _result(method: str, body: bytes | str) -> Any:
     try:
-        reply = json.loads(body)
-    except ValueError:
-        raise RpcError(method, "malformed", "response is not JSON") from None
+        reply = parse_json(body)
+    except BodyError as exc:
+        raise RpcError(method, exc.reason, f"response {exc}") from None
     if not isinstance(reply, dict):
         raise RpcError(method, "malformed", "response is not a JSON object")
     return _unwrap(method, reply)
@@ -231,10 +261,10 @@ class WsRpc(_Instrumented):
 
     def _dispatch(self, data: str) -> None:
         try:
-            message = json.loads(data)
-        except ValueError:
+            message = parse_json(data)
+        except BodyError as exc:
             # No id to match: the call it answered times out; the count says why.
-            self._count("websocket_message", "malformed")
+            self._count("websocket_message", exc.reason)
             return
         if not isinstance(message, dict):
             self._count("websocket_message", "malformed")
@@ -256,13 +286,6 @@ class WsRpc(_Instrumented):
             future.set_exception(exc)
 
 
-def ws_url(url: str) -> str:
-    """The WebSocket URL of a node: same host, port and path (Substrate serves both)."""
-    if url.startswith("https://"):
-        return "wss://" + url.removeprefix("https://")
-    return "ws://" + url.removeprefix("http://")
-
-
 @asynccontextmanager
 async def connect_ws(
     url: str,
@@ -270,6 +293,7 @@ async def connect_ws(
     *,
     call_timeout: float,
     metrics: ProbeMetrics | None = None,
+    ssl: ssl.SSLContext | bool = True,
 ) -> AsyncIterator[WsRpc]:
     """Open a WebSocket to the node and read it until the ``async with`` ends; the connect
     and every call on it are bounded by ``call_timeout`` seconds."""
@@ -280,10 +304,12 @@ async def connect_ws(
                 ws_url(url),
                 max_msg_size=MAX_RESPONSE_BYTES,
                 timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
+                ssl=ssl,
             )
     except aiohttp.WSServerHandshakeError as exc:
         error_class = "rate_limited" if exc.status == 429 else "http"
-        raise RpcError("websocket_connect", error_class, f"HTTP {exc.status}") from exc
+        message = f"HTTP {exc.status}"
+        raise RpcError("websocket_connect", error_class, message, exc.status) from exc
     except aiohttp.ClientError as exc:
         raise RpcError("websocket_connect", "connection", str(exc) or type(exc).__name__) from exc
     rpc = WsRpc(ws, timeout, metrics)
@@ -297,6 +323,74 @@ async def connect_ws(
         await ws.close()
 
 
+NOT_OFFERED = frozenset({400, 404, 405, 426})
+"""HTTP answers to a JSON-RPC POST by an endpoint that serves only WebSocket (seen: 405 from
+the node's own server with HTTP disabled, 400/404/426 from proxies that route upgrades only)."""
+
+
+class NodeClient:
+    """Calls to one node: over HTTP, or, for a node given as ``ws(s)://`` whose HTTP side is
+    not offered, over one WebSocket kept open between calls (reopened when it closes)."""
+
+    def __init__(
+        self,
+        url: str,
+        session: aiohttp.ClientSession,
+        *,
+        timeout: float,
+        metrics: ProbeMetrics | None = None,
+        ca_file: Path | None = None,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.metrics = metrics
+        self.tls = tls(ca_file)
+        self.http = RpcClient(url, session, timeout=timeout, metrics=metrics, ssl=self.tls)
+        self.websocket_only = False
+        """Set once the node refused JSON-RPC over HTTP on a ws(s):// URL."""
+        self._session = session
+        self._ws: WsRpc | None = None
+        self._stack = AsyncExitStack()
+        self._opening = asyncio.Lock()
+
+    async def call(self, method: str, params: list[Any] | None = None) -> Any:
+        if not self.websocket_only:
+            try:
+                return await self.http.call(method, params)
+            except RpcError as exc:
+                if not (self.url.startswith("ws") and exc.http_status in NOT_OFFERED):
+                    raise
+                log.info("node serves JSON-RPC over WebSocket only", node=self.url, reason=str(exc))
+                self.websocket_only = True
+        ws = await self._websocket()
+        try:
+            return await ws.call(method, params)
+        except RpcError as exc:
+            if exc.error_class == "connection":
+                await self.aclose()  # the next call opens a new one
+            raise
+
+    async def _websocket(self) -> WsRpc:
+        async with self._opening:
+            if self._ws is None:
+                self._ws = await self._stack.enter_async_context(
+                    connect_ws(
+                        self.url,
+                        self._session,
+                        call_timeout=self.timeout,
+                        metrics=self.metrics,
+                        ssl=self.tls,
+                    )
+                )
+            return self._ws
+
+    async def aclose(self) -> None:
+        """Close the WebSocket calls went over, if any."""
+        self._ws = None
+        stack, self._stack = self._stack, AsyncExitStack()
+        await stack.aclose()
+
+
 class SubstrateProbe:
     """Polls one node once per call: health, chain name, best and finalized headers."""
 
@@ -307,7 +401,13 @@ class SubstrateProbe:
         metrics: ProbeMetrics | None = None,
     ) -> None:
         self.target = target
-        self.rpc = RpcClient(str(target.url), session, timeout=target.timeout, metrics=metrics)
+        self.rpc = NodeClient(
+            str(target.url),
+            session,
+            timeout=target.timeout,
+            metrics=metrics,
+            ca_file=target.ca_file,
+        )
         self._chain: str | None = None
         self.methods: frozenset[str] | None = None
         """What the node supports (rpc_methods), once learned."""
@@ -333,6 +433,12 @@ class SubstrateProbe:
         )
 
     async def _snapshot(self) -> ChainSnapshot:
+        try:
+            return await self._ask()
+        finally:
+            await self.rpc.aclose()  # a one-shot probe keeps no WebSocket between rounds
+
+    async def _ask(self) -> ChainSnapshot:
         if self.methods is None:
             self.methods = await learn_methods(self.rpc)
         if self._chain is None:
@@ -354,7 +460,7 @@ class SubstrateProbe:
         )
 
 
-async def learn_methods(rpc: RpcClient) -> frozenset[str]:
+async def learn_methods(rpc: RpcClient | NodeClient) -> frozenset[str]:
     """The methods a node supports; empty when it does not say (then srd tries the basics)."""
     try:
         answer = await rpc.call("rpc_methods")

@@ -6,7 +6,9 @@ goes silent while the socket stays open is noticed after ``silence_timeout`` and
 a stalled chain by one HTTP poll (the chain advanced: resubscribe; it did not: the chain stalled,
 head age says so); a closed socket is reopened with jittered exponential backoff while heads are
 polled over HTTP; gaps are backfilled with ``chain_getBlockHash(n)`` + ``chain_getHeader``;
-reorgs are walked back through parent hashes to the common ancestor.
+reorgs are walked back through parent hashes to the common ancestor. A node that no longer has
+srd's blocks (reset to a fresh database, or another node behind a load-balanced URL) is followed
+from where it is: heights that go back are counted as regressions, not errors.
 
 A node that lists only the new JSON-RPC spec is followed with ``chainHead_v1_follow`` instead
 (``head_tracking``): block numbers come from the parent links of ``newBlock`` events (one
@@ -28,18 +30,19 @@ import aiohttp
 import structlog
 
 from srd.config.probes import SubstrateTarget
-from srd.model import ChainSnapshot, Observation
+from srd.model import Observation
 from srd.probes.chain import (
     ChainGroup,
     Header,
     HeadUpdate,
     Health,
+    Regression,
     header_hash,
 )
 from srd.probes.metrics import ProbeMetrics
 from srd.probes.substrate import (
     ConnectionClosed,
-    RpcClient,
+    NodeClient,
     RpcError,
     WsRpc,
     connect_ws,
@@ -87,7 +90,9 @@ class SubstrateWatcher:
         self.target = target
         self.url = str(target.url)
         self.metrics = metrics
-        self.rpc = RpcClient(self.url, session, timeout=target.timeout, metrics=metrics)
+        self.rpc = NodeClient(
+            self.url, session, timeout=target.timeout, metrics=metrics, ca_file=target.ca_file
+        )
         self._session = session
         self._groups = groups if groups is not None else {}
         self._emit = on_observation or metrics.record
@@ -95,11 +100,11 @@ class SubstrateWatcher:
         self._backoff = replace(RECONNECT_BACKOFF, initial=target.reconnect_backoff)
         self.methods: frozenset[str] = frozenset()
         self.chain = ""
-        self.group = ChainGroup()
+        self.group = ChainGroup(expected_block_time=target.expected_block_time)
         self.tracker = self.group.tracker(target.name)
         self._local_hashes = True
-        self._healthy_run = False
-        """The last subscription delivered heads: the next reconnect starts from the first delay."""
+        self._first_head_at: float | None = None
+        """When the current subscription delivered its first head; None before it has."""
         self._follow_headers: dict[str, Header] = {}
         """Blocks the current chainHead follow reported (unfinalized, and the newest finalized)."""
         self._pins: set[str] = set()
@@ -107,10 +112,13 @@ class SubstrateWatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the node until ``stop`` is set."""
-        async with asyncio.TaskGroup() as tasks:
-            loop = tasks.create_task(self._follow(), name=f"substrate:{self.target.name}")
-            await stop.wait()
-            loop.cancel()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                loop = tasks.create_task(self._follow(), name=f"substrate:{self.target.name}")
+                await stop.wait()
+                loop.cancel()
+        finally:
+            await self.rpc.aclose()
 
     async def _follow(self) -> None:
         await self._learn()
@@ -126,6 +134,8 @@ class SubstrateWatcher:
                 self.methods = await learn_methods(self.rpc)
                 self.chain = str(await self.rpc.call("system_chain"))
                 self.group = self._groups.setdefault(self.chain, self.group)
+                if self.target.expected_block_time is not None:
+                    self.group.expected_block_time = self.target.expected_block_time
                 self.tracker = self.group.tracker(self.target.name)
                 if self._supports("chain_getHeader"):  # a new-spec-only node may lack it
                     await self._check_hashing()
@@ -140,6 +150,10 @@ class SubstrateWatcher:
         hashes otherwise gets them from the node instead, one call per head."""
         finalized_hash = await self.rpc.call("chain_getFinalizedHead")
         raw = await self.rpc.call("chain_getHeader", [finalized_hash])
+        if raw is None:
+            # Another node behind a load balancer answered: keep Substrate's usual hashing.
+            log.debug("hashing not checked: node lacks its finalized block", node=self.url)
+            return
         self._local_hashes = header_hash(raw) == finalized_hash
         if not self._local_hashes:
             log.warning("node hashes headers differently; asking it for hashes", node=self.url)
@@ -174,21 +188,10 @@ class SubstrateWatcher:
                 self.methods = (self.methods or frozenset({"system_health"})) - {"system_syncState"}
 
     def _up(self, started: float) -> None:
-        signals = self.tracker.signals(self._clock())
-        if signals.best is None or signals.finalized is None or signals.peers is None:
+        snapshot = self.group.snapshot(self.chain, self.target.name, self._clock())
+        if snapshot is None:
             self._down(started, ValueError("no head seen yet"))
             return
-        snapshot = ChainSnapshot(
-            chain=self.chain,
-            best=signals.best,
-            finalized=signals.finalized,
-            peers=signals.peers,
-            is_syncing=bool(signals.is_syncing),
-            should_have_peers=bool(signals.should_have_peers),
-            head_age=signals.head_age,
-            finalized_age=signals.finalized_age,
-            sync_gap=signals.sync_gap,
-        )
         self._observe(started, up=True, chain=snapshot)
         spread = self.group.best_spread()
         if spread is not None:
@@ -226,10 +229,20 @@ class SubstrateWatcher:
         mode = self.head_mode()
         log.info("following heads", node=self.target.name, mode=mode)
         while mode != "poll":
+            # Reset before connecting: a connect that fails delivered nothing either.
+            self._first_head_at = None
+            connected = False
+            self.metrics.chain_subscription_attempts.labels(self.chain, self.target.name).inc()
+            log.debug("connecting to follow heads", node=self.target.name, attempt=attempt)
             try:
                 async with connect_ws(
-                    self.url, self._session, call_timeout=self.target.timeout, metrics=self.metrics
+                    self.url,
+                    self._session,
+                    call_timeout=self.target.timeout,
+                    metrics=self.metrics,
+                    ssl=self.rpc.tls,
                 ) as ws:
+                    connected = True
                     if mode == "legacy":
                         await self._subscribed(ws)
                     else:
@@ -239,20 +252,29 @@ class SubstrateWatcher:
                     "chainHead follow stopped again", node=self.target.name, reason=str(exc)
                 )
             except _FAILURES as exc:
-                log.warning("head subscription lost", node=self.target.name, reason=str(exc))
-                self._restarts("closed").inc()
+                if connected:  # a working subscription was lost: the one warning of the outage
+                    log.warning("head subscription lost", node=self.target.name, reason=str(exc))
+                    self._restarts("closed").inc()
+                else:
+                    log.debug("head subscription failed", node=self.target.name, reason=str(exc))
+            # Only a subscription that delivered heads for a while (longer than a silence)
+            # starts from the first delay again: one that fails at once must not turn the
+            # backoff into a busy loop.
+            first = self._first_head_at
+            if first is not None and self._clock() - first >= self.target.silence_timeout:
+                attempt = 0
             # Heads are polled over HTTP while the socket is down, so signals stay fresh.
             await self._poll_heads_for(self._backoff.delay(attempt))
-            attempt = 0 if self._healthy_run else attempt + 1
+            attempt += 1
         await self._poll_heads_for(math.inf)
 
     async def _subscribed(self, ws: WsRpc) -> None:
-        self._healthy_run = False
         heads = await ws.subscribe("chain_subscribeNewHeads")
         finalized = None
         if self._supports("chain_subscribeFinalizedHeads"):
             finalized = await ws.subscribe("chain_subscribeFinalizedHeads")
         last_head = self._clock()
+        current_seen = False
         while True:
             remaining = self.target.silence_timeout - (self._clock() - last_head)
             try:
@@ -267,10 +289,12 @@ class SubstrateWatcher:
                 continue
             if subscription == heads:
                 last_head = self._clock()
-                self._healthy_run = True
-                await self._new_best(await self._identify(result))
+                self._delivered()
+                # The first head of a subscription is the node's current one, not a new block.
+                await self._new_best(await self._identify(result), notified=current_seen)
+                current_seen = True
             elif subscription == finalized:
-                self.tracker.add_finalized(await self._identify(result), self._clock())
+                self._finalized(await self._identify(result))
 
     async def _resubscribe(self, ws: WsRpc, old: object) -> object:
         try:
@@ -282,7 +306,6 @@ class SubstrateWatcher:
     # -- chainHead_v1_follow ------------------------------------------------------------------
 
     async def _followed(self, ws: WsRpc) -> None:
-        self._healthy_run = False
         follow = await self._refollow(ws, None)
         delivered = False  # a best block came: a stop after that is followed again at once
         last_head = self._clock()
@@ -320,9 +343,10 @@ class SubstrateWatcher:
                 last_head = self._clock()
             elif kind == "bestBlockChanged":
                 last_head = self._clock()
-                self._healthy_run = delivered = True
+                self._delivered()
                 head = await self._followed_header(ws, follow, _hash(event, "bestBlockHash"))
-                await self._new_best(head)
+                await self._new_best(head, notified=delivered)
+                delivered = True
             else:
                 await self._follow_finalized(ws, follow, event)
 
@@ -351,8 +375,7 @@ class SubstrateWatcher:
         # v1 sends finalizedBlockHashes (oldest first); earlier drafts one finalizedBlockHash.
         hashes = _hashes(event, "finalizedBlockHashes") or [_hash(event, "finalizedBlockHash")]
         self._pins.update(hashes)
-        finalized = await self._followed_header(ws, follow, hashes[-1])
-        self.tracker.add_finalized(finalized, self._clock())
+        self._finalized(await self._followed_header(ws, follow, hashes[-1]))
         await self._unpin(ws, follow, hashes)
 
     async def _follow_new_block(self, ws: WsRpc, follow: object, event: dict[str, Any]) -> None:
@@ -371,9 +394,13 @@ class SubstrateWatcher:
         )
         if finalized:
             header = await self._followed_header(ws, follow, finalized[-1])
-            self.tracker.add_finalized(header, self._clock())
-        # Numbers are derived from parents: keep the newest finalized block, drop the rest.
-        for gone in [*finalized[:-1], *pruned]:
+            self._finalized(header)
+            # Numbers are derived from parents: keep the newest finalized block (the parent
+            # of the next ones) and what is above it; every older block is gone for good.
+            older = [h for h, known in self._follow_headers.items() if known.number < header.number]
+            for gone in older:
+                del self._follow_headers[gone]
+        for gone in pruned:
             self._follow_headers.pop(gone, None)
         await self._unpin(ws, follow, [*finalized, *pruned])
 
@@ -407,7 +434,7 @@ class SubstrateWatcher:
             try:
                 await self._poll_heads()
             except _FAILURES as exc:
-                log.info("head poll failed", node=self.target.name, reason=str(exc))
+                log.debug("head poll failed", node=self.target.name, reason=str(exc))
             await asyncio.sleep(min(self.target.interval, remaining))
 
     async def _poll_heads(self) -> None:
@@ -416,9 +443,12 @@ class SubstrateWatcher:
                 self.rpc.call("chain_getHeader"), self.rpc.call("chain_getFinalizedHead")
             )
             finalized_raw = await self.rpc.call("chain_getHeader", [finalized_hash])
-            best = await self._identify(best_raw)
-            await self._new_best(best)
-        self.tracker.add_finalized(Header.from_rpc(finalized_raw, finalized_hash), self._clock())
+        # None: the hash came from another node behind a load balancer; next poll has it.
+        if finalized_raw is not None:
+            self._finalized(Header.from_rpc(finalized_raw, finalized_hash))
+        # Outside the poll's timeout (every call has its own): a backfill of a long gap that
+        # took longer than one poll would otherwise start over, and never finish, every poll.
+        await self._new_best(await self._identify(best_raw), notified=False)
 
     async def _identify(self, raw: object) -> Header:
         header = Header.from_rpc(raw)
@@ -427,7 +457,26 @@ class SubstrateWatcher:
         block_hash = await self.rpc.call("chain_getBlockHash", [header.number])
         return Header(header.number, str(block_hash), header.parent_hash)
 
-    async def _new_best(self, head: Header) -> None:
+    def _delivered(self) -> None:
+        if self._first_head_at is None:
+            self._first_head_at = self._clock()
+
+    def _finalized(self, header: Header) -> None:
+        regression = self.tracker.add_finalized(header, self._clock())
+        if regression is not None:
+            self._regressed(regression)
+
+    def _regressed(self, regression: Regression) -> None:
+        self.metrics.chain_height_regressions.labels(self.target.name, regression.kind).inc()
+        log.warning(
+            "height went back; following the node",
+            node=self.target.name,
+            kind=regression.kind,
+            before=regression.before,
+            after=regression.after,
+        )
+
+    async def _new_best(self, head: Header, *, notified: bool = True) -> None:
         tracker, segment = self.tracker, self._linked(head)
         best, first = tracker.best, segment[0]
         if (
@@ -436,16 +485,24 @@ class SubstrateWatcher:
             and not tracker.knows(first.parent_hash)
         ):
             segment = [*await self._backfill(best.number + 1, first.number - 1), *segment]
+            # The chain moved under the backfill, or the node does not have the blocks (a
+            # load-balanced URL answered from another node): walk back instead.
             if any(a.hash != b.parent_hash for a, b in itertools.pairwise(segment)):
-                segment = [head]  # the chain moved under the backfill; walk back instead
+                segment = [head]
         while True:
             if (older := tracker.missing_history(segment)) is not None:
-                tracker.add_history(await self._header(older))
+                history = await self._header(older)
+                if history is None:
+                    break  # the node no longer has srd's chain (reset): a fresh start
+                tracker.add_history(history)
             elif (missing := tracker.missing_parent(segment)) is not None:
-                segment.insert(0, await self._header(missing))
+                parent = await self._header(missing)
+                if parent is None:
+                    break
+                segment.insert(0, parent)
             else:
                 break
-        self._account(tracker.add_best(segment, self._clock()))
+        self._account(tracker.add_best(segment, self._clock(), notified=notified))
 
     def _linked(self, head: Header) -> list[Header]:
         """``head`` preceded by the followed blocks that link it to what the tracker knows
@@ -460,27 +517,32 @@ class SubstrateWatcher:
         return segment if self.tracker.knows(segment[0].parent_hash) else [head]
 
     async def _backfill(self, first: int, last: int) -> list[Header]:
+        """Headers ``first..last``; none when the node lacks some of them."""
         hashes = await self.rpc.call("chain_getBlockHash", [list(range(first, last + 1))])
-        if not isinstance(hashes, list) or None in hashes:
-            raise ValueError(f"no hashes for blocks {first}..{last}")
-        headers: list[Header] = []
+        if not isinstance(hashes, list):
+            raise ValueError(f"no hashes for blocks {first}..{last}: {hashes!r:.80}")
+        if None in hashes:
+            return []
+        headers: list[Header | None] = []
         for start in range(0, len(hashes), BACKFILL_CONCURRENCY):
             chunk = hashes[start : start + BACKFILL_CONCURRENCY]
             headers += await asyncio.gather(*(self._header(h) for h in chunk))
-        return headers
+        known = [h for h in headers if h is not None]
+        return known if len(known) == len(headers) else []
 
-    async def _header(self, block_hash: str) -> Header:
+    async def _header(self, block_hash: str) -> Header | None:
+        """The header, or None when the node does not have the block (any more)."""
         if (followed := self._follow_headers.get(block_hash)) is not None:
             return followed
         raw = await self.rpc.call("chain_getHeader", [block_hash])
-        if raw is None:
-            raise ValueError(f"node does not know block {block_hash}")
-        return Header.from_rpc(raw, block_hash)
+        return None if raw is None else Header.from_rpc(raw, block_hash)
 
     def _account(self, update: HeadUpdate) -> None:
         best = self.tracker.best
         if best is None or update.added == 0:
             return
+        if update.regression is not None:
+            self._regressed(update.regression)
         production = self.group.produced(update, best.number, self._clock())
         if production.blocks:
             self.metrics.blocks_produced.labels(self.chain).inc(production.blocks)

@@ -2,7 +2,8 @@
 model, an ``inject`` and the revert it returns (so rollback undoes exactly what ran).
 
 Kinds: ``service_failing``, ``service_slow``, ``chain_stall``, ``finality_stall``,
-``chain_reorg``, ``node_down``, ``rpc_errors``, ``rpc_latency``, ``backups_deleted``,
+``chain_reorg``, ``chain_reset``, ``node_down``, ``rpc_errors``, ``rpc_latency``,
+``rpc_split_bodies``, ``rpc_websocket_only``, ``backups_deleted``,
 ``backups_aged``, ``dns_slow``, ``targets_slow``, ``aws_throttle``, ``kubernetes_conflicts``,
 ``kubernetes_errors``; and ``manual``, the one kind a real environment takes: srd injects
 nothing, the operator does, and the drill waits for the symptom.
@@ -98,6 +99,11 @@ class NodeParams(Strict):
 class LatencyParams(Strict):
     node: str = "validator-1"
     delay: Duration = Field(description="Real seconds added to every RPC answer.")
+
+
+class SplitParams(Strict):
+    node: str = "validator-1"
+    delay: Duration = Field(0.03, description="Real seconds between the two halves of a body.")
 
 
 class ReorgParams(Strict):
@@ -202,6 +208,14 @@ async def chain_reorg(target: Target, p: ReorgParams) -> Revert:
     return _nothing
 
 
+async def chain_reset(target: Target, _: Any) -> Revert:
+    # The nodes come back with a fresh database: heights start again; nothing to undo.
+    _chain(target).reset()
+    for node in target.nodes.values():
+        await node.close_websockets()
+    return _nothing
+
+
 async def node_down(target: Target, p: NodeParams) -> Revert:
     node = _node(target, p.node)
     revert = _set(node.faults, "too_many_connections", True, False)
@@ -211,6 +225,26 @@ async def node_down(target: Target, p: NodeParams) -> Revert:
 
 async def rpc_errors(target: Target, p: NodeParams) -> Revert:
     return _set(_node(target, p.node).faults, "malformed_json", True, False)
+
+
+async def rpc_split_bodies(target: Target, p: SplitParams) -> Revert:
+    node = _node(target, p.node)
+    before, node.faults.split_body = node.faults.split_body, p.delay
+
+    async def revert() -> None:
+        node.faults.split_body = before
+
+    return revert
+
+
+async def rpc_websocket_only(target: Target, p: NodeParams) -> Revert:
+    node = _node(target, p.node)
+    node.faults.websocket_only = True
+
+    async def revert() -> None:
+        node.faults.websocket_only = False
+
+    return revert
 
 
 async def rpc_latency(target: Target, p: LatencyParams) -> Revert:
@@ -344,9 +378,14 @@ KINDS: dict[str, FaultKind] = {
     "chain_stall": FaultKind(NoParams, chain_stall, "no new blocks"),
     "finality_stall": FaultKind(NoParams, finality_stall, "finalized head stops"),
     "chain_reorg": FaultKind(ReorgParams, chain_reorg, "best chain replaced by a fork"),
+    "chain_reset": FaultKind(NoParams, chain_reset, "nodes restart with a fresh database"),
     "node_down": FaultKind(NodeParams, node_down, "node refuses RPC and drops WebSockets"),
     "rpc_errors": FaultKind(NodeParams, rpc_errors, "node answers malformed JSON"),
     "rpc_latency": FaultKind(LatencyParams, rpc_latency, "node answers late"),
+    "rpc_split_bodies": FaultKind(SplitParams, rpc_split_bodies, "node answers in two chunks"),
+    "rpc_websocket_only": FaultKind(
+        NodeParams, rpc_websocket_only, "node refuses HTTP JSON-RPC (405), serves WebSocket"
+    ),
     "backups_deleted": FaultKind(BackupParams, backups_deleted, "all backups of a kind deleted"),
     "backups_aged": FaultKind(BackupParams, backups_aged, "recent backups deleted (RPO breach)"),
     "dns_slow": FaultKind(DelayParams, dns_slow, "Route 53 changes stay PENDING"),

@@ -7,9 +7,12 @@ methods, batches, head subscriptions on the same port, ``/health``, ``/health/re
 of the SCALE-encoded header. Faults are scriptable, for tests and drills:
 
 - chain: ``chain.production_stalled``, ``chain.finality_stalled``, ``chain.reorg(depth=3)``;
+- chain: ``chain.reset()`` (the node came back with a fresh database: heights start again);
 - node: ``node.faults`` (``skip_heads``, ``too_many_connections``, ``latency``,
-  ``malformed_json``, ``omit_error_codes``), ``node.silence_subscriptions()``,
-  ``await node.close_websockets()``, ``node.missing_methods``, ``node.syncing``.
+  ``malformed_json``, ``omit_error_codes``, ``split_body``, ``endless_body``, ``body_padding``,
+  ``nested_result``, ``websocket_only``, ``down``), ``node.silence_subscriptions()``,
+  ``await node.close_websockets()``, ``node.missing_methods``, ``node.syncing``;
+- network: ``LoadBalancer(node_a, node_b)`` serves two nodes behind one URL, alternating.
 
 The new JSON-RPC spec's ``chainHead_v1_follow`` is served too (``chainHead_v1_header`` answers
 the SCALE-encoded header; ``chainHead_v1_unpin``, ``chainHead_v1_unfollow``);
@@ -23,6 +26,7 @@ import asyncio
 import hashlib
 import itertools
 import json
+import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -103,6 +107,8 @@ class FakeChain:
         self.listeners: list[Listener] = []
         self._finalized = 0
         self._forks = itertools.count(1)
+        self._reset_fork = 0
+        """Blocks produced after a reset differ from those before it (new state roots)."""
 
     @property
     def best(self) -> Block:
@@ -118,9 +124,10 @@ class FakeChain:
         self._finalize()
         return block
 
-    def reorg(self, depth: int) -> Block:
-        """Replace the last ``depth`` blocks by a longer fork (``depth + 1`` blocks) from their
-        parent; nodes notify only the new best, as real ones do. Finalized blocks never revert."""
+    def reorg(self, depth: int, length: int | None = None) -> Block:
+        """Replace the last ``depth`` blocks by a fork of ``length`` blocks (default: one
+        longer) from their parent; nodes notify only the new best, as real ones do. Finalized
+        blocks never revert. ``length == depth`` is a competing block at the same height."""
         if not 0 < depth <= self.best.number - self.finalized.number:
             raise ValueError(
                 f"reorg depth {depth} must be 1..{self.best.number - self.finalized.number} "
@@ -130,21 +137,31 @@ class FakeChain:
         ancestor = self.blocks[self.best.number - depth]
         del self.blocks[ancestor.number + 1 :]
         block = ancestor
-        for _ in range(depth + 1):
+        for _ in range(depth + 1 if length is None else length):
             block = self._append(block, fork)
         self._notify("best", block)
         self._finalize()
         return block
 
-    async def run(self, block_time: float) -> None:
-        """Produce blocks forever, one every ``block_time`` seconds, unless stalled."""
+    def reset(self) -> None:
+        """Start again from genesis with new blocks, finalized back to 0: a dev node restarted
+        with a fresh database, or a node restored from an old snapshot."""
+        self._reset_fork = next(self._forks)
+        del self.blocks[1:]
+        genesis = self.blocks[0]
+        self.by_hash = {genesis.hash: genesis}  # a fresh database knows no old block
+        self._finalized = 0
+
+    async def run(self, block_time: float, jitter: float = 0.0) -> None:
+        """Produce blocks forever, one every ``block_time`` seconds (± ``jitter`` of it, drawn
+        from ``random``: seed it for a repeatable run), unless stalled."""
         while True:
-            await asyncio.sleep(block_time)
+            await asyncio.sleep(block_time * random.uniform(1 - jitter, 1 + jitter))  # noqa: S311
             if not self.production_stalled:
                 self.produce()
 
     def _append(self, parent: Block, fork: int) -> Block:
-        block = _make_block(self.name, parent.number + 1, parent.hash, fork)
+        block = _make_block(self.name, parent.number + 1, parent.hash, fork or self._reset_fork)
         self.blocks.append(block)
         self.by_hash[block.hash] = block
         return block
@@ -180,6 +197,18 @@ class NodeFaults:
     """Answer with a truncated JSON body."""
     omit_error_codes: bool = False
     """Error objects without ``code`` (seen: ``{"error":{"message":"Method not found: …"}}``)."""
+    split_body: float = 0.0
+    """Send each HTTP answer in two chunks this many seconds apart (proxies and busy nodes)."""
+    endless_body: bool = False
+    """HTTP answers start a JSON string and never end it, nor the body."""
+    body_padding: int = 0
+    """Bytes of whitespace after each HTTP answer: still JSON, as big as wanted."""
+    nested_result: int = 0
+    """Answer every HTTP call with a result nested this many arrays deep."""
+    websocket_only: bool = False
+    """HTTP POST is refused with 405, as by endpoints that serve only WebSocket."""
+    down: bool = False
+    """A proxy in front of a stopped node: 503 to every request, WebSockets closed."""
 
 
 @dataclass
@@ -228,6 +257,8 @@ class FakeSubstrateNode:
         """Blocks a follow may hold pinned; one more and the node sends ``stop``."""
         self.faults = NodeFaults()
         self.requests: dict[str, int] = {}
+        self.websocket_attempts = 0
+        """WebSocket upgrade requests, answered or refused."""
         self._connections: set[_Connection] = set()
         self._ids = itertools.count(1)
         self._methods: dict[str, Callable[[list[Any]], Any]] = {
@@ -497,6 +528,12 @@ class FakeSubstrateNode:
         for connection in list(self._connections):
             await connection.ws.close()
 
+    async def go_down(self) -> None:
+        """The node stops (``faults.down``) and its WebSockets close; clear ``faults.down``
+        to bring it back."""
+        self.faults.down = True
+        await self.close_websockets()
+
     @property
     def websockets(self) -> int:
         return len(self._connections)
@@ -514,24 +551,59 @@ class FakeSubstrateNode:
         text = json.dumps(payload)
         return text[: len(text) // 2] if self.faults.malformed_json else text
 
-    async def _rpc(self, request: web.Request) -> web.Response:
-        if self.faults.too_many_connections:
+    async def _rpc(self, request: web.Request) -> web.StreamResponse:
+        faults = self.faults
+        if faults.down:
+            return web.Response(status=503, text="Service Unavailable")
+        if faults.too_many_connections:
             return web.Response(status=429, text="Too many connections")
-        await asyncio.sleep(self.faults.latency)
+        if faults.websocket_only:
+            return web.Response(status=405, text="Method Not Allowed")
+        await asyncio.sleep(faults.latency)
         try:
             payload = json.loads(await request.read())
+        except ConnectionError:  # the client gave up (a timeout): nobody to answer
+            return web.Response(status=499)
         except ValueError:
-            return self._json(self._error(None, -32700, "Parse error"))
+            return await self._json(request, self._error(None, -32700, "Parse error"))
         if isinstance(payload, list):
             if not payload:
-                return self._json(self._error(None, -32600, "Invalid request: empty batch"))
-            return self._json([self.answer(item) for item in payload])
-        return self._json(self.answer(payload))
+                error = self._error(None, -32600, "Invalid request: empty batch")
+                return await self._json(request, error)
+            return await self._json(request, [self.answer(item) for item in payload])
+        return await self._json(request, self.answer(payload))
 
-    def _json(self, payload: Any) -> web.Response:
-        return web.Response(text=self._body(payload), content_type="application/json")
+    async def _json(self, request: web.Request, payload: Any) -> web.StreamResponse:
+        faults = self.faults
+        if faults.nested_result and isinstance(payload, dict) and "result" in payload:
+            # json.dumps recurses per level: build the deep text, as a node would send it.
+            depth = faults.nested_result
+            text = self._body({**payload, "result": None}).replace(
+                '"result": null', '"result": ' + "[" * depth + "]" * depth
+            )
+        else:
+            text = self._body(payload)
+        data = (text + " " * faults.body_padding).encode()
+        if not (faults.split_body or faults.endless_body):
+            return web.Response(body=data, content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        if faults.endless_body:
+            await response.write(b'{"jsonrpc":"2.0","id":1,"result":"')
+            with suppress(ConnectionError):
+                while True:  # until the client gives up and closes the connection
+                    await response.write(b"a" * 65536)
+            return response
+        await response.write(data[: len(data) // 2])
+        await asyncio.sleep(faults.split_body)
+        await response.write(data[len(data) // 2 :])
+        await response.write_eof()
+        return response
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        self.websocket_attempts += 1
+        if self.faults.down:
+            return web.Response(status=503, text="Service Unavailable")
         if self.faults.too_many_connections:
             return web.Response(status=429, text="Too many connections")
         ws = web.WebSocketResponse()
@@ -637,10 +709,54 @@ class FakeSubstrateNode:
                 await self.close_websockets()
 
 
+class LoadBalancer:
+    """Nodes behind one URL, as a round-robin load balancer serves them: each new connection
+    (HTTP keep-alive or WebSocket) goes to the next node. Nodes that are not in step (one
+    behind, one reset) make heights seem to go back and forth, and a hash one node gave may
+    be unknown to the other."""
+
+    def __init__(self, *nodes: FakeSubstrateNode) -> None:
+        self.nodes = nodes
+        self._next = itertools.cycle(nodes)
+        self._backends: dict[asyncio.Transport, FakeSubstrateNode] = {}
+
+    def _backend(self, request: web.Request) -> FakeSubstrateNode:
+        connection = request.transport
+        if connection is None or connection.is_closing():
+            return next(self._next)
+        if connection not in self._backends:
+            self._backends = {c: n for c, n in self._backends.items() if not c.is_closing()}
+            self._backends[connection] = next(self._next)
+        return self._backends[connection]
+
+    async def _rpc(self, request: web.Request) -> web.StreamResponse:
+        return await self._backend(request)._rpc(request)
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        return await self._backend(request)._websocket(request)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/", self._rpc)
+        app.router.add_get("/", self._websocket)
+        return app
+
+    @asynccontextmanager
+    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+        async with serving(self.app(), host, port) as bound:
+            try:
+                yield f"http://{host}:{bound}"
+            finally:
+                for node in self.nodes:
+                    await node.close_websockets()
+
+
 @asynccontextmanager
-async def producing(chain: FakeChain, block_time: float) -> AsyncIterator[FakeChain]:
+async def producing(
+    chain: FakeChain, block_time: float, jitter: float = 0.0
+) -> AsyncIterator[FakeChain]:
     """Run the chain's block production for the duration of the ``async with``."""
-    task = asyncio.create_task(chain.run(block_time), name=f"fake-chain:{chain.name}")
+    task = asyncio.create_task(chain.run(block_time, jitter), name=f"fake-chain:{chain.name}")
     try:
         yield chain
     finally:

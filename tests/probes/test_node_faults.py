@@ -1,0 +1,359 @@
+"""Real nodes and networks misbehave: split and endless bodies, ws:// URLs, long outages, nodes
+reset to a fresh database, load-balanced URLs, forks at the same height. Each is a fault of the
+sandbox's fake node on a real loopback port, and none may give a false signal."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from srd.config.probes import HttpTarget, SubstrateTarget
+from srd.http.app import serving
+from srd.model import Observation
+from srd.probes.chain import Header
+from srd.probes.http import HttpProbe
+from srd.probes.metrics import ProbeMetrics
+from srd.probes.substrate import RpcClient, RpcError, SubstrateProbe
+from srd.probes.substrate_watcher import SubstrateWatcher
+from srd.simulate.sandbox.substrate import FakeChain, FakeSubstrateNode, LoadBalancer
+
+
+@pytest_asyncio.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def target(url: str, name: str = "n1", **overrides: Any) -> SubstrateTarget:
+    settings = {"interval": 0.2, "timeout": 0.2, "silence_timeout": 5.0}
+    settings |= {"reconnect_backoff": 0.05, **overrides}
+    return SubstrateTarget(name=name, url=url, **settings)
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+def value(metrics: ProbeMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@asynccontextmanager
+async def watching(watcher: SubstrateWatcher) -> AsyncIterator[SubstrateWatcher]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(watcher.run(stop), name="test-watcher")
+    try:
+        yield watcher
+    finally:
+        stop.set()
+        await task
+
+
+def head_of(chain: FakeChain) -> Header:
+    return Header(chain.best.number, chain.best.hash, chain.best.parent_hash)
+
+
+def recording(metrics: ProbeMetrics, seen: list[Observation]) -> Callable[[Observation], None]:
+    def record(obs: Observation) -> None:
+        seen.append(obs)
+        metrics.record(obs)
+
+    return record
+
+
+def grown(blocks: int, *, name: str = "faults", finality_lag: int = 2) -> FakeChain:
+    chain = FakeChain(name=name, finality_lag=finality_lag)
+    for _ in range(blocks):
+        chain.produce()
+    return chain
+
+
+# -- 1. whole bodies ---------------------------------------------------------------------------
+
+
+async def test_a_node_answering_in_two_chunks_30ms_apart_is_up(
+    session: aiohttp.ClientSession,
+) -> None:
+    node = FakeSubstrateNode(grown(12))
+    node.faults.split_body = 0.03
+    async with node.serve() as url:
+        obs = await SubstrateProbe(target(url), session)()
+    assert obs.up, obs.reason
+    assert obs.chain is not None and (obs.chain.best, obs.chain.finalized) == (12, 10)
+
+
+async def test_a_reply_over_the_limit_is_too_big_not_malformed(
+    session: aiohttp.ClientSession,
+) -> None:
+    node = FakeSubstrateNode(grown(1))
+    node.faults.body_padding = 2 << 20
+    async with node.serve() as url:
+        with pytest.raises(RpcError) as failed:
+            await RpcClient(url, session, timeout=5.0).call("system_chain")
+    assert failed.value.error_class == "too_big"
+
+
+async def test_an_endless_body_is_too_big_and_the_call_ends(
+    session: aiohttp.ClientSession,
+) -> None:
+    node = FakeSubstrateNode(grown(1))
+    node.faults.endless_body = True
+    async with node.serve() as url:
+        with pytest.raises(RpcError) as failed:
+            await RpcClient(url, session, timeout=5.0).call("system_chain")
+    assert failed.value.error_class == "too_big"
+
+
+async def test_a_5000_deep_answer_gives_a_reason_and_no_traceback(
+    session: aiohttp.ClientSession,
+) -> None:
+    node = FakeSubstrateNode(grown(1))
+    node.faults.nested_result = 5000
+    async with node.serve() as url:
+        with pytest.raises(RpcError) as failed:
+            await RpcClient(url, session, timeout=5.0).call("system_chain")
+        obs = await SubstrateProbe(target(url), session)()
+    assert failed.value.error_class == "too_deep"
+    assert not obs.up and "deeper than" in obs.reason
+
+
+async def test_a_json_path_check_on_5000_deep_json_is_down_with_a_reason(
+    session: aiohttp.ClientSession,
+) -> None:
+    deep = "[" * 5000 + "]" * 5000
+
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response(text=deep, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/health", handler)
+    async with serving(app, "127.0.0.1", 0) as port:
+        probe = HttpProbe(
+            HttpTarget.model_validate(
+                {
+                    "name": "deep",
+                    "url": f"http://127.0.0.1:{port}/health",
+                    "body": {"json_path": "$.status", "equals": "ok"},
+                }
+            ),
+            session,
+        )
+        obs = await probe()
+    assert not obs.up
+    assert "deeper than" in obs.reason
+
+
+# -- 2. ws:// and wss:// URLs ---------------------------------------------------------------------
+
+
+def test_node_urls_may_be_given_as_ws_or_wss() -> None:
+    for url in ("ws://127.0.0.1:9944", "wss://rpc.example.org/"):
+        assert str(target(url).url).startswith(url.split(":")[0] + "://")
+
+
+async def test_a_ws_url_is_probed_and_the_http_transport_derived(
+    session: aiohttp.ClientSession,
+) -> None:
+    node = FakeSubstrateNode(grown(5))
+    async with node.serve() as url:
+        obs = await SubstrateProbe(target(url.replace("http://", "ws://")), session)()
+    assert obs.up, obs.reason
+    assert obs.chain is not None and obs.chain.best == 5
+
+
+async def test_a_websocket_only_node_is_probed_and_followed_over_websocket(
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
+) -> None:
+    chain = grown(5, name="ws-only")
+    node = FakeSubstrateNode(chain)
+    node.faults.websocket_only = True
+    seen: list[Observation] = []
+    async with node.serve() as url:
+        ws_url = url.replace("http://", "ws://")
+        obs = await SubstrateProbe(target(ws_url), session)()
+        assert obs.up, obs.reason
+        watcher = SubstrateWatcher(
+            target(ws_url), session, metrics, on_observation=recording(metrics, seen)
+        )
+        async with watching(watcher):
+            await eventually(lambda: node.requests.get("chain_subscribeNewHeads", 0) >= 1)
+            for _ in range(3):
+                chain.produce()
+                await asyncio.sleep(0.05)
+            await eventually(lambda: watcher.tracker.best == head_of(chain))
+            await eventually(lambda: bool(seen) and seen[-1].up)
+    assert value(metrics, "vilokanam_blocks_produced_total", chain="ws-only") == 3
+
+
+# -- 3. backoff that backs off ---------------------------------------------------------------------
+
+
+async def test_a_node_down_for_40_backoff_units_gets_at_most_about_6_attempts(
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
+) -> None:
+    # 40 s at the default 1 s first delay, scaled down 20x.
+    unit = 0.05
+    labels = {"chain": "outage", "node": "n1"}
+    chain = grown(3, name="outage")
+    node = FakeSubstrateNode(chain)
+    async with node.serve() as url:
+        watcher = SubstrateWatcher(
+            target(url, reconnect_backoff=unit, interval=0.5), session, metrics
+        )
+        async with watching(watcher):
+            await eventually(lambda: node.websockets == 1)
+            chain.produce()
+            await eventually(lambda: watcher.tracker.best == head_of(chain))
+            subscribed = node.requests["chain_subscribeNewHeads"]
+            await node.go_down()
+            before = node.websocket_attempts
+            counted = value(metrics, "srd_chain_subscription_attempts_total", **labels)
+            await asyncio.sleep(40 * unit)
+            attempts = node.websocket_attempts - before
+            counted = value(metrics, "srd_chain_subscription_attempts_total", **labels) - counted
+            node.faults.down = False
+            await eventually(lambda: node.requests["chain_subscribeNewHeads"] > subscribed)
+    assert 3 <= attempts <= 7
+    assert counted == attempts
+    restarts = value(metrics, "srd_chain_subscription_restarts_total", **labels, reason="closed")
+    assert restarts == 1  # the working subscription was lost once; attempts are not restarts
+
+
+# -- 4. heights that go back ---------------------------------------------------------------------
+
+
+async def test_after_a_node_reset_finalized_follows_the_node_and_never_exceeds_best(
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
+) -> None:
+    chain = grown(30, name="reset")
+    node = FakeSubstrateNode(chain)
+    seen: list[Observation] = []
+    async with node.serve() as url:
+        watcher = SubstrateWatcher(
+            target(url), session, metrics, on_observation=recording(metrics, seen)
+        )
+        async with watching(watcher):
+            await eventually(
+                lambda: bool(seen) and seen[-1].up and watcher.tracker.best is not None
+            )
+            assert watcher.tracker.finalized is not None and watcher.tracker.finalized.number == 28
+            await node.close_websockets()
+            chain.reset()
+            for _ in range(5):
+                chain.produce()
+            await eventually(
+                lambda: (
+                    watcher.tracker.finalized is not None
+                    and watcher.tracker.finalized.number == chain.finalized.number
+                )
+            )
+            seen.clear()
+            await eventually(lambda: len(seen) >= 2)
+    assert all(o.chain is not None and o.chain.finalized <= o.chain.best for o in seen if o.up)
+    assert value(metrics, "srd_chain_finalized_block", chain="reset", node="n1") == 3
+    kinds = {
+        kind: value(metrics, "srd_chain_height_regressions_total", node="n1", kind=kind)
+        for kind in ("best", "finalized")
+    }
+    assert kinds["finalized"] >= 1 and kinds["best"] >= 1
+
+
+async def test_a_load_balanced_url_follows_what_the_nodes_say_and_counts_regressions(
+    metrics: ProbeMetrics,
+) -> None:
+    # Two nodes of one chain behind one URL, one 6 blocks behind the other; a new connection
+    # per request, so requests alternate between them.
+    ahead, behind = grown(20, name="lb"), grown(14, name="lb")
+    pair = LoadBalancer(FakeSubstrateNode(ahead), FakeSubstrateNode(behind))
+    seen: list[Observation] = []
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with pair.serve() as url, aiohttp.ClientSession(connector=connector) as session:
+        watcher = SubstrateWatcher(
+            target(url, subscribe=False), session, metrics, on_observation=recording(metrics, seen)
+        )
+        async with watching(watcher):
+            await eventually(lambda: sum(o.up for o in seen) >= 6)
+    assert all(o.chain.finalized <= o.chain.best for o in seen if o.chain is not None)
+    assert value(metrics, "srd_chain_height_regressions_total", node="n1", kind="finalized") >= 1
+
+
+# -- 5. block times within one fork ----------------------------------------------------------------
+
+
+async def test_the_block_after_a_same_height_fork_is_timed_from_its_own_parent(
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
+) -> None:
+    chain = grown(5, name="fork", finality_lag=3)
+    node = FakeSubstrateNode(chain)
+    async with node.serve() as url:
+        watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
+        async with watching(watcher):
+            await eventually(
+                lambda: node.websockets == 1 and watcher.tracker.best == head_of(chain)
+            )
+            chain.produce()
+            await eventually(lambda: watcher.tracker.best == head_of(chain))
+            await asyncio.sleep(1.0)  # the old fork's block is old by now
+            chain.reorg(depth=1, length=1)  # a competing block at the same height
+            await eventually(lambda: watcher.tracker.best == head_of(chain))
+            before = value(metrics, "srd_chain_block_time_seconds_sum", chain="fork")
+            await asyncio.sleep(0.05)
+            chain.produce()
+            await eventually(lambda: watcher.tracker.best == head_of(chain))
+    block_time = value(metrics, "srd_chain_block_time_seconds_sum", chain="fork") - before
+    assert 0.04 < block_time < 0.5  # not the 1 s since the old fork's block
+
+
+# -- 6. bounded memory in chainhead mode ---------------------------------------------------------
+
+
+async def test_chainhead_following_keeps_only_unfinalized_headers(
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
+) -> None:
+    chain = grown(2, name="memory")
+    node = FakeSubstrateNode(chain)
+    node.chainhead_only = True
+    node.max_pinned = 100_000  # no stop, and so no fresh follow, in the middle
+    async with node.serve() as url:
+        watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
+        async with watching(watcher):
+            await eventually(lambda: node.follows == 1 and watcher.tracker.best == head_of(chain))
+            for _ in range(600):
+                chain.produce()
+                await asyncio.sleep(0.001)
+            await eventually(lambda: watcher.tracker.best == head_of(chain), timeout=20.0)
+            held = len(watcher._follow_headers)
+    # The unfinalized blocks (2) and the newest finalized one, with slack for events in flight.
+    assert held <= 8
+
+
+# -- 8. poll mode ----------------------------------------------------------------------------------
+
+
+async def test_poll_mode_records_no_block_times_quantised_to_the_interval(
+    session: aiohttp.ClientSession, metrics: ProbeMetrics
+) -> None:
+    chain = grown(2, name="polled")
+    node = FakeSubstrateNode(chain)
+    seen: list[Observation] = []
+    async with node.serve() as url:
+        watcher = SubstrateWatcher(
+            target(url, subscribe=False), session, metrics, on_observation=recording(metrics, seen)
+        )
+        async with watching(watcher):
+            await eventually(lambda: watcher.tracker.best == head_of(chain))
+            for _ in range(6):
+                chain.produce()
+                await asyncio.sleep(0.15)  # about one block per poll: each poll sees one
+            await eventually(lambda: watcher.tracker.best == head_of(chain))
+    assert value(metrics, "vilokanam_blocks_produced_total", chain="polled") == 6
+    assert value(metrics, "srd_chain_block_time_seconds_count", chain="polled") == 0
