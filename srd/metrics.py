@@ -304,6 +304,31 @@ class Metrics:
             ["identity"],
             registry=reg,
         )
+        # Journal faults and the intake's budget (issue 16: durable acknowledgement).
+        self.journal_errors = Counter(
+            "srd_journal_errors",
+            "Journal calls that met a backend error, by call (op: a journal method, read, "
+            "open) and kind (transient: locked, connection, timeout; permanent: full, "
+            "read_only, corrupt, io, error).",
+            ["op", "kind"],
+            registry=reg,
+        )
+        self.journal_writable = Gauge(
+            "srd_journal_writable",
+            "0 while the journal's last write failed (/readyz says why), 1 otherwise.",
+            registry=reg,
+        )
+        self.intake_alerts = Gauge(
+            "srd_intake_alerts",
+            "Alerts the intake holds: admitted, awaiting their receipt's commit or a decision "
+            "(bounded by failover.queue_size).",
+            registry=reg,
+        )
+        self.intake_bytes = Gauge(
+            "srd_intake_bytes",
+            "Webhook body bytes of the alerts the intake holds (bounded by failover.queue_bytes).",
+            registry=reg,
+        )
         self.journal_fenced_writes = Counter(
             "srd_journal_fenced_writes",
             "Journal writes refused because another replica leads at a higher term: each one "

@@ -616,6 +616,13 @@ class FailoverConfig(Strict):
         description="Largest webhook body (bytes); larger gets 413. An alert is about 1 KiB; "
         "1 MiB holds a group of ~1000 alerts (set max_alerts in Alertmanager above that).",
     )
+    queue_bytes: int = Field(
+        16 * 1024 * 1024,
+        gt=0,
+        description="Webhook body bytes the queue holds at most (with queue_size, the intake's "
+        "memory bound). At least max_body_bytes, so any accepted body fits an empty queue; "
+        "16 MiB: 16 full-size groups in flight while the journal catches up.",
+    )
     kill_switch_file: Path | None = Field(
         None,
         description="While this file exists no step runs (POST /api/killswitch creates and "
@@ -676,6 +683,16 @@ class FailoverConfig(Strict):
             except JournalError as exc:
                 raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _body_fits_queue(self) -> FailoverConfig:
+        if self.max_body_bytes > self.queue_bytes:
+            raise ValueError(
+                f"max_body_bytes ({self.max_body_bytes}) is more than queue_bytes"
+                f" ({self.queue_bytes}): such a body could never be queued; raise queue_bytes"
+                " or lower max_body_bytes"
+            )
+        return self
 
     @model_validator(mode="after")
     def _password_for_postgres(self) -> FailoverConfig:
@@ -834,6 +851,9 @@ def load_yaml_model(path: Path, model: type[M]) -> M:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([ConfigIssue(str(path), "", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start}"
+        raise ConfigError([ConfigIssue(str(path), "", reason)]) from None
     return parse_yaml_model(text, str(path), model)
 
 
@@ -883,12 +903,22 @@ def load_yaml(text: str, filename: str) -> tuple[yaml.Node | None, Any]:
     try:
         node = yaml.compose(text, Loader=_UniqueKeyLoader)
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_issue(filename, exc)]) from None
+    return node, data
+
+
+def _yaml_issue(filename: str, exc: yaml.YAMLError) -> ConfigIssue:
+    """Where and why YAML refused the text: a syntax error, or a character YAML does not
+    allow (a NUL byte, a control character), which the reader reports without a mark."""
+    if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark
         line = mark.line + 1 if mark else None
-        reason = f"invalid YAML: {exc.problem or exc}"
-        raise ConfigError([ConfigIssue(filename, "", reason, line)]) from None
-    return node, data
+        return ConfigIssue(filename, "", f"invalid YAML: {exc.problem or exc}", line)
+    if isinstance(exc, yaml.reader.ReaderError):
+        reason = f"invalid YAML: {exc.reason} {exc.character!r} at offset {exc.position}"
+        return ConfigIssue(filename, "", reason)
+    return ConfigIssue(filename, "", f"invalid YAML: {exc}")
 
 
 def load_yaml_documents(text: str, filename: str) -> list[tuple[yaml.Node, Any]]:
@@ -896,11 +926,8 @@ def load_yaml_documents(text: str, filename: str) -> list[tuple[yaml.Node, Any]]
     try:
         nodes = list(yaml.compose_all(text, Loader=_UniqueKeyLoader))
         docs = list(yaml.load_all(text, Loader=_UniqueKeyLoader))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark else None
-        reason = f"invalid YAML: {exc.problem or exc}"
-        raise ConfigError([ConfigIssue(filename, "", reason, line)]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_issue(filename, exc)]) from None
     return list(zip(nodes, docs, strict=True))
 
 

@@ -24,7 +24,8 @@ from srd.failover.runbooks import Runbook
 from srd.http import alertmanager as webhook
 from srd.http import failover_api as control
 from srd.http.journal_api import add_routes as add_journal_routes
-from srd.journal import Journal, JournalError, open_journal
+from srd.journal import Journal, JournalError, JournalHealth, open_journal
+from srd.journal.faults import KINDS
 from srd.metrics import Metrics
 from srd.model import Alert, Observation
 
@@ -48,7 +49,9 @@ class FailoverStage:
         self.journal = journal
         self._metrics = metrics
         failover = config.failover
-        self.intake = Intake(failover.queue_size)
+        self.intake = Intake(failover.queue_size, failover.queue_bytes)
+        metrics.intake_alerts.set_function(lambda: self.intake.alerts)
+        metrics.intake_bytes.set_function(lambda: self.intake.bytes)
         self.auth = webhook.Authenticator(failover.auth)
         self._webhook: webhook.Webhook | None = None
         self.kill_switch = KillSwitch(
@@ -101,8 +104,13 @@ class FailoverStage:
     ) -> FailoverStage:
         failover = config.failover
         password = failover.journal_password.value if failover.journal_password else None
+        health = JournalHealth()
+        for kind in KINDS:  # the webhook's write, at 0 from the start
+            metrics.journal_errors.labels("record_alerts", kind)
+        health.listen(lambda op, kind: metrics.journal_errors.labels(op, kind).inc())
+        metrics.journal_writable.set_function(lambda: 0 if health.outage else 1)
         journal = await open_journal(
-            failover.journal or config.state_dir, create=True, password=password
+            failover.journal or config.state_dir, create=True, password=password, health=health
         )
         return cls(
             config,
@@ -114,6 +122,12 @@ class FailoverStage:
             probe_status=probe_status,
             leadership=leadership,
         )
+
+    def not_ready(self) -> list[str]:
+        """Why failover cannot take alerts now (for ``/readyz``); empty when it can."""
+        # Every SqlJournal has one; a stand-in journal (tests) may not.
+        health: JournalHealth | None = getattr(self.journal, "health", None)
+        return health.reasons() if health is not None else []
 
     def add_routes(self, app: web.Application) -> None:
         self._webhook = webhook.add_routes(

@@ -7,6 +7,7 @@ retry rules: 5xx is retried, other 4xx are not — so a full queue is 503, never
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -20,7 +21,8 @@ from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from srd.config import WebhookAuth
-from srd.failover.intake import IncomingAlert, Intake, iso_utc
+from srd.failover.intake import IncomingAlert, Intake, Refused, iso_utc
+from srd.journal import JournalError
 from srd.metrics import Metrics
 
 log = structlog.get_logger("srd.http.alertmanager")
@@ -104,7 +106,9 @@ class Authenticator:
         given = headers.get("Authorization", "")
         if self.challenge.startswith("Basic"):
             given = _normalise_basic(given)
-        return hmac.compare_digest(given.encode(), self._expected)
+        # aiohttp keeps bytes that are not UTF-8 as surrogates; such a header is wrong, not
+        # an error: it compares unequal like any other wrong credential.
+        return hmac.compare_digest(given.encode(errors="surrogatepass"), self._expected)
 
     def refusal(self) -> web.Response:
         return web.json_response(
@@ -138,6 +142,13 @@ def _normalise_basic(header: str) -> str:
 AUTH_KEY = web.AppKey("srd_failover_auth", Authenticator)
 
 
+ACK_WAIT = 2.0
+"""Seconds a request waits for its alerts' receipts to be committed before it gets 503: a
+healthy group commit takes milliseconds, so longer means the journal is locked or down —
+and Alertmanager should retry rather than hold a connection."""
+RETRY_AFTER = "10"
+
+
 class Webhook:
     def __init__(self, intake: Intake, max_body_bytes: int, metrics: Metrics) -> None:
         self._intake = intake
@@ -155,7 +166,9 @@ class Webhook:
         if not auth.allows(request.headers):
             return self._reject("unauthorized", auth.refusal())
         limit = self.max_body_bytes
-        too_large = web.json_response({"error": f"body larger than {limit} bytes"}, status=413)
+        too_large = web.json_response(
+            {"error": f"body larger than {limit} bytes (failover.max_body_bytes)"}, status=413
+        )
         if request.content_length is not None and request.content_length > limit:
             return self._reject("too_large", too_large)
         body = await _read_limited(request, limit)
@@ -163,23 +176,40 @@ class Webhook:
             return self._reject("too_large", too_large)
         try:
             payload = AlertmanagerPayload.model_validate(json.loads(body))
+            alerts = payload.incoming()
+        except RecursionError:
+            problem = {"error": "body is not JSON srd reads: nested too deeply"}
+            return self._reject("malformed", web.json_response(problem, status=400))
+        except OverflowError as exc:
+            problem = {"error": f"a time is out of range once converted to UTC: {exc}"}
+            return self._reject("malformed", web.json_response(problem, status=400))
         except ValueError as exc:  # ValidationError and JSONDecodeError are ValueErrors
             return self._reject("malformed", web.json_response(_problems(exc), status=400))
-        alerts = payload.incoming()
-        if self._intake.closed:
+        try:
+            ack = self._intake.submit(alerts, len(body))
+        except Refused as refused:
+            headers = {"Retry-After": RETRY_AFTER} if refused.status == 503 else None
             response = web.json_response(
-                {"error": "srd is shutting down; retry later"},
-                status=503,
-                headers={"Retry-After": "10"},
+                {"error": str(refused)}, status=refused.status, headers=headers
             )
-            return self._reject("shutting_down", response)
-        if not self._intake.offer(alerts):
+            return self._reject(refused.reason, response)
+        try:
+            # The ack is cancelled on timeout: if the committer has not taken it, it is
+            # dropped; if it has, the receipts are committed anyway, which a resend dedups.
+            await asyncio.wait_for(ack, ACK_WAIT)
+        except (TimeoutError, JournalError) as exc:
+            reason = "journal_unavailable"
+            error = (
+                f"the journal did not take the alerts within {ACK_WAIT:g}s"
+                if isinstance(exc, TimeoutError)
+                else f"the journal cannot take the alerts: {exc}"
+            )
             response = web.json_response(
-                {"error": "intake queue full; retry later"},
+                {"error": f"{error}; retry later"},
                 status=503,
-                headers={"Retry-After": "10"},
+                headers={"Retry-After": RETRY_AFTER},
             )
-            return self._reject("queue_full", response)
+            return self._reject(reason, response)
         for alert in alerts:
             self._metrics.webhook_alerts.labels(alert.status).inc()
         return web.json_response({"accepted": len(alerts)})
@@ -215,7 +245,14 @@ def add_routes(
     """Mount ``POST /alertmanager`` on ``app``. ``auth`` also guards the failover API and
     the journal's read routes (``srd.http.journal_api``)."""
     app[AUTH_KEY] = auth
-    for reason in ("unauthorized", "too_large", "malformed", "queue_full", "shutting_down"):
+    for reason in (
+        "unauthorized",
+        "too_large",
+        "malformed",
+        "queue_full",
+        "shutting_down",
+        "journal_unavailable",
+    ):
         metrics.webhook_rejected.labels(reason)
     for status in ("firing", "resolved"):
         metrics.webhook_alerts.labels(status)

@@ -19,22 +19,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from srd.journal.base import JournalError
 
-FaultKind = Literal["locked", "connection", "timeout", "full", "read_only", "corrupt", "io", "error"]
+FaultKind = Literal[
+    "locked", "connection", "timeout", "full", "read_only", "corrupt", "io", "error"
+]  # fmt: skip
+KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 TRANSIENT: frozenset[FaultKind] = frozenset({"locked", "connection", "timeout"})
-KINDS: tuple[FaultKind, ...] = (
-    "locked",
-    "connection",
-    "timeout",
-    "full",
-    "read_only",
-    "corrupt",
-    "io",
-    "error",
-)
 
 
 class JournalFault(JournalError):
