@@ -1,0 +1,321 @@
+"""Durable before acknowledged, under real faults: a SIGKILLed ``srd run`` mid-flood, a
+journal locked by a second connection, a journal that fills up. Every alert a client got a
+2xx for is in the journal, always; what the journal could not take got 503 (Alertmanager
+retries it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from srd.config import Mode
+from srd.failover.dispatch import Dispatcher
+from srd.failover.intake import Intake
+from srd.http.alertmanager import Authenticator, add_routes
+from srd.http.app import serving
+from srd.journal import JOURNAL_FILE, SqliteJournal
+from srd.metrics import Metrics
+from tests.support.daemon import RunningSrd, free_port, running_srd
+from tests.support.failoverkit import Kit, kit
+
+STARTS_AT = "2026-11-29T10:00:00Z"
+
+
+def body(fingerprints: list[str]) -> bytes:
+    alerts = [
+        {
+            "status": "firing",
+            "labels": {"alertname": "Flood", "n": fingerprint},
+            "annotations": {},
+            "startsAt": STARTS_AT,
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus/graph",
+            "fingerprint": fingerprint,
+        }
+        for fingerprint in fingerprints
+    ]
+    return json.dumps(
+        {
+            "version": "4",
+            "groupKey": '{}:{alertname="Flood"}',
+            "truncatedAlerts": 0,
+            "status": "firing",
+            "receiver": "srd",
+            "groupLabels": {},
+            "commonLabels": {},
+            "commonAnnotations": {},
+            "externalURL": "http://alertmanager:9093",
+            "alerts": alerts,
+        }
+    ).encode()
+
+
+@dataclass
+class Flood:
+    acked: set[str] = field(default_factory=set)
+    answers: Counter[int] = field(default_factory=Counter)
+    failed: int = 0
+    """Requests that got no answer (the connection broke: srd was killed)."""
+
+
+async def flood(url: str, stop: asyncio.Event, result: Flood, workers: int = 16) -> None:
+    """POST distinct alerts (two per request) until ``stop``, as fast as srd answers."""
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+
+        async def worker(w: int) -> None:
+            n = 0
+            while not stop.is_set():
+                sent = [f"w{w}-{n}-a", f"w{w}-{n}-b"]
+                n += 1
+                try:
+                    async with session.post(url, data=body(sent)) as reply:
+                        await reply.read()
+                        result.answers[reply.status] += 1
+                        if 200 <= reply.status < 300:
+                            result.acked.update(sent)
+                except (aiohttp.ClientError, TimeoutError):
+                    result.failed += 1
+                    await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(worker(w) for w in range(workers)))
+
+
+def journaled(path: Path) -> set[str]:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return {row[0] for row in db.execute("SELECT fingerprint FROM alerts_received")}
+
+
+def undecided(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        query = (
+            "SELECT count(*) FROM alerts_received AS r WHERE NOT EXISTS"
+            " (SELECT 1 FROM alerts_decided AS d WHERE d.receipt = r.seq)"
+        )
+        count: int = db.execute(query).fetchone()[0]
+        return count
+
+
+def config(directory: Path, port: int) -> Path:
+    path = directory / "srd.yaml"
+    settings = {
+        "state_dir": str(directory / "state"),
+        "server": {"listen": f"127.0.0.1:{port}"},
+        "failover": {"queue_size": 5000},
+    }
+    path.write_text(json.dumps(settings))
+    return path
+
+
+@asynccontextmanager
+async def srd_run(directory: Path) -> AsyncIterator[RunningSrd]:
+    port = free_port()
+    async with running_srd("run", "--config", str(config(directory, port)), port=port) as srd:
+        yield srd
+
+
+async def test_a_flood_with_sigkill_mid_way_acknowledges_nothing_the_journal_does_not_hold(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state" / JOURNAL_FILE
+    result, stop = Flood(), asyncio.Event()
+    async with srd_run(tmp_path) as srd:
+        flooding = asyncio.create_task(flood(f"{srd.base_url}/alertmanager", stop, result))
+        await asyncio.sleep(2.0)
+        srd.process.kill()
+        await srd.process.wait()
+        stop.set()
+        await flooding
+    held = journaled(path)
+    assert len(result.acked) > 200, result
+    assert result.acked <= held, f"{len(result.acked - held)} acknowledged alerts lost"
+    print(f"SIGKILL mid-flood: {len(result.acked)} acknowledged, {len(held)} journaled")
+
+    # The next start decides what was received and not yet decided, exactly once.
+    async with srd_run(tmp_path) as srd:
+        for _ in range(100):
+            if undecided(path) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert undecided(path) == 0
+        assert not srd.logged("(not json)")
+
+
+@contextmanager
+def held_lock(path: Path, seconds: float) -> Iterator[None]:
+    """A second connection holds SQLite's write lock (``BEGIN IMMEDIATE``) for ``seconds``."""
+    taken = threading.Event()
+
+    def hold() -> None:
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        taken.set()
+        threading.Event().wait(seconds)
+        db.execute("ROLLBACK")
+        db.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    taken.wait(5)
+    try:
+        yield
+    finally:
+        thread.join()
+
+
+async def test_a_journal_locked_for_4s_mid_flood_gets_503_and_readyz_says_so_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state" / JOURNAL_FILE
+    result, stop = Flood(), asyncio.Event()
+    async with srd_run(tmp_path) as srd:
+        flooding = asyncio.create_task(flood(f"{srd.base_url}/alertmanager", stop, result))
+        await asyncio.sleep(1.0)
+        readiness: list[tuple[int, str]] = []
+        with held_lock(path, 4.0):
+            for _ in range(12):
+                await asyncio.sleep(0.3)
+                readiness.append(await srd.get("/readyz"))
+            during = Counter(result.answers)
+        await asyncio.sleep(2.0)
+        stop.set()
+        await flooding
+        held = journaled(path)
+        assert result.acked <= held, f"{len(result.acked - held)} acknowledged alerts lost"
+        assert during[503] > 0
+        assert any(status == 503 and "(locked)" in text for status, text in readiness)
+        locked = {"op": "record_alerts", "kind": "locked"}
+        assert (await srd.metric("srd_journal_errors_total", locked) or 0) > 0
+        rejected = {"reason": "journal_unavailable"}
+        assert await srd.metric("srd_webhook_rejected_total", rejected) == result.answers[503]
+        # Writes go through again: ready, and alerts are acknowledged once more.
+        assert (await srd.get("/readyz"))[0] == 200
+        assert result.answers[200] > during[200]
+        assert not srd.logged("(not json)")
+    print(
+        f"journal locked 4 s mid-flood: {len(result.acked)} acknowledged, {len(held)} journaled,"
+        f" {result.answers[503]} answered 503"
+    )
+
+
+async def test_a_journal_that_fills_up_mid_flood_gets_503_until_space_is_back_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    async with kit(tmp_path) as k:
+        intake = Intake(5000)
+        result, stop = Flood(), asyncio.Event()
+        async with pipeline(k, intake) as url:
+            flooding = asyncio.create_task(flood(url, stop, result))
+            await asyncio.sleep(1.0)
+            pages = (await k.journal._read("PRAGMA page_count", ()))[0][0]
+            await on_srds_connection(k, f"PRAGMA max_page_count = {pages}")
+            await asyncio.sleep(1.5)
+            reasons = k.journal.health.reasons()
+            during = Counter(result.answers)
+            await on_srds_connection(k, "PRAGMA max_page_count = 1073741823")
+            await asyncio.sleep(1.0)
+            stop.set()
+            await flooding
+        held = {fingerprint for (fingerprint,) in await k.journal._read(_ALL, ())}
+        assert result.acked <= held, f"{len(result.acked - held)} acknowledged alerts lost"
+        assert during[503] > 0
+        assert reasons and "(full)" in reasons[0]
+        assert k.journal.health.reasons() == []
+        assert result.answers[200] > during[200]
+        full = {"reason": "journal_unavailable"}
+        assert k.metrics.registry.get_sample_value("srd_webhook_rejected_total", full)
+    print(
+        f"journal full mid-flood: {len(result.acked)} acknowledged, {len(held)} journaled,"
+        f" {result.answers[503]} answered 503"
+    )
+
+
+_ALL = "SELECT fingerprint FROM alerts_received"
+
+
+async def on_srds_connection(k: Kit, statement: str) -> None:
+    """``max_page_count`` holds for the connection that sets it: srd's own."""
+    journal: Any = k.journal
+    await journal._call("test", lambda: journal._connection().execute(statement).fetchall())
+
+
+@asynccontextmanager
+async def pipeline(k: Kit, intake: Intake) -> AsyncIterator[str]:
+    """The webhook and the dispatcher (group commit, decisions) on the kit's journal."""
+    dispatcher = Dispatcher(
+        intake=intake,
+        journal=k.journal,
+        executor=k.executor,
+        runbooks=[],
+        mode=lambda: Mode.OBSERVE,
+        metrics=k.metrics,
+        leadership=k.leader,
+        poll=1.0,
+        clock=k.clock,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    app = web.Application(client_max_size=1024 * 1024)
+    add_routes(app, intake, Authenticator(None), k.metrics, 1024 * 1024)
+    try:
+        async with serving(app, "127.0.0.1", 0) as port:
+            yield f"http://127.0.0.1:{port}/alertmanager"
+    finally:
+        stop.set()
+        await task
+
+
+@pytest.mark.parametrize("alerts", [1500])
+async def test_a_group_larger_than_the_queue_gets_413_naming_queue_size_never_503(
+    tmp_path: Path, alerts: int
+) -> None:
+    async with kit(tmp_path) as k, pipeline(k, Intake(1000)) as url:
+        group = body([f"g{i}" for i in range(alerts)])
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, data=group) as reply:
+                assert reply.status == 413
+                answer = await reply.json()
+            assert "raise queue_size to at least 1500" in answer["error"]
+            async with session.post(url, data=body([f"g{i}" for i in range(1000)])) as reply:
+                assert reply.status == 200  # a group as large as the queue fits when it is empty
+        labels = {"reason": "too_large"}
+        assert k.metrics.registry.get_sample_value("srd_webhook_rejected_total", labels) == 1
+
+
+async def test_the_intake_is_bounded_by_bytes_as_well_as_by_count(tmp_path: Path) -> None:
+    """Large labels fill the byte budget long before the count: the rest get 503 until the
+    queued alerts are decided, and memory stays within the budget."""
+    intake = Intake(1000, max_bytes=80 * 1024)
+    journal = await SqliteJournal.open(tmp_path / JOURNAL_FILE)
+    commits = asyncio.create_task(intake.commit(journal))
+    app = web.Application(client_max_size=1024 * 1024)
+    add_routes(app, intake, Authenticator(None), Metrics(), 60 * 1024)
+    try:
+        async with serving(app, "127.0.0.1", 0) as port, aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{port}/alertmanager"
+            statuses = []
+            for n in range(4):  # nothing decides: the queue keeps what it acknowledged
+                large = json.loads(body([f"b{n}-{i}" for i in range(10)]))
+                for alert in large["alerts"]:
+                    alert["labels"]["big"] = "x" * 2000
+                async with session.post(url, json=large) as reply:
+                    statuses.append(reply.status)
+            assert statuses == [200, 200, 200, 503]
+            assert intake.alerts == 30 and intake.bytes <= 80 * 1024
+    finally:
+        intake.close()
+        await commits
+        await journal.close()
