@@ -1,7 +1,7 @@
 """``srd`` command line: run | check | version.
 
 Exit codes: 0 success; 1 the daemon stopped because an essential task failed; 2 the config
-(or the command line) is invalid — nothing was started.
+(or the command line) is invalid, or the journal file cannot be used — nothing was started.
 """
 
 from __future__ import annotations
