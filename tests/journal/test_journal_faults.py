@@ -15,12 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from srd.failover.intake import IncomingAlert, Intake
 from srd.journal import (
     AlertReceipt,
     JournalFault,
     JournalHealth,
+    PostgresJournal,
     SqliteJournal,
 )
+from tests.support.pgserver import PgServer
 
 FaultLog = list[tuple[str, str]]
 
@@ -215,3 +218,42 @@ async def test_srd_run_on_a_damaged_journal_logs_one_json_line_and_exits_2(
     assert errors[0]["event"] == "cannot open the journal; srd did not start"
     assert str(path) in errors[0]["error"]
     assert digest(path) == before
+
+
+async def test_a_stopped_postgresql_is_a_transient_connection_fault_until_it_is_back() -> None:
+    """The shared journal down: the intake's group commit fails the waiting request (the
+    webhook answers 503), health names the outage, and once the server is back the next
+    request is acknowledged."""
+    health = JournalHealth()
+    faults: FaultLog = []
+    health.listen(lambda op, kind: faults.append((op, kind)))
+    with PgServer.running() as server:
+        database = server.create_database()
+        journal = await PostgresJournal.open(
+            database.url, password=database.password, health=health
+        )
+        intake = Intake(100)
+        commits = asyncio.create_task(intake.commit(journal))
+        alert = IncomingAlert("alertmanager", "firing", "f1", "2026-01-01T00:00:00.000Z", {})
+        try:
+            await asyncio.to_thread(server.stop)
+            with pytest.raises(JournalFault) as caught:
+                await intake.submit([alert], 100)
+            assert (caught.value.kind, caught.value.transient) == ("connection", True)
+            assert ("record_alerts", "connection") in faults
+            [reason] = health.reasons()
+            assert reason.startswith("journal cannot be written (connection)")
+            await asyncio.to_thread(server.start)
+            async with asyncio.timeout(20):
+                while True:
+                    try:
+                        await intake.submit([alert], 100)
+                        break
+                    except JournalFault:
+                        await asyncio.sleep(0.2)
+            assert health.reasons() == []
+            assert [s for s, _ in await journal.receipts("f1", alert.starts_at)] == ["firing"]
+        finally:
+            intake.close()
+            await commits
+            await journal.close()
