@@ -26,7 +26,7 @@ from srd.failover.dispatch import Dispatcher
 from srd.failover.intake import Intake
 from srd.http.alertmanager import Authenticator, add_routes
 from srd.http.app import serving
-from srd.journal import JOURNAL_FILE, SqliteJournal
+from srd.journal import JOURNAL_FILE, AlertReceipt, SqliteJournal
 from srd.metrics import Metrics
 from tests.support.daemon import RunningSrd, free_port, running_srd
 from tests.support.failoverkit import Kit, kit
@@ -319,3 +319,47 @@ async def test_the_intake_is_bounded_by_bytes_as_well_as_by_count(tmp_path: Path
         intake.close()
         await commits
         await journal.close()
+
+
+async def test_a_journal_damaged_mid_file_gets_503_and_readyz_says_corrupt(
+    tmp_path: Path,
+) -> None:
+    """The header is intact, so srd starts; the damage is found at the first write, which
+    fails as ``corrupt``: nothing is acknowledged and /readyz says why."""
+    (tmp_path / "state").mkdir()
+    path = tmp_path / "state" / JOURNAL_FILE
+    journal = await SqliteJournal.open(path)
+    await journal.record_alerts(
+        [AlertReceipt(f"old{i}", STARTS_AT, "firing", {}) for i in range(9)]
+    )
+    await journal.close()
+    damage_receipts(path)
+    async with srd_run(tmp_path) as srd, aiohttp.ClientSession() as session:
+        async with session.post(f"{srd.base_url}/alertmanager", data=body(["new"])) as reply:
+            assert reply.status == 503
+            assert reply.headers["Retry-After"] == "10"
+        status, text = await srd.get("/readyz")
+        assert status == 503
+        assert "journal cannot be written (corrupt)" in text
+        corrupt = {"op": "record_alerts", "kind": "corrupt"}
+        assert await srd.metric("srd_journal_errors_total", corrupt) == 1
+        assert not srd.logged("(not json)")
+
+
+def damage_receipts(path: Path) -> None:
+    """Garbage over the root pages of the receipts' table and indexes (as a bad sector
+    would): the schema and everything srd reads to start stay intact."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        roots = [
+            row[0]
+            for row in db.execute(
+                "SELECT rootpage FROM sqlite_master WHERE tbl_name = 'alerts_received'"
+                " AND rootpage > 0"
+            )
+        ]
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    for root in roots:
+        offset = (root - 1) * page
+        data[offset : offset + page] = b"\xa5" * page
+    path.write_bytes(bytes(data))
