@@ -317,7 +317,12 @@ def _run(args: argparse.Namespace) -> int:
 
 async def _daemon(setup: Setup, args: argparse.Namespace) -> int:
     daemon = Daemon(setup, log_level=args.log_level, log_format=args.log_format)
-    return await daemon.run()
+    try:
+        return await daemon.run()
+    except Exception:
+        # A bug, not bad input: still one log line (JSON in JSON mode), never a bare traceback.
+        logs.get_logger("srd.cli").exception("srd stopped on an unexpected error")
+        return 1
 
 
 async def _run_sandbox(args: argparse.Namespace) -> int:
