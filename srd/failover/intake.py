@@ -257,23 +257,27 @@ class Intake:
             self._decisions_ready.set()
 
     def failed(self, batch: Sequence[Submission], error: BaseException) -> None:
-        """The journal refused ``batch``: webhook requests fail (503: Alertmanager retries);
-        srd's own alerts stay pending for the next attempt (dropped once closed)."""
+        """The journal refused ``batch``: its webhook requests fail (503: Alertmanager
+        retries). Its alerts stay pending (within the budget) for the next attempt, so the
+        journal is tried again without waiting for traffic — ``/readyz`` recovers with it —
+        and what it then takes is decided; Alertmanager's resend is a duplicate. Once
+        closed, they are dropped: Alertmanager resends, srd's own rules derive them again."""
         for submission in reversed(batch):
-            if submission.ack is None and not self.closed:
-                self._pending.appendleft(submission)
-                continue
             if submission.ack is not None and not submission.ack.done():
                 submission.ack.set_exception(error)
-            self._release(submission.sizes)
+            if self.closed:
+                self._release(submission.sizes)
+                continue
+            submission.ack = None
+            self._pending.appendleft(submission)
         if self._pending:
             self._pending_ready.set()
 
     async def commit(self, journal: Journal, recovered: Callable[[], None] = _nothing) -> None:
         """Group commit, until closed and nothing is pending: record every pending
         submission's receipts in one transaction, then acknowledge them. While the journal
-        refuses, each batch's requests fail (503) and the next attempt waits (backoff); srd's
-        own alerts stay pending. ``recovered`` is called when the journal takes receipts
+        refuses, each batch's requests fail (503), its alerts stay pending and the next
+        attempt waits (backoff). ``recovered`` is called when the journal takes receipts
         again after refusing: a failed call may have committed (PostgreSQL), so what it
         recorded waits for a decision."""
         failures = 0

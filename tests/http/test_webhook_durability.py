@@ -363,3 +363,27 @@ def damage_receipts(path: Path) -> None:
         offset = (root - 1) * page
         data[offset : offset + page] = b"\xa5" * page
     path.write_bytes(bytes(data))
+
+
+async def test_after_a_503_the_alert_is_kept_and_readiness_returns_with_the_journal_unasked(
+    tmp_path: Path,
+) -> None:
+    """A pod that is not ready gets no traffic: the journal must be tried again without
+    waiting for a request. What was answered 503 is kept and committed once the journal
+    takes it, so Alertmanager's resend is a duplicate and the alert is decided once."""
+    async with kit(tmp_path) as k, pipeline(k, Intake(100)) as url:
+        await k.journal.record_alerts([])  # the schema's pages, before the limit
+        pages = (await k.journal._read("PRAGMA page_count", ()))[0][0]
+        await on_srds_connection(k, f"PRAGMA max_page_count = {pages}")
+        big = json.loads(body(["kept"]))
+        big["alerts"][0]["annotations"] = {"description": "x" * 20_000}
+        async with aiohttp.ClientSession() as session, session.post(url, json=big) as reply:
+            assert reply.status == 503
+        assert k.journal.health.reasons()
+        await on_srds_connection(k, "PRAGMA max_page_count = 1073741823")
+        async with asyncio.timeout(5):
+            while k.journal.health.reasons() or await k.journal.undecided():
+                await asyncio.sleep(0.05)
+        assert [s for s, _ in await k.journal.receipts("kept", "2026-11-29T10:00:00.000Z")] == [
+            "firing"
+        ]
