@@ -242,17 +242,6 @@ class Dispatcher:
                 continue
             self._spawn(runbook, execution, resume=True)
 
-    async def handle(self, alerts: Sequence[IncomingAlert]) -> None:
-        """Record ``alerts`` in one journal transaction, then decide on each new one in order."""
-        if not alerts:
-            return
-        receipts = [AlertReceipt(a.fingerprint, a.starts_at, a.status, a.to_dict()) for a in alerts]
-        fresh = await self._journaled(partial(self._journal.record_alerts, receipts), alerts)
-        await self.decide(
-            [a for a, new in zip(alerts, fresh, strict=True) if new],
-            [r for r, new in zip(receipts, fresh, strict=True) if new],
-        )
-
     async def decide(
         self, alerts: Sequence[IncomingAlert], receipts: Sequence[AlertReceipt] | None = None
     ) -> None:
