@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from srd.config import ConfigError, parse_config
 from tests.support.daemon import free_port, running_srd
 
 
@@ -81,3 +82,12 @@ async def test_a_sighup_with_an_unreadable_config_keeps_the_old_one_and_counts_a
         failed = srd.logged("config reload failed; the running config stays in force")
         assert len(failed) == 2
         assert all(str(config) in str(line["errors"]) for line in failed)
+
+
+def test_a_body_limit_above_the_queues_byte_budget_is_refused_saying_what_to_change() -> None:
+    text = "failover:\n  max_body_bytes: 2000000\n  queue_bytes: 1000000\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "srd.yaml")
+    [issue] = caught.value.issues
+    assert (issue.file, issue.key, issue.line) == ("srd.yaml", "failover", 1)
+    assert "such a body could never be queued; raise queue_bytes" in issue.reason
