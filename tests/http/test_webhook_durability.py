@@ -23,13 +23,13 @@ from aiohttp import web
 
 from srd.config import Mode
 from srd.failover.dispatch import Dispatcher
-from srd.failover.intake import Intake
+from srd.failover.intake import IncomingAlert, Intake
 from srd.http.alertmanager import Authenticator, add_routes
 from srd.http.app import serving
 from srd.journal import JOURNAL_FILE, AlertReceipt, SqliteJournal
 from srd.metrics import Metrics
 from tests.support.daemon import RunningSrd, free_port, running_srd
-from tests.support.failoverkit import Kit, kit
+from tests.support.failoverkit import ONE_STEP, Kit, kit
 
 STARTS_AT = "2026-11-29T10:00:00Z"
 
@@ -391,3 +391,39 @@ async def test_after_a_503_the_alert_is_kept_and_readiness_returns_with_the_jour
         assert [s for s, _ in await k.journal.receipts("kept", "2026-11-29T10:00:00.000Z")] == [
             "firing"
         ]
+
+
+async def test_an_alert_received_but_not_decided_before_a_crash_is_decided_once_at_start(
+    tmp_path: Path,
+) -> None:
+    """The crash came between the receipt's commit (the 2xx was sent) and the decision: the
+    next start decides it, and a start after that does not decide it again."""
+    async with kit(tmp_path) as k:
+        runbook = k.runbook(ONE_STEP)
+        down = IncomingAlert("alertmanager", "firing", "f1", STARTS_AT, {"alertname": "Down"})
+        receipt = AlertReceipt(down.fingerprint, down.starts_at, down.status, down.to_dict())
+        assert await k.journal.record_alerts([receipt]) == [True]
+        for _ in range(2):  # two starts
+            dispatcher = Dispatcher(
+                intake=Intake(10),
+                journal=k.journal,
+                executor=k.executor,
+                runbooks=[runbook],
+                mode=lambda: Mode.ARMED,
+                metrics=k.metrics,
+                leadership=k.leader,
+                poll=1.0,
+                clock=k.clock,
+            )
+            stop = asyncio.Event()
+            task = asyncio.create_task(dispatcher.run(stop))
+            async with asyncio.timeout(5):
+                while await k.journal.undecided() or {
+                    e.state for e in await k.journal.executions()
+                } != {"succeeded"}:
+                    await asyncio.sleep(0.02)
+            stop.set()
+            await task
+        [execution] = await k.journal.executions()
+        assert execution.alert["fingerprint"] == "f1"
+        assert k.actuator.calls == [("apply", "a", 1)]
