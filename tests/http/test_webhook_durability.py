@@ -427,3 +427,45 @@ async def test_an_alert_received_but_not_decided_before_a_crash_is_decided_once_
         [execution] = await k.journal.executions()
         assert execution.alert["fingerprint"] == "f1"
         assert k.actuator.calls == [("apply", "a", 1)]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_memory_stays_bounded_with_the_journal_locked_and_large_labels(
+    tmp_path: Path,
+) -> None:
+    """The journal locked for 12 s while 16 clients post 800 KB groups of large-label
+    alerts: the intake holds at most queue_bytes of them, the rest get 503."""
+    path = tmp_path / "state" / JOURNAL_FILE
+    async with srd_run(tmp_path) as srd:
+        before, peak = rss_mb(srd.process.pid), 0.0
+        answers: Counter[int] = Counter()
+        with held_lock(path, 12.0):
+            deadline = asyncio.get_running_loop().time() + 10
+            async with aiohttp.ClientSession() as session:
+
+                async def worker(w: int) -> None:
+                    n = 0
+                    while asyncio.get_running_loop().time() < deadline:
+                        group = json.loads(body([f"w{w}-{n}-{i}" for i in range(400)]))
+                        for alert in group["alerts"]:
+                            alert["labels"]["big"] = "x" * 2000
+                        n += 1
+                        async with session.post(f"{srd.base_url}/alertmanager", json=group) as r:
+                            answers[r.status] += 1
+
+                async def watch() -> None:
+                    nonlocal peak
+                    while asyncio.get_running_loop().time() < deadline:
+                        peak = max(peak, rss_mb(srd.process.pid))
+                        await asyncio.sleep(0.2)
+
+                await asyncio.gather(watch(), *(worker(w) for w in range(16)))
+        print(f"RSS {before:.0f} MB before, {peak:.0f} MB at most; answers {dict(answers)}")
+        assert set(answers) == {503}
+        assert peak - before < 200, (before, peak)
