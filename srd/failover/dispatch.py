@@ -138,7 +138,8 @@ class Dispatcher:
                     entry.task.cancel()
             await self.idle()
         finally:
-            self._intake.close()
+            # The intake is not closed here: after a crash the supervisor runs this again on
+            # it, and the webhook's requests wait for that run's group commit.
             for task in (committing, taking_up):
                 task.cancel()
             await asyncio.gather(committing, taking_up, return_exceptions=True)

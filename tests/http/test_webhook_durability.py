@@ -469,3 +469,51 @@ async def test_memory_stays_bounded_with_the_journal_locked_and_large_labels(
         print(f"RSS {before:.0f} MB before, {peak:.0f} MB at most; answers {dict(answers)}")
         assert set(answers) == {503}
         assert peak - before < 200, (before, peak)
+
+
+class CrashOnce:
+    """The kit's journal, whose first ``undecided`` read raises a bug (not a JournalError):
+    the dispatcher task crashes, as the supervisor then restarts it."""
+
+    def __init__(self, journal: Any) -> None:
+        self._journal = journal
+        self.crashed = False
+
+    async def undecided(self, limit: int = 1000) -> Any:
+        if not self.crashed:
+            self.crashed = True
+            raise RuntimeError("a bug")
+        return await self._journal.undecided(limit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._journal, name)
+
+
+async def test_after_the_dispatcher_crashes_its_next_run_takes_alerts_again(
+    tmp_path: Path,
+) -> None:
+    async with kit(tmp_path) as k:
+        intake = Intake(10)
+        journal = CrashOnce(k.journal)
+        app = web.Application()
+        add_routes(app, intake, Authenticator(None), k.metrics, 64 * 1024)
+
+        def dispatcher() -> Dispatcher:
+            return Dispatcher(
+                intake=intake, journal=journal, executor=k.executor, runbooks=[],  # type: ignore[arg-type]
+                mode=lambda: Mode.OBSERVE, metrics=k.metrics, leadership=k.leader, poll=1.0,
+                clock=k.clock,
+            )  # fmt: skip
+
+        with pytest.raises(RuntimeError, match="a bug"):
+            await dispatcher().run(asyncio.Event())
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatcher().run(stop))
+        try:
+            async with serving(app, "127.0.0.1", 0) as port, aiohttp.ClientSession() as http:
+                url = f"http://127.0.0.1:{port}/alertmanager"
+                async with http.post(url, data=body(["after-crash"])) as reply:
+                    assert reply.status == 200
+        finally:
+            stop.set()
+            await task
