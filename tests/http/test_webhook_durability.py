@@ -30,6 +30,7 @@ from srd.journal import JOURNAL_FILE, AlertReceipt, SqliteJournal
 from srd.metrics import Metrics
 from tests.support.daemon import RunningSrd, free_port, running_srd
 from tests.support.failoverkit import ONE_STEP, Kit, kit
+from tests.support.pgserver import PgServer
 
 STARTS_AT = "2026-11-29T10:00:00Z"
 
@@ -517,3 +518,52 @@ async def test_after_the_dispatcher_crashes_its_next_run_takes_alerts_again(
         finally:
             stop.set()
             await task
+
+
+async def test_a_stopped_postgresql_journal_gets_503_and_readyz_says_so_until_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """The shared journal down under a real ``srd run``: the webhook answers 503, /readyz
+    names the outage; once PostgreSQL is back, srd is ready again without being asked and
+    what it answered 503 for is journaled (a resend is then a duplicate)."""
+    with PgServer.running() as server:
+        database = server.create_database()
+        port = free_port()
+        config = tmp_path / "srd.yaml"
+        settings = {
+            "state_dir": str(tmp_path / "state"),
+            "server": {"listen": f"127.0.0.1:{port}"},
+            "failover": {
+                "journal": database.url,
+                "journal_password": {"env": "SRD_TEST_JOURNAL_PASSWORD"},
+            },
+        }
+        config.write_text(json.dumps(settings))
+        env = {"SRD_TEST_JOURNAL_PASSWORD": database.password}
+        async with (
+            running_srd("run", "--config", str(config), port=port, env=env) as srd,
+            aiohttp.ClientSession() as session,
+        ):
+            url = f"{srd.base_url}/alertmanager"
+            async with session.post(url, data=body(["before"])) as reply:
+                assert reply.status == 200
+            await asyncio.to_thread(server.stop)
+            async with session.post(url, data=body(["during"])) as reply:
+                assert reply.status == 503
+                assert reply.headers["Retry-After"] == "10"
+            # The failed write shows once the pool gives up on connecting (5 s).
+            async with asyncio.timeout(20):
+                while (readiness := await srd.get("/readyz"))[0] == 200:
+                    await asyncio.sleep(0.2)
+            assert readiness[0] == 503
+            assert "journal cannot be written (connection)" in readiness[1]
+            await asyncio.to_thread(server.start)
+            async with asyncio.timeout(30):
+                while (await srd.get("/readyz"))[0] != 200:
+                    await asyncio.sleep(0.2)
+            with server.connect(database) as conn:
+                rows = conn.execute("SELECT fingerprint FROM alerts_received").fetchall()
+            assert {fingerprint for (fingerprint,) in rows} == {"before", "during"}
+            async with session.post(url, data=body(["during"])) as reply:
+                assert reply.status == 200  # Alertmanager's resend: a duplicate
+            assert not srd.logged("(not json)")
