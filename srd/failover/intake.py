@@ -127,7 +127,8 @@ class Refused(Exception):
 @dataclass(eq=False)
 class Submission:
     """Alerts admitted together: one webhook request's (``ack`` resolves once their receipts
-    are committed) or one alert of srd's own rules (``ack`` None: nobody waits)."""
+    are committed), or one alert of srd's own rules, or a request already answered 503 and
+    kept for the journal's return (``ack`` None: nobody waits)."""
 
     alerts: list[IncomingAlert]
     sizes: list[int]
