@@ -93,6 +93,7 @@ def _route_stdlib(level: int) -> None:
         root.removeHandler(handler)
     handler = _StdlibToStructlog(level=max(level, logging.WARNING))
     root.addHandler(handler)
+    logging.captureWarnings(True)  # Python's warnings too, instead of plain text on stderr
 
 
 def new_correlation_id() -> str:
