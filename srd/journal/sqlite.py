@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import sqlite3
 import time
 from collections.abc import Callable
@@ -34,6 +35,12 @@ _KINDS: dict[int, FaultKind] = {
     sqlite3.SQLITE_IOERR: "io",
 }
 """SQLite's primary result codes (the low byte of an extended code) by fault kind."""
+_ERRNO_KINDS: dict[int, FaultKind] = {
+    errno.EACCES: "read_only",
+    errno.EPERM: "read_only",
+    errno.EROFS: "read_only",
+    errno.ENOSPC: "full",
+}
 _ADVICE: dict[FaultKind, str] = {
     "locked": "another connection holds its write lock (a second srd on the same state_dir,"
     " or a tool with an open transaction); writes retry",
@@ -203,6 +210,9 @@ class SqliteJournal(SqlJournal):
             code = getattr(exc, "sqlite_errorcode", None)
             kind = _KINDS.get(code & 0xFF, "error") if code is not None else "error"
             raise self._fault(exc, what, kind) from None
+        except OSError as exc:  # making the state directory
+            kind = _ERRNO_KINDS.get(exc.errno or 0, "io")
+            raise self._fault(exc.strerror or exc, what, kind) from None
 
     async def _transact(self, what: str, op: Op[T], *, durable: bool) -> T:
         return await self._call(

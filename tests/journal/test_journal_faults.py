@@ -257,3 +257,14 @@ async def test_a_stopped_postgresql_is_a_transient_connection_fault_until_it_is_
             intake.close()
             await commits
             await journal.close()
+
+
+async def test_a_state_directory_that_cannot_be_made_is_a_journal_fault_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "file").write_text("in the way")
+    path = tmp_path / "file" / "state" / "journal.sqlite3"
+    with pytest.raises(JournalFault) as caught:
+        await SqliteJournal.open(path)
+    assert (caught.value.kind, caught.value.op) == ("io", "open")
+    assert str(path) in str(caught.value)
