@@ -155,7 +155,7 @@ class SqliteJournal(SqlJournal):
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise self._fault(exc, "open", "read_only") from None
+            raise self._fault(exc, "open", _ERRNO_KINDS.get(exc.errno or 0, "io")) from None
         if size == 0:
             return  # created, and killed before the first write: a new journal
         if len(header) < 100 or not header.startswith(HEADER):
@@ -212,7 +212,7 @@ class SqliteJournal(SqlJournal):
             raise self._fault(exc, what, kind) from None
         except OSError as exc:  # making the state directory
             kind = _ERRNO_KINDS.get(exc.errno or 0, "io")
-            raise self._fault(exc.strerror or exc, what, kind) from None
+            raise self._fault(exc, what, kind) from None
 
     async def _transact(self, what: str, op: Op[T], *, durable: bool) -> T:
         return await self._call(
