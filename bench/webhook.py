@@ -3,7 +3,10 @@ loopback: webhook throughput and latency, and the time from a webhook to the fir
 call of the runbook it triggers.
 
 1. Throughput: srd in ``observe`` mode with bearer auth (observe does not skip intake: every
-   accepted alert is queued and journaled as received, only acting is refused). A bounded pool
+   accepted alert is journaled as received before its 2xx — durable acknowledgement, group
+   commit — only acting is refused). The same flood then runs against a bare aiohttp handler
+   (``bench.bare_webhook``: parse the JSON, answer 200) pinned to the same core: the ratio
+   is srd's cost over the least any Python webhook does. A bounded pool
    of keep-alive connections POSTs valid version 4 payloads, each a distinct alert (its own
    fingerprint, so dedup never short-circuits) that matches no runbook, so nothing acts. 503
    is the intake's back-pressure when its queue is full (Alertmanager retries it): counted
@@ -152,12 +155,22 @@ async def _running_srd(config: Path, port: int, log: Path) -> AsyncIterator[Srd]
     """The real ``srd run`` on ``port``, pinned to one core; killed on exit."""
     command = shutil.which("srd", path=str(Path(sys.executable).parent))
     argv = [command] if command else [sys.executable, "-m", "srd.cli"]
+    async with _running(port, log, *argv, "run", "--config", str(config)) as srd:
+        yield srd
+
+
+@asynccontextmanager
+async def _running_bare(port: int, log: Path) -> AsyncIterator[Srd]:
+    """The bare aiohttp handler (``bench.bare_webhook``) on ``port``, pinned to srd's core."""
+    async with _running(port, log, sys.executable, "-m", "bench.bare_webhook", str(port)) as bare:
+        yield bare
+
+
+@asynccontextmanager
+async def _running(port: int, log: Path, *argv: str) -> AsyncIterator[Srd]:
     with log.open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(
             *argv,
-            "run",
-            "--config",
-            str(config),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=stderr,
@@ -288,6 +301,25 @@ async def _journaled(path: Path, count: int) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _bare(directory: Path) -> Flood:
+    """The same flood against the bare handler: what one core can answer at all."""
+    port = _free_port()
+    template = _payload_template("BenchNoise")
+    async with _running_bare(port, directory / "bare.log") as bare:
+        url = f"{bare.base_url}/alertmanager"
+        await _flood(url, template, 0, WARMUP, DURATION)
+        flood = await _flood(url, template, WARMUP, REQUESTS, DURATION)
+    assert not flood.errors, flood.errors
+    assert not flood.back_pressure
+    return flood
+
+
+def _journal_count(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        count: int = db.execute("SELECT count(*) FROM alerts_received").fetchone()[0]
+        return count
+
+
 async def _throughput(directory: Path) -> dict[str, Any]:
     port = _free_port()
     config = _write_config(directory, port, "observe")
@@ -302,6 +334,8 @@ async def _throughput(directory: Path) -> dict[str, Any]:
         flood.server_cpu = _cpu_seconds(srd.process.pid) - cpu
         flood.client_cpu = time.process_time() - client_cpu
         ok = len(warm.ok_latencies) + len(flood.ok_latencies)
+        # Durable acknowledgement: what was answered 2xx is in the journal already.
+        lost = max(0, ok - _journal_count(directory / "state-observe" / JOURNAL_FILE))
         await _journaled(directory / "state-observe" / JOURNAL_FILE, ok)
         flood.journaled_after = time.perf_counter() - started
         async with aiohttp.ClientSession() as session:
@@ -317,7 +351,7 @@ async def _throughput(directory: Path) -> dict[str, Any]:
     assert not errors, f"non-2xx answers other than 503: {errors}"
     assert accepted == ok, f"srd counted {accepted:g} accepted alerts, the client {ok}"
     assert full == warm.back_pressure + flood.back_pressure, (full, flood.back_pressure)
-    return {"flood": flood}
+    return {"flood": flood, "lost": lost}
 
 
 # -- 2. webhook to first action
@@ -438,6 +472,7 @@ async def _first_action(directory: Path) -> list[Action]:
 
 async def _run_async(directory: Path) -> tuple[dict[str, Any], list[Action]]:
     throughput = await _throughput(directory)
+    throughput["bare"] = await _bare(directory)
     actions = await _first_action(directory)
     return throughput, actions
 
@@ -446,7 +481,9 @@ def run() -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="srd-bench-webhook-") as tmp, _client_cores():
         throughput, actions = asyncio.run(_run_async(Path(tmp)))
     flood: Flood = throughput["flood"]
+    bare: Flood = throughput["bare"]
     rate = flood.sent / flood.elapsed
+    bare_rate = bare.sent / bare.elapsed
     p99 = _p99(flood.ok_latencies) if len(flood.ok_latencies) > 1 else float("nan")
     accepted = len(flood.ok_latencies) / flood.elapsed
     journaled = len(flood.ok_latencies) / flood.journaled_after
@@ -460,6 +497,12 @@ def run() -> dict[str, float]:
         f"accepted, {journaled:.0f} alerts/s journaled (all in the journal "
         f"{flood.journaled_after - flood.elapsed:.2f} s after the last answer); CPU busy: srd "
         f"{flood.server_cpu / flood.elapsed:.0%}, client {flood.client_cpu / flood.elapsed:.0%}"
+    )
+    print(
+        f"webhook_bare: a bare aiohttp JSON handler on the same core, same client and payloads: "
+        f"{bare_rate:.0f} req/s, p99 {_p99(bare.ok_latencies) * 1e3:.2f} ms; srd with durable "
+        f"acknowledgement answers {rate / bare_rate:.2f} of that; acknowledged but not in the "
+        f"journal at the last answer: {throughput['lost']}"
     )
 
     def ms(pick: Callable[[Action], float]) -> str:
@@ -482,6 +525,9 @@ def run() -> dict[str, float]:
         "webhook_503_count": float(flood.back_pressure),
         "webhook_accepted_per_second": round(accepted, 1),
         "webhook_journaled_per_second": round(journaled, 1),
+        "webhook_bare_requests_per_second": round(bare_rate, 1),
+        "webhook_ratio_to_bare": round(rate / bare_rate, 3),
+        "webhook_acknowledged_lost": float(throughput["lost"]),
         "webhook_to_first_action_p99_ms": round(first_p99 * 1e3, 3),
     }
 

@@ -72,6 +72,28 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib(_LEVELS[level])
+
+
+class _StdlibToStructlog(logging.Handler):
+    """Sends what libraries log through the stdlib (aiohttp's "Error handling request",
+    asyncio's "Task exception was never retrieved") to structlog, so in JSON mode even their
+    tracebacks are JSON lines, never plain text on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields: dict[str, Any] = {"logger": record.name}
+        if record.exc_info:
+            fields["exc_info"] = record.exc_info
+        structlog.get_logger(record.name).log(record.levelno, record.getMessage(), **fields)
+
+
+def _route_stdlib(level: int) -> None:
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StdlibToStructlog)]:
+        root.removeHandler(handler)
+    handler = _StdlibToStructlog(level=max(level, logging.WARNING))
+    root.addHandler(handler)
+    logging.captureWarnings(True)  # Python's warnings too, instead of plain text on stderr
 
 
 def new_correlation_id() -> str:

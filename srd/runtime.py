@@ -43,6 +43,7 @@ from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook, load_runbooks
 from srd.failover.stage import FailoverStage
 from srd.http.app import FailoverRoutes, build_app, serving
+from srd.journal import JournalError, JournalFault
 from srd.model import Observation, Sample
 from srd.probes.metrics import ProbeMetrics
 from srd.probes.promql import PromqlClient
@@ -53,6 +54,8 @@ log = structlog.get_logger("srd.runtime")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_UNUSABLE = 2
+"""What srd was given cannot be used (the journal file): restarting would not help."""
 PRUNE_INTERVAL = 3600.0
 """Seconds between applications of failover.journal_retention: receipts only grow by the
 alerts received, so hourly keeps the table within an hour of the retention."""
@@ -189,6 +192,7 @@ class Daemon:
         self._retired: list[Actuator] = []
         self.failover: FailoverStage | None = None
         self._routes: FailoverRoutes | None = None
+        self._rederived: Engine | None = None
 
     @property
     def config(self) -> Config:
@@ -211,6 +215,8 @@ class Daemon:
             reasons.append("shutting down")
         if not self.supervisor.essential_running():
             reasons.append("an essential task is not running")
+        if self.failover is not None:
+            reasons += self.failover.not_ready()
         return reasons
 
     async def run(self) -> int:
@@ -240,16 +246,23 @@ class Daemon:
             leadership, keep_leadership = leadership_from_config(
                 self.config, self.metrics.failover, on_loss=self._deposed, on_acquire=self._elected
             )
-            failover = self.failover = await FailoverStage.open(
-                self.config,
-                session,
-                self.metrics.failover,
-                actuators=self.setup.actuators,
-                runbooks=self.setup.runbooks,
-                probe_status=self._last_obs.get,
-                leadership=leadership,
-                budget=self.metrics.evaluation,
-            )
+            try:
+                failover = self.failover = await FailoverStage.open(
+                    self.config,
+                    session,
+                    self.metrics.failover,
+                    actuators=self.setup.actuators,
+                    runbooks=self.setup.runbooks,
+                    probe_status=self._last_obs.get,
+                    leadership=leadership,
+                    budget=self.metrics.evaluation,
+                )
+            except JournalError as exc:
+                # A server that may come back is worth a restart; a file that is not a
+                # journal, or one srd may not write, is not (systemd: RestartPreventExitStatus).
+                transient = isinstance(exc, JournalFault) and exc.transient
+                log.error("cannot open the journal; srd did not start", error=str(exc))
+                return EXIT_FAILED if transient else EXIT_UNUSABLE
             try:
                 self.supervisor.start("server", self._serve, essential=True)
                 self.supervisor.start("reloader", self._reloader)
@@ -327,12 +340,14 @@ class Daemon:
             systemd.reloading()
             try:
                 new = await asyncio.to_thread(load_setup, path)
-            except ConfigError as exc:
+            except Exception as exc:
+                # Whatever went wrong, the reloader must live on to read the next SIGHUP.
                 self.metrics.runtime.config_reloads.labels("error").inc()
+                issues = exc.issues if isinstance(exc, ConfigError) else [repr(exc)]
                 log.error(
                     "config reload failed; the running config stays in force",
                     file=str(path),
-                    errors=[str(issue) for issue in exc.issues],
+                    errors=[str(issue) for issue in issues],
                 )
                 systemd.notify("READY=1", "STATUS=config reload failed; old config kept")
                 return False
@@ -428,7 +443,8 @@ class Daemon:
                 poll = await source.poll(time.time() - lag)
                 if poll.reason:
                     log.debug("PromQL SLI not counted", slo=poll.slo, reason=poll.reason)
-            for alert in engine.evaluate(at):
+            transitions = engine.evaluate(at)
+            for alert in transitions:
                 log.info(
                     "alert " + alert.state,
                     alertname=alert.name,
@@ -436,6 +452,13 @@ class Daemon:
                     fingerprint=alert.fingerprint,
                 )
                 await self._failover().submit(alert)
+            if engine is not self._rederived:
+                # The first evaluation of these rules: a transition submitted before a crash
+                # or a stop may not have reached the journal; the receipts dedup the rest.
+                self._rederived = engine
+                for alert in engine.states.alerts():
+                    if alert not in transitions:
+                        await self._failover().submit(alert)
 
     async def _check_backups(self, checker: BackupChecker, source: RecoverySource) -> None:
         with structlog.contextvars.bound_contextvars(correlation_id=logs.new_correlation_id()):

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from srd import logs
-from srd.cli.exitcodes import USAGE
+from srd.cli.exitcodes import FAILED, USAGE
 from srd.cli.loading import load_or_report
 from srd.config.root import resolve_config_path
 from srd.config.server import split_host_port
@@ -51,7 +51,12 @@ def _run(args: argparse.Namespace) -> int:
 
 async def _daemon(setup: Setup, args: argparse.Namespace) -> int:
     daemon = Daemon(setup, log_level=args.log_level, log_format=args.log_format)
-    return await daemon.run()
+    try:
+        return await daemon.run()
+    except Exception:
+        # A bug, not bad input: still one log line (JSON in JSON mode), never a bare traceback.
+        logs.get_logger("srd.cli").exception("srd stopped on an unexpected error")
+        return FAILED
 
 
 async def _run_sandbox(args: argparse.Namespace) -> int:

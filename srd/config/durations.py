@@ -6,6 +6,7 @@ and a bare number means seconds.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated
 
@@ -27,6 +28,9 @@ _UNITS = {
     "w": 604800.0,
     "week": 604800.0,
 }
+MAX_SECONDS = 10 * 365 * 86400.0
+"""The longest duration accepted: anything above is a typo (``1e308``), and timers that long
+overflow the event loop or never fire."""
 _PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*")
 
 
@@ -42,8 +46,15 @@ def parse_duration(value: object) -> float:
         raise ValueError(
             f"expected a duration such as '5s' or '1 hour', got {type(value).__name__}"
         )
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is not a finite duration; write it like '5s' or '1 hour'")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if seconds > MAX_SECONDS:
+        raise ValueError(
+            f"{value!r} is longer than {format_duration(MAX_SECONDS)} (10 years): surely a typo;"
+            " srd would never act on it"
+        )
     return seconds
 
 

@@ -76,6 +76,13 @@ class FailoverConfig(Strict):
         description="Largest webhook body (bytes); larger gets 413. An alert is about 1 KiB; "
         "1 MiB holds a group of ~1000 alerts (set max_alerts in Alertmanager above that).",
     )
+    queue_bytes: int = Field(
+        16 * 1024 * 1024,
+        gt=0,
+        description="Webhook body bytes the queue holds at most (with queue_size, the intake's "
+        "memory bound). At least max_body_bytes, so any accepted body fits an empty queue; "
+        "16 MiB: 16 full-size groups in flight while the journal catches up.",
+    )
     kill_switch_file: Path | None = Field(
         None,
         description="While this file exists no step runs (POST /api/killswitch creates and "
@@ -133,6 +140,16 @@ class FailoverConfig(Strict):
         if value is not None:
             check_journal_url(value)
         return value
+
+    @model_validator(mode="after")
+    def _body_fits_queue(self) -> FailoverConfig:
+        if self.max_body_bytes > self.queue_bytes:
+            raise ValueError(
+                f"max_body_bytes ({self.max_body_bytes}) is more than queue_bytes"
+                f" ({self.queue_bytes}): such a body could never be queued; raise queue_bytes"
+                " or lower max_body_bytes"
+            )
+        return self
 
     @model_validator(mode="after")
     def _password_for_postgres(self) -> FailoverConfig:

@@ -46,6 +46,9 @@ def load_yaml_model(path: Path, model: type[M]) -> M:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([ConfigIssue(str(path), "", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start}"
+        raise ConfigError([ConfigIssue(str(path), "", reason)]) from None
     return parse_yaml_model(text, str(path), model)
 
 
@@ -99,12 +102,22 @@ def load_yaml(text: str, filename: str) -> tuple[yaml.Node | None, Any]:
     try:
         node = yaml.compose(text, Loader=_UniqueKeyLoader)
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_issue(filename, exc)]) from None
+    return node, data
+
+
+def _yaml_issue(filename: str, exc: yaml.YAMLError) -> ConfigIssue:
+    """Where and why YAML refused the text: a syntax error, or a character YAML does not
+    allow (a NUL byte, a control character), which the reader reports without a mark."""
+    if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark
         line = mark.line + 1 if mark else None
-        reason = f"invalid YAML: {exc.problem or exc}"
-        raise ConfigError([ConfigIssue(filename, "", reason, line)]) from None
-    return node, data
+        return ConfigIssue(filename, "", f"invalid YAML: {exc.problem or exc}", line)
+    if isinstance(exc, yaml.reader.ReaderError):
+        reason = f"invalid YAML: {exc.reason} {exc.character!r} at offset {exc.position}"
+        return ConfigIssue(filename, "", reason)
+    return ConfigIssue(filename, "", f"invalid YAML: {exc}")
 
 
 def load_yaml_documents(text: str, filename: str) -> list[tuple[yaml.Node, Any]]:
@@ -112,11 +125,8 @@ def load_yaml_documents(text: str, filename: str) -> list[tuple[yaml.Node, Any]]
     try:
         nodes = list(yaml.compose_all(text, Loader=_UniqueKeyLoader))
         docs = list(yaml.load_all(text, Loader=_UniqueKeyLoader))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark else None
-        reason = f"invalid YAML: {exc.problem or exc}"
-        raise ConfigError([ConfigIssue(filename, "", reason, line)]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_issue(filename, exc)]) from None
     return list(zip(nodes, docs, strict=True))
 
 

@@ -236,6 +236,8 @@ def load_rule_packs(paths: Iterable[Path]) -> list[RulePack]:
             packs.append(parse_rule_pack(text, str(path)))
         except OSError as exc:
             issues.append(ConfigIssue(str(path), "", f"cannot read: {exc.strerror}"))
+        except UnicodeDecodeError as exc:
+            issues.append(ConfigIssue(str(path), "", f"not UTF-8 text: offset {exc.start}"))
         except ConfigError as exc:
             issues += exc.issues
     seen: dict[str, str] = {}

@@ -43,8 +43,7 @@ T = TypeVar("T")
 JOURNAL_RETRY = Backoff(initial=0.1, maximum=5.0)
 """Waits before retries of a journal write that failed."""
 BATCH = 256
-"""Queued alerts recorded per journal transaction at most: one commit for a burst (an
-Alertmanager group of hundreds, a storm) instead of one per alert."""
+"""New alerts decided per batch at most: their receipts are marked decided in one write."""
 
 
 class DispatchJournal(Receipts, Executions, Fencing, Protocol):
@@ -112,23 +111,40 @@ class Dispatcher:
         before one of them ended must not take it up again."""
         self._stop = asyncio.Event()
         """``run``'s stop: once set, new executions are planned, not started."""
+        self._catch_up_wanted = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """The task body: take alerts until ``stop``, and (while leading) take up unfinished
-        executions. On stop, the intake closes (the webhook answers 503, so Alertmanager
-        retries) and alerts it still holds — Alertmanager had its 200 — are recorded and
-        their executions planned in the journal, not started; executions that have not
-        started are dropped (they stay ``planned``): both run at the next start. Running ones
-        are awaited until the supervisor's grace period cancels them."""
+        """The task body: commit what the intake admits (group commit: the webhook's 2xx
+        waits for it), decide on each new alert until ``stop``, and (while leading) take up
+        unfinished executions. First, alerts whose receipts were committed but not decided
+        (a crash between the two) are decided. On stop, the intake closes (the webhook
+        answers 503, so Alertmanager retries), what it still holds is committed and decided —
+        executions planned in the journal, not started; executions that have not started are
+        dropped (they stay ``planned``): both run at the next start. Running ones are awaited
+        until the supervisor's grace period cancels them."""
         self._stop = stop
+        committing = asyncio.create_task(
+            self._intake.commit(self._journal, recovered=self._catch_up_wanted.set),
+            name="failover-commit",
+        )
         taking_up = asyncio.create_task(self._take_up(), name="failover-take-up")
         try:
+            await self._catch_up()
             while (batch := await self._next(stop)) is not None:
-                try:
-                    await self.handle(batch)
-                finally:
-                    self._intake.done(len(batch))
-            await self.handle(self._intake.close())
+                if batch:
+                    try:
+                        await self.decide(batch)
+                    finally:
+                        self._intake.done(len(batch))
+                else:
+                    await self._catch_up()
+            self._intake.close()
+            await committing
+            left = self._intake.drain()
+            try:
+                await self.decide(left)
+            finally:
+                self._intake.done(len(left))
             taking_up.cancel()  # it must start nothing more
             await asyncio.gather(taking_up, return_exceptions=True)
             for entry in list(self._entries.values()):
@@ -136,9 +152,21 @@ class Dispatcher:
                     entry.task.cancel()
             await self.idle()
         finally:
-            taking_up.cancel()
-            await asyncio.gather(taking_up, return_exceptions=True)
+            # The intake is not closed here: after a crash the supervisor runs this again on
+            # it, and the webhook's requests wait for that run's group commit.
+            for task in (committing, taking_up):
+                task.cancel()
+            await asyncio.gather(committing, taking_up, return_exceptions=True)
             await self.stand_down()
+
+    async def _catch_up(self) -> None:
+        """Decide on alerts the journal holds as received and not decided: a crash (or a
+        journal call that failed after it committed) came between the two."""
+        self._catch_up_wanted.clear()
+        while receipts := await self._journaled(self._journal.undecided, []):
+            alerts = [IncomingAlert.from_dict(r.alert) for r in receipts]
+            log.info("deciding on alerts received before a crash", alerts=len(alerts))
+            await self.decide(alerts, receipts)
 
     def acquired(self) -> None:
         """This replica now leads: take up unfinished executions now, not at the next poll."""
@@ -189,17 +217,22 @@ class Dispatcher:
         self._taken.clear()
 
     async def _next(self, stop: asyncio.Event) -> list[IncomingAlert] | None:
-        """The next queued alerts (``BATCH`` at most), or None once ``stop`` is set."""
+        """The next new alerts (``BATCH`` at most); [] when a catch-up is wanted; None once
+        ``stop`` is set."""
         getter = asyncio.ensure_future(self._intake.get_batch(BATCH))
         stopped = asyncio.ensure_future(stop.wait())
+        catch_up = asyncio.ensure_future(self._catch_up_wanted.wait())
+        waiters = (getter, stopped, catch_up)
         try:
-            await asyncio.wait([getter, stopped], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for waiter in (getter, stopped):
+            for waiter in waiters:
                 if not waiter.done():
                     waiter.cancel()
-            await asyncio.gather(getter, stopped, return_exceptions=True)
-        return None if getter.cancelled() else getter.result()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        if not getter.cancelled():
+            return getter.result()
+        return None if stopped.done() and not stopped.cancelled() else []
 
     async def idle(self) -> None:
         """Wait until no execution is in flight."""
@@ -224,27 +257,32 @@ class Dispatcher:
                 continue
             self._spawn(runbook, execution, resume=True)
 
-    async def handle(self, alerts: Sequence[IncomingAlert]) -> None:
-        """Record ``alerts`` in one journal transaction, then decide on each new one in order."""
+    async def decide(
+        self, alerts: Sequence[IncomingAlert], receipts: Sequence[AlertReceipt] | None = None
+    ) -> None:
+        """Decide on each of ``alerts`` (new, their receipts committed) in order, then mark
+        their receipts decided. Deciding again is harmless: execution keys are unique."""
         if not alerts:
             return
-        receipts = [AlertReceipt(a.fingerprint, a.starts_at, a.status, a.to_dict()) for a in alerts]
-        fresh = await self._journaled(partial(self._journal.record_alerts, receipts), alerts)
-        for alert, new in zip(alerts, fresh, strict=True):
-            if not new:
-                continue  # a resend or an HA duplicate: nothing more to do
+        for alert in alerts:
             with structlog.contextvars.bound_contextvars(
                 correlation_id=logs.new_correlation_id(), fingerprint=alert.fingerprint
             ):
                 decide = self._resolved if alert.status == "resolved" else self._firing
                 await self._journaled(partial(decide, alert), [alert])
+        if receipts is None:
+            receipts = [
+                AlertReceipt(a.fingerprint, a.starts_at, a.status, a.to_dict()) for a in alerts
+            ]
+        await self._journaled(partial(self._journal.mark_decided, receipts), alerts)
 
     async def _journaled(
         self, write: Callable[[], Awaitable[T]], alerts: Sequence[IncomingAlert]
     ) -> T:
-        """``write`` until the journal takes it. Alertmanager had its 200 for these alerts:
-        a journal outage holds them (the queue fills, the webhook answers 503) rather than
-        dropping them. Each write is idempotent (receipts and execution keys are unique)."""
+        """``write`` until the journal takes it. Alertmanager had its 200 for these alerts
+        (their receipts are committed): a journal outage holds them (the queue fills, the
+        webhook answers 503) rather than dropping them; a crash leaves them to ``_catch_up``.
+        Each write is idempotent (receipts and execution keys are unique)."""
         attempt = 0
         while True:
             try:

@@ -18,6 +18,10 @@ class FailoverMetrics:
     RUNBOOK_STEP_DURATION = "srd_runbook_step_duration_seconds"
     LEADER = "srd_leader"
     JOURNAL_FENCED_WRITES = "srd_journal_fenced_writes"
+    JOURNAL_ERRORS = "srd_journal_errors"
+    JOURNAL_WRITABLE = "srd_journal_writable"
+    INTAKE_ALERTS = "srd_intake_alerts"
+    INTAKE_BYTES = "srd_intake_bytes"
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = reg = registry
@@ -72,6 +76,31 @@ class FailoverMetrics:
             self.LEADER,
             "1 while this srd instance leads (may act), 0 while it follows; by holder identity.",
             ["identity"],
+            registry=reg,
+        )
+        # Journal faults and the intake's budget (durable acknowledgement).
+        self.journal_errors = Counter(
+            self.JOURNAL_ERRORS,
+            "Journal calls that met a backend error, by call (op: a journal method, read, "
+            "open) and kind (transient: locked, connection, timeout; permanent: full, "
+            "read_only, corrupt, io, error).",
+            ["op", "kind"],
+            registry=reg,
+        )
+        self.journal_writable = Gauge(
+            self.JOURNAL_WRITABLE,
+            "0 while the journal's last write failed (/readyz says why), 1 otherwise.",
+            registry=reg,
+        )
+        self.intake_alerts = Gauge(
+            self.INTAKE_ALERTS,
+            "Alerts the intake holds: admitted, awaiting their receipt's commit or a decision "
+            "(bounded by failover.queue_size).",
+            registry=reg,
+        )
+        self.intake_bytes = Gauge(
+            self.INTAKE_BYTES,
+            "Webhook body bytes of the alerts the intake holds (bounded by failover.queue_bytes).",
             registry=reg,
         )
         self.journal_fenced_writes = Counter(

@@ -310,6 +310,8 @@ def load_runbooks(
             runbooks += parse_runbooks(text, str(file), actuators, probes, slos)
         except OSError as exc:
             issues.append(ConfigIssue(str(file), "", f"cannot read: {exc.strerror}"))
+        except UnicodeDecodeError as exc:
+            issues.append(ConfigIssue(str(file), "", f"not UTF-8 text: offset {exc.start}"))
         except ConfigError as exc:
             issues += exc.issues
     names = [r.name for r in runbooks]

@@ -23,7 +23,8 @@ from srd.failover.intake import Intake, from_rule_alert
 from srd.failover.leader import Leadership
 from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook
-from srd.journal import Journal, JournalError, open_journal
+from srd.journal import Journal, JournalError, JournalHealth, open_journal
+from srd.journal.faults import KINDS
 from srd.model import Alert, Observation
 
 log = structlog.get_logger("srd.failover")
@@ -46,7 +47,9 @@ class FailoverStage:
         self.config = config
         self.journal = journal
         failover = config.failover
-        self.intake = Intake(failover.queue_size)
+        self.intake = Intake(failover.queue_size, failover.queue_bytes)
+        metrics.intake_alerts.set_function(lambda: self.intake.alerts)
+        metrics.intake_bytes.set_function(lambda: self.intake.bytes)
         self.kill_switch = KillSwitch(
             failover.kill_switch_file or config.state_dir / "killswitch", journal
         )
@@ -98,8 +101,13 @@ class FailoverStage:
     ) -> FailoverStage:
         failover = config.failover
         password = failover.journal_password.value if failover.journal_password else None
+        health = JournalHealth()
+        for kind in KINDS:  # the webhook's write, at 0 from the start
+            metrics.journal_errors.labels("record_alerts", kind)
+        health.listen(lambda op, kind: metrics.journal_errors.labels(op, kind).inc())
+        metrics.journal_writable.set_function(lambda: 0 if health.outage else 1)
         journal = await open_journal(
-            failover.journal or config.state_dir, create=True, password=password
+            failover.journal or config.state_dir, create=True, password=password, health=health
         )
         return cls(
             config,
@@ -112,6 +120,12 @@ class FailoverStage:
             leadership=leadership,
             budget=budget,
         )
+
+    def not_ready(self) -> list[str]:
+        """Why failover cannot take alerts now (for ``/readyz``); empty when it can."""
+        # Every SqlJournal has one; a stand-in journal (tests) may not.
+        health: JournalHealth | None = getattr(self.journal, "health", None)
+        return health.reasons() if health is not None else []
 
     async def run(self, stop: asyncio.Event) -> None:
         """The dispatcher task: take alerts; while leading, run what the journal holds

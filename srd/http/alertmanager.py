@@ -7,6 +7,7 @@ retry rules: 5xx is retried, other 4xx are not — so a full queue is 503, never
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from typing import Literal
@@ -15,9 +16,10 @@ import structlog
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from srd.failover.intake import IncomingAlert, Intake, iso_utc
+from srd.failover.intake import IncomingAlert, Intake, Refused, iso_utc
 from srd.failover.metrics import FailoverMetrics
 from srd.http.auth import AUTH_KEY, Authenticator
+from srd.journal import JournalError
 
 log = structlog.get_logger("srd.http.alertmanager")
 
@@ -68,6 +70,13 @@ class AlertmanagerPayload(_Payload):
         ]
 
 
+ACK_WAIT = 2.0
+"""Seconds a request waits for its alerts' receipts to be committed before it gets 503: a
+healthy group commit takes milliseconds, so longer means the journal is locked or down —
+and Alertmanager should retry rather than hold a connection."""
+RETRY_AFTER = "10"
+
+
 class Webhook:
     def __init__(self, intake: Intake, max_body_bytes: int, metrics: FailoverMetrics) -> None:
         self._intake = intake
@@ -85,7 +94,9 @@ class Webhook:
         if not auth.allows(request.headers):
             return self._reject("unauthorized", auth.refusal())
         limit = self.max_body_bytes
-        too_large = web.json_response({"error": f"body larger than {limit} bytes"}, status=413)
+        too_large = web.json_response(
+            {"error": f"body larger than {limit} bytes (failover.max_body_bytes)"}, status=413
+        )
         if request.content_length is not None and request.content_length > limit:
             return self._reject("too_large", too_large)
         body = await _read_limited(request, limit)
@@ -93,23 +104,40 @@ class Webhook:
             return self._reject("too_large", too_large)
         try:
             payload = AlertmanagerPayload.model_validate(json.loads(body))
+            alerts = payload.incoming()
+        except RecursionError:
+            problem = {"error": "body is not JSON srd reads: nested too deeply"}
+            return self._reject("malformed", web.json_response(problem, status=400))
+        except OverflowError as exc:
+            problem = {"error": f"a time is out of range once converted to UTC: {exc}"}
+            return self._reject("malformed", web.json_response(problem, status=400))
         except ValueError as exc:  # ValidationError and JSONDecodeError are ValueErrors
             return self._reject("malformed", web.json_response(_problems(exc), status=400))
-        alerts = payload.incoming()
-        if self._intake.closed:
+        try:
+            ack = self._intake.submit(alerts, len(body))
+        except Refused as refused:
+            headers = {"Retry-After": RETRY_AFTER} if refused.status == 503 else None
             response = web.json_response(
-                {"error": "srd is shutting down; retry later"},
-                status=503,
-                headers={"Retry-After": "10"},
+                {"error": str(refused)}, status=refused.status, headers=headers
             )
-            return self._reject("shutting_down", response)
-        if not self._intake.offer(alerts):
+            return self._reject(refused.reason, response)
+        try:
+            # The ack is cancelled on timeout: if the committer has not taken it, it is
+            # dropped; if it has, the receipts are committed anyway, which a resend dedups.
+            await asyncio.wait_for(ack, ACK_WAIT)
+        except (TimeoutError, JournalError) as exc:
+            reason = "journal_unavailable"
+            error = (
+                f"the journal did not take the alerts within {ACK_WAIT:g}s"
+                if isinstance(exc, TimeoutError)
+                else f"the journal cannot take the alerts: {exc}"
+            )
             response = web.json_response(
-                {"error": "intake queue full; retry later"},
+                {"error": f"{error}; retry later"},
                 status=503,
-                headers={"Retry-After": "10"},
+                headers={"Retry-After": RETRY_AFTER},
             )
-            return self._reject("queue_full", response)
+            return self._reject(reason, response)
         for alert in alerts:
             self._metrics.webhook_alerts.labels(alert.status).inc()
         return web.json_response({"accepted": len(alerts)})
@@ -146,7 +174,14 @@ def add_routes(
     the journal's read routes (``srd.http.journal_api``). Returns the handler, whose
     ``max_body_bytes`` a reload sets anew."""
     app[AUTH_KEY] = auth
-    for reason in ("unauthorized", "too_large", "malformed", "queue_full", "shutting_down"):
+    for reason in (
+        "unauthorized",
+        "too_large",
+        "malformed",
+        "queue_full",
+        "shutting_down",
+        "journal_unavailable",
+    ):
         metrics.webhook_rejected.labels(reason)
     for status in ("firing", "resolved"):
         metrics.webhook_alerts.labels(status)

@@ -47,7 +47,9 @@ class Authenticator:
         given = headers.get("Authorization", "")
         if self.challenge.startswith("Basic"):
             given = _normalise_basic(given)
-        return hmac.compare_digest(given.encode(), self._expected)
+        # aiohttp keeps bytes that are not UTF-8 as surrogates; such a header is wrong, not
+        # an error: it compares unequal like any other wrong credential.
+        return hmac.compare_digest(given.encode(errors="surrogatepass"), self._expected)
 
     def refusal(self) -> web.Response:
         return web.json_response(

@@ -34,6 +34,7 @@ from srd.journal.base import (
     StepRecord,
     StepResult,
 )
+from srd.journal.faults import FaultKind, JournalFault, JournalHealth
 from srd.journal.postgres import PostgresJournal
 from srd.journal.postgres import parse as parse_postgres
 from srd.journal.sqlite import SqliteJournal
@@ -47,12 +48,15 @@ __all__ = [
     "ExecutionRecord",
     "ExecutionState",
     "Executions",
+    "FaultKind",
     "Fence",
     "FencedError",
     "Fencing",
     "GuardBlock",
     "Journal",
     "JournalError",
+    "JournalFault",
+    "JournalHealth",
     "KillSwitchState",
     "PostgresJournal",
     "Receipts",
@@ -68,16 +72,21 @@ __all__ = [
 
 
 async def open_journal(
-    target: str | Path, *, create: bool = True, password: str | None = None
+    target: str | Path,
+    *,
+    create: bool = True,
+    password: str | None = None,
+    health: JournalHealth | None = None,
 ) -> Journal:
     """Open the journal named by ``target``: a state directory (the journal is its
     ``journal.sqlite3``), ``sqlite:///abs/path.sqlite3`` or ``postgresql://user@host:port/db``
     (``password`` is the PostgreSQL user's). With ``create`` False a missing journal raises
-    JournalError (readers such as ``srd journal`` must not make one)."""
+    JournalError (readers such as ``srd journal`` must not make one). ``health`` learns of
+    every fault of the journal's calls."""
     text = str(target)
     if urlsplit(text).scheme in POSTGRES_SCHEMES:
-        return await PostgresJournal.open(text, password=password, create=create)
-    return await SqliteJournal.open(journal_path(target), create=create)
+        return await PostgresJournal.open(text, password=password, create=create, health=health)
+    return await SqliteJournal.open(journal_path(target), create=create, health=health)
 
 
 def check_journal_url(url: str) -> None:

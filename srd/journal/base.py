@@ -162,6 +162,16 @@ class Receipts(Protocol):
         each was new, in order; a receipt repeated within the batch is new only once."""
         ...
 
+    async def mark_decided(self, receipts: Sequence[AlertReceipt]) -> None:
+        """Record that the alerts of ``receipts`` were decided on (executions planned, or
+        none matched): ``undecided`` no longer lists them."""
+        ...
+
+    async def undecided(self, limit: int = 1000) -> Sequence[AlertReceipt]:
+        """Receipts recorded and not yet marked decided, oldest first: the alerts a crash
+        interrupted between their receipt (answered 2xx) and their decision."""
+        ...
+
     async def receipts(self, fingerprint: str, starts_at: str) -> Sequence[tuple[str, float]]:
         """(status, received at) of the receipts of one alert firing, oldest first: what
         Alertmanager said of it (firing, resolved), as far as ``prune`` kept it."""

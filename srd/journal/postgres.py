@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from srd.config.journal import JournalUrlError, PostgresTarget, postgres_target
 from srd.journal.base import JournalError
+from srd.journal.faults import FaultKind, JournalFault, JournalHealth
 from srd.journal.sql import (
     Clock,
     Dialect,
@@ -92,9 +93,9 @@ def parse(url: str) -> PostgresTarget:
 class PostgresJournal(SqlJournal):
     def __init__(
         self, target: PostgresTarget, pool: AsyncConnectionPool[Any], kwargs: dict[str, Any],
-        clock: Clock,
+        clock: Clock, health: JournalHealth | None = None,
     ) -> None:  # fmt: skip
-        super().__init__(clock)
+        super().__init__(clock, health)
         self.target = target
         self._pool = pool
         self._kwargs = kwargs
@@ -108,6 +109,7 @@ class PostgresJournal(SqlJournal):
         password: str | None = None,
         create: bool = True,
         clock: Clock = time.time,
+        health: JournalHealth | None = None,
     ) -> PostgresJournal:
         """Connect, migrate the schema (with ``create``; without it a database that has no
         journal is refused) and open the pool."""
@@ -130,7 +132,7 @@ class PostgresJournal(SqlJournal):
             timeout=POOL_WAIT,
             name="srd-journal",
         )
-        journal = cls(target, pool, kwargs, clock)
+        journal = cls(target, pool, kwargs, clock, health)
         try:
             # One connection first, so a wrong password or host is named at once (the pool
             # would only time out), then the schema.
@@ -159,10 +161,10 @@ class PostgresJournal(SqlJournal):
             op = migrate(MIGRATIONS, POSTGRES, self.target.shown, self._clock())
             await _transaction(conn, op, durable=True)
 
-    async def _write(self, op: Op[T], *, durable: bool = True) -> T:
-        return await self._with_connection("write", lambda c: _transaction(c, op, durable))
+    async def _transact(self, what: str, op: Op[T], *, durable: bool) -> T:
+        return await self._with_connection(what, lambda c: _transaction(c, op, durable))
 
-    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    async def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         async def read(conn: AsyncConnection[Any]) -> list[tuple[Any, ...]]:
             cursor = await conn.execute(_placeholders(sql), params)
             return await cursor.fetchall()
@@ -184,18 +186,25 @@ class PostgresJournal(SqlJournal):
     async def _guarded(self, what: str, call: Awaitable[T]) -> T:
         """``call`` within CALL_TIMEOUT; a connection failure becomes a JournalError naming
         the journal, what failed and what to do."""
+        kind: FaultKind
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
                 return await call
         except PoolTimeout:
-            reason = await self._why_no_connection()
+            kind, reason = "connection", await self._why_no_connection()
         except TimeoutError:
-            reason = f"no answer within {CALL_TIMEOUT:g}s"
-        except psycopg.OperationalError as exc:
-            reason = self._scrub(str(exc).strip())
-        raise JournalError(
+            kind, reason = "timeout", f"no answer within {CALL_TIMEOUT:g}s"
+        except psycopg.Error as exc:
+            kind, reason = _kind(exc), self._scrub(str(exc).strip())
+            if kind not in ("connection", "timeout"):
+                raise JournalFault(
+                    f"journal {self.target.shown}: {what} failed: {reason}", kind=kind, op=what
+                ) from None
+        raise JournalFault(
             f"journal {self.target.shown}: {what} failed: {reason}; check that PostgreSQL is up"
-            " and reachable and the user and password are right (the next call reconnects)"
+            " and reachable and the user and password are right (the next call reconnects)",
+            kind=kind,
+            op=what,
         ) from None
 
     async def _why_no_connection(self) -> str:
@@ -208,6 +217,24 @@ class PostgresJournal(SqlJournal):
 
     def _scrub(self, message: str) -> str:
         return message.replace(self._password, "***") if self._password else message
+
+
+_SQLSTATE_KINDS: dict[str, FaultKind] = {
+    "53100": "full",  # disk_full
+    "25006": "read_only",  # read_only_sql_transaction (a standby, or default_transaction_read_only)
+    "XX001": "corrupt",  # data_corrupted
+    "XX002": "corrupt",  # index_corrupted
+    "57014": "timeout",  # query_canceled: statement_timeout
+    "55P03": "locked",  # lock_not_available
+}
+
+
+def _kind(exc: psycopg.Error) -> FaultKind:
+    kind = _SQLSTATE_KINDS.get(exc.sqlstate or "")
+    if kind is not None:
+        return kind
+    # Connection failures and server shutdowns (class 08, 57P0x) are OperationalErrors.
+    return "connection" if isinstance(exc, psycopg.OperationalError) else "error"
 
 
 async def _configure(conn: AsyncConnection[Any]) -> None:

@@ -8,6 +8,7 @@ event loop. Statements use ``?`` placeholders; the PostgreSQL backend translates
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -31,6 +32,7 @@ from srd.journal.base import (
     StateChange,
     StepRecord,
 )
+from srd.journal.faults import JournalFault, JournalHealth
 from srd.model import RecoveryRecord
 
 T = TypeVar("T")
@@ -158,6 +160,12 @@ def schema(d: Dialect) -> tuple[tuple[str, ...], ...]:
             *d.append_only("kill_switch_events", False),
             *d.append_only("approval_events", False),
         ),
+        (  # 4: receipts decided on; one recorded but not decided (a crash between the two,
+            # after the webhook's 2xx) is decided at the next start. Older receipts were.
+            f"CREATE TABLE alerts_decided (receipt BIGINT PRIMARY KEY, at {d.real} NOT NULL)",
+            "INSERT INTO alerts_decided (receipt, at) SELECT seq, received_at FROM alerts_received",
+            *d.append_only("alerts_decided", True),  # pruned with its receipt
+        ),
     )
 
 
@@ -201,19 +209,56 @@ _PENDING = """
 """
 
 
+LOCK_RETRY = 5.0
+"""Seconds a write retries while another connection holds the write lock (``locked``):
+srd is the only writer, so a lock is a reader's checkpoint or a second process pointed at the
+same file by mistake. Each failed attempt is counted and shown by ``/readyz``."""
+LOCK_BACKOFF = (0.05, 1.0)
+"""Seconds before the first retry of a locked write, doubled up to the second."""
+
+
 class SqlJournal(ABC):
-    """The ``Journal`` Protocol over SQL; a backend supplies transactions and reads."""
+    """The ``Journal`` Protocol over SQL; a backend supplies transactions and reads, and
+    turns its errors into ``JournalFault``s."""
 
-    def __init__(self, clock: Clock = time.time) -> None:
+    def __init__(self, clock: Clock = time.time, health: JournalHealth | None = None) -> None:
         self._clock = clock
+        self.health = health or JournalHealth()
 
     @abstractmethod
-    async def _write(self, op: Op[T], *, durable: bool = True) -> T:
+    async def _transact(self, what: str, op: Op[T], *, durable: bool) -> T:
         """Run ``op`` in one transaction, committed before this returns; with ``durable``
-        the commit is on disk (a power loss keeps it)."""
+        the commit is on disk (a power loss keeps it). Backend errors raise JournalFault."""
 
     @abstractmethod
-    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
+    async def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Run one read; backend errors raise JournalFault."""
+
+    async def _write(self, what: str, make: Callable[[], Op[T]], *, durable: bool = True) -> T:
+        """``make()``'s operation in one transaction, retried while the journal is locked
+        (nothing was written then); every fault is reported to ``health``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOCK_RETRY
+        delay = LOCK_BACKOFF[0]
+        while True:
+            try:
+                result = await self._transact(what, make(), durable=durable)
+            except JournalFault as fault:
+                self.health.fault(fault, write=True)
+                if fault.kind != "locked" or loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LOCK_BACKOFF[1])
+                continue
+            self.health.wrote()
+            return result
+
+    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return await self._query(sql, params)
+        except JournalFault as fault:
+            self.health.fault(fault, write=False)
+            raise
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -245,9 +290,24 @@ class SqlJournal(ABC):
                 fresh.append(result.rowcount == 1)
             return fresh
 
-        # A receipt lost to a power loss only lets a resend through to start_execution,
-        # whose key is durable; the webhook's throughput depends on not waiting for the disk.
-        return await self._write(insert(), durable=False)
+        # Durable: the webhook answers 2xx once this returns, and Alertmanager will not send
+        # the alert again before its repeat_interval. Group commit pays one fsync per batch.
+        return await self._write("record_alerts", insert)
+
+    async def mark_decided(self, receipts: Sequence[AlertReceipt]) -> None:
+        def insert() -> Op[None]:
+            now = self._clock()
+            for receipt in receipts:
+                yield Query(
+                    "INSERT INTO alerts_decided (receipt, at) SELECT seq, ? FROM alerts_received"
+                    " WHERE fingerprint = ? AND starts_at = ? AND status = ?"
+                    " ON CONFLICT DO NOTHING",
+                    (now, *receipt[:3]),
+                )
+
+        # Not durable: a mark lost to a power loss only decides the alert again, which its
+        # execution key makes a no-op.
+        await self._write("mark_decided", insert, durable=False)
 
     async def start_execution(
         self, runbook: str, key: str, mode: str, correlation_id: str, alert: dict[str, Any]
@@ -271,7 +331,7 @@ class SqlJournal(ABC):
                 execution_id, runbook, key, mode, "planned", correlation_id, alert, now, now
             )
 
-        return await self._write(insert())
+        return await self._write("start_execution", insert)
 
     async def set_state(
         self,
@@ -290,7 +350,7 @@ class SqlJournal(ABC):
                 (execution_id, state, _dumps_optional(detail), self._clock()),
             )
 
-        await self._write(insert())
+        await self._write("set_state", insert)
 
     async def step(self, record: StepRecord, *, fence: Fence | None = None) -> None:
         """Append a step event. The same (key, phase) again is ignored, so a retried write
@@ -316,10 +376,10 @@ class SqlJournal(ABC):
                 ),
             )
 
-        await self._write(insert())
+        await self._write("step", insert)
 
     async def lead(self, fence: Fence) -> None:
-        await self._write(self._fenced(fence))
+        await self._write("lead", lambda: self._fenced(fence))
 
     async def guard_blocked(self, execution_id: str | None, guard: str, reason: str) -> None:
         def insert() -> Op[None]:
@@ -330,25 +390,35 @@ class SqlJournal(ABC):
                 (execution_id, guard, reason, self._clock()),
             )
 
-        await self._write(insert())
+        await self._write("guard_blocked", insert)
 
     async def prune(self, older_than: float) -> int:
         def delete() -> Op[int]:
             cutoff = self._clock() - older_than
+            yield Query(
+                "DELETE FROM alerts_decided WHERE receipt IN"
+                " (SELECT seq FROM alerts_received WHERE received_at < ?)",
+                (cutoff,),
+            )
             result = yield Query("DELETE FROM alerts_received WHERE received_at < ?", (cutoff,))
             return result.rowcount
 
-        return await self._write(delete(), durable=False)
+        return await self._write("prune", delete, durable=False)
 
     async def forget_alert(self, fingerprint: str, starts_at: str) -> None:
         def delete() -> Op[None]:
+            yield Query(
+                "DELETE FROM alerts_decided WHERE receipt IN (SELECT seq FROM alerts_received"
+                " WHERE fingerprint = ? AND starts_at = ? AND status = 'firing')",
+                (fingerprint, starts_at),
+            )
             yield Query(
                 "DELETE FROM alerts_received"
                 " WHERE fingerprint = ? AND starts_at = ? AND status = 'firing'",
                 (fingerprint, starts_at),
             )
 
-        await self._write(delete())
+        await self._write("forget_alert", delete)
 
     async def set_kill_switch(self, on: bool, by: str, reason: str) -> None:
         def insert() -> Op[None]:
@@ -357,7 +427,7 @@ class SqlJournal(ABC):
                 (int(on), by, reason, self._clock()),
             )
 
-        await self._write(insert())
+        await self._write("set_kill_switch", insert)
 
     async def request_approval(self, approval_id: str, execution_id: str, description: str) -> None:
         def insert() -> Op[None]:
@@ -370,7 +440,7 @@ class SqlJournal(ABC):
                 (approval_id, execution_id, "requested", description, self._clock()),
             )
 
-        await self._write(insert())
+        await self._write("request_approval", insert)
 
     async def approve(self, approval_id: str, by: str) -> bool:
         def insert() -> Op[bool]:
@@ -394,7 +464,7 @@ class SqlJournal(ABC):
             )
             return True
 
-        return await self._write(insert())
+        return await self._write("approve", insert)
 
     async def expire_approval(self, approval_id: str) -> str | None:
         def insert() -> Op[str | None]:
@@ -415,7 +485,7 @@ class SqlJournal(ABC):
             )
             return None
 
-        return await self._write(insert())
+        return await self._write("expire_approval", insert)
 
     def _fenced(self, fence: Fence | None) -> Op[None]:
         """The fence, checked (and a new leader's term recorded) inside the write's own
@@ -490,6 +560,16 @@ class SqlJournal(ABC):
             (fingerprint, starts_at),
         )
         return [(row[0], row[1]) for row in rows]
+
+    async def undecided(self, limit: int = 1000) -> Sequence[AlertReceipt]:
+        """Oldest first: decide in the order the alerts were received."""
+        rows = await self._read(
+            "SELECT r.fingerprint, r.starts_at, r.status, r.alert FROM alerts_received AS r"
+            " WHERE NOT EXISTS (SELECT 1 FROM alerts_decided AS d WHERE d.receipt = r.seq)"
+            " ORDER BY r.seq LIMIT ?",
+            (limit,),
+        )
+        return [AlertReceipt(row[0], row[1], row[2], json.loads(row[3])) for row in rows]
 
     async def executions(self, limit: int = 100) -> Sequence[ExecutionRecord]:
         rows = await self._read(_EXECUTION_COLUMNS + " ORDER BY e.seq DESC LIMIT ?", (limit,))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import sqlite3
 import time
 from collections.abc import Callable
@@ -11,11 +13,42 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from srd.journal.base import JournalError
+from srd.journal.faults import FaultKind, JournalFault, JournalHealth
 from srd.journal.sql import Clock, Dialect, Lock, Op, Result, SqlJournal, migrate, schema
 
-BUSY_TIMEOUT = 5.0
-"""Seconds a write waits for SQLite's lock. srd is the only writer; this covers a reader's
-checkpoint or a second process pointed at the same state directory by mistake."""
+BUSY_TIMEOUT = 1.0
+"""Seconds one attempt waits for SQLite's lock before it fails as ``locked``: short, so a
+held lock shows (``/readyz``, ``srd_journal_errors_total``) while writes retry it for
+``LOCK_RETRY`` in all."""
+HEADER = b"SQLite format 3\x00"
+"""The first 16 bytes of every SQLite database file."""
+_KINDS: dict[int, FaultKind] = {
+    sqlite3.SQLITE_BUSY: "locked",
+    sqlite3.SQLITE_LOCKED: "locked",
+    sqlite3.SQLITE_FULL: "full",
+    sqlite3.SQLITE_READONLY: "read_only",
+    sqlite3.SQLITE_PERM: "read_only",
+    sqlite3.SQLITE_CANTOPEN: "read_only",
+    sqlite3.SQLITE_CORRUPT: "corrupt",
+    sqlite3.SQLITE_NOTADB: "corrupt",
+    sqlite3.SQLITE_IOERR: "io",
+}
+"""SQLite's primary result codes (the low byte of an extended code) by fault kind."""
+_ERRNO_KINDS: dict[int, FaultKind] = {
+    errno.EACCES: "read_only",
+    errno.EPERM: "read_only",
+    errno.EROFS: "read_only",
+    errno.ENOSPC: "full",
+}
+_ADVICE: dict[FaultKind, str] = {
+    "locked": "another connection holds its write lock (a second srd on the same state_dir,"
+    " or a tool with an open transaction); writes retry",
+    "full": "the disk (or the file's max_page_count) is full: free space; srd retries",
+    "read_only": "srd cannot write the file or its directory: make both writable by srd",
+    "corrupt": "the file is not an srd journal, or it is truncated or damaged: restore it from"
+    " a backup or move it aside (srd left it untouched)",
+    "io": "the disk failed a read or write: check it",
+}
 
 T = TypeVar("T")
 
@@ -52,8 +85,10 @@ class SqliteJournal(SqlJournal):
     thread; its idempotency key makes a retry safe.
     """
 
-    def __init__(self, path: Path, *, clock: Clock = time.time) -> None:
-        super().__init__(clock)
+    def __init__(
+        self, path: Path, *, clock: Clock = time.time, health: JournalHealth | None = None
+    ) -> None:
+        super().__init__(clock, health)
         self.path = path
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="srd-journal")
         self._db: sqlite3.Connection | None = None
@@ -62,12 +97,19 @@ class SqliteJournal(SqlJournal):
 
     @classmethod
     async def open(
-        cls, path: Path, *, create: bool = True, clock: Clock = time.time
+        cls,
+        path: Path,
+        *,
+        create: bool = True,
+        clock: Clock = time.time,
+        health: JournalHealth | None = None,
     ) -> SqliteJournal:
-        """Open (or with ``create`` make) the journal at ``path`` and migrate its schema."""
-        journal = cls(path, clock=clock)
+        """Open (or with ``create`` make) the journal at ``path`` and migrate its schema. A
+        file that is not an SQLite database, or is shorter than its header says (truncated),
+        raises a ``corrupt`` JournalFault before anything is written to it."""
+        journal = cls(path, clock=clock, health=health)
         try:
-            await journal._call(lambda: journal._connect(create))
+            await journal._call("open", lambda: journal._connect(create))
         except BaseException:
             journal._closed = True
             journal._thread.shutdown(wait=False)
@@ -78,7 +120,7 @@ class SqliteJournal(SqlJournal):
         """Finish every call already made, then close; later calls raise RuntimeError."""
         if self._closed:
             return
-        await self._call(self._disconnect)
+        await self._call("close", self._disconnect)
         self._closed = True
         self._thread.shutdown(wait=False)
 
@@ -87,6 +129,7 @@ class SqliteJournal(SqlJournal):
     def _connect(self, create: bool) -> None:
         if not create and not self.path.exists():
             raise JournalError(f"no journal at {self.path}")
+        self._check_file()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
         try:
@@ -100,6 +143,35 @@ class SqliteJournal(SqlJournal):
             db.close()
             raise
         self._db = db
+
+    def _check_file(self) -> None:
+        """Refuse a foreign or truncated file before SQLite touches it: SQLite would take an
+        empty file for a new database, and finds damage only on the page it reads."""
+        try:
+            with self.path.open("rb") as file:
+                header = file.read(100)
+                size = file.seek(0, 2)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._fault(exc, "open", _ERRNO_KINDS.get(exc.errno or 0, "io")) from None
+        if size == 0:
+            return  # created, and killed before the first write: a new journal
+        if len(header) < 100 or not header.startswith(HEADER):
+            raise self._fault("not an SQLite database (wrong header)", "open", "corrupt")
+        page_size = int.from_bytes(header[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        pages = int.from_bytes(header[28:32], "big")
+        # The page count is valid when its change counter matches (SQLite 3.7.0 and later).
+        valid = header[24:28] == header[92:96]
+        if valid and size < pages * page_size:
+            raise self._fault(
+                f"truncated: {size} bytes, its header says {pages * page_size}", "open", "corrupt"
+            )
+
+    def _fault(self, error: Exception | str, op: str, kind: FaultKind) -> JournalFault:
+        advice = f"; {_ADVICE[kind]}" if kind in _ADVICE else ""
+        return JournalFault(f"journal {self.path}: {op} failed: {error}{advice}", kind=kind, op=op)
 
     def _disconnect(self) -> None:
         if self._db is not None:
@@ -118,25 +190,36 @@ class SqliteJournal(SqlJournal):
             result = work(db)
             db.execute("COMMIT")
         except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+            # SQLite rolls back by itself on some errors (a full disk): the original error,
+            # not a failed ROLLBACK, is what the caller must see.
+            with contextlib.suppress(sqlite3.Error):
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
             raise
         return result
 
     # -- from the event loop
 
-    async def _call(self, work: Callable[[], T]) -> T:
+    async def _call(self, what: str, work: Callable[[], T]) -> T:
         if self._closed:
             raise RuntimeError(f"journal {self.path} is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, work)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, work)
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            kind = _KINDS.get(code & 0xFF, "error") if code is not None else "error"
+            raise self._fault(exc, what, kind) from None
+        except OSError as exc:  # making the state directory
+            kind = _ERRNO_KINDS.get(exc.errno or 0, "io")
+            raise self._fault(exc, what, kind) from None
 
-    async def _write(self, op: Op[T], *, durable: bool = True) -> T:
+    async def _transact(self, what: str, op: Op[T], *, durable: bool) -> T:
         return await self._call(
-            lambda: self._transaction(self._connection(), durable, lambda db: _drive(db, op))
+            what, lambda: self._transaction(self._connection(), durable, lambda db: _drive(db, op))
         )
 
-    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        return await self._call(lambda: self._connection().execute(sql, params).fetchall())
+    async def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return await self._call("read", lambda: self._connection().execute(sql, params).fetchall())
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:

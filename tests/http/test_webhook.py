@@ -62,6 +62,19 @@ def payload(status: str = "firing", fingerprint: str = "abc", n: int = 1) -> dic
 
 
 @asynccontextmanager
+async def committing(intake: Intake, directory: Path) -> AsyncIterator[SqliteJournal]:
+    """The intake's group commit running on a journal in ``directory``."""
+    journal = await SqliteJournal.open(directory / "journal.sqlite3")
+    task = asyncio.create_task(intake.commit(journal))
+    try:
+        yield journal
+    finally:
+        intake.close()
+        await task
+        await journal.close()
+
+
+@asynccontextmanager
 async def server(
     intake: Intake, metrics: FailoverMetrics, auth: WebhookAuth | None, limit: int = 64 * 1024
 ) -> AsyncIterator[str]:
@@ -91,12 +104,20 @@ async def post(url: str, body: Any, headers: dict[str, str] | None = None) -> tu
         )
 
 
-async def test_a_valid_post_is_queued_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_valid_post_is_journaled_queued_and_counted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     intake, metrics = Intake(10), FailoverMetrics(CollectorRegistry())
-    async with server(intake, metrics, bearer_auth(monkeypatch)) as url:
+    async with (
+        committing(intake, tmp_path) as journal,
+        server(intake, metrics, bearer_auth(monkeypatch)) as url,
+    ):
         status, body = await post(url, payload(n=2))
-    assert (status, body) == (200, {"accepted": 2})
-    alert = await intake.get()
+        assert (status, body) == (200, {"accepted": 2})
+        assert [
+            status for status, _ in await journal.receipts("abc0", "2024-05-01T10:00:00.123Z")
+        ] == ["firing"]
+    alert, _ = await intake.get_batch(10)
     assert (alert.fingerprint, alert.starts_at) == ("abc0", "2024-05-01T10:00:00.123Z")
     value = metrics.registry.get_sample_value("srd_webhook_alerts_total", {"status": "firing"})
     assert value == 2
@@ -119,13 +140,16 @@ async def test_unauthenticated_posts_get_401_with_a_challenge(
     assert metrics.registry.get_sample_value("srd_webhook_rejected_total", labels) == 2
 
 
-async def test_basic_auth_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_basic_auth_is_accepted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SRD_TEST_PASSWORD", "pw")
     auth = WebhookAuth.model_validate(
         {"basic": {"username": "am", "password": {"env": "SRD_TEST_PASSWORD"}}}
     )
     intake = Intake(10)
-    async with server(intake, FailoverMetrics(CollectorRegistry()), auth) as url:
+    async with (
+        committing(intake, tmp_path),
+        server(intake, FailoverMetrics(CollectorRegistry()), auth) as url,
+    ):
         good = {"Authorization": "Basic " + base64.b64encode(b"am:pw").decode()}
         bad = {"Authorization": "Basic " + base64.b64encode(b"am:no").decode()}
         assert (await post(url, payload(), good))[0] == 200
@@ -174,12 +198,13 @@ async def test_non_json_gets_400(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_a_full_queue_answers_503_and_takes_none_of_the_batch(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     intake = Intake(3)
-    async with server(
-        intake, FailoverMetrics(CollectorRegistry()), bearer_auth(monkeypatch)
-    ) as url:
+    async with (
+        committing(intake, tmp_path),
+        server(intake, FailoverMetrics(CollectorRegistry()), bearer_auth(monkeypatch)) as url,
+    ):
         assert (await post(url, payload(n=2)))[0] == 200
         assert (await post(url, payload(fingerprint="x", n=2)))[0] == 503
     assert intake.size == 2
@@ -201,18 +226,20 @@ def test_alerts_of_srds_own_rules_enter_as_incoming_alerts() -> None:
     assert from_rule_alert(pending) is None
 
 
-async def test_srds_own_alerts_wait_for_room_instead_of_being_dropped() -> None:
+async def test_srds_own_alerts_wait_for_room_instead_of_being_dropped(tmp_path: Path) -> None:
     labels = (("alertname", "Down"),)
     incoming = from_rule_alert(Alert("Down", labels, (), "firing", 1.0, 1.0, None, "f1"))
     assert incoming is not None
     intake = Intake(1)
-    await intake.put(incoming)
-    second = asyncio.create_task(intake.put(incoming))
-    await asyncio.sleep(0.01)
-    assert not second.done()
-    await intake.get()
-    await second
-    assert intake.size == 1
+    async with committing(intake, tmp_path):
+        await intake.put(incoming)
+        second = asyncio.create_task(intake.put(incoming))
+        await asyncio.sleep(0.01)
+        assert not second.done()
+        assert await intake.get_batch(10) == [incoming]
+        intake.done(1)
+        await second
+        assert intake.size == 1
 
 
 def test_the_authorization_header_srd_approve_sends_is_the_one_the_api_accepts(
@@ -528,9 +555,13 @@ async def test_alerts_queued_at_shutdown_are_journaled_and_run_at_the_next_start
 
         async with running(app) as server:
             url = f"{server.url}/alertmanager"
-            # Accepted (200) while nothing takes them off the queue yet; then srd stops.
+            # Acknowledged (200: their receipts are committed) while nothing decides on them
+            # yet; then srd stops.
+            commits = asyncio.create_task(intake.commit(k.journal))
             for fingerprint in ("one", "two"):
                 assert (await post(url, payload(fingerprint=fingerprint)))[0] == 200
+            commits.cancel()
+            await asyncio.gather(commits, return_exceptions=True)
             stop = asyncio.Event()
             stop.set()
             await dispatcher().run(stop)
@@ -564,25 +595,23 @@ class Outage:
     def __init__(self, journal: SqlJournal, failures: int) -> None:
         self._journal = journal
         self.failures = failures
-        self.batches: list[int] = []
-        """The size of each batch the journal took."""
 
     async def record_alerts(self, receipts: Any) -> list[bool]:
         if self.failures > 0:
             self.failures -= 1
             raise JournalError("journal postgresql://db/srd: server closed the connection")
-        self.batches.append(len(receipts))
         return await self._journal.record_alerts(receipts)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._journal, name)
 
 
-async def test_a_journal_outage_holds_accepted_alerts_until_the_journal_is_back(
+async def test_a_journal_outage_gets_503_until_the_journal_takes_the_receipts_and_nothing_is_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Alertmanager had its 200: a journal that refuses writes for a while delays the
-    decision, never drops the alert, and a burst is recorded as one batch."""
+    """Nothing is acknowledged that the journal does not hold: while receipt writes fail the
+    webhook answers 503 with Retry-After (Alertmanager retries), and each alert retried
+    until its 200 runs once."""
     async with kit(tmp_path) as k:
         runbook = k.runbook(ONE_STEP)
         intake = Intake(100)
@@ -590,23 +619,32 @@ async def test_a_journal_outage_holds_accepted_alerts_until_the_journal_is_back(
         dispatcher = dispatcher_of(k, runbook, intake, outage)
         app = web.Application()
         add_routes(app, intake, Authenticator(bearer_auth(monkeypatch)), k.metrics, 64 * 1024)
-        async with running(app) as server:
-            url = f"{server.url}/alertmanager"
-            for fingerprint in ("one", "two", "three"):
-                assert (await post(url, payload(fingerprint=fingerprint)))[0] == 200
-            stop = asyncio.Event()
-            task = asyncio.create_task(dispatcher.run(stop))
-            try:
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatcher.run(stop))
+        refused = 0
+        try:
+            async with running(app) as server, aiohttp.ClientSession() as http:
+                url = f"{server.url}/alertmanager"
+                for fingerprint in ("one", "two", "three"):
+                    while True:  # as Alertmanager does with a 5xx
+                        body = payload(fingerprint=fingerprint)
+                        async with http.post(url, json=body, headers=BEARER) as response:
+                            if response.status == 200:
+                                break
+                            assert response.status == 503
+                            assert response.headers["Retry-After"] == "10"
+                            refused += 1
 
                 async def all_ran() -> bool:
                     executions = await k.journal.executions()
                     return len(executions) == 3 and {e.state for e in executions} == {"succeeded"}
 
                 await eventually(all_ran, within=5, what="all ran")
-            finally:
-                stop.set()
-                await task
-        assert outage.failures == 0
-        assert outage.batches == [3]  # queued while the dispatcher was not running: one batch
-        fingerprints = {e.alert["fingerprint"] for e in await k.journal.executions()}
-        assert fingerprints == {"one", "two", "three"}
+        finally:
+            stop.set()
+            await task
+        assert (refused, outage.failures) == (3, 0)
+        fingerprints = sorted(e.alert["fingerprint"] for e in await k.journal.executions())
+        assert fingerprints == ["one", "three", "two"]
+        labels = {"reason": "journal_unavailable"}
+        assert k.metrics.registry.get_sample_value("srd_webhook_rejected_total", labels) == 3

@@ -29,6 +29,7 @@ from srd.journal import (
     FencedError,
     Journal,
     JournalError,
+    JournalFault,
     PostgresJournal,
     SqliteJournal,
     StepPhase,
@@ -547,7 +548,7 @@ async def test_a_failing_migration_leaves_the_previous_schema(
     known = backend.module.MIGRATIONS
     broken = ("CREATE TABLE notes (text TEXT)", "THIS IS NOT SQL")
     monkeypatch.setattr(backend.module, "MIGRATIONS", (*known, broken))
-    with pytest.raises(backend.error):
+    with pytest.raises(JournalFault, match="syntax error"):
         await backend.open()
 
     versions = backend.sql("SELECT version FROM schema_version ORDER BY version")

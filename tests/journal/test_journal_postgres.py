@@ -65,7 +65,7 @@ async def test_replicas_starting_at_once_migrate_the_schema_once(
     await close_all(replicas)
     with pg_server.connect(pg_database) as conn:
         versions = conn.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
-    assert versions == [(1,), (2,), (3,)]
+    assert versions == [(1,), (2,), (3,), (4,)]
 
 
 async def test_after_a_server_restart_the_next_call_reconnects() -> None:
