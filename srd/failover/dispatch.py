@@ -335,8 +335,9 @@ class Dispatcher:
         """Plan an execution of ``runbook_name`` that no alert started, as ``srd execute``
         asks: (the execution, whether this call created it). Every guard applies as to any
         execution; only ``settle`` is not waited (a person decided, no alert may resolve).
-        ``labels`` stand in for an alert's: the runbook's ``=`` matchers filled in, the
-        given ones checked against all its matchers. ``dry_run`` can only lower the mode.
+        ``labels`` stand in for an alert's: the runbook's ``=`` matchers filled in, and
+        each given one checked against the matchers on its label (a runbook for
+        ``service="web"`` is not started with ``service=db``). ``dry_run`` can only lower the mode.
         ``request`` names the request: the same one again returns the same execution.
         StartRefused: no such runbook, or labels its matchers refuse."""
         runbook = next((r for r in self.runbooks if r.name == runbook_name), None)
@@ -348,7 +349,7 @@ class Dispatcher:
         if refused := [
             text
             for text, m in zip(runbook.match, runbook.matchers, strict=True)
-            if not m.matches(full)
+            if m.label in full and not m.matches(full)
         ]:
             raise StartRefused(f"{runbook.name} matches {refused}, which {dict(labels)} breaks")
         mode = Mode.DRY_RUN.value if dry_run else self._mode().value
