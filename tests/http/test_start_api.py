@@ -171,3 +171,19 @@ async def test_unknown_runbooks_labels_the_match_refuses_and_bad_bodies_are_refu
         ):
             assert (await start(url, bad))[0] == 400, bad
         assert await k.journal.executions() == []
+
+
+async def test_a_start_on_a_follower_is_planned_and_run_by_the_leader_without_settling(
+    tmp_path: Path,
+) -> None:
+    async with kit(tmp_path) as k, api(k) as (url, dispatcher):
+        k.leader.leader = False
+        status, body = await start(url, {"runbook": "failover-web"})
+        assert (status, body["state"]) == (201, "planned")
+        await asyncio.sleep(0.2)
+        assert await k.state(body["id"]) == "planned" and k.actuator.calls == []
+
+        k.leader.leader = True
+        dispatcher.acquired()  # as on gaining the lead: take up what the journal holds
+        assert (await ended(k, body["id"])).state == "succeeded"  # no 1 h settle
+        assert k.actuator.state == {"a": 1}
