@@ -1,14 +1,22 @@
-"""Prometheus relabelling, step by step, with the semantics Prometheus documents."""
+"""Prometheus relabelling, step by step, with the semantics Prometheus documents, and
+against a real Prometheus."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from srd.config.discovery import ScrapeConfigSource
+from srd.probes.discovery import scrape_config_targets
 from srd.probes.relabel import RelabelConfig, relabel
+from tests.support import promstack
+from tests.support.daemon import free_port
 
 POD = {
     "__address__": "10.1.0.11:8080",
@@ -113,3 +121,66 @@ def test_yaml_scalars_are_read_as_written_and_actions_in_any_case() -> None:
 def test_a_config_prometheus_would_refuse_is_refused(config: dict[str, Any], reason: str) -> None:
     with pytest.raises(ValidationError, match=reason):
         step(**config)
+
+
+PARITY = r"""
+global: {scrape_interval: 1h, scrape_timeout: 10s}
+scrape_configs:
+  - job_name: parity
+    static_configs:
+      - targets: ['10.1.0.11:8080', '10.1.0.12:8080', '10.1.0.13:8080']
+        labels:
+          __meta_kubernetes_pod_annotation_prometheus_io_scrape: "true"
+          __meta_kubernetes_pod_annotation_prometheus_io_port: "9090"
+          __meta_kubernetes_pod_label_app: web-creator
+          __meta_kubernetes_pod_label_tier: Web
+      - targets: ['10.1.0.14:8080']
+        labels: {__meta_kubernetes_pod_annotation_prometheus_io_scrape: "false"}
+    relabel_configs:
+      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape]
+        action: keep
+        regex: true
+      - {source_labels: [__address__], regex: '10\.1\.0\.13:.*', action: drop}
+      - source_labels: [__address__, __meta_kubernetes_pod_annotation_prometheus_io_port]
+        regex: ([^:]+)(?::\d+)?;(\d+)
+        replacement: $1:$2
+        target_label: __address__
+      - {action: labelmap, regex: __meta_kubernetes_pod_label_(.+)}
+      - {source_labels: [tier], target_label: tier_lower, action: lowercase}
+      - {source_labels: [tier], target_label: tier_upper, action: uppercase}
+      - {source_labels: [__address__], modulus: 4, target_label: shard, action: hashmod}
+      - source_labels: [app]
+        regex: web-(?P<role>.+)
+        replacement: ${role}-$1-$1x-$$
+        target_label: role
+      - {target_label: __param_module, replacement: http_2xx}
+      - {source_labels: [job], target_label: env, replacement: prod-$1}
+      - {source_labels: [app], target_label: app, action: keepequal}
+      - {action: labeldrop, regex: tier}
+"""
+
+
+def test_relabelling_gives_the_targets_and_labels_a_real_prometheus_gives(
+    tmp_path: Path,
+) -> None:
+    exe = promstack.binary("prometheus", package="prometheus")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(PARITY)
+    address = f"127.0.0.1:{free_port()}"
+    args = [exe, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}"]
+    args.append(f"--web.listen-address={address}")
+    with promstack.started(args, tmp_path / "prometheus.log") as process:
+
+        def targets() -> list[dict[str, Any]]:
+            status, body = promstack.get(f"http://{address}/api/v1/targets")
+            return list(json.loads(body)["data"]["activeTargets"]) if status == 200 else []
+
+        promstack.wait_until(lambda: len(targets()) == 2, 30, "prometheus targets", process)
+        seen = sorted((t["scrapeUrl"], t["labels"]) for t in targets())
+
+    source = ScrapeConfigSource.model_validate(
+        {"name": "parity", "file": str(config), "template": {"keep": ["up"]}}
+    )
+    ours = asyncio.run(scrape_config_targets(source))
+    assert sorted((t.url, dict(t.labels)) for t in ours) == seen
+    assert seen[0][0] == "http://10.1.0.11:9090/metrics?module=http_2xx"
