@@ -31,8 +31,11 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
 	fi
 
+# Where `make run` serves: make run LISTEN=127.0.0.1:9988
+LISTEN ?= 127.0.0.1:9877
+
 run: setup
-	$(BIN)/srd run --sandbox
+	$(BIN)/srd run --sandbox --listen $(LISTEN)
 
 lint: setup
 	$(BIN)/ruff check srd tests bench

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import platform
 import signal
+import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -42,7 +43,7 @@ from srd.failover.leader import leadership_from_config
 from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook, load_runbooks
 from srd.failover.stage import FailoverStage
-from srd.http.app import FailoverRoutes, build_app, serving
+from srd.http.app import FailoverRoutes, build_app, listen, serving
 from srd.journal import JournalError, JournalFault
 from srd.model import Observation, Sample
 from srd.probes.metrics import ProbeMetrics
@@ -169,9 +170,13 @@ class Daemon:
         log_level: str | None = None,
         log_format: str | None = None,
         extra_groups: Sequence[RuleGroup] = (),
+        sockets: Sequence[socket.socket] = (),
     ) -> None:
-        """``extra_groups``: rule groups evaluated beside the rule packs' (a drill's alerts)."""
+        """``extra_groups``: rule groups evaluated beside the rule packs' (a drill's alerts).
+        ``sockets``: the server's, already bound (``srd.http.app.listen``); else ``run``
+        binds ``server.listen`` before anything else starts."""
         self.setup = setup
+        self._sockets = list(sockets)
         self._extra_groups = tuple(extra_groups)
         self.metrics = metrics or DaemonMetrics()
         self._log_level = log_level
@@ -221,6 +226,14 @@ class Daemon:
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (exit 0) or until an essential task fails (exit 1)."""
+        self._configure_logs(self.config)
+        if not self._sockets:
+            server = self.config.server
+            try:
+                self._sockets = listen(server.host, server.port)
+            except OSError as exc:
+                log.error("cannot listen; srd did not start", address=server.listen, error=str(exc))
+                return EXIT_FAILED
         loop = asyncio.get_running_loop()
         handlers = {
             signal.SIGTERM: self.request_stop,
@@ -229,7 +242,6 @@ class Daemon:
         }
         for signum, handler in handlers.items():
             loop.add_signal_handler(signum, handler)
-        self._configure_logs(self.config)
         self.metrics.runtime.config_reloads.labels("success")
         self.metrics.runtime.config_reloads.labels("error")
         self.metrics.runtime.config_last_reload_success.set(time.time())
@@ -238,6 +250,8 @@ class Daemon:
         finally:
             for signum in handlers:
                 loop.remove_signal_handler(signum)
+            for sock in self._sockets:
+                sock.close()  # when the server never started on them
 
     async def _run(self) -> int:
         headers = {"User-Agent": f"srd/{__version__}"}
@@ -315,8 +329,9 @@ class Daemon:
             kill_switch=failover.kill_switch,
             approvals=failover.guards.approvals,
             journal=failover.journal,
+            dispatcher=failover.dispatcher,
         )
-        async with serving(app, server.host, server.port) as port:
+        async with serving(app, server.host, server.port, sockets=self._sockets) as port:
             url = f"http://{_url_host(server.host)}:{port}"
             log.info("serving", url=url, mode=self.config.mode)
             systemd.notify("READY=1", f"STATUS=serving on {server.host}:{port}")
@@ -432,7 +447,10 @@ class Daemon:
                 )
             return []
         client = PromqlClient(str(prometheus.url), timeout=prometheus.timeout)
-        return [PromqlSource(slo, client, self.metrics.probes) for slo in pending]
+        lookback = 2 * prometheus.scrape_interval
+        return [
+            PromqlSource(slo, client, self.metrics.probes, lookback=lookback) for slo in pending
+        ]
 
     async def _evaluate(
         self, engine: Engine, at: float, sources: Sequence[PromqlSource], config: Config

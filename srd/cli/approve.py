@@ -1,22 +1,19 @@
 """``srd approve ID``: approve a runbook step waiting for a human, on the running srd.
 
 The same ``POST /api/approvals/{id}`` the failover API serves (``srd.http.failover_api``),
-with the config's credentials, from another process.
+from another process; where srd is and the credentials: ``srd.cli.remote``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import sys
 
 import aiohttp
 
+from srd.cli import remote
 from srd.cli.exitcodes import FAILED, OK, USAGE
-from srd.cli.loading import load_or_report
-from srd.config.root import resolve_config_path
-from srd.http.auth import Authenticator
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,23 +21,25 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "approve", help="approve a runbook step waiting for a human (see GET /api/approvals)"
     )
     approve.add_argument("id", help="the approval id")
-    approve.add_argument("--config", help="config of the running srd (its server and auth)")
-    approve.add_argument("--url", help="srd's base URL (default: from the config's listen)")
+    remote.add_arguments(approve)
     approve.set_defaults(handler=_approve)
 
 
 def _approve(args: argparse.Namespace) -> int:
-    setup = load_or_report(resolve_config_path(args.config))
-    if setup is None:
+    target = remote.remote(args, "approve")
+    if target is None:
         return USAGE
-    server = setup.config.server
-    host = f"[{server.host}]" if ":" in server.host else server.host
-    url = args.url or f"http://{host}:{server.port}"
-    authorization = Authenticator(setup.config.failover.auth).header
     try:
-        approved, message = asyncio.run(approve(url, args.id, authorization, getpass.getuser()))
+        approved, message = asyncio.run(
+            approve(
+                target.url,
+                args.id,
+                target.headers.get("Authorization"),
+                target.headers["X-Srd-User"],
+            )
+        )
     except aiohttp.ClientError as exc:
-        print(f"srd approve: cannot reach srd at {url}: {exc}", file=sys.stderr)
+        print(f"srd approve: srd unreachable at {target.url}: {exc}", file=sys.stderr)
         return FAILED
     print(message, file=sys.stdout if approved else sys.stderr)
     return OK if approved else FAILED
@@ -50,16 +49,10 @@ async def approve(
     base_url: str, approval_id: str, authorization: str | None, user: str
 ) -> tuple[bool, str]:
     """POST the approval to a running srd; (approved, message for the operator)."""
-    headers = {"X-Srd-User": user}
-    if authorization:
-        headers["Authorization"] = authorization
-    url = f"{base_url.rstrip('/')}/api/approvals/{approval_id}"
-    client_timeout = aiohttp.ClientTimeout(total=10.0)
-    async with (
-        aiohttp.ClientSession(timeout=client_timeout) as session,
-        session.post(url, headers=headers) as response,
-    ):
-        body = await response.json(content_type=None)
-    if response.status == 200:
+    headers = {"X-Srd-User": user} | ({"Authorization": authorization} if authorization else {})
+    target = remote.Remote(base_url.rstrip("/"), headers)
+    async with aiohttp.ClientSession() as session:
+        status, body = await target.call(session, "POST", f"/api/approvals/{approval_id}")
+    if status == 200:
         return True, f"approved {approval_id}"
-    return False, str(body.get("error", f"HTTP {response.status}"))
+    return False, remote.error_of(status, body)

@@ -125,10 +125,24 @@ async def _reading(
         await journal.close()
 
 
+EVENT_HEADERS = ("TIME (UTC)", "+SECONDS", "EVENT", "NAME", "DETAIL")
+ENDED = frozenset(
+    {"succeeded", "failed", "rolled_back", "escalated", "blocked", "dry_run", "cancelled"}
+)
+"""States an execution does not leave: ``srd execute`` stops following there."""
+
+
 def _timeline(detail: dict[str, Any], out: TextIO) -> None:
+    _table(None, timeline_header(detail), out)
+    print(file=out)
+    _table(EVENT_HEADERS, timeline_rows(detail), out)
+
+
+def timeline_header(detail: dict[str, Any]) -> list[tuple[str, str]]:
+    """The execution's header rows: what ran, on which alert, started by whom."""
     alert = detail["alert"]
     labels = alert.get("labels") if isinstance(alert.get("labels"), dict) else {}
-    header = (
+    header = [
         ("execution", detail["id"]),
         ("runbook", detail["runbook"]),
         ("state", f"{detail['state']} (mode {detail['mode']})"),
@@ -136,8 +150,14 @@ def _timeline(detail: dict[str, Any], out: TextIO) -> None:
         ("key", detail["key"]),
         ("correlation", detail["correlation_id"]),
         ("created", f"{_time(detail['created_at'])} UTC"),
-    )
-    _table(None, header, out)
+    ]
+    if alert.get("started_by"):
+        header.insert(3, ("started by", str(alert["started_by"])))
+    return header
+
+
+def timeline_rows(detail: dict[str, Any]) -> list[tuple[str, ...]]:
+    """States, steps, guard blocks and alert receipts in time order, as table rows."""
     events: list[tuple[float, str, str, str]] = []
     for state in detail["states"]:
         events.append((state["at"], "state", state["state"], _compact(state["detail"])))
@@ -150,12 +170,7 @@ def _timeline(detail: dict[str, Any], out: TextIO) -> None:
         events.append((receipt["at"], "alert", receipt["status"], "received"))
     events.sort(key=lambda event: event[0])
     start = detail["created_at"]
-    print(file=out)
-    _table(
-        ("TIME (UTC)", "+SECONDS", "EVENT", "NAME", "DETAIL"),
-        [(_time(at), f"{at - start:+.3f}", *rest) for at, *rest in events],
-        out,
-    )
+    return [(_time(at), f"{at - start:+.3f}", *rest) for at, *rest in events]
 
 
 def _table(headers: Sequence[str] | None, rows: Sequence[Sequence[str]], out: TextIO) -> None:

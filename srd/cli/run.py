@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from srd import logs
@@ -13,6 +15,7 @@ from srd.cli.exitcodes import FAILED, USAGE
 from srd.cli.loading import load_or_report
 from srd.config.root import resolve_config_path
 from srd.config.server import split_host_port
+from srd.http.app import listen as http_listen
 from srd.runtime import Daemon, Setup, load_setup
 
 
@@ -49,8 +52,10 @@ def _run(args: argparse.Namespace) -> int:
     return asyncio.run(_daemon(setup, args))
 
 
-async def _daemon(setup: Setup, args: argparse.Namespace) -> int:
-    daemon = Daemon(setup, log_level=args.log_level, log_format=args.log_format)
+async def _daemon(
+    setup: Setup, args: argparse.Namespace, sockets: Sequence[socket.socket] = ()
+) -> int:
+    daemon = Daemon(setup, log_level=args.log_level, log_format=args.log_format, sockets=sockets)
     try:
         return await daemon.run()
     except Exception:
@@ -64,13 +69,22 @@ async def _run_sandbox(args: argparse.Namespace) -> int:
 
     listen = args.listen or "127.0.0.1:9877"
     try:
-        split_host_port(listen)
+        host, port = split_host_port(listen)
     except ValueError as exc:
         print(f"srd run: --listen: {exc}", file=sys.stderr)
         return USAGE
+    log = logs.get_logger("srd.cli")
+    try:
+        # Before the sandbox starts: a busy address stops everything, with nothing to undo.
+        sockets = http_listen(host, port)
+    except OSError as exc:
+        log.error("cannot listen; srd did not start", address=listen, error=str(exc))
+        return FAILED
     state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="srd-sandbox-"))
-    async with running_sandbox(state_dir, listen) as sandbox:
-        logs.get_logger("srd.cli").info(
-            "sandbox running", config=str(sandbox.config_path), **sandbox.urls
-        )
-        return await _daemon(load_setup(sandbox.config_path), args)
+    try:
+        async with running_sandbox(state_dir, listen) as sandbox:
+            log.info("sandbox running", config=str(sandbox.config_path), **sandbox.urls)
+            return await _daemon(load_setup(sandbox.config_path), args, sockets)
+    finally:
+        for sock in sockets:
+            sock.close()

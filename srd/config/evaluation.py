@@ -21,6 +21,12 @@ class PrometheusSource(Strict):
         description="Queries are evaluated this far in the past: about two scrape intervals, so "
         "the newest samples have arrived and a window is never read half-filled.",
     )
+    scrape_interval: Duration = Field(
+        60.0,
+        description="How often Prometheus scrapes the SLIs' series (the longest, if they "
+        "differ; 60 s is Prometheus' default): every query's range is at least two of them, "
+        "so rate() finds two samples even when srd polls as often as Prometheus scrapes.",
+    )
 
 
 class EvaluationConfig(Strict):

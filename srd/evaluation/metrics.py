@@ -18,6 +18,7 @@ class EvaluationMetrics:
     SLO_BURN_RATE = "srd_slo_burn_rate"
     BACKUP_AGE = "srd_backup_age_seconds"
     BACKUP_COUNT = "srd_backup_count"
+    BACKUP_RETENTION_MET = "srd_backup_retention_met"
     RPO_MET = "srd_rpo_met"
     RPO_UNKNOWN = "srd_rpo_unknown"
     RPO_OBJECTIVE = "srd_rpo_objective_seconds"
@@ -63,6 +64,13 @@ class EvaluationMetrics:
         self.backup_count = Gauge(
             self.BACKUP_COUNT,
             "Backups (name matches the pattern) in each location a scenario restores.",
+            ["scenario", "location"],
+            registry=reg,
+        )
+        self.backup_retention_met = Gauge(
+            self.BACKUP_RETENTION_MET,
+            "1 when a location holds exactly the backups its retention_count keeps, 0 when "
+            "too few (backups missing) or too many (pruning stopped); absent while unknown.",
             ["scenario", "location"],
             registry=reg,
         )

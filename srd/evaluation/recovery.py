@@ -188,6 +188,10 @@ def judge_rpo(scenario: str, objective: float, locations: Sequence[LocationStatu
 
 RPO_UNKNOWN_FOR = 900.0
 """Three failed 5 m checks in a row: one failed listing is noise, an hour blind is not."""
+RETENTION_FOR = 7200.0
+"""A backup run uploads before it prunes, and a new environment fills up over days: a count
+off by one for minutes is a run in progress; off for two hours is pruning (or backing up)
+that stopped."""
 
 
 def recovery_alerts() -> AlertGroup:
@@ -195,7 +199,9 @@ def recovery_alerts() -> AlertGroup:
 
     ``DisasterRecoveryRpoBreached`` fires when a scenario's newest good backup is older than its
     RPO (``srd_rpo_met`` is 0); ``DisasterRecoveryRpoUnknown`` when backups could not be checked
-    for ``RPO_UNKNOWN_FOR`` — no-data is its own alert, never a silent pass."""
+    for ``RPO_UNKNOWN_FOR`` — no-data is its own alert, never a silent pass;
+    ``DisasterRecoveryRetentionMissed`` when a location has held more or fewer backups than
+    its ``retention_count`` for ``RETENTION_FOR`` (``srd_backup_retention_met`` is 0)."""
     return AlertGroup(
         "disaster-recovery",
         (
@@ -214,6 +220,15 @@ def recovery_alerts() -> AlertGroup:
                 "warning",
                 "Backups cannot be checked",
                 "Listing a recovery scenario's backups failed or timed out: its RPO is unknown.",
+            ),
+            ThresholdAlert(
+                "DisasterRecoveryRetentionMissed",
+                Compare(EvaluationMetrics.BACKUP_RETENTION_MET, "<", 1),
+                RETENTION_FOR,
+                "warning",
+                "Backups are not kept as the retention policy says",
+                "A backup location holds more backups than its retention_count (pruning "
+                "stopped) or fewer (backups are missing); srd_backup_count says which.",
             ),
         ),
     )
@@ -355,8 +370,11 @@ def record_readiness(metrics: EvaluationMetrics, summary: Readiness) -> None:
     for location in rpo.locations if rpo else ():
         if location.count is None:
             metrics.backup_count.remove(name, location.location)
+            metrics.backup_retention_met.remove(name, location.location)
         else:
             metrics.backup_count.labels(name, location.location).set(location.count)
+            met = int(location.retention == "ok")
+            metrics.backup_retention_met.labels(name, location.location).set(met)
     rto = summary.rto
     if rto is not None:
         metrics.rto_last.labels(name).set(rto.last_seconds)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -22,7 +22,7 @@ import structlog
 from srd import logs
 from srd.config import Mode
 from srd.failover.executor import Executor
-from srd.failover.intake import IncomingAlert, Intake
+from srd.failover.intake import IncomingAlert, Intake, iso_utc
 from srd.failover.leader import Leadership
 from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook
@@ -63,6 +63,22 @@ def execution_key(runbook: str, alert: IncomingAlert) -> str:
     """Idempotency of a decision: one execution per runbook, alert fingerprint and startsAt
     (``#2``, ``#3``… appended for the decisions after a released one)."""
     return f"{runbook}/{alert.fingerprint}/{alert.starts_at}"
+
+
+BY_HAND = "manual"
+"""The ``source`` of an execution's recorded alert when a person started it (``start``)."""
+
+
+class StartRefused(Exception):
+    """A start by hand that cannot be: no such runbook, or labels its matchers refuse."""
+
+
+class UnknownRunbook(StartRefused):
+    pass
+
+
+def by_hand(execution: ExecutionRecord) -> bool:
+    return execution.alert.get("source") == BY_HAND
 
 
 _RELEASED = {
@@ -345,6 +361,71 @@ class Dispatcher:
             log.info("execution planned", runbook=runbook.name, execution=execution.id)
             self._spawn(runbook, execution, resume=False)
 
+    async def start(
+        self,
+        runbook_name: str,
+        labels: Mapping[str, str],
+        *,
+        by: str,
+        dry_run: bool,
+        request: str,
+    ) -> tuple[ExecutionRecord, bool]:
+        """Plan an execution of ``runbook_name`` that no alert started, as ``srd execute``
+        asks: (the execution, whether this call created it). Every guard applies as to any
+        execution; only ``settle`` is not waited (a person decided, no alert may resolve).
+        ``labels`` stand in for an alert's: the runbook's ``=`` matchers filled in, and
+        each given one checked against the matchers on its label (a runbook for
+        ``service="web"`` is not started with ``service=db``). ``dry_run`` can only lower the mode.
+        ``request`` names the request: the same one again returns the same execution.
+        StartRefused: no such runbook, or labels its matchers refuse."""
+        runbook = next((r for r in self.runbooks if r.name == runbook_name), None)
+        if runbook is None:
+            loaded = sorted(r.name for r in self.runbooks)
+            raise UnknownRunbook(f"no runbook named {runbook_name!r}; loaded: {loaded}")
+        implied = {m.label: m.value for m in runbook.matchers if m.op == "="}
+        full = implied | dict(labels)
+        if refused := [
+            text
+            for text, m in zip(runbook.match, runbook.matchers, strict=True)
+            if m.label in full and not m.matches(full)
+        ]:
+            raise StartRefused(f"{runbook.name} matches {refused}, which {dict(labels)} breaks")
+        mode = Mode.DRY_RUN.value if dry_run else self._mode().value
+        key = f"{runbook.name}/{BY_HAND}/{request}"
+        data: dict[str, Any] = {
+            "source": BY_HAND,
+            "status": "firing",
+            "fingerprint": f"{BY_HAND}-{request}",
+            "startsAt": iso_utc(self._clock()),
+            "endsAt": None,
+            "labels": full,
+            "annotations": {"summary": f"started by hand by {by}"},
+            "started_by": by,
+        }
+        if runbook.scenario is not None:
+            data["scenario"] = runbook.scenario
+        data.update(self.tags)
+        correlation = logs.new_correlation_id()
+        with structlog.contextvars.bound_contextvars(correlation_id=correlation):
+            execution = await self._journal.start_execution(
+                runbook.name, key, mode, correlation, data
+            )
+            if execution is None:
+                existing = await self._journal.execution_by_key(key)
+                if existing is None:  # the journal refused a key it does not hold
+                    raise JournalError(f"execution {key} neither created nor found")
+                return existing, False
+            log.info(
+                "execution started by hand",
+                runbook=runbook.name,
+                execution=execution.id,
+                by=by,
+                mode=mode,
+            )
+            if self._leadership.is_leader() and not self._stop.is_set():
+                self._spawn(runbook, execution, resume=False)
+        return execution, True
+
     async def _resolved(self, alert: IncomingAlert) -> None:
         for entry in list(self._entries.values()):
             recorded = entry.execution.alert
@@ -422,7 +503,7 @@ class Dispatcher:
     async def _execute(self, entry: _Entry, resume: bool) -> None:
         execution, runbook = entry.execution, entry.runbook
         try:
-            if execution.state == "planned":
+            if execution.state == "planned" and not by_hand(execution):
                 # From the decision, not from this pickup: a follower may have planned it.
                 # (Replicas' clocks may differ; the wait never exceeds ``settle``.)
                 waited = max(0.0, self._clock() - execution.created_at)
@@ -435,7 +516,7 @@ class Dispatcher:
                     state = await self._executor.resume(runbook, execution)
                 else:
                     state = await self._executor.run(runbook, execution)
-                if state == "blocked":
+                if state == "blocked" and not by_hand(execution):
                     await self._release(execution)
         except Exception:
             # Left running in the journal: the next start reconciles it.

@@ -351,7 +351,9 @@ class Guards:
         mode = self.mode()
         if mode is Mode.OBSERVE:
             return Refusal("mode", "srd is in observe mode: it watches and never acts")
-        if mode.value != execution.mode:
+        # A dry run acts on nothing whatever the mode now (one started by hand on an armed
+        # srd is one); an armed execution stops when srd is no longer armed.
+        if mode.value != execution.mode and execution.mode != Mode.DRY_RUN.value:
             return Refusal(
                 "mode", f"mode changed from {execution.mode} to {mode.value} since it started"
             )

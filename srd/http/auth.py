@@ -22,16 +22,21 @@ class Authenticator:
     def __init__(self, auth: WebhookAuth | None) -> None:
         self._expected: bytes | None = None
         self.challenge = ""
+        self.username: str | None = None
+        """Who the credentials name (basic auth's user), for the journal; a bearer token
+        names nobody."""
         self.use(auth)
 
     def use(self, auth: WebhookAuth | None) -> None:
         """Check against ``auth`` from now on (a reload's new credentials)."""
         self._expected = None
         self.challenge = ""
+        self.username = None
         if auth is not None and auth.bearer_token is not None:
             self._expected = f"Bearer {auth.bearer_token.value}".encode()
             self.challenge = 'Bearer realm="srd"'
         elif auth is not None and auth.basic is not None:
+            self.username = auth.basic.username
             pair = f"{auth.basic.username}:{auth.basic.password.value}".encode()
             self._expected = b"Basic " + base64.b64encode(pair)
             self.challenge = 'Basic realm="srd"'

@@ -4,17 +4,27 @@ Both are kept in the journal, so any replica answers for all (a Service reaches 
 ``POST /api/killswitch`` ``{"on": true|false, "reason": "..."}`` sets the shared switch,
 ``GET /api/killswitch`` says whether it is on and where from (journal, this replica's file);
 ``GET /api/approvals`` lists every replica's pending approvals, ``POST /api/approvals/{id}``
-approves one, whichever replica waits for it. A journal that cannot be reached: 503.
-``srd approve ID`` sends the same POST from another process (``srd.cli.approve``).
+approves one, whichever replica waits for it. ``POST /api/executions``
+``{"runbook": NAME, "labels": {...}, "dry_run": false, "request": ID}`` starts a runbook by
+hand (``srd execute``): 201 with the execution (200 when ``request`` started it already),
+404 for an unknown runbook, 400 for labels its matchers refuse. A journal that cannot be
+reached: 503. ``srd approve ID`` and ``srd execute`` send these from another process.
+
+Who asked is recorded: the user the credentials name (basic auth), else the
+``X-Srd-User`` the client sends, else the client's address.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import uuid
+from dataclasses import asdict
 
 import structlog
 from aiohttp import web
 
+from srd.failover.dispatch import Dispatcher, StartRefused, UnknownRunbook
 from srd.failover.guards import Approvals, KillSwitch
 from srd.http.auth import AUTH_KEY
 from srd.journal import JournalError
@@ -23,6 +33,8 @@ log = structlog.get_logger("srd.http.failover_api")
 
 KILL_SWITCH_KEY = web.AppKey("srd_kill_switch", KillSwitch)
 APPROVALS_KEY = web.AppKey("srd_approvals", Approvals)
+DISPATCHER_KEY = web.AppKey("srd_dispatcher", Dispatcher)
+_REQUEST = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def add_api_routes(app: web.Application, kill_switch: KillSwitch, approvals: Approvals) -> None:
@@ -35,9 +47,53 @@ def add_api_routes(app: web.Application, kill_switch: KillSwitch, approvals: App
     app.router.add_post("/api/approvals/{id}", _approve)
 
 
+def add_start_route(app: web.Application, dispatcher: Dispatcher) -> None:
+    """Mount ``POST /api/executions`` (start a runbook by hand) on ``app``, after
+    ``add_api_routes``."""
+    app[DISPATCHER_KEY] = dispatcher
+    app.router.add_post("/api/executions", _start)
+
+
 def _caller(request: web.Request) -> str:
-    request.app[AUTH_KEY].demand(request)
-    return request.headers.get("X-Srd-User") or request.remote or "api"
+    auth = request.app[AUTH_KEY]
+    auth.demand(request)
+    return auth.username or request.headers.get("X-Srd-User") or request.remote or "api"
+
+
+async def _start(request: web.Request) -> web.Response:
+    by = _caller(request)
+    try:
+        body = json.loads(await request.read())
+        runbook, labels = body["runbook"], body.get("labels", {})
+        dry_run, request_id = body.get("dry_run", False), body.get("request", uuid.uuid4().hex)
+        if not (
+            isinstance(runbook, str)
+            and isinstance(labels, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
+            and isinstance(dry_run, bool)
+            and isinstance(request_id, str)
+            and _REQUEST.fullmatch(request_id)
+        ):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return web.json_response(
+            {
+                "error": 'send {"runbook": "name"} and optionally "labels": {"k": "v"}, '
+                '"dry_run": true, "request": "an id of up to 64 letters, digits, _ . -"'
+            },
+            status=400,
+        )
+    try:
+        execution, created = await request.app[DISPATCHER_KEY].start(
+            runbook, labels, by=by, dry_run=dry_run, request=request_id
+        )
+    except UnknownRunbook as exc:
+        return web.json_response({"error": str(exc)}, status=404)
+    except StartRefused as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    except JournalError as exc:
+        return web.json_response({"error": f"the journal cannot be written: {exc}"}, status=503)
+    return web.json_response(asdict(execution), status=201 if created else 200)
 
 
 async def _get_kill_switch(request: web.Request) -> web.Response:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import structlog
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from srd.evaluation.engine import Engine
@@ -103,6 +104,32 @@ async def test_promql_sli_counts_events_from_prometheus_that_the_slo_engine_eval
     ) == pytest.approx(10, abs=1)
 
 
+async def test_polls_as_often_as_prometheus_scrapes_count_over_two_scrape_intervals(
+    prometheus: promstack.Prometheus, app: tuple[str, Counter]
+) -> None:
+    # Prometheus scrapes every second here; srd polls every second too (evaluation.interval
+    # equal to the scrape interval), looking back two scrapes.
+    metrics = ProbeMetrics(CollectorRegistry())
+    client = PromqlClient(prometheus.url, timeout=5)
+    source = PromqlSource(SLO, client, metrics, lookback=2.0)
+    sending = asyncio.create_task(traffic(app[1], 8, errors_in_ten=1))
+    await asyncio.sleep(3)
+    at = time.time() - 2
+    await source.poll(at)
+    polls = []
+    for _ in range(4):
+        await asyncio.sleep(1)
+        at += 1.0
+        polls.append(await source.poll(at))
+    await sending
+
+    assert [p.reason for p in polls] == [None] * 4, polls
+    assert [p.window for p in polls] == [1.0] * 4
+    assert all(p.total is not None and p.total > 50 for p in polls)  # ~100 events a second
+    total, bad = value(metrics, "total"), value(metrics, "bad")
+    assert bad / total == pytest.approx(0.1, abs=0.01)
+
+
 async def test_no_series_is_no_data_and_counts_nothing(prometheus: promstack.Prometheus) -> None:
     slo = Slo(
         name="absent",
@@ -118,8 +145,16 @@ async def test_no_series_is_no_data_and_counts_nothing(prometheus: promstack.Pro
     source = PromqlSource(slo, PromqlClient(prometheus.url, timeout=5), metrics)
     now = time.time()
     await source.poll(now - 10)
-    poll = await source.poll(now)
+    with structlog.testing.capture_logs() as logged:
+        poll = await source.poll(now - 5)
+        again = await source.poll(now)
     assert (poll.reason, poll.total) == ("no series for the total query", None)
+    assert again.reason == poll.reason
+    # Warned once when the no-data began, naming the SLO and the query; not on every poll.
+    [warning] = [entry for entry in logged if entry["log_level"] == "warning"]
+    assert (warning["event"], warning["slo"]) == ("PromQL SLI not counted", "absent")
+    assert warning["reason"] == "no series for the total query"
+    assert "nothing_total" in warning["query"]
     assert metrics.registry.get_sample_value(
         "srd_promql_sli_events_total", {"slo": "absent", "kind": "total"}
     ) in (None, 0.0)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from kubernetes_asyncio.client import Configuration
 
 from srd.config import ConfigError, parse_config
@@ -332,6 +333,158 @@ async def test_updates_yield_the_targets_again_only_when_they_change(
         await updates.aclose()
     assert [t.name for t in first] == ["web:web-creator-1"]
     assert [t.name for t in second] == ["web:web-creator-1", "web:web-viewer-1"]
+
+
+# --- kubernetes_sd_configs jobs of a scrape config ---------------------------------------
+
+SEED_WEB_JOB = """\
+global:
+  scrape_interval: 15s
+scrape_configs:
+  - job_name: web-services
+    kubernetes_sd_configs:
+      - role: pod
+        namespaces:
+          names: [vilokanam-web]
+    relabel_configs:
+      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape]
+        action: keep
+        regex: true
+      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path]
+        action: replace
+        target_label: __metrics_path__
+        regex: (.+)
+      - source_labels: [__address__, __meta_kubernetes_pod_annotation_prometheus_io_port]
+        action: replace
+        regex: ([^:]+)(?::\\d+)?;(\\d+)
+        replacement: $1:$2
+        target_label: __address__
+      - action: labelmap
+        regex: __meta_kubernetes_pod_label_(.+)
+      - source_labels: [__meta_kubernetes_namespace]
+        action: replace
+        target_label: kubernetes_namespace
+      - source_labels: [__meta_kubernetes_pod_name]
+        action: replace
+        target_label: kubernetes_pod_name
+"""
+"""The seed's web-services job: pod discovery in vilokanam-web, kept on the
+prometheus.io/scrape annotation, scraped at the prometheus.io/port one."""
+
+
+def annotated_pod(
+    name: str, ip: str, annotations: dict[str, str], *, ready: bool = True
+) -> dict[str, Any]:
+    pod = make_pod(name, ip, labels={"app": name.rsplit("-", 1)[0]}, ready=ready)
+    pod["metadata"]["annotations"] = annotations
+    return pod
+
+
+async def test_the_seeds_kubernetes_sd_job_yields_the_annotated_pods_at_their_metrics_port(
+    kubernetes: tuple[FakeKubernetes, str], tmp_path: Path
+) -> None:
+    fake, url = kubernetes
+    scraped = {"prometheus.io/scrape": "true", "prometheus.io/port": "9090"}
+    store = fake.store
+    store.create(PODS, NS, annotated_pod("web-creator-1", "10.1.0.11", scraped))
+    store.create(
+        PODS,
+        NS,
+        annotated_pod(
+            "web-viewer-1", "10.1.0.12", {**scraped, "prometheus.io/path": "/internal/metrics"}
+        ),
+    )
+    store.create(PODS, NS, annotated_pod("web-viewer-2", "10.1.0.13", {}))  # not scraped
+    store.create(PODS, NS, annotated_pod("web-viewer-3", "10.1.0.14", scraped, ready=False))
+    store.create(PODS, "other", annotated_pod("web-viewer-4", "10.1.0.15", scraped))
+    file = tmp_path / "prometheus.yml"
+    file.write_text(SEED_WEB_JOB)
+    warnings: list[str] = []
+
+    found = await scrape_config_targets(scrape_source(file), Configuration(host=url), warnings)
+
+    assert warnings == []
+    assert [(t.name, t.url) for t in found] == [
+        ("prom:web-services:10.1.0.11:9090", "http://10.1.0.11:9090/metrics"),
+        ("prom:web-services:10.1.0.12:9090", "http://10.1.0.12:9090/internal/metrics"),
+    ]
+    assert dict(found[0].labels) == {
+        "job": "web-services",
+        "instance": "10.1.0.11:9090",
+        "app": "web-creator",
+        "kubernetes_namespace": NS,
+        "kubernetes_pod_name": "web-creator-1",
+    }
+    assert found[0].kind == "exporter" and found[0].target.interval == 15.0
+
+
+UNHONOURED = """\
+scrape_configs:
+  - job_name: endpoints
+    kubernetes_sd_configs: [{role: endpoints, namespaces: {names: [vilokanam-web]}}]
+  - job_name: everywhere
+    kubernetes_sd_configs: [{role: pod}]
+  - job_name: with-credentials
+    kubernetes_sd_configs:
+      - role: pod
+        namespaces: {names: [vilokanam-web]}
+        api_server: https://k8s.example:6443
+        authorization: {credentials_file: /var/run/token}
+  - job_name: field-selected
+    kubernetes_sd_configs:
+      - role: pod
+        namespaces: {names: [vilokanam-web]}
+        selectors: [{role: pod, field: spec.nodeName=n1}]
+  - job_name: files
+    file_sd_configs: [{files: [targets.json]}]
+  - job_name: node
+    static_configs: [{targets: ['10.0.1.10:9100']}]
+"""
+
+
+async def test_jobs_that_cannot_be_honoured_yield_nothing_and_a_warning_naming_each(
+    tmp_path: Path, metrics: ProbeMetrics
+) -> None:
+    file = tmp_path / "prometheus.yml"
+    file.write_text(UNHONOURED)
+    config = DiscoveryConfig.model_validate(
+        {"scrape_config_files": [{"name": "prom", "file": str(file), "template": KEEP}]}
+    )
+    discovery = Discovery(config, metrics, kubernetes=Configuration(host="http://127.0.0.1:1"))
+
+    with structlog.testing.capture_logs() as logged:
+        found = await discovery.discover()
+        again = await discovery.discover()
+
+    assert [t.name for t in found] == [t.name for t in again] == ["prom:node:10.0.1.10:9100"]
+    # Logged once, when they first appear: not at every round.
+    reasons = [e["reason"] for e in logged if e["event"] == "scrape config job not honoured"]
+    assert [r.split(": ", 1)[1] for r in reasons] == [
+        "scrape_configs[0] (job_name 'endpoints'): kubernetes_sd_configs[0]: role 'endpoints': "
+        "srd discovers pods only; no targets",
+        "scrape_configs[1] (job_name 'everywhere'): kubernetes_sd_configs[0]: srd lists the "
+        "namespaces in namespaces.names only; no targets",
+        "scrape_configs[2] (job_name 'with-credentials'): kubernetes_sd_configs[0]: srd does "
+        "not read ['authorization']; no targets",
+        "scrape_configs[3] (job_name 'field-selected'): kubernetes_sd_configs[0]: srd applies "
+        "label selectors of role pod only; no targets",
+        "scrape_configs[4] (job_name 'files'): srd does not read ['file_sd_configs']; only "
+        "static_configs and kubernetes_sd_configs",
+    ]
+    assert all(e["log_level"] == "warning" for e in logged if e["event"].startswith("scrape"))
+
+
+async def test_relabel_configs_apply_to_static_targets_too(tmp_path: Path) -> None:
+    file = tmp_path / "prometheus.yml"
+    file.write_text(
+        "scrape_configs:\n  - job_name: node\n"
+        "    static_configs: [{targets: ['10.0.1.10:9100', '10.0.1.11:9100']}]\n"
+        "    relabel_configs:\n"
+        "      - {source_labels: [__address__], regex: '10.0.1.11:.*', action: drop}\n"
+        "      - {target_label: __param_collect, replacement: cpu}\n"
+    )
+    [target] = await scrape_config_targets(scrape_source(file))
+    assert target.url == "http://10.0.1.10:9100/metrics?collect=cpu"
 
 
 def test_target_names_stay_valid_and_bounded_and_unique_when_cut() -> None:

@@ -40,6 +40,8 @@ async def test_sandbox_shows_build_info_and_a_growing_chain_and_stops_cleanly_on
         # The sandbox's S3 (moto) holds the platform's backups: the RPO is judged and met.
         database = {"scenario": "database_failure"}
         await srd.wait_for("srd_rpo_met", database, lambda v: v == 1, timeout=40)
+        # It keeps 30 database backups, as the policy says: the retention verdict is met.
+        await srd.wait_for("srd_backup_retention_met", database, lambda v: v == 1)
         assert (await srd.get("/readyz"))[0] == 200
         assert await srd.metric("process_resident_memory_bytes") is not None
 
