@@ -121,6 +121,25 @@ async def followed(
         yield watcher
 
 
+@asynccontextmanager
+async def live(
+    chain: FakeChain,
+    head_tracking: str,
+    session: aiohttp.ClientSession,
+    metrics: ProbeMetrics,
+    seen: list[Observation],
+) -> AsyncIterator[tuple[FakeSubstrateNode, SubstrateWatcher]]:
+    """A node serving heads the ``head_tracking`` way while ``chain`` produces a block every
+    50 ms, and a watcher of it once it follows them (its observations also go to ``seen``)."""
+    node = node_for(head_tracking, chain)
+    async with (
+        node.serve() as url,
+        producing(chain, 0.05),
+        followed(node, url, session, metrics, head_tracking, seen) as watcher,
+    ):
+        yield node, watcher
+
+
 async def test_heads_followed_over_websocket_count_blocks_and_block_times(
     session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
@@ -151,13 +170,8 @@ async def test_a_stall_raises_head_age_and_is_not_mistaken_for_a_silent_subscrip
     session: aiohttp.ClientSession, metrics: ProbeMetrics, head_tracking: str
 ) -> None:
     chain = FakeChain(name="stall")
-    node = node_for(head_tracking, chain)
     seen: list[Observation] = []
-    async with (
-        node.serve() as url,
-        producing(chain, 0.05),
-        followed(node, url, session, metrics, head_tracking, seen) as watcher,
-    ):
+    async with live(chain, head_tracking, session, metrics, seen) as (node, watcher):
         assert watcher.head_mode() == head_tracking
         await eventually(
             lambda: (watcher.tracker.best or _header_of(chain)).number >= 3,
@@ -242,15 +256,10 @@ async def test_a_gap_is_backfilled_without_polluting_block_times(
 async def test_a_silent_subscription_is_detected_and_recovered_without_a_stall(
     session: aiohttp.ClientSession, metrics: ProbeMetrics, head_tracking: str
 ) -> None:
-    labels = {"chain": "silent", "node": "n1", "reason": "silent"}
     chain = FakeChain(name="silent")
-    node = node_for(head_tracking, chain)
     seen: list[Observation] = []
-    async with (
-        node.serve() as url,
-        producing(chain, 0.05),
-        followed(node, url, session, metrics, head_tracking, seen) as watcher,
-    ):
+    labels = {"chain": "silent", "node": "n1", "reason": "silent"}
+    async with live(chain, head_tracking, session, metrics, seen) as (node, watcher):
         node.silence_subscriptions()
         await eventually(
             lambda: value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1,
