@@ -25,7 +25,7 @@ from srd.evaluation.metrics import EvaluationMetrics
 from srd.evaluation.rulepacks import RulePack
 from srd.evaluation.rules import RuleGroup, Selector
 from srd.evaluation.slo import BurnRateAlert, Slo, SloGroup
-from srd.model import LabelSet
+from srd.model import Alert, LabelSet
 
 STEP = 60.0
 """Spacing of generated input points and of promtool's evaluations."""
@@ -116,6 +116,23 @@ def tier_scenarios(slo: Slo) -> list[Scenario]:
     return scenarios
 
 
+def alert_rule_test(at: float, name: str, firing: Sequence[Alert]) -> dict[str, Any]:
+    """A promtool ``alert_rule_test`` case: at ``at``, alert ``name`` fires as in ``firing``
+    (every alert firing then, of any name)."""
+    return {
+        "eval_time": format_duration(at),
+        "alertname": name,
+        "exp_alerts": [
+            {
+                "exp_labels": {k: v for k, v in a.labels if k != "alertname"},
+                "exp_annotations": dict(a.annotations),
+            }
+            for a in firing
+            if a.name == name
+        ],
+    }
+
+
 def unit_test(slo: Slo, scenario: Scenario, every_step: bool = False) -> dict[str, Any]:
     """A promtool test group whose expectations are what the in-process engine decided.
 
@@ -136,21 +153,7 @@ def unit_test(slo: Slo, scenario: Scenario, every_step: bool = False) -> dict[st
         if not (every_step or step in checks):
             continue
         firing = [a for a in engine.states.alerts() if a.state == "firing"]
-        for name in names:
-            alert_tests.append(
-                {
-                    "eval_time": format_duration(at),
-                    "alertname": name,
-                    "exp_alerts": [
-                        {
-                            "exp_labels": {k: v for k, v in a.labels if k != "alertname"},
-                            "exp_annotations": dict(a.annotations),
-                        }
-                        for a in firing
-                        if a.name == name
-                    ],
-                }
-            )
+        alert_tests += [alert_rule_test(at, name, firing) for name in names]
         remaining = slo.budget_remaining(engine.store, at)
         if slo.timezone is None and remaining is not None and step in checks:
             match = ",".join(f'{k}="{v}"' for k, v in sorted(slo.sloth_labels.items()))

@@ -13,7 +13,7 @@ from srd.config import ConfigError
 from srd.config.durations import format_duration
 from srd.evaluation.chainrules import ChainHealth, load_chain_pack, parse_chain_pack
 from srd.evaluation.engine import Engine
-from srd.evaluation.export import rule_file, series_text
+from srd.evaluation.export import alert_rule_test, rule_file, series_text
 from srd.evaluation.metrics import EvaluationMetrics
 from tests.support.evalkit import promtool
 
@@ -213,21 +213,7 @@ def test_promtool_fires_the_same_chain_alerts_at_the_same_steps_as_srd(tmp_path:
             continue
         engine.evaluate(at)
         alerts = [a for a in engine.states.alerts() if a.state == "firing"]
-        checks += [
-            {
-                "eval_time": format_duration(at),
-                "alertname": name,
-                "exp_alerts": [
-                    {
-                        "exp_labels": {k: v for k, v in a.labels if k != "alertname"},
-                        "exp_annotations": dict(a.annotations),
-                    }
-                    for a in alerts
-                    if a.name == name
-                ],
-            }
-            for name in names
-        ]
+        checks += [alert_rule_test(at, name, alerts) for name in names]
     assert sum(bool(c["exp_alerts"]) for c in checks) > 50
     test = {
         "interval": format_duration(STEP),

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import structlog
@@ -131,16 +132,8 @@ async def test_polls_as_often_as_prometheus_scrapes_count_over_two_scrape_interv
 
 
 async def test_no_series_is_no_data_and_counts_nothing(prometheus: promstack.Prometheus) -> None:
-    slo = Slo(
-        name="absent",
-        service="api",
-        objective=0.99,
-        period=30 * DAY,
-        sli=Sli(
-            error_query="sum(rate(nothing_total[{{.window}}]))",
-            total_query="sum(rate(nothing_total[{{.window}}]))",
-        ),
-    )
+    nothing = "sum(rate(nothing_total[{{.window}}]))"
+    slo = replace(SLO, name="absent", sli=Sli(error_query=nothing, total_query=nothing))
     metrics = ProbeMetrics(CollectorRegistry())
     source = PromqlSource(slo, PromqlClient(prometheus.url, timeout=5), metrics)
     now = time.time()

@@ -83,20 +83,23 @@ async def test_retryable_errors_are_retried_within_the_step_timeout(tmp_path: Pa
         assert [c for c in k.actuator.calls if c[1] == "b"] == [("apply", "b", 2)] * 3
 
 
+HEAL = """
+runbooks:
+  - name: heal
+    match: [alertname="Down"]
+    health: {probe: svc}
+    remedies:
+      - name: restart
+        steps: [{name: r, action: {actuator: fake, action: set, params: {key: r, value: 1}}}]
+      - name: failover
+        steps: [{name: f, action: {actuator: fake, action: set, params: {key: f, value: 1}}}]
+"""
+"""Two remedies, each one step; health is the ``svc`` probe."""
+
+
 async def test_unhealthy_after_every_remedy_escalates_once_and_stops(tmp_path: Path) -> None:
     async with kit(tmp_path, svc=False) as k:
-        runbook = k.runbook("""
-            runbooks:
-              - name: heal
-                match: [alertname="Down"]
-                health: {probe: svc}
-                deadline: 0.05s
-                remedies:
-                  - name: restart
-                    steps: [{name: r, action: {actuator: fake, action: set, params: {key: r, value: 1}}}]
-                  - name: failover
-                    steps: [{name: f, action: {actuator: fake, action: set, params: {key: f, value: 1}}}]
-        """)  # noqa: E501
+        runbook = k.runbook(HEAL.replace("    remedies:", "    deadline: 0.05s\n    remedies:"))
         execution = await k.execution(runbook)
         assert await k.executor.run(runbook, execution) == "escalated"
         assert k.actuator.state == {"r": 1, "f": 1}
@@ -106,17 +109,7 @@ async def test_unhealthy_after_every_remedy_escalates_once_and_stops(tmp_path: P
 
 async def test_next_remedy_is_not_tried_once_health_is_back(tmp_path: Path) -> None:
     async with kit(tmp_path, svc=True) as k:
-        runbook = k.runbook("""
-            runbooks:
-              - name: heal
-                match: [alertname="Down"]
-                health: {probe: svc}
-                remedies:
-                  - name: restart
-                    steps: [{name: r, action: {actuator: fake, action: set, params: {key: r, value: 1}}}]
-                  - name: failover
-                    steps: [{name: f, action: {actuator: fake, action: set, params: {key: f, value: 1}}}]
-        """)  # noqa: E501
+        runbook = k.runbook(HEAL)
         assert await k.executor.run(runbook, await k.execution(runbook)) == "succeeded"
         assert k.actuator.state == {"r": 1}
 

@@ -35,8 +35,7 @@ async def test_kill_switch_file_blocks_every_step(tmp_path: Path) -> None:
         k.guards.kill_switch.set(True, "test")
         runbook = k.runbook(ONE_STEP)
         execution = await k.execution(runbook)
-        assert await k.executor.run(runbook, execution) == "blocked"
-        assert await k.guards_blocked(execution.id) == ["kill_switch"]
+        assert await k.run_blocked(runbook, execution) == ["kill_switch"]
         assert k.actuator.calls == []
 
 
@@ -45,8 +44,7 @@ async def test_a_follower_does_not_act(tmp_path: Path) -> None:
         k.leader.leader = False
         runbook = k.runbook(ONE_STEP)
         execution = await k.execution(runbook)
-        assert await k.executor.run(runbook, execution) == "blocked"
-        assert await k.guards_blocked(execution.id) == ["leadership"]
+        assert await k.run_blocked(runbook, execution) == ["leadership"]
 
 
 async def test_cooldown_blocks_a_second_run_even_after_a_restart(tmp_path: Path) -> None:
@@ -57,8 +55,7 @@ async def test_cooldown_blocks_a_second_run_even_after_a_restart(tmp_path: Path)
     async with kit(tmp_path, limits=limits) as k:  # a new process on the same journal
         k.clock.now += 300
         second = await k.execution(runbook, "fp2")
-        assert await k.executor.run(runbook, second) == "blocked"
-        assert await k.guards_blocked(second.id) == ["cooldown"]
+        assert await k.run_blocked(runbook, second) == ["cooldown"]
         k.clock.now += 301
         third = await k.execution(runbook, "fp3")
         assert await k.executor.run(runbook, third) == "succeeded"
@@ -72,8 +69,7 @@ async def test_a_flapping_alert_is_not_acted_on_again(tmp_path: Path) -> None:
             execution = await k.execution(runbook, "fp", f"2024-01-01T00:0{n}Z")
             await k.journal.set_state(execution.id, "cancelled")
         third = await k.execution(runbook, "fp", "2024-01-01T00:09Z")
-        assert await k.executor.run(runbook, third) == "blocked"
-        assert await k.guards_blocked(third.id) == ["flapping"]
+        assert await k.run_blocked(runbook, third) == ["flapping"]
 
 
 async def test_executions_per_window_are_capped(tmp_path: Path) -> None:
@@ -83,8 +79,7 @@ async def test_executions_per_window_are_capped(tmp_path: Path) -> None:
         for fp in ("x", "y"):
             assert await k.executor.run(runbook, await k.execution(runbook, fp)) == "succeeded"
         third = await k.execution(runbook, "z")
-        assert await k.executor.run(runbook, third) == "blocked"
-        assert await k.guards_blocked(third.id) == ["rate_limit"]
+        assert await k.run_blocked(runbook, third) == ["rate_limit"]
 
 
 async def test_the_last_healthy_side_is_never_taken_down(tmp_path: Path) -> None:
@@ -128,16 +123,14 @@ async def test_an_exhausted_error_budget_blocks_a_gated_runbook(tmp_path: Path) 
         execution = await k.execution(runbook)
         assert await gated.admit(runbook, execution) is not None
         k.executor._guards = gated  # the executor under test, with the gated guards
-        assert await k.executor.run(runbook, execution) == "blocked"
-        assert await k.guards_blocked(execution.id) == ["error_budget"]
+        assert await k.run_blocked(runbook, execution) == ["error_budget"]
 
 
 async def test_an_approval_not_given_in_time_blocks(tmp_path: Path) -> None:
     async with kit(tmp_path) as k:
         runbook = k.runbook(APPROVAL.replace("20s", "0.05s"))
         execution = await k.execution(runbook)
-        assert await k.executor.run(runbook, execution) == "blocked"
-        assert await k.guards_blocked(execution.id) == ["approval"]
+        assert await k.run_blocked(runbook, execution) == ["approval"]
         assert k.actuator.calls == []
 
 

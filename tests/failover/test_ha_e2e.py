@@ -28,6 +28,7 @@ from srd.simulate.sandbox.kubernetes import DR, LEASES, PRODUCTION, ApiError, Fa
 from tests.support.daemon import RunningSrd, free_port, running_srd
 from tests.support.eventually import eventually
 from tests.support.failover_e2e import (
+    SHIPPED_STEPS,
     TOKEN,
     Platform,
     api_get,
@@ -43,14 +44,6 @@ NS = "srd"
 LEASE, RENEW, RETRY = 3.0, 2.0, 0.5
 SLACK = 1.0
 """Scheduling slack for several processes on a small, busy machine."""
-STEPS = [
-    "scale_backup_up",
-    "backup_healthy",
-    "swap_targets",
-    "dns_to_dr",
-    "scale_primary_down",
-    "service_healthy",
-]
 LOST = "lost leadership: this replica stops acting"
 ACTING = {"step started", "step done", "step failed", "rolling back", "runbook ended"}
 
@@ -186,9 +179,9 @@ def assert_each_step_once(steps: list[StepRecord]) -> None:
     """Every step started and ended once, none re-run (a re-run has a ``:retryN`` key)."""
     assert [s.key for s in steps if ":retry" in s.key] == []
     assert Counter((s.name, s.phase) for s in steps) == {
-        (name, phase): 1 for name in STEPS for phase in ("started", "ended")
+        (name, phase): 1 for name in SHIPPED_STEPS for phase in ("started", "ended")
     }
-    assert [s.name for s in steps if s.phase == "ended" and s.result == "ok"] == STEPS
+    assert [s.name for s in steps if s.phase == "ended" and s.result == "ok"] == SHIPPED_STEPS
 
 
 async def fenced_writes(srd: RunningSrd) -> float | None:

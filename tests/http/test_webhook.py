@@ -30,7 +30,7 @@ from srd.journal.sql import SqlJournal
 from srd.model import Alert
 from tests.support.clock import Clock
 from tests.support.eventually import eventually
-from tests.support.failoverkit import ONE_STEP, Kit, kit
+from tests.support.failoverkit import ONE_STEP, Kit, kit, on_down, set_step
 from tests.support.servers import running
 
 TOKEN = "s3cret-token"
@@ -279,10 +279,11 @@ def dispatcher_of(k: Kit, runbook: Runbook, intake: Intake, journal: Any = None)
 
 @asynccontextmanager
 async def pipeline(
-    k: Kit, runbook: Runbook, monkeypatch: pytest.MonkeyPatch
+    k: Kit, text: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[str, Dispatcher]]:
+    """Webhook, failover API and an armed dispatcher for the runbook of ``text``."""
     intake = Intake(100)
-    dispatcher = dispatcher_of(k, runbook, intake)
+    dispatcher = dispatcher_of(k, k.runbook(text), intake)
     stop = asyncio.Event()
     app = web.Application()
     add_routes(app, intake, Authenticator(bearer_auth(monkeypatch)), k.metrics, 64 * 1024)
@@ -297,30 +298,42 @@ async def pipeline(
         await asyncio.gather(task, return_exceptions=True)
 
 
+@asynccontextmanager
+async def asking(k: Kit, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    """A pipeline (no settle) that took the alert and whose runbook now waits for its approval:
+    the webhook's URL."""
+    async with pipeline(k, RUNBOOK.replace("SETTLE", "0s"), monkeypatch) as (url, _):
+        assert (await post(url, payload()))[0] == 200
+
+        async def waiting() -> bool:
+            return bool(k.guards.approvals.pending())
+
+        await eventually(waiting, within=5, what="waiting")
+        yield url
+
+
+async def approved(k: Kit, execution_id: str) -> None:
+    """Give the one pending approval; the execution then runs to success."""
+    [approval_id] = k.guards.approvals.pending()
+    k.guards.approvals.approve(approval_id, "ann")
+
+    async def done() -> bool:
+        return await k.state(execution_id) == "succeeded"
+
+    await eventually(done, within=5, what="done")
+
+
 async def test_refused_posts_do_not_disturb_a_runbook_in_progress_and_resends_do_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with kit(tmp_path) as k:
-        runbook = k.runbook(RUNBOOK.replace("SETTLE", "0s"))
-        async with pipeline(k, runbook, monkeypatch) as (url, _):
-            assert (await post(url, payload()))[0] == 200
-
-            async def waiting() -> bool:
-                return bool(k.guards.approvals.pending())
-
-            await eventually(waiting, within=5, what="waiting")
+        async with asking(k, monkeypatch) as url:
             assert (await post(url, payload(), {}))[0] == 401
             assert (await post(url, b"x" * 100_000))[0] == 413
             assert (await post(url, {"version": "4"}))[0] == 400
             assert (await post(url, payload()))[0] == 200  # Alertmanager's resend
-            [approval_id] = k.guards.approvals.pending()
-            k.guards.approvals.approve(approval_id, "ann")
             [execution] = await k.journal.executions()
-
-            async def done() -> bool:
-                return await k.state(execution.id) == "succeeded"
-
-            await eventually(done, within=5, what="done")
+            await approved(k, execution.id)
             assert (await post(url, payload()))[0] == 200  # and once more after it ended
             await asyncio.sleep(0.05)
         assert len(await k.journal.executions()) == 1
@@ -331,8 +344,7 @@ async def test_resolved_cancels_a_planned_execution(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with kit(tmp_path) as k:
-        runbook = k.runbook(RUNBOOK.replace("SETTLE", "10s"))
-        async with pipeline(k, runbook, monkeypatch) as (url, _):
+        async with pipeline(k, RUNBOOK.replace("SETTLE", "10s"), monkeypatch) as (url, _):
             assert (await post(url, payload()))[0] == 200
 
             async def planned() -> bool:
@@ -355,9 +367,8 @@ async def test_a_resolve_a_follower_received_cancels_what_the_leader_takes_up(
     """Alertmanager posts to any replica: the firing and its resolve may both land on a
     follower, which only records them; the leader must not run the resolved alert."""
     async with kit(tmp_path) as k:
-        runbook = k.runbook(RUNBOOK.replace("SETTLE", "0s"))
         k.leader.leader = False
-        async with pipeline(k, runbook, monkeypatch) as (url, dispatcher):
+        async with pipeline(k, RUNBOOK.replace("SETTLE", "0s"), monkeypatch) as (url, dispatcher):
             assert (await post(url, payload()))[0] == 200
             assert (await post(url, payload("resolved")))[0] == 200
 
@@ -386,9 +397,8 @@ async def test_settle_counts_from_the_decision_not_from_the_leaders_pickup(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with kit(tmp_path) as k:
-        runbook = k.runbook(RUNBOOK.replace("SETTLE", "1h"))
         k.leader.leader = False
-        async with pipeline(k, runbook, monkeypatch) as (url, dispatcher):
+        async with pipeline(k, RUNBOOK.replace("SETTLE", "1h"), monkeypatch) as (url, dispatcher):
             assert (await post(url, payload()))[0] == 200
 
             async def planned() -> bool:
@@ -411,25 +421,12 @@ async def test_resolved_while_running_is_recorded_and_not_acted_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with kit(tmp_path) as k:
-        runbook = k.runbook(RUNBOOK.replace("SETTLE", "0s"))
-        async with pipeline(k, runbook, monkeypatch) as (url, _):
-            assert (await post(url, payload()))[0] == 200
-
-            async def waiting() -> bool:
-                return bool(k.guards.approvals.pending())
-
-            await eventually(waiting, within=5, what="waiting")
+        async with asking(k, monkeypatch) as url:
             assert (await post(url, payload("resolved")))[0] == 200
             await asyncio.sleep(0.05)
             [execution] = await k.journal.executions()
             assert execution.state == "running"
-            [approval_id] = k.guards.approvals.pending()
-            k.guards.approvals.approve(approval_id, "ann")
-
-            async def done() -> bool:
-                return await k.state(execution.id) == "succeeded"
-
-            await eventually(done, within=5, what="done")
+            await approved(k, execution.id)
         # The resolved alert is in the journal: a second record of it is refused.
         assert not await k.journal.record_alert("abc", "2024-05-01T10:00:00.123Z", "resolved", {})
 
@@ -438,8 +435,7 @@ async def test_an_alert_blocked_before_anything_acted_runs_once_when_resent_afte
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with kit(tmp_path) as k:
-        runbook = k.runbook(ONE_STEP)
-        async with pipeline(k, runbook, monkeypatch) as (url, _):
+        async with pipeline(k, ONE_STEP, monkeypatch) as (url, _):
             k.guards.kill_switch.set(True, "test")
             assert (await post(url, payload()))[0] == 200
 
@@ -468,23 +464,16 @@ async def test_an_alert_blocked_before_anything_acted_runs_once_when_resent_afte
         assert k.actuator.calls == [("apply", "a", 1)]
 
 
-ACT_THEN_ASK = """
-runbooks:
-  - name: half
-    match: [alertname="Down"]
-    steps:
-      - {name: z, action: {actuator: fake, action: set, params: {key: z, value: 1}}, timeout: 1s}
-      - {name: ask, approval: "go on?", timeout: 0.1s}
-      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 1s}
-"""
+ACT_THEN_ASK = on_down(
+    "half", set_step("z", 1), '{name: ask, approval: "go on?", timeout: 0.1s}', set_step("a", 1)
+)
 
 
 async def test_an_alert_blocked_after_a_step_acted_is_not_run_again_on_resend(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with kit(tmp_path) as k:
-        runbook = k.runbook(ACT_THEN_ASK)
-        async with pipeline(k, runbook, monkeypatch) as (url, _):
+        async with pipeline(k, ACT_THEN_ASK, monkeypatch) as (url, _):
             assert (await post(url, payload()))[0] == 200
 
             async def blocked() -> bool:

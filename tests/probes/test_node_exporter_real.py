@@ -14,7 +14,7 @@ import pytest
 from srd.config.probes import ExporterTarget
 from srd.probes.exporter import ExporterProbe, Extractor
 from tests.probes.test_exporter_probe import extracted, reference
-from tests.support.daemon import free_port
+from tests.support.daemon import free_port, reaped
 from tests.support.eventually import eventually
 
 BINARY = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
@@ -51,13 +51,9 @@ async def node_exporter(binary: str) -> AsyncIterator[str]:
         stderr=asyncio.subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}/metrics"
-    try:
+    async with reaped(process, asyncio.subprocess.Process.terminate):
         await _wait_until_serving(url, process)
         yield url
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        await process.wait()
 
 
 async def _wait_until_serving(url: str, process: asyncio.subprocess.Process) -> None:

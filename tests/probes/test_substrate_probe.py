@@ -98,19 +98,61 @@ async def heads_followed(node: FakeSubstrateNode, head_tracking: str) -> None:
         await eventually(follows, within=WITHIN, what=f"heads followed with {head_tracking}")
 
 
+@asynccontextmanager
+async def followed(
+    node: FakeSubstrateNode,
+    url: str,
+    session: aiohttp.ClientSession,
+    metrics: ProbeMetrics,
+    head_tracking: str,
+    seen: list[Observation] | None = None,
+    **settings: Any,
+) -> AsyncIterator[SubstrateWatcher]:
+    """A watcher of ``node`` at ``url``, once it follows heads the ``head_tracking`` way; its
+    observations also go to ``seen``."""
+    watcher = SubstrateWatcher(
+        target(url, head_tracking=head_tracking, **settings),
+        session,
+        metrics,
+        on_observation=None if seen is None else recording(metrics, seen),
+    )
+    async with watching(watcher):
+        await heads_followed(node, head_tracking)
+        yield watcher
+
+
+@asynccontextmanager
+async def live(
+    chain: FakeChain,
+    head_tracking: str,
+    session: aiohttp.ClientSession,
+    metrics: ProbeMetrics,
+    seen: list[Observation],
+) -> AsyncIterator[tuple[FakeSubstrateNode, SubstrateWatcher]]:
+    """A node serving heads the ``head_tracking`` way while ``chain`` produces a block every
+    50 ms, and a watcher of it once it follows them (its observations also go to ``seen``)."""
+    node = node_for(head_tracking, chain)
+    async with (
+        node.serve() as url,
+        producing(chain, 0.05),
+        followed(node, url, session, metrics, head_tracking, seen) as watcher,
+    ):
+        yield node, watcher
+
+
 async def test_heads_followed_over_websocket_count_blocks_and_block_times(
     session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     chain = FakeChain(name="live")
     node = FakeSubstrateNode(chain, pad_numbers=False)
-    async with node.serve() as url:
-        watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
-        async with watching(watcher):
-            await eventually(subscribed(node), within=WITHIN, what="subscribed")
-            for _ in range(4):
-                chain.produce()
-                await asyncio.sleep(0.05)
-            await caught_up(watcher, chain)
+    async with (
+        node.serve() as url,
+        followed(node, url, session, metrics, "legacy", interval=5.0, timeout=1.0) as watcher,
+    ):
+        for _ in range(4):
+            chain.produce()
+            await asyncio.sleep(0.05)
+        await caught_up(watcher, chain)
     assert value(metrics, "vilokanam_blocks_produced_total", chain="live") == 4
     assert value(metrics, "srd_chain_block_time_seconds_count", chain="live") == 3
     assert node.requests.get("chain_getHeader", 0) <= 3  # heads came from the subscription
@@ -128,25 +170,16 @@ async def test_a_stall_raises_head_age_and_is_not_mistaken_for_a_silent_subscrip
     session: aiohttp.ClientSession, metrics: ProbeMetrics, head_tracking: str
 ) -> None:
     chain = FakeChain(name="stall")
-    node = node_for(head_tracking, chain)
     seen: list[Observation] = []
-    async with node.serve() as url, producing(chain, 0.05):
-        watcher = SubstrateWatcher(
-            target(url, head_tracking=head_tracking),
-            session,
-            metrics,
-            on_observation=recording(metrics, seen),
+    async with live(chain, head_tracking, session, metrics, seen) as (node, watcher):
+        assert watcher.head_mode() == head_tracking
+        await eventually(
+            lambda: (watcher.tracker.best or _header_of(chain)).number >= 3,
+            within=WITHIN,
+            what="block 3",
         )
-        async with watching(watcher):
-            await heads_followed(node, head_tracking)
-            assert watcher.head_mode() == head_tracking
-            await eventually(
-                lambda: (watcher.tracker.best or _header_of(chain)).number >= 3,
-                within=WITHIN,
-                what="block 3",
-            )
-            chain.production_stalled = True
-            await asyncio.sleep(0.8)
+        chain.production_stalled = True
+        await asyncio.sleep(0.8)
     up = [obs.chain for obs in seen if obs.chain is not None]
     assert up[-1].head_age is not None and up[-1].head_age > 0.6
     assert value(metrics, "srd_chain_head_age_seconds", chain="stall", node="n1") > 0.6
@@ -166,24 +199,23 @@ async def test_a_depth_3_reorg_counts_exactly_one_reorg_of_depth_3(
     node = node_for(head_tracking, chain)
     for _ in range(8):
         chain.produce()
-    async with node.serve() as url:
-        settings: dict[str, Any] = {"interval": 5.0, "timeout": 1.0, "head_tracking": head_tracking}
-        watcher = SubstrateWatcher(target(url, **settings), session, metrics)
-        async with watching(watcher):
-            await heads_followed(node, head_tracking)
-            await caught_up(watcher, chain)
-            chain.reorg(depth=3)
-            await caught_up(watcher, chain)
-            produced = value(metrics, "vilokanam_blocks_produced_total", chain="reorg")
-            for _ in range(2):  # finalizes past the fork: the old branch is pruned
-                chain.produce()
-            await caught_up(watcher, chain)
-            if head_tracking == "chainhead":
-                await eventually(
-                    lambda: node.pinned() == chain.finality_lag,
-                    within=WITHIN,
-                    what="the pruned branch unpinned",
-                )
+    async with (
+        node.serve() as url,
+        followed(node, url, session, metrics, head_tracking, interval=5.0, timeout=1.0) as watcher,
+    ):
+        await caught_up(watcher, chain)
+        chain.reorg(depth=3)
+        await caught_up(watcher, chain)
+        produced = value(metrics, "vilokanam_blocks_produced_total", chain="reorg")
+        for _ in range(2):  # finalizes past the fork: the old branch is pruned
+            chain.produce()
+        await caught_up(watcher, chain)
+        if head_tracking == "chainhead":
+            await eventually(
+                lambda: node.pinned() == chain.finality_lag,
+                within=WITHIN,
+                what="the pruned branch unpinned",
+            )
     labels = {"chain": "reorg", "node": "n1"}
     assert value(metrics, "srd_chain_reorgs_total", **labels) == 1
     assert value(metrics, "srd_chain_reorg_depth_blocks_count", **labels) == 1
@@ -202,17 +234,17 @@ async def test_a_gap_is_backfilled_without_polluting_block_times(
 ) -> None:
     chain = FakeChain(name="gap")
     node = FakeSubstrateNode(chain)
-    async with node.serve() as url:
-        watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
-        async with watching(watcher):
-            await eventually(subscribed(node), within=WITHIN, what="subscribed")
-            for _ in range(2):
-                chain.produce()
-                await caught_up(watcher, chain)
-            node.faults.skip_heads = 3
-            for _ in range(4):
-                chain.produce()
+    async with (
+        node.serve() as url,
+        followed(node, url, session, metrics, "legacy", interval=5.0, timeout=1.0) as watcher,
+    ):
+        for _ in range(2):
+            chain.produce()
             await caught_up(watcher, chain)
+        node.faults.skip_heads = 3
+        for _ in range(4):
+            chain.produce()
+        await caught_up(watcher, chain)
     assert [watcher.tracker.hash_at(n) for n in range(7)] == [b.hash for b in chain.blocks]
     assert node.requests["chain_getBlockHash"] == 1  # one list call for the whole gap
     assert value(metrics, "vilokanam_blocks_produced_total", chain="gap") == 6
@@ -225,32 +257,23 @@ async def test_a_silent_subscription_is_detected_and_recovered_without_a_stall(
     session: aiohttp.ClientSession, metrics: ProbeMetrics, head_tracking: str
 ) -> None:
     chain = FakeChain(name="silent")
-    node = node_for(head_tracking, chain)
     seen: list[Observation] = []
     labels = {"chain": "silent", "node": "n1", "reason": "silent"}
-    async with node.serve() as url, producing(chain, 0.05):
-        watcher = SubstrateWatcher(
-            target(url, head_tracking=head_tracking),
-            session,
-            metrics,
-            on_observation=recording(metrics, seen),
+    async with live(chain, head_tracking, session, metrics, seen) as (node, watcher):
+        node.silence_subscriptions()
+        await eventually(
+            lambda: value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1,
+            within=WITHIN,
+            what="a restart",
         )
-        async with watching(watcher):
-            await heads_followed(node, head_tracking)
-            node.silence_subscriptions()
-            await eventually(
-                lambda: value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1,
-                within=WITHIN,
-                what="a restart",
-            )
-            resubscribed_at = len(seen)
-            best = chain.best.number
-            await eventually(
-                lambda: (watcher.tracker.best or _header_of(chain)).number > best + 3,
-                within=WITHIN,
-                what="3 blocks on",
-            )
-            await asyncio.sleep(0.2)
+        resubscribed_at = len(seen)
+        best = chain.best.number
+        await eventually(
+            lambda: (watcher.tracker.best or _header_of(chain)).number > best + 3,
+            within=WITHIN,
+            what="3 blocks on",
+        )
+        await asyncio.sleep(0.2)
     assert node.requests[FOLLOW[head_tracking]] == 2
     assert node.requests[UNFOLLOW[head_tracking]] == 1
     ages = [obs.chain.head_age for obs in seen[resubscribed_at:] if obs.chain is not None]
@@ -265,20 +288,19 @@ async def test_a_websocket_closed_mid_stream_is_reconnected(
     chain = FakeChain(name="closed")
     node = node_for(head_tracking, chain)
     labels = {"chain": "closed", "node": "n1", "reason": "closed"}
-    async with node.serve() as url:
-        settings: dict[str, Any] = {"interval": 5.0, "timeout": 1.0, "head_tracking": head_tracking}
-        watcher = SubstrateWatcher(target(url, **settings), session, metrics)
-        async with watching(watcher):
-            await heads_followed(node, head_tracking)
-            await node.close_websockets()
-            await eventually(
-                lambda: node.requests[FOLLOW[head_tracking]] == 2,
-                within=WITHIN,
-                what="followed again",
-            )
-            await eventually(lambda: node.websockets == 1, within=WITHIN, what="one websocket")
-            chain.produce()
-            await caught_up(watcher, chain)
+    async with (
+        node.serve() as url,
+        followed(node, url, session, metrics, head_tracking, interval=5.0, timeout=1.0) as watcher,
+    ):
+        await node.close_websockets()
+        await eventually(
+            lambda: node.requests[FOLLOW[head_tracking]] == 2,
+            within=WITHIN,
+            what="followed again",
+        )
+        await eventually(lambda: node.websockets == 1, within=WITHIN, what="one websocket")
+        chain.produce()
+        await caught_up(watcher, chain)
     assert value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1
 
 

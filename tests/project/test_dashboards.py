@@ -22,6 +22,7 @@ from srd.probes.stream_metrics import ACTIVE_STREAMS, TRANSACTION_LATENCY, VIEWE
 from srd.runtime import DaemonMetrics
 from tests.support import promstack
 from tests.support.daemon import free_port
+from tests.support.evalkit import PLATFORM_BLOCK
 
 ROOT = Path(__file__).parents[2]
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
@@ -168,15 +169,9 @@ def test_every_query_reads_metrics_srd_or_its_rules_or_the_platform_export(
 # --- end to end ------------------------------------------------------------------------------
 
 HOUR = 3600.0
-DR_PACK = """\
-disaster_recovery:
-  objectives:
-    - {name: RPO, description: Maximum acceptable data loss, target: 1 hour}
-    - {name: RTO, description: Maximum acceptable downtime, target: 4 hours}
-  recovery_scenarios:
-    - {scenario: database_failure, rpo: 1 hour, rto: 2 hours}
-    - {scenario: blockchain_node_failure, rpo: 6 hours, rto: 4 hours}
-    - {scenario: complete_data_center_outage, rpo: 24 hours, rto: 24 hours}
+DR_PACK = (
+    PLATFORM_BLOCK
+    + """\
 srd:
   environment: e2e
   s3: {endpoint_url: "MOTO", timeout: 2s, interval: 2s}
@@ -189,6 +184,7 @@ srd:
                                       retention_count: 7}]
     complete_data_center_outage: [*db, *chain]
 """
+)
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",

@@ -11,7 +11,10 @@ from srd.supervisor import RESTART_BACKOFF, Supervisor, SupervisorMetrics, TaskF
 FAST = replace(RESTART_BACKOFF, initial=0.01, maximum=0.05)
 
 
-async def test_a_task_that_raises_is_restarted_and_counted(metrics: SupervisorMetrics) -> None:
+@pytest.mark.parametrize(("ending", "failures"), [("raises", 3), ("returns early", 1)])
+async def test_a_task_that_raises_or_returns_early_is_restarted_and_counted(
+    metrics: SupervisorMetrics, ending: str, failures: int
+) -> None:
     supervisor = Supervisor(metrics, FAST)
     runs = 0
     healthy = asyncio.Event()
@@ -19,34 +22,19 @@ async def test_a_task_that_raises_is_restarted_and_counted(metrics: SupervisorMe
     async def flaky(stop: asyncio.Event) -> None:
         nonlocal runs
         runs += 1
-        if runs <= 3:
-            raise RuntimeError("boom")
+        if runs <= failures:
+            if ending == "raises":
+                raise RuntimeError("boom")
+            return
         healthy.set()
         await stop.wait()
 
     supervisor.start("flaky", flaky)
     await asyncio.wait_for(healthy.wait(), timeout=5)
-    assert runs == 4
-    assert metrics.registry.get_sample_value("srd_task_restarts_total", {"task": "flaky"}) == 3
+    assert runs == failures + 1
+    restarts = metrics.registry.get_sample_value("srd_task_restarts_total", {"task": "flaky"})
+    assert restarts == failures
     assert not supervisor.failed.is_set()
-    await supervisor.shutdown(grace=1)
-
-
-async def test_a_task_that_returns_early_is_restarted_too(metrics: SupervisorMetrics) -> None:
-    supervisor = Supervisor(metrics, FAST)
-    runs = 0
-    second_run = asyncio.Event()
-
-    async def quits(stop: asyncio.Event) -> None:
-        nonlocal runs
-        runs += 1
-        if runs == 2:
-            second_run.set()
-            await stop.wait()
-
-    supervisor.start("quits", quits)
-    await asyncio.wait_for(second_run.wait(), timeout=5)
-    assert metrics.registry.get_sample_value("srd_task_restarts_total", {"task": "quits"}) == 1
     await supervisor.shutdown(grace=1)
 
 

@@ -21,6 +21,7 @@ from srd.simulate.sandbox.kubernetes import (
     PODS,
     ApiError,
     FakeKubernetes,
+    make_deployment,
     make_pod,
     merge_patch,
     parse_label_selector,
@@ -107,8 +108,7 @@ async def test_a_missing_object_is_a_404_status(fake: tuple[FakeKubernetes, ApiC
     _, api = fake
     with pytest.raises(ApiException) as caught:
         await CoreV1Api(api).read_namespaced_pod("absent", NS)
-    assert caught.value.status == 404
-    assert status_of(caught.value)["reason"] == "NotFound"
+    assert (caught.value.status, status_of(caught.value)["reason"]) == (404, "NotFound")
 
 
 async def test_creating_an_object_twice_is_a_409_already_exists(
@@ -119,8 +119,7 @@ async def test_creating_an_object_twice_is_a_409_already_exists(
     await CoordinationV1Api(api).create_namespaced_lease(NS, lease)
     with pytest.raises(ApiException) as caught:
         await CoordinationV1Api(api).create_namespaced_lease(NS, lease)
-    assert caught.value.status == 409
-    assert status_of(caught.value)["reason"] == "AlreadyExists"
+    assert (caught.value.status, status_of(caught.value)["reason"]) == (409, "AlreadyExists")
 
 
 async def test_a_lease_write_with_a_stale_resource_version_is_a_409_conflict(
@@ -150,28 +149,13 @@ async def test_a_lease_write_with_a_stale_resource_version_is_a_409_conflict(
     assert current.spec.holder_identity == "replica-b"
 
 
-def deployment(name: str, replicas: int) -> Any:
-    """A Deployment as the API's JSON: the client sends a dict body as it is."""
-    labels = {"app": name}
-    return {
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
-            },
-        },
-    }
-
-
 async def test_scaling_a_deployment_through_its_scale_subresource_updates_spec_and_status(
     fake: tuple[FakeKubernetes, ApiClient],
 ) -> None:
     _, api = fake
     apps = AppsV1Api(api)
-    await apps.create_namespaced_deployment("vilokanam-dr", deployment("web-backup", 0))
+    backup: Any = make_deployment("web-backup", 0)  # the client sends a dict body as it is
+    await apps.create_namespaced_deployment("vilokanam-dr", backup)
 
     scale = await apps.patch_namespaced_deployment_scale(
         "web-backup", "vilokanam-dr", {"spec": {"replicas": 3}}

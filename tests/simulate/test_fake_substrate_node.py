@@ -20,6 +20,14 @@ async def post(session: aiohttp.ClientSession, url: str, method: str, *params: A
         return await response.json()
 
 
+def chain_of(blocks: int, **settings: Any) -> FakeChain:
+    """A fake chain that has produced ``blocks`` blocks past genesis."""
+    chain = FakeChain(**settings)
+    for _ in range(blocks):
+        chain.produce()
+    return chain
+
+
 async def test_head_subscription_notifications_have_the_substrate_format(
     session: aiohttp.ClientSession,
 ) -> None:
@@ -90,9 +98,7 @@ async def test_missing_methods_are_neither_listed_nor_answered_and_codes_can_be_
 
 
 async def test_block_hash_accepts_a_list_of_numbers(session: aiohttp.ClientSession) -> None:
-    chain = FakeChain()
-    for _ in range(3):
-        chain.produce()
+    chain = chain_of(3)
     async with FakeSubstrateNode(chain).serve() as url:
         answer = await post(session, url, "chain_getBlockHash", [1, "0x2", 9])
     assert answer["result"] == [chain.blocks[1].hash, chain.blocks[2].hash, None]
@@ -117,9 +123,7 @@ async def test_health_and_readiness_follow_peers_and_syncing(
 async def test_metrics_page_has_the_node_names_and_parses_as_prometheus_text(
     session: aiohttp.ClientSession,
 ) -> None:
-    chain = FakeChain(name="vilokanam", finality_lag=2)
-    for _ in range(5):
-        chain.produce()
+    chain = chain_of(5, name="vilokanam", finality_lag=2)
     async with FakeSubstrateNode(chain).serve() as url, session.get(f"{url}/metrics") as response:
         page = await response.text()
     samples = {
@@ -166,9 +170,7 @@ async def test_faults_429_and_malformed_json_and_latency(session: aiohttp.Client
 
 
 def test_a_reorg_never_reverts_finalized_blocks() -> None:
-    chain = FakeChain(finality_lag=2)
-    for _ in range(6):
-        chain.produce()
+    chain = chain_of(6, finality_lag=2)
     with pytest.raises(ValueError, match="unfinalized"):
         chain.reorg(depth=3)
     old_best = chain.best
@@ -213,9 +215,7 @@ async def events(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[dict[s
 async def test_chainhead_follow_sends_the_spec_events_and_headers_in_scale(
     session: aiohttp.ClientSession,
 ) -> None:
-    chain = FakeChain(name="v2", finality_lag=2)
-    for _ in range(3):
-        chain.produce()
+    chain = chain_of(3, name="v2", finality_lag=2)
     node = FakeSubstrateNode(chain)
     async with node.serve() as url, session.ws_connect(url) as ws:
         follow = (await call(ws, 1, "chainHead_v1_follow", False))["result"]
@@ -252,9 +252,7 @@ async def test_chainhead_follow_sends_the_spec_events_and_headers_in_scale(
 async def test_a_reorg_reports_the_fork_then_prunes_the_old_branch(
     session: aiohttp.ClientSession,
 ) -> None:
-    chain = FakeChain(finality_lag=3)
-    for _ in range(5):
-        chain.produce()
+    chain = chain_of(5, finality_lag=3)
     node = FakeSubstrateNode(chain)
     async with node.serve() as url, session.ws_connect(url) as ws:
         await call(ws, 1, "chainHead_v1_follow", False)

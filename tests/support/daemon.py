@@ -65,6 +65,21 @@ class RunningSrd:
 
 
 @asynccontextmanager
+async def reaped(
+    process: asyncio.subprocess.Process,
+    stop: Callable[[asyncio.subprocess.Process], None] = asyncio.subprocess.Process.kill,
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``process``, stopped (killed, unless ``stop`` says otherwise) and waited for when the
+    block ends, unless it has exited already."""
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            stop(process)
+        await process.wait()
+
+
+@asynccontextmanager
 async def running_srd(
     *args: str, port: int, env: dict[str, str] | None = None, ready_timeout: float = 20
 ) -> AsyncIterator[RunningSrd]:
@@ -83,12 +98,10 @@ async def running_srd(
     srd = RunningSrd(process, f"http://127.0.0.1:{port}")
     reader = asyncio.create_task(_read_logs(process, srd.log_lines))
     try:
-        await _wait_healthy(srd, ready_timeout)
-        yield srd
+        async with reaped(process):
+            await _wait_healthy(srd, ready_timeout)
+            yield srd
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
         await reader
 
 

@@ -107,6 +107,17 @@ async def _zone(route53: Any) -> str:
     return zone
 
 
+SHIPPED_STEPS = [
+    "scale_backup_up",
+    "backup_healthy",
+    "swap_targets",
+    "dns_to_dr",
+    "scale_primary_down",
+    "service_healthy",
+]
+"""The steps of the shipped platform_failover runbook, in order, for its one service."""
+
+
 def shipped_runbook(platform: Platform) -> str:
     """rules/runbooks/platform_failover.yaml as shipped, with its placeholders filled in for
     this platform, its health URLs pointed at the loopback fakes and its waits shortened."""

@@ -79,6 +79,11 @@ class Kit:
     async def guards_blocked(self, execution_id: str) -> list[str]:
         return [b.guard for b in await self.journal.guard_blocks(execution_id)]
 
+    async def run_blocked(self, runbook: Runbook, execution: ExecutionRecord) -> list[str]:
+        """Run ``execution``, which must end blocked: the guards the journal says blocked it."""
+        assert await self.executor.run(runbook, execution) == "blocked"
+        return await self.guards_blocked(execution.id)
+
     @asynccontextmanager
     async def api(self) -> AsyncIterator[str]:
         """The kit's webhook and failover API (kill switch, approvals), without credentials,
@@ -140,37 +145,22 @@ async def kit(
         await journal.close()
 
 
-ONE_STEP = """
-runbooks:
-  - name: one
-    match: [alertname="Down"]
-    steps:
-      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 1s}
-"""
-APPROVAL = """
-runbooks:
-  - name: restore
-    match: [alertname="Down"]
-    steps:
-      - {name: ask, approval: "restore the database", timeout: 20s}
-      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 1s}
-"""
-FLAGGED = """
-runbooks:
-  - name: flagged
-    match: [alertname="Down"]
-    steps:
-      - name: a
-        action: {actuator: fake, action: set, params: {key: a, value: 1}}
-        requires_approval: true
-        timeout: 20s
-"""
-THREE_STEPS = """
-runbooks:
-  - name: swap
-    match: [alertname="Down"]
-    steps:
-      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 2s}
-      - {name: b, action: {actuator: fake, action: set, params: {key: b, value: 2}}, timeout: 2s}
-      - {name: c, action: {actuator: fake, action: set, params: {key: c, value: 3}}, timeout: 2s}
-"""
+def on_down(name: str, *steps: str) -> str:
+    """A runbook file of one runbook, ``name``, that acts on alertname="Down" with ``steps``
+    (each one step in YAML flow style)."""
+    items = "".join(f"      - {step}\n" for step in steps)
+    return f'\nrunbooks:\n  - name: {name}\n    match: [alertname="Down"]\n    steps:\n{items}'
+
+
+def set_step(key: str, value: int, timeout: str = "1s", extra: str = "") -> str:
+    """Step ``key``: the fake actuator sets ``key`` to ``value``."""
+    action = f"{{actuator: fake, action: set, params: {{key: {key}, value: {value}}}}}"
+    return f"{{name: {key}, action: {action},{extra} timeout: {timeout}}}"
+
+
+ONE_STEP = on_down("one", set_step("a", 1))
+APPROVAL = on_down(
+    "restore", '{name: ask, approval: "restore the database", timeout: 20s}', set_step("a", 1)
+)
+FLAGGED = on_down("flagged", set_step("a", 1, "20s", extra=" requires_approval: true,"))
+THREE_STEPS = on_down("swap", *(set_step(key, n, "2s") for n, key in enumerate("abc", 1)))
