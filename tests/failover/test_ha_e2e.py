@@ -46,7 +46,7 @@ SLACK = 1.0
 STEPS = [
     "scale_backup_up",
     "backup_healthy",
-    "swap_targets",
+    "move_targets",
     "dns_to_dr",
     "scale_primary_down",
     "service_healthy",
