@@ -1,6 +1,7 @@
 """The shipped blue-green deploy (rules/runbooks/blue_green.yaml) run by the executor through
 the real kubernetes actuator against the fake API server, on fake time: the switch-back on a
-failed health check, and the old colour kept an hour then scaled to 0 — across a restart."""
+failed health check, and the old colour kept an hour then scaled to 0 — across a leader
+change."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from srd.actuators.kubernetes import KubernetesActuator, KubernetesSettings
 from srd.failover.executor import ACTUATOR_RETRY, Executor
 from srd.failover.runbooks import Runbook, parse_runbooks
+from srd.journal import Fence
 from srd.simulate.sandbox import kubernetes as fake_kubernetes
 from srd.simulate.sandbox.kubernetes import (
     DEPLOYMENTS,
@@ -148,10 +150,11 @@ async def test_a_rollout_not_complete_in_time_never_switches_the_selector(
         assert cluster.image("web-green") is None
 
 
-async def test_the_old_colour_is_kept_an_hour_then_scaled_to_zero_across_a_restart(
+async def test_the_old_colour_is_kept_an_hour_then_scaled_to_zero_across_a_leader_change(
     tmp_path: Path, cluster: Cluster
 ) -> None:
     async with kit(tmp_path, check=True) as k:
+        k.leader.fenced_as = Fence("srd-0", 1)
         runbook = deploy_runbook(KubernetesActuator(KubernetesSettings()))
         execution = await k.execution(runbook)
         waiting = asyncio.Event()
@@ -173,7 +176,8 @@ async def test_the_old_colour_is_kept_an_hour_then_scaled_to_zero_across_a_resta
         assert replicas(cluster.fake, WEB, "web-blue") == 3, "the old colour is kept"
         deploys = cluster.writes("deployments")
 
-        k.clock.now += 40 * 60  # down for 40 minutes
+        k.clock.now += 40 * 60  # 40 minutes later, another replica leads
+        k.leader.fenced_as = Fence("srd-1", 2)
         slept: list[float] = []
         async with replica(k, cluster.url, fake_sleep(k, slept)) as second:
             record = await k.journal.execution(execution.id)
