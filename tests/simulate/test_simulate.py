@@ -333,7 +333,7 @@ def test_simulate_all_summarises_and_fails_when_one_drill_fails(tmp_path: Path) 
     assert (tmp_path / "out" / "a_example" / "report.json").exists()
 
 
-def test_every_shipped_drill_is_valid_and_names_a_platform_scenario() -> None:
+def test_every_shipped_drill_is_valid_and_names_a_platform_scenario_or_its_own_rto() -> None:
     paths = sorted((ROOT / "drills").glob("*.yaml"))
     names = {p.stem for p in paths}
     assert names >= {
@@ -344,6 +344,8 @@ def test_every_shipped_drill_is_valid_and_names_a_platform_scenario() -> None:
         "database_failover",
         "blockchain_failover",
         "web_creator_failover",
+        "blue_green_deploy",
+        "blue_green_switch_back",
     }
     for path in paths:
         drill = load_drill(path)
@@ -351,7 +353,7 @@ def test_every_shipped_drill_is_valid_and_names_a_platform_scenario() -> None:
             "database_failure",
             "blockchain_node_failure",
             "complete_data_center_outage",
-        }
+        } or (drill.objectives.rto is not None and drill.expect.objectives == ["rto"])
     assert load_drill(ROOT / "drills" / "rto_breach.yaml").expect_breach
 
 
@@ -364,9 +366,12 @@ def step_shape(runbook: Runbook) -> list[tuple[str, str, str, bool]]:
     ]
 
 
-def test_every_shipped_platform_failover_is_drilled_with_the_same_steps() -> None:
-    shipped = load_runbooks([ROOT / "rules" / "runbooks" / "platform_failover.yaml"])
-    drilled: dict[str, Runbook] = {}
+def test_every_shipped_failover_and_the_blue_green_deploy_are_drilled_with_the_same_steps() -> None:
+    shipped = load_runbooks([ROOT / "rules" / "runbooks"])
+    shipped = [r for r in shipped if r.name.startswith("platform_failover_")] + [
+        r for r in shipped if r.name == "blue_green_deploy"
+    ]
+    drilled: dict[str, Runbook] = {}  # the first drill of each name
     for path in sorted((ROOT / "drills").glob("*.yaml")):
         raw = load_drill(path).runbooks
         # The sandbox's vars (its URLs, zone, target groups), as placeholders.
