@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import structlog
 
 from srd.actuators.base import Actuator, ActuatorError, State
+from srd.config.durations import format_duration
 from srd.failover.checks import CheckResult, CheckRunner, wait_for
 from srd.failover.guards import Guards, Refusal
 from srd.failover.metrics import FailoverMetrics
@@ -556,7 +557,7 @@ def _describe(step: Step) -> str:
     if step.wait_until is not None:
         return f"wait until {step.wait_until.describe()}"
     if step.delay is not None:
-        return f"wait {step.delay:g}s"
+        return f"wait {format_duration(step.delay)}"
     return f"ask for approval: {step.approval}"
 
 

@@ -205,7 +205,7 @@ async def test_a_dry_run_plans_with_the_values_bound_and_describes_a_delay_witho
         assert await asyncio.wait_for(k.executor.run(runbook, execution), 5) == "dry_run"
         steps = await k.journal.steps(execution.id)
         ended = {s.name: s.detail for s in steps if s.phase == "ended"}
-        assert ended["wait"] == {"would": "wait 3600s"}
+        assert ended["wait"] == {"would": "wait 1h"}
         assert ended["use"] == {"target": "b-blue", "changes": ["- b-blue: None", "+ b-blue: 2"]}
         assert k.actuator.state == {"a": "blue"}
 
