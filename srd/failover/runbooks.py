@@ -260,6 +260,13 @@ class Runbook(Strict):
         names = [remedy.name for remedy in self.plan]
         if len(set(names)) != len(names):
             raise ValueError("remedy names must be unique")
+        bound: set[str] = set()
+        for remedy in self.plan:
+            for step in remedy.steps:
+                text = step.model_dump_json(exclude={"bind"})
+                if early := sorted(n for n in self.bound - bound if f"${{{n}}}" in text):
+                    raise ValueError(f"step {step.name} uses {early} before a step binds them")
+                bound |= step.bind.keys()
         return self
 
     @property

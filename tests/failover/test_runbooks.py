@@ -129,6 +129,18 @@ def test_a_variable_a_step_binds_is_left_for_run_time_and_validated_with_a_sampl
         resolve(use, {})
 
 
+def test_a_variable_used_before_the_step_that_binds_it_is_refused_at_load() -> None:
+    text = """runbooks:
+  - name: x
+    kind: change
+    steps:
+      - {name: use, action: {actuator: fake, action: set, params: {key: "web-${colour}", value: 1}}}
+      - {name: read, bind: {colour: value}, action: {actuator: fake, action: set, params: {key: k, value: 1}}}
+"""  # noqa: E501
+    [issue] = errors(text)
+    assert "step use uses ['colour'] before a step binds them" in issue
+
+
 def test_recovery_scenario_steps_that_need_a_human_are_approvals() -> None:
     [runbook] = [r for r in load_runbooks([SHIPPED]) if r.name == "database_failure"]
     assert runbook.scenario == "database_failure"
