@@ -520,6 +520,26 @@ async def test_the_documented_iam_policy_allows_the_shipped_runbook_and_each_sta
             },
             r"both registered and deregistered: \['10.0.2.1'\]",
         ),
+        (
+            "elbv2_move_targets",
+            {
+                "from_target_group_arn": "arn:aws:elasticloadbalancing:r:1:targetgroup/a/b",
+                "deregister": ["10.0.1.10"],
+                "to_target_group_arn": "arn:aws:elasticloadbalancing:r:1:targetgroup/a/b",
+                "register": ["10.1.1.10"],
+            },
+            "a move needs two target groups; within one, use elbv2_swap_targets",
+        ),
+        (
+            "elbv2_move_targets",
+            {
+                "from_target_group_arn": "arn:aws:elasticloadbalancing:r:1:targetgroup/a/b",
+                "deregister": [],
+                "to_target_group_arn": "arn:aws:elasticloadbalancing:r:1:targetgroup/c/d",
+                "register": ["10.1.1.10"],
+            },
+            "deregister: List should have at least 1 item",
+        ),
     ],
 )
 def test_bad_params_are_refused_at_validation_naming_the_parameter(
