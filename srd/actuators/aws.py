@@ -9,7 +9,11 @@ Actions (parameters):
 - ``elbv2_swap_targets`` (target_group_arn, register, deregister): registers the new targets,
   then deregisters the old — in that order, so the group is never left empty; converged when
   every registered target is ``healthy`` and the deregistered ones are gone or draining.
-  A target is an id (instance id, IP address or Lambda ARN) or ``{id, port}``.
+  A target is an id (instance id, IP address or Lambda ARN) or ``{id, port}``;
+- ``elbv2_move_targets`` (from_target_group_arn, deregister, to_target_group_arn, register):
+  the platform's move between two groups (``primary-tg`` → ``dr-tg``): registers the DR
+  targets in the second group first, then deregisters the primary ones from the first;
+  converged, and restored, as a swap in each group.
 
 Restoring a snapshot UPSERTs the prior record set (DELETEs the record if there was none), or
 re-registers the prior targets and deregisters the ones the action added. botocore retries
@@ -144,10 +148,46 @@ class Elbv2SwapTargets(Strict):
         return f"target group {self.target_group_arn.split('/')[1]}"
 
 
-Action = Route53Upsert | Elbv2SwapTargets
+TARGET_GROUP_ARN = r"^arn:aws[a-z-]*:elasticloadbalancing:[^:]*:\d*:targetgroup/[^/]+/\w+$"
+
+
+class Elbv2MoveTargets(Strict):
+    from_target_group_arn: str = Field(pattern=TARGET_GROUP_ARN)
+    to_deregister: list[Target] = Field(min_length=1, alias="deregister")
+    to_target_group_arn: str = Field(pattern=TARGET_GROUP_ARN)
+    to_register: list[Target] = Field(min_length=1, alias="register")
+
+    @model_validator(mode="after")
+    def _two_groups(self) -> Elbv2MoveTargets:
+        if self.from_target_group_arn == self.to_target_group_arn:
+            raise ValueError("a move needs two target groups; within one, use elbv2_swap_targets")
+        return self
+
+    @property
+    def target(self) -> str:
+        from_, to = self.from_target_group_arn.split("/")[1], self.to_target_group_arn.split("/")[1]
+        return f"target groups {from_} → {to}"
+
+    def halves(self) -> tuple[Elbv2SwapTargets, Elbv2SwapTargets]:
+        """The move as two swaps, in the order they are applied: register in the DR group,
+        then deregister from the primary one (users always have somewhere to go)."""
+        register = [t.model_dump() for t in self.to_register]
+        deregister = [t.model_dump() for t in self.to_deregister]
+        return (
+            Elbv2SwapTargets.model_validate(
+                {"target_group_arn": self.to_target_group_arn, "register": register}
+            ),
+            Elbv2SwapTargets.model_validate(
+                {"target_group_arn": self.from_target_group_arn, "deregister": deregister}
+            ),
+        )
+
+
+Action = Route53Upsert | Elbv2SwapTargets | Elbv2MoveTargets
 ACTIONS: dict[str, type[BaseModel]] = {
     "route53_upsert": Route53Upsert,
     "elbv2_swap_targets": Elbv2SwapTargets,
+    "elbv2_move_targets": Elbv2MoveTargets,
 }
 ZONE_ARN = "arn:{partition}:route53:::hostedzone/{zone}"
 IAM: dict[type[BaseModel], tuple[tuple[str, str], ...]] = {
@@ -161,9 +201,15 @@ IAM: dict[type[BaseModel], tuple[tuple[str, str], ...]] = {
         ("elasticloadbalancing:RegisterTargets", "{group}"),
         ("elasticloadbalancing:DeregisterTargets", "{group}"),
     ),
+    Elbv2MoveTargets: (
+        ("elasticloadbalancing:DescribeTargetHealth", "*"),
+        ("elasticloadbalancing:RegisterTargets", "{to_group}"),
+        ("elasticloadbalancing:DeregisterTargets", "{from_group}"),
+    ),
 }
 """(IAM action, resource ARN) of every call an action makes, snapshot to restore; ``{zone}``
-and ``{group}`` are the step's zone id and target group ARN, ``{partition}`` srd's own."""
+and ``{group}`` are the step's zone id and target group ARN (``{from_group}`` and
+``{to_group}`` a move's two), ``{partition}`` srd's own."""
 ASSUMED_ROLE = re.compile(
     r"^arn:(?P<partition>[^:]+):sts::(?P<account>\d+):assumed-role/(?P<role>[^/]+)/[^/]+$"
 )
@@ -197,6 +243,12 @@ class AwsActuator:
         async with self._calling(p.target, "read") as clients:
             if isinstance(p, Route53Upsert):
                 return {"record": await _record(clients["route53"], p)}
+            if isinstance(p, Elbv2MoveTargets):
+                to, from_ = p.halves()
+                return {
+                    "to": {"targets": _listed(await _live(clients["elbv2"], to))},
+                    "from": {"targets": _listed(await _live(clients["elbv2"], from_))},
+                }
             return {"targets": _listed(await _live(clients["elbv2"], p))}
 
     async def plan(self, action: str, params: Params) -> Plan:
@@ -206,9 +258,15 @@ class AwsActuator:
                 current = await _record(clients["route53"], p)
                 changes = [] if _holds(current, p) else [f"{_show(current)} → {_show(p.record())}"]
             else:
-                adding, removing = _swap(p, await _live(clients["elbv2"], p))
-                changes = [f"register {_label(t)}" for t in adding]
-                changes += [f"deregister {_label(t)}" for t in removing]
+                move = isinstance(p, Elbv2MoveTargets)
+                changes = []
+                for swap in p.halves() if isinstance(p, Elbv2MoveTargets) else (p,):
+                    adding, removing = _swap(swap, await _live(clients["elbv2"], swap))
+                    group = swap.target_group_arn.split("/")[1]
+                    changes += [f"register {_label(t)}" + f" in {group}" * move for t in adding]
+                    changes += [
+                        f"deregister {_label(t)}" + f" from {group}" * move for t in removing
+                    ]
         return Plan(action, p.target, tuple(f"{p.target} {change}" for change in changes))
 
     async def apply(self, action: str, params: Params) -> State:
@@ -221,6 +279,13 @@ class AwsActuator:
                     self._changes[(p.hosted_zone_id, p.name, p.type)] = change
                 return {"record": p.record()}
             elbv2 = clients["elbv2"]
+            if isinstance(p, Elbv2MoveTargets):
+                after = {}
+                for half, swap in zip(("to", "from"), p.halves(), strict=True):
+                    adding, removing = _swap(swap, await _live(elbv2, swap))
+                    await _change_targets(elbv2, swap.target_group_arn, adding, removing)
+                    after[half] = {"targets": _listed(await _live(elbv2, swap))}
+                return after
             adding, removing = _swap(p, await _live(elbv2, p))
             await _change_targets(elbv2, p.target_group_arn, adding, removing)
             return {"targets": _listed(await _live(elbv2, p))}
@@ -237,15 +302,10 @@ class AwsActuator:
                     return True
                 answer = await route53.get_change(Id=change)
                 return bool(answer["ChangeInfo"]["Status"] == "INSYNC")
-            health = await _health(clients["elbv2"], p.target_group_arn)
-            return all(
-                any(t.matches(target) and state == "healthy" for target, state in health)
-                for t in p.to_register
-            ) and not any(
-                t.matches(target) and state != "draining"
-                for target, state in health
-                for t in p.to_deregister
-            )
+            for swap in p.halves() if isinstance(p, Elbv2MoveTargets) else (p,):
+                if not await _swapped(clients["elbv2"], swap):
+                    return False
+            return True
 
     async def restore(self, action: str, params: Params, prior: State) -> None:
         p = self._parse(action, params)
@@ -253,13 +313,13 @@ class AwsActuator:
             if isinstance(p, Route53Upsert):
                 await self._restore_record(clients["route53"], p, prior)
                 return
-            elbv2 = clients["elbv2"]
-            wanted = {_registered(target) for target in prior_value(prior, "targets", list)}
-            live = set(await _live(elbv2, p))
-            added = {target for target in live if any(t.matches(target) for t in p.to_register)}
-            await _change_targets(
-                elbv2, p.target_group_arn, sorted(wanted - live), sorted(added - wanted)
-            )
+            if isinstance(p, Elbv2MoveTargets):
+                # Undone in reverse: the primary targets back first, then the DR ones out.
+                to, from_ = p.halves()
+                await _put_back(clients["elbv2"], from_, prior_value(prior, "from", dict))
+                await _put_back(clients["elbv2"], to, prior_value(prior, "to", dict))
+                return
+            await _put_back(clients["elbv2"], p, prior)
 
     async def denied(self, action: str, params: Params) -> list[str]:
         """The IAM actions ``action`` needs that srd's principal is not allowed, each with its
@@ -268,9 +328,13 @@ class AwsActuator:
         p = self._parse(action, params)
         async with self._calling(p.target, "permission check", ("sts", "iam")) as clients:
             principal = await self._own_principal(clients["sts"])
-            names = {"partition": principal.split(":")[1], "zone": "", "group": ""}
+            names = dict.fromkeys(("zone", "group", "from_group", "to_group"), "")
+            names["partition"] = principal.split(":")[1]
             if isinstance(p, Route53Upsert):
                 names["zone"] = p.hosted_zone_id
+            elif isinstance(p, Elbv2MoveTargets):
+                names["from_group"] = p.from_target_group_arn
+                names["to_group"] = p.to_target_group_arn
             else:
                 names["group"] = p.target_group_arn
             needed = [(name, resource.format(**names)) for name, resource in IAM[type(p)]]
@@ -446,6 +510,27 @@ async def _health(elbv2: Any, arn: str) -> list[tuple[Registered, str]]:
         ((item["Target"]["Id"], item["Target"].get("Port")), item["TargetHealth"]["State"])
         for item in answer["TargetHealthDescriptions"]
     ]
+
+
+async def _swapped(elbv2: Any, p: Elbv2SwapTargets) -> bool:
+    """Every registered target healthy, every deregistered one gone or draining."""
+    health = await _health(elbv2, p.target_group_arn)
+    return all(
+        any(t.matches(target) and state == "healthy" for target, state in health)
+        for t in p.to_register
+    ) and not any(
+        t.matches(target) and state != "draining"
+        for target, state in health
+        for t in p.to_deregister
+    )
+
+
+async def _put_back(elbv2: Any, p: Elbv2SwapTargets, prior: State) -> None:
+    """Re-register the prior targets; deregister those ``p`` added (others' stay)."""
+    wanted = {_registered(target) for target in prior_value(prior, "targets", list)}
+    live = set(await _live(elbv2, p))
+    added = {target for target in live if any(t.matches(target) for t in p.to_register)}
+    await _change_targets(elbv2, p.target_group_arn, sorted(wanted - live), sorted(added - wanted))
 
 
 async def _live(elbv2: Any, p: Elbv2SwapTargets) -> list[Registered]:

@@ -1,4 +1,5 @@
-"""The ``kubernetes`` actuator (kubernetes-asyncio): scale Deployments, switch Service selectors.
+"""The ``kubernetes`` actuator (kubernetes-asyncio): scale and apply Deployments, switch Service
+selectors, read the active blue-green colour.
 
 Actions (parameters):
 
@@ -9,7 +10,17 @@ Actions (parameters):
   selector, keeping the others (blue-green: ``{version: green}``); written with the
   resourceVersion just read, so a concurrent edit is a retryable conflict, never overwritten;
   converged when the selector holds and at least one Ready pod matches it — the pods the
-  endpoints controller would publish, so traffic has somewhere to go.
+  endpoints controller would publish, so traffic has somewhere to go;
+- ``apply_deployment`` (namespace, manifest): creates the Deployment of the manifest, or
+  replaces its labels and spec (``kubectl apply`` of a whole manifest, written with the
+  resourceVersion just read); converged when the rollout is complete, as ``kubectl rollout
+  status`` judges it: the controller has observed the new generation and every replica is
+  updated, ready and available. Restoring puts back the prior labels and spec, or deletes a
+  Deployment the action created;
+- ``detect_colour`` (namespace, service, label, colours, expect): reads which of two colours
+  the Service's selector ``label`` points at; changes nothing. Its snapshot is ``{active,
+  idle}``, which a blue-green runbook binds (``bind: {active: active, idle: idle}``) for its
+  later steps; with ``expect`` it fails unless that colour is the active one.
 
 Restoring a snapshot writes back the prior replicas, or exactly the prior selector (labels the
 action added are removed). A 409 Conflict is retried at once with a fresh read (a few times),
@@ -22,10 +33,11 @@ which Role would allow a refused one.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import structlog
@@ -64,6 +76,9 @@ TRANSIENT = frozenset({429, 500, 502, 503, 504})
 """Answers worth the same call again: overload (429, with Retry-After) and server errors."""
 RETRY = Backoff(initial=0.2, maximum=5.0)
 """Waits between retries after a 429 or 5xx; its ``maximum`` also caps a Retry-After."""
+
+APPLIED = "srd.io/applied-manifest"
+"""The annotation holding the digest of the manifest ``apply_deployment`` applied."""
 
 T = TypeVar("T")
 log = structlog.get_logger("srd.actuators.kubernetes")
@@ -111,7 +126,77 @@ class PatchServiceSelector(Strict):
         return f"service {self.namespace}/{self.name}"
 
 
-Action = ScaleDeployment | PatchServiceSelector
+class ApplyDeployment(Strict):
+    namespace: str = Field(pattern=NAMESPACE)
+    manifest: dict[str, Any] = Field(description="An apps/v1 Deployment, as kubectl applies it.")
+
+    @model_validator(mode="after")
+    def _a_deployment(self) -> ApplyDeployment:
+        manifest = self.manifest
+        if (manifest.get("apiVersion"), manifest.get("kind")) != ("apps/v1", "Deployment"):
+            raise ValueError("manifest must be an apps/v1 Deployment (apiVersion and kind)")
+        name = (manifest.get("metadata") or {}).get("name")
+        if not isinstance(name, str) or not re.fullmatch(OBJECT_NAME, name):
+            raise ValueError("manifest.metadata.name must be a Kubernetes object name")
+        namespace = manifest["metadata"].get("namespace", self.namespace)
+        if namespace != self.namespace:
+            raise ValueError(f"manifest.metadata.namespace is {namespace}, not {self.namespace}")
+        spec = manifest.get("spec")
+        if not isinstance(spec, dict) or not isinstance(spec.get("template"), dict):
+            raise ValueError("manifest.spec.template is required")
+        replicas = spec.get("replicas", 1)
+        if not isinstance(replicas, int) or replicas < 0:
+            raise ValueError("manifest.spec.replicas must be a whole number >= 0")
+        return self
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["metadata"]["name"])
+
+    @property
+    def replicas(self) -> int:
+        return int(self.manifest["spec"].get("replicas", 1))
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.manifest["metadata"].get("labels") or {})
+
+    @property
+    def target(self) -> str:
+        return f"deployment {self.namespace}/{self.name}"
+
+
+class DetectColour(Strict):
+    namespace: str = Field(pattern=NAMESPACE)
+    service: str = Field(pattern=OBJECT_NAME)
+    label: str = Field("version", pattern=rf"^{LABEL_KEY}$")
+    colours: tuple[str, str] = Field(("blue", "green"), description="The two colours.")
+    expect: str | None = Field(
+        None,
+        description="Fail unless this colour is the active one (before scaling the other "
+        "down: someone may have switched back meanwhile).",
+    )
+
+    @field_validator("colours")
+    @classmethod
+    def _two(cls, colours: tuple[str, str]) -> tuple[str, str]:
+        if colours[0] == colours[1]:
+            raise ValueError("give two different colours")
+        for colour in colours:
+            if not re.fullmatch(LABEL_VALUE, colour):
+                raise ValueError(f"{colour!r} is not a Kubernetes label value")
+        return colours
+
+    @property
+    def name(self) -> str:
+        return self.service
+
+    @property
+    def target(self) -> str:
+        return f"service {self.namespace}/{self.service}"
+
+
+Action = ScaleDeployment | PatchServiceSelector | ApplyDeployment | DetectColour
 
 ACCESS: dict[type[BaseModel], tuple[tuple[str, str, str, str], ...]] = {
     ScaleDeployment: (
@@ -124,11 +209,20 @@ ACCESS: dict[type[BaseModel], tuple[tuple[str, str, str, str], ...]] = {
         ("patch", "", "services", ""),
         ("list", "", "pods", ""),
     ),
+    ApplyDeployment: (
+        ("get", "apps", "deployments", ""),
+        ("create", "apps", "deployments", ""),
+        ("update", "apps", "deployments", ""),
+        ("delete", "apps", "deployments", ""),
+    ),
+    DetectColour: (("get", "", "services", ""),),
 }
 """(verb, group, resource, subresource) of every call an action makes, snapshot to restore."""
 ACTIONS: dict[str, type[BaseModel]] = {
     "scale_deployment": ScaleDeployment,
     "patch_service_selector": PatchServiceSelector,
+    "apply_deployment": ApplyDeployment,
+    "detect_colour": DetectColour,
 }
 
 
@@ -155,6 +249,11 @@ class KubernetesActuator:
         async def read(api: ApiClient) -> State:
             if isinstance(p, ScaleDeployment):
                 return {"replicas": await _replicas(api, p)}
+            if isinstance(p, ApplyDeployment):
+                current = await _deployment(api, p)
+                return {"deployment": None if current is None else _kept(current)}
+            if isinstance(p, DetectColour):
+                return await _colours(api, p)
             selector, _ = await _selector(api, p)
             return {"selector": selector}
 
@@ -167,6 +266,11 @@ class KubernetesActuator:
             if isinstance(p, ScaleDeployment):
                 replicas = await _replicas(api, p)
                 return [] if replicas == p.replicas else [f"replicas: {replicas} → {p.replicas}"]
+            if isinstance(p, ApplyDeployment):
+                return _deployment_changes(await _deployment(api, p), p)
+            if isinstance(p, DetectColour):
+                await _colours(api, p)
+                return []
             selector, _ = await _selector(api, p)
             return [
                 f"selector {key}: {selector.get(key, '(absent)')} → {value}"
@@ -185,6 +289,13 @@ class KubernetesActuator:
                 if await _replicas(api, p) != p.replicas:
                     await _scale(api, p, p.replicas)
                 return {"replicas": p.replicas}
+            if isinstance(p, ApplyDeployment):
+                current = await _deployment(api, p)
+                if not _in_place(current, p):
+                    await _put_deployment(api, p, current, _wanted(current, p))
+                return {"deployment": p.name, "applied": _digest(p)}
+            if isinstance(p, DetectColour):
+                return await _colours(api, p)
             selector, version = await _selector(api, p)
             if any(selector.get(key) != value for key, value in p.selector.items()):
                 selector = await _patch_selector(api, p, version, dict(p.selector))
@@ -198,6 +309,10 @@ class KubernetesActuator:
         async def check(api: ApiClient) -> bool:
             if isinstance(p, ScaleDeployment):
                 return await _rolled_out(api, p)
+            if isinstance(p, ApplyDeployment):
+                return _in_place(await _deployment(api, p), p) and await _rolled_out(api, p)
+            if isinstance(p, DetectColour):
+                return True
             selector, _ = await _selector(api, p)
             if any(selector.get(key) != value for key, value in p.selector.items()):
                 return False
@@ -213,6 +328,14 @@ class KubernetesActuator:
                 replicas = prior_value(prior, "replicas", int)
                 if await _replicas(api, p) != replicas:
                     await _scale(api, p, replicas)
+                return
+            if isinstance(p, ApplyDeployment):
+                if "deployment" not in prior:
+                    message = f"the snapshot to restore has no deployment (got {prior!r})"
+                    raise ActuatorError(message, retryable=False)
+                await _put_deployment(api, p, await _deployment(api, p), prior["deployment"])
+                return
+            if isinstance(p, DetectColour):
                 return
             wanted = prior_value(prior, "selector", dict)
             selector, version = await _selector(api, p)
@@ -237,7 +360,7 @@ class KubernetesActuator:
                     group=group,
                     resource=resource,
                     subresource=subresource,
-                    name=None if verb == "list" else p.name,
+                    name=None if verb in ("list", "create") else p.name,
                 )
                 body = V1SelfSubjectAccessReview(
                     spec=V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)
@@ -334,6 +457,106 @@ class KubernetesActuator:
             return self._api
 
 
+async def _deployment(api: ApiClient, p: ApplyDeployment) -> dict[str, Any] | None:
+    """The Deployment as the API serves it (JSON field names), or None when there is none."""
+    try:
+        found = await AppsV1Api(api).read_namespaced_deployment(p.name, p.namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return cast(dict[str, Any], api.sanitize_for_serialization(found))
+
+
+def _kept(deployment: dict[str, Any]) -> State:
+    """What ``apply_deployment`` changes, and restores: labels, annotations and spec."""
+    metadata = deployment.get("metadata") or {}
+    return {
+        "labels": dict(metadata.get("labels") or {}),
+        "annotations": dict(metadata.get("annotations") or {}),
+        "spec": deployment.get("spec") or {},
+    }
+
+
+def _digest(p: ApplyDeployment) -> str:
+    # The API server fills in defaults, so the served spec never equals the manifest's: the
+    # digest of what was applied, kept in an annotation, says whether this manifest is in place.
+    text = json.dumps({"labels": p.labels, "spec": p.manifest["spec"]}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _in_place(current: dict[str, Any] | None, p: ApplyDeployment) -> bool:
+    annotations = ((current or {}).get("metadata") or {}).get("annotations") or {}
+    return current is not None and annotations.get(APPLIED) == _digest(p)
+
+
+def _wanted(current: dict[str, Any] | None, p: ApplyDeployment) -> State:
+    annotations = _kept(current)["annotations"] if current is not None else {}
+    annotations |= dict(p.manifest["metadata"].get("annotations") or {})
+    annotations[APPLIED] = _digest(p)
+    return {"labels": p.labels, "annotations": annotations, "spec": p.manifest["spec"]}
+
+
+def _deployment_changes(current: dict[str, Any] | None, p: ApplyDeployment) -> list[str]:
+    spec = p.manifest["spec"]
+    if current is None:
+        return [f"create ({p.replicas} replicas, images {_images(spec)})"]
+    if _in_place(current, p):
+        return []
+    before = _kept(current)["spec"]
+    changes = []
+    if _images(before) != _images(spec):
+        changes.append(f"images: {_images(before)} → {_images(spec)}")
+    if before.get("replicas") != p.replicas:
+        changes.append(f"replicas: {before.get('replicas')} → {p.replicas}")
+    return changes or ["labels and spec replaced by the manifest's"]
+
+
+def _images(spec: dict[str, Any]) -> str:
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    return ", ".join(f"{c.get('name')}={c.get('image')}" for c in containers) or "(none)"
+
+
+async def _put_deployment(
+    api: ApiClient, p: ApplyDeployment, current: dict[str, Any] | None, wanted: State | None
+) -> None:
+    """Make the Deployment's labels, annotations and spec ``wanted`` (None: no Deployment)."""
+    apps = AppsV1Api(api)
+    if wanted is None:
+        if current is not None:
+            await apps.delete_namespaced_deployment(p.name, p.namespace)
+        return
+    metadata = {"name": p.name, "namespace": p.namespace}
+    metadata |= {"labels": wanted["labels"], "annotations": wanted["annotations"]}
+    # Sent as the manifest's JSON: the client serialises a dict as it is, where its
+    # V1Deployment model would drop any field its version does not know.
+    body: Any = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata}
+    body["spec"] = wanted["spec"]
+    if current is None:
+        await apps.create_namespaced_deployment(p.namespace, body)
+    elif _kept(current) != wanted:
+        # The resourceVersion makes the replace conditional: a Deployment changed since it
+        # was read answers 409, and the call is made again on a fresh read.
+        metadata["resourceVersion"] = current["metadata"]["resourceVersion"]
+        await apps.replace_namespaced_deployment(p.name, p.namespace, body)
+
+
+async def _colours(api: ApiClient, p: DetectColour) -> State:
+    service = await CoreV1Api(api).read_namespaced_service(p.service, p.namespace)
+    active = (service.spec.selector or {}).get(p.label)
+    if active not in p.colours:
+        message = (
+            f"{p.target}: selector {p.label}={active} is neither of {list(p.colours)}; "
+            "set it to one of them before a blue-green deploy"
+        )
+        raise ActuatorError(message, retryable=False)
+    if p.expect is not None and active != p.expect:
+        message = f"{p.target}: {p.expect} was expected to be active, but {active} is"
+        raise ActuatorError(message, retryable=False)
+    idle = p.colours[1] if active == p.colours[0] else p.colours[0]
+    return {"active": active, "idle": idle}
+
+
 async def _replicas(api: ApiClient, p: ScaleDeployment) -> int:
     scale = await AppsV1Api(api).read_namespaced_deployment_scale(p.name, p.namespace)
     return int(scale.spec.replicas or 0)
@@ -344,14 +567,16 @@ async def _scale(api: ApiClient, p: ScaleDeployment, replicas: int) -> None:
     await AppsV1Api(api).patch_namespaced_deployment_scale(p.name, p.namespace, body)
 
 
-async def _rolled_out(api: ApiClient, p: ScaleDeployment) -> bool:
+async def _rolled_out(api: ApiClient, p: ScaleDeployment | ApplyDeployment) -> bool:
     """As ``kubectl rollout status`` judges it, for exactly the replicas asked for."""
     deployment = await AppsV1Api(api).read_namespaced_deployment(p.name, p.namespace)
     status = deployment.status
     if deployment.spec.replicas != p.replicas or status is None:
         return False
     observed = status.observed_generation or 0
-    counts = (status.replicas, status.updated_replicas, status.ready_replicas)
+    counts = [status.replicas, status.updated_replicas, status.ready_replicas]
+    if isinstance(p, ApplyDeployment):
+        counts.append(status.available_replicas)
     return observed >= deployment.metadata.generation and all(
         (count or 0) == p.replicas for count in counts
     )

@@ -5,7 +5,9 @@ and *after* it ends. A step failure rolls back, in reverse, exactly the steps th
 pages. When every step of a remedy ran but the runbook's health is not back by its deadline,
 the next remedy is tried, and after the last one srd escalates and stops — it never loops.
 ``resume`` reconciles an execution a crash interrupted: the step that was running is judged
-by the actuator's ``converged``; done steps are never repeated.
+by the actuator's ``converged``; done steps are never repeated. A ``delay`` step journals its
+due time, and a resumed one (after a restart, or on the next leader) waits only what is left;
+the variables a step ``bind``s are read back from its journaled snapshot.
 
 Every step and state write carries the leadership's fence (holder and term). When the journal
 refuses one (``FencedError``: another replica has led since), this replica stops acting on the
@@ -23,10 +25,11 @@ from typing import Any, Literal, Protocol, TypeVar
 import structlog
 
 from srd.actuators.base import Actuator, ActuatorError, State
+from srd.config.durations import format_duration
 from srd.failover.checks import CheckResult, CheckRunner, wait_for
 from srd.failover.guards import Guards, Refusal
 from srd.failover.metrics import FailoverMetrics
-from srd.failover.runbooks import ActionSpec, Check, Runbook, Step
+from srd.failover.runbooks import ActionSpec, Check, Runbook, Step, resolve
 from srd.journal import (
     ExecutionRecord,
     Executions,
@@ -79,6 +82,10 @@ class _Run:
     fence: Fence | None = None
     """Taken when the run begins and carried by all its writes: a replica that lost the lead
     and won it back (a new term) must not continue a run the leader in between reconciled."""
+    bound: dict[str, str] = field(default_factory=dict)
+    """The variables steps bound so far (``bind``), from their snapshots."""
+    due: dict[int, float] = field(default_factory=dict)
+    """Per delay step index, the journaled time (``clock``) its wait ends."""
 
     @property
     def dry(self) -> bool:
@@ -97,10 +104,13 @@ class Executor:
         escalate: Escalate,
         poll_interval: float = 2.0,
         retry: Backoff = ACTUATOR_RETRY,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """``poll_interval``: seconds between ``converged`` and probe-check polls (2 s: DNS
         and rollouts take tens of seconds; finer polling only loads the APIs).
-        ``retry``: the waits after retryable actuator errors."""
+        ``retry``: the waits after retryable actuator errors. ``clock`` (wall time, as the
+        journal outlives the process) and ``sleep``: how delay steps wait."""
         self._journal = journal
         self._actuators = actuators
         self._guards = guards
@@ -109,6 +119,8 @@ class Executor:
         self._escalate = escalate
         self._poll = poll_interval
         self._retry = retry
+        self._clock = clock
+        self._sleep = sleep
 
     async def run(self, runbook: Runbook, execution: ExecutionRecord) -> ExecutionState | None:
         """Carry out a ``planned`` execution. None: fenced off, this replica stopped and the
@@ -164,8 +176,16 @@ class Executor:
                 return await self._finish(run, "failed", reason, page=True)
         position = runbook.step_at(max(started))[0] if started else 0
         first = runbook.first_index(position)
+        for r in records:
+            if r.phase == "started" and r.detail and isinstance(r.detail.get("due"), int | float):
+                run.due[r.index] = float(r.detail["due"])
         for index, record in sorted(started.items()):
             step = runbook.step_at(index)[1]
+            if step.bind and record.prior is not None and _bind(run, step, record.prior):
+                reason = f"step {step.name}: its journaled snapshot lacks what it binds"
+                return await self._finish(run, "failed", reason, page=True)
+        for index, record in sorted(started.items()):
+            step = self._resolved(run, runbook.step_at(index)[1])
             end = ended.get(index)
             if end is not None and end.result in ("ok", "planned"):
                 run.completed.add(index)
@@ -182,7 +202,7 @@ class Executor:
         interrupted = [i for i in started if i not in ended]
         if interrupted and not run.dry:
             index = interrupted[0]
-            step = runbook.step_at(index)[1]
+            step = self._resolved(run, runbook.step_at(index)[1])
             applied = step.action is not None and started[index].prior is not None
             if applied and not await self._settled(run, index, step):
                 return await self._rollback(run, f"step {step.name} did not converge")
@@ -242,6 +262,11 @@ class Executor:
         return await wait_for(self._checks, check, run.runbook.deadline, self._interval(check))
 
     async def _step(self, run: _Run, index: int, step: Step) -> Outcome:
+        try:
+            step = self._resolved(run, step)
+        except ValueError as exc:
+            await self._record(run, index, step, "started")
+            return await self._ended(run, index, step, False, str(exc))
         if refusal := await self._guards.before_step(step, run.execution):
             await self._blocked(run, refusal)
             return "blocked"
@@ -288,6 +313,8 @@ class Executor:
             plan = await actuator.plan(spec.action, spec.params)
             detail = {"target": plan.target, "changes": list(plan.changes)}
             await self._record(run, index, step, "started", prior=prior)
+            if reason := _bind(run, step, prior):
+                return await self._ended(run, index, step, False, reason)
         else:
             detail = {"would": _describe(step)}
             await self._record(run, index, step, "started")
@@ -297,6 +324,8 @@ class Executor:
 
     async def _wet(self, run: _Run, index: int, step: Step) -> Outcome:
         log.info("step started", step=step.name, kind=step.kind)
+        if step.delay is not None:
+            return await self._delay(run, index, step, step.delay)
         check = step.check or step.wait_until
         if check is not None:
             await self._record(run, index, step, "started", detail={"check": check.describe()})
@@ -314,6 +343,8 @@ class Executor:
             return await self._ended(run, index, step, False, f"snapshot failed: {_why(exc)}")
         detail = {"actuator": spec.actuator, "action": spec.action, "params": spec.params}
         await self._record(run, index, step, "started", prior=prior, detail=detail)
+        if reason := _bind(run, step, prior):
+            return await self._ended(run, index, step, False, reason)
         run.done.append(_Done(index, step, prior))
         try:
             async with asyncio.timeout(step.timeout):
@@ -330,6 +361,19 @@ class Executor:
         await self._record(run, index, step, "ended", "ok", detail={"after": after})
         log.info("step done", step=step.name)
         return "ok"
+
+    async def _delay(self, run: _Run, index: int, step: Step, seconds: float) -> Outcome:
+        # The due time is journaled before the wait: whoever resumes the execution (this
+        # process after a restart, or the next leader) ends the wait at the same moment.
+        due = run.due.setdefault(index, self._clock() + seconds)
+        await self._record(run, index, step, "started", detail={"due": due})
+        log.info("waiting", step=step.name, seconds=round(due - self._clock(), 3))
+        while (left := due - self._clock()) > 0:
+            await self._sleep(left)
+        return await self._ended(run, index, step, True, "")
+
+    def _resolved(self, run: _Run, step: Step) -> Step:
+        return resolve(step, run.bound) if run.runbook.bound else step
 
     async def _ended(self, run: _Run, index: int, step: Step, ok: bool, reason: str) -> Outcome:
         detail = {"reason": reason} if reason else None
@@ -512,7 +556,17 @@ def _describe(step: Step) -> str:
         return f"check {step.check.describe()}"
     if step.wait_until is not None:
         return f"wait until {step.wait_until.describe()}"
+    if step.delay is not None:
+        return f"wait {format_duration(step.delay)}"
     return f"ask for approval: {step.approval}"
+
+
+def _bind(run: _Run, step: Step, prior: State) -> str:
+    """Bind ``step``'s variables from its snapshot; why not, or "" when bound."""
+    if missing := sorted(key for key in step.bind.values() if key not in prior):
+        return f"step {step.name} binds {missing}, which its snapshot lacks: {sorted(prior)}"
+    run.bound |= {name: str(prior[key]) for name, key in step.bind.items()}
+    return ""
 
 
 def _why(exc: BaseException) -> str:

@@ -3,9 +3,17 @@
 A runbook file holds ``runbooks:``, each with Alertmanager-style ``match`` matchers and either
 ``steps`` or ``remedies`` (ordered alternatives, each a list of steps). A step is exactly one
 of ``action`` (an actuator action), ``check`` (must pass now), ``wait_until`` (must pass before
-the step's timeout) or ``approval`` (a human says go). ``${var}`` in any string is replaced
-from ``vars``; ``for_each`` lists var sets, making one runbook per set (one per service).
-Everything, actuator parameters included, is validated at load: never at 3 a.m.
+the step's timeout), ``approval`` (a human says go) or ``delay`` (a wait whose due time is
+journaled, so it survives restarts and leader changes). ``${var}`` in any string is replaced
+from ``vars``; ``for_each`` lists var sets, making one runbook per set (one per service). An
+action step's ``bind`` names variables read at run time from its snapshot (the blue-green
+runbook's ``${active}`` and ``${idle}`` colours); they are journaled with it, so a resumed
+execution uses the values it read. Everything, actuator parameters included, is validated at
+load: never at 3 a.m.
+
+A runbook is a ``remedy`` (the default: it restores health after an alert) or a ``change``
+(a deploy, started by hand). Only a change may have a ``budget_gate``: an outage burns the
+error budget, and a gate on its remedy would let the outage block its own fix.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ _MATCHER = re.compile(
     r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|([^\s"]*))\s*$'
 )
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+BOUND_SAMPLE = "bound"
+"""Stands for a variable a step binds at run time when its users are validated at load."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,16 @@ class Step(Strict):
     check: Check | None = None
     wait_until: Check | None = None
     approval: str | None = Field(None, description="What the approver is asked to confirm.")
+    delay: Duration | None = Field(
+        None,
+        description="Wait this long before the next step; the due time is journaled, so a "
+        "restart or a new leader waits only what is left.",
+    )
+    bind: dict[str, str] = Field(
+        default_factory=dict,
+        description="Variables for later steps (${name}), each read from this action's "
+        "snapshot by key (the state before the action).",
+    )
     requires_approval: bool = Field(False, description="Ask a human before this step runs.")
     timeout: Duration = Field(
         300.0, description="Deadline of the step: apply, convergence and verify together."
@@ -134,12 +154,20 @@ class Step(Strict):
 
     @model_validator(mode="after")
     def _shape(self) -> Step:
-        kinds = [k for k in ("action", "check", "wait_until", "approval") if getattr(self, k)]
+        kinds = [
+            k
+            for k in ("action", "check", "wait_until", "approval", "delay")
+            if getattr(self, k) is not None
+        ]
         if len(kinds) != 1:
-            raise ValueError("a step is exactly one of action, check, wait_until or approval")
+            raise ValueError(
+                "a step is exactly one of action, check, wait_until, approval or delay"
+            )
         if self.timeout <= 0:
             raise ValueError("timeout must be greater than 0")
-        action_only = {"verify", "compensate", "reduces_capacity", "other_side"}
+        if self.delay is not None and self.delay <= 0:
+            raise ValueError("delay must be greater than 0")
+        action_only = {"verify", "compensate", "reduces_capacity", "other_side", "bind"}
         if self.action is None and (misplaced := sorted(action_only & self.model_fields_set)):
             raise ValueError(f"{misplaced} only apply to action steps")
         if self.reduces_capacity and self.other_side is None:
@@ -147,11 +175,13 @@ class Step(Strict):
         return self
 
     @property
-    def kind(self) -> Literal["action", "check", "wait_until", "approval"]:
+    def kind(self) -> Literal["action", "check", "wait_until", "approval", "delay"]:
         if self.action is not None:
             return "action"
         if self.check is not None:
             return "check"
+        if self.delay is not None:
+            return "delay"
         return "wait_until" if self.wait_until is not None else "approval"
 
 
@@ -174,8 +204,15 @@ class Runbook(Strict):
     scenario: str | None = Field(
         None, description="The recovery scenario it carries out; its RTO is measured from it."
     )
+    kind: Literal["remedy", "change"] = Field(
+        "remedy",
+        description="remedy: restores health after an alert; change: a deploy, started by hand "
+        "(srd execute) or by an alert, and the only kind a budget_gate may hold back.",
+    )
     match: list[str] = Field(
-        min_length=1, description='Alertmanager route matchers, all must hold: service="web".'
+        default_factory=list,
+        description='Alertmanager route matchers, all must hold: service="web". A change '
+        "without any is started by hand only.",
     )
     settle: Duration = Field(
         0.0,
@@ -191,7 +228,7 @@ class Runbook(Strict):
     )
     budget_gate: list[str] = Field(
         default_factory=list,
-        description="SLOs whose exhausted error budget blocks this (non-urgent) runbook.",
+        description="SLOs whose exhausted error budget blocks this change (kind: change only).",
     )
     steps: list[Step] | None = None
     remedies: list[Remedy] | None = None
@@ -204,6 +241,17 @@ class Runbook(Strict):
         return value
 
     @model_validator(mode="after")
+    def _kind(self) -> Runbook:
+        if self.kind == "remedy" and not self.match:
+            raise ValueError("a remedy needs match: the alerts whose outage it remedies")
+        if self.kind == "remedy" and self.budget_gate:
+            raise ValueError(
+                "budget_gate only holds back a change (kind: change): an outage burns the "
+                "error budget, and gating its remedy would let the outage block its own fix"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _steps_or_remedies(self) -> Runbook:
         if (self.steps is None) == (self.remedies is None):
             raise ValueError("give exactly one of 'steps' or 'remedies'")
@@ -212,6 +260,13 @@ class Runbook(Strict):
         names = [remedy.name for remedy in self.plan]
         if len(set(names)) != len(names):
             raise ValueError("remedy names must be unique")
+        bound: set[str] = set()
+        for remedy in self.plan:
+            for step in remedy.steps:
+                text = step.model_dump_json(exclude={"bind"})
+                if early := sorted(n for n in self.bound - bound if f"${{{n}}}" in text):
+                    raise ValueError(f"step {step.name} uses {early} before a step binds them")
+                bound |= step.bind.keys()
         return self
 
     @property
@@ -226,7 +281,14 @@ class Runbook(Strict):
         return [Matcher.parse(text) for text in self.match]
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        return all(m.matches(labels) for m in self.matchers)
+        """No matchers match no alert: such a change is started by hand only."""
+        matchers = self.matchers
+        return bool(matchers) and all(m.matches(labels) for m in matchers)
+
+    @property
+    def bound(self) -> set[str]:
+        """The variables its steps bind at run time."""
+        return {name for remedy in self.plan for step in remedy.steps for name in step.bind}
 
     def step_at(self, index: int) -> tuple[int, Step]:
         """(remedy position, step) of the execution-wide step ``index``."""
@@ -339,8 +401,10 @@ def _expand(
         yield None, validation_issues(exc, filename, node, _Expansion)
         return
     body = {k: v for k, v in raw.items() if k not in ("vars", "for_each")}
+    bound = _bound_names(body)
     for extra in expansion.for_each or [{}]:
-        values = {**expansion.vars, **extra}
+        # A variable bound at run time stays ${name} until the step that reads it has run.
+        values = {**{name: f"${{{name}}}" for name in bound}, **expansion.vars, **extra}
         missing: set[str] = set()
         data = _substitute(body, values, missing)
         if missing:
@@ -353,6 +417,33 @@ def _expand(
             yield None, exc.issues
             continue
         yield runbook, []
+
+
+def _bound_names(body: Mapping[str, Any]) -> set[str]:
+    """The ``bind`` names of the raw steps (a malformed body is the model's to report)."""
+    remedies = body.get("remedies")
+    steps = [body.get("steps")]
+    if isinstance(remedies, list):
+        steps += [r.get("steps") for r in remedies if isinstance(r, dict)]
+    return {
+        str(name)
+        for group in steps
+        if isinstance(group, list)
+        for step in group
+        if isinstance(step, dict) and isinstance(step.get("bind"), dict)
+        for name in step["bind"]
+    }
+
+
+def resolve(step: Step, values: Mapping[str, str]) -> Step:
+    """``step`` with the run-time variables ``values`` filled in; ValueError when one it uses
+    is not bound (yet) or the result is not a valid step."""
+    missing: set[str] = set()
+    dumped = step.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    data = _substitute(dumped, values, missing)
+    if missing:
+        raise ValueError(f"step {step.name} uses variables not bound yet: {sorted(missing)}")
+    return Step.model_validate(data)
 
 
 def _substitute(value: Any, values: Mapping[str, str], missing: set[str]) -> Any:
@@ -387,6 +478,9 @@ def _check_refs(
             for key, spec in (("action", step.action), ("compensate", step.compensate)):
                 if not isinstance(spec, ActionSpec) or actuators is None:
                     continue
+                if runbook.bound:
+                    sample = dict.fromkeys(runbook.bound, BOUND_SAMPLE)
+                    spec = ActionSpec.model_validate(_substitute(spec.model_dump(), sample, set()))
                 if reason := _action_problem(spec, actuators):
                     issues.append(issue_at(filename, node, [*loc, key], reason))
             checks = [("check", step.check), ("wait_until", step.wait_until)]

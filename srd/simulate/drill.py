@@ -187,8 +187,9 @@ class Drill(Strict):
     alerts: list[DrillAlert] = Field(default_factory=list)
     runbooks: list[dict[str, Any]] = Field(
         min_length=1,
-        description="Runbooks as in a runbook file; vars zone_id, target_group_arn, bucket, "
-        "dr_address, primary_target, dr_target and <service>_url come from the sandbox.",
+        description="Runbooks as in a runbook file; vars zone_id, target_group_arn, "
+        "dr_target_group_arn, bucket, dr_address, primary_target, dr_target and "
+        "<service>_url come from the sandbox.",
     )
     operator: Operator = Field(default_factory=Operator)
     faults: list[FaultSpec] = Field(min_length=1)

@@ -87,13 +87,16 @@ def _checks(runbooks: list[Runbook]) -> Iterator[tuple[str, Check]]:
                         yield f"{runbook.name}/{step.name} {key}", check
 
 
-def _actions(runbooks: list[Runbook]) -> Iterator[tuple[str, ActionSpec]]:
+def _actions(runbooks: list[Runbook]) -> Iterator[tuple[str, ActionSpec, list[str]]]:
+    """Each action with the run-time variables (``bind``) its parameters use."""
     for runbook in runbooks:
         for remedy in runbook.plan:
             for step in remedy.steps:
                 for spec in (step.action, step.compensate):
                     if isinstance(spec, ActionSpec):
-                        yield f"{runbook.name}/{step.name}", spec
+                        text = repr(spec.params)
+                        used = sorted(n for n in runbook.bound if f"${{{n}}}" in text)
+                        yield f"{runbook.name}/{step.name}", spec, used
 
 
 async def preflight(setup: Setup, drill: Drill, runbooks: list[Runbook]) -> list[PreflightCheck]:
@@ -110,9 +113,14 @@ async def preflight(setup: Setup, drill: Drill, runbooks: list[Runbook]) -> list
             if check.http is not None:
                 found.append(await _http(where, check.http, session))
     seen: set[tuple[str, str, str]] = set()
-    for where, spec in _actions(runbooks):
+    for where, spec, bound in _actions(runbooks):
         key = (spec.actuator, spec.action, repr(sorted(spec.params.items())))
-        if key not in seen:
+        if bound:
+            # Which object it acts on is known only once an earlier step has read it.
+            what = f"{where}: {spec.actuator} {spec.action}"
+            detail = f"not checked: its parameters use {bound}, read when the runbook runs"
+            found.append(PreflightCheck("read", what, True, detail))
+        elif key not in seen:
             seen.add(key)
             found += await _action(setup, where, spec)
     return found

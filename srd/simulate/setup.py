@@ -44,9 +44,10 @@ TOKEN_ENV = "SRD_DRILL_TOKEN"  # noqa: S105 - the name of a variable, not a secr
 
 
 def _scale_runbook(value: Any, scale: float, key: str = "") -> Any:
-    """Durations of a runbook in drill time → wall time. Step timeouts, settle, deadline and
-    cooldown divide by the scale; an HTTP check's poll interval too (at least 0.5 s), and its
-    request timeout stays a real-world one (at most the interval: polls must not overlap)."""
+    """Durations of a runbook in drill time → wall time. Step timeouts, settle, deadline,
+    cooldown and delay steps divide by the scale; an HTTP check's poll interval too (at least
+    0.5 s), and its request timeout stays a real-world one (at most the interval: polls must
+    not overlap)."""
     if isinstance(value, dict):
         if key == "http":
             check = dict(value)
@@ -60,7 +61,7 @@ def _scale_runbook(value: Any, scale: float, key: str = "") -> Any:
     if key in ("timeout", "deadline"):
         # API calls and their convergence polls take real time; a step cannot be shorter.
         return max(parse_duration(value) / scale, MIN_STEP_TIMEOUT)
-    if key in ("settle", "cooldown"):
+    if key in ("settle", "cooldown", "delay"):
         return parse_duration(value) / scale
     return value
 
@@ -76,6 +77,7 @@ def sandbox_vars(sandbox: Sandbox, urls: dict[str, str]) -> dict[str, str]:
         values |= {
             "zone_id": sandbox.cloud.zone_id,
             "target_group_arn": sandbox.cloud.target_group_arn,
+            "dr_target_group_arn": sandbox.cloud.dr_target_group_arn,
             "bucket": sandbox.cloud.bucket,
         }
     for name, url in urls.items():

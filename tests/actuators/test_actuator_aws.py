@@ -77,14 +77,15 @@ class Cloud:
             if r["Type"] not in ("NS", "SOA")
         ]
 
-    async def target_group(self) -> str:
+    async def target_group(self, registered: list[tuple[str, int]] = PRIMARY_TARGETS) -> str:
         vpc = (await self.ec2.create_vpc(CidrBlock="10.0.0.0/16"))["Vpc"]["VpcId"]
         answer = await self.elbv2.create_target_group(
             Name=f"web-{uuid.uuid4().hex[:8]}", Protocol="HTTP", Port=80, VpcId=vpc, TargetType="ip"
         )
         arn = str(answer["TargetGroups"][0]["TargetGroupArn"])
-        targets = [{"Id": id_, "Port": port} for id_, port in PRIMARY_TARGETS]
-        await self.elbv2.register_targets(TargetGroupArn=arn, Targets=targets)
+        if registered:
+            targets = [{"Id": id_, "Port": port} for id_, port in registered]
+            await self.elbv2.register_targets(TargetGroupArn=arn, Targets=targets)
         return arn
 
     async def targets(self, arn: str) -> list[tuple[str, int]]:
@@ -128,7 +129,7 @@ async def settle(actuator: Actuator, action: str, params: Params, clock: Clock) 
 def test_the_actuator_fulfils_the_contract_and_names_its_actions() -> None:
     aws = AwsActuator(AwsSettings())
     assert isinstance(aws, Actuator)
-    assert aws.actions() == {"route53_upsert", "elbv2_swap_targets"}
+    assert aws.actions() == {"route53_upsert", "elbv2_swap_targets", "elbv2_move_targets"}
 
 
 async def test_an_upsert_waits_for_insync_and_restore_puts_back_the_prior_record(
@@ -223,6 +224,39 @@ async def test_a_target_swap_registers_first_waits_for_healthy_and_restores_the_
 
     await actuator.restore("elbv2_swap_targets", swap(arn), prior)
     assert await cloud.targets(arn) == PRIMARY_TARGETS
+
+
+async def test_a_move_between_two_groups_registers_in_dr_first_and_restores_both_groups(
+    actuator: AwsActuator, cloud: Cloud, proxy: tuple[AwsProxy, str], clock: Clock
+) -> None:
+    aws, _ = proxy
+    aws.targets_initial = 30
+    primary_tg = await cloud.target_group([("10.0.1.10", 80)])
+    dr_tg = await cloud.target_group([])
+    move = {
+        "from_target_group_arn": primary_tg,
+        "deregister": [{"id": "10.0.1.10", "port": 80}],
+        "to_target_group_arn": dr_tg,
+        "register": [{"id": "10.1.1.10", "port": 80}],
+    }
+    primary, dr = (arn.split("/")[1] for arn in (primary_tg, dr_tg))
+    plan = await actuator.plan("elbv2_move_targets", move)
+    assert plan.changes == (
+        f"target groups {primary} → {dr} register 10.1.1.10:80 in {dr}",
+        f"target groups {primary} → {dr} deregister 10.0.1.10:80 from {primary}",
+    )
+    prior = await actuator.snapshot("elbv2_move_targets", move)
+
+    await actuator.apply("elbv2_move_targets", move)
+    changes = [call for call in aws.calls if call.endswith("Targets")]
+    assert changes == ["RegisterTargets", "DeregisterTargets"]
+    assert await cloud.targets(primary_tg) == []
+    assert await cloud.targets(dr_tg) == [("10.1.1.10", 80)]
+    assert await settle(actuator, "elbv2_move_targets", move, clock) == 30
+
+    await actuator.restore("elbv2_move_targets", move, prior)
+    assert await cloud.targets(primary_tg) == [("10.0.1.10", 80)]
+    assert await cloud.targets(dr_tg) == []
 
 
 async def test_a_target_plan_lists_each_change_and_changes_nothing(
@@ -485,6 +519,26 @@ async def test_the_documented_iam_policy_allows_the_shipped_runbook_and_each_sta
                 "deregister": ["10.0.2.1"],
             },
             r"both registered and deregistered: \['10.0.2.1'\]",
+        ),
+        (
+            "elbv2_move_targets",
+            {
+                "from_target_group_arn": "arn:aws:elasticloadbalancing:r:1:targetgroup/a/b",
+                "deregister": ["10.0.1.10"],
+                "to_target_group_arn": "arn:aws:elasticloadbalancing:r:1:targetgroup/a/b",
+                "register": ["10.1.1.10"],
+            },
+            "a move needs two target groups; within one, use elbv2_swap_targets",
+        ),
+        (
+            "elbv2_move_targets",
+            {
+                "from_target_group_arn": "arn:aws:elasticloadbalancing:r:1:targetgroup/a/b",
+                "deregister": [],
+                "to_target_group_arn": "arn:aws:elasticloadbalancing:r:1:targetgroup/c/d",
+                "register": ["10.1.1.10"],
+            },
+            "deregister: List should have at least 1 item",
         ),
     ],
 )

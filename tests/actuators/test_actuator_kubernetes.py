@@ -54,7 +54,100 @@ def selector(fake: FakeKubernetes) -> dict[str, str]:
 def test_the_actuator_fulfils_the_contract_and_names_its_actions() -> None:
     actuator = KubernetesActuator(KubernetesSettings())
     assert isinstance(actuator, Actuator)
-    assert actuator.actions() == {"scale_deployment", "patch_service_selector"}
+    assert actuator.actions() == {
+        "scale_deployment",
+        "patch_service_selector",
+        "apply_deployment",
+        "detect_colour",
+    }
+
+
+def manifest(colour: str, image: str, replicas: int = 3) -> dict[str, Any]:
+    """A colour's Deployment manifest, as the blue-green runbook applies it."""
+    labels = {"app": "web", "version": colour}
+    container = {"name": "web", "image": image}
+    return {
+        "namespace": WEB,
+        "manifest": {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": f"web-{colour}", "labels": labels},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+            },
+        },
+    }
+
+
+def image(fake: FakeKubernetes, name: str) -> str:
+    deployment = fake.store.get(DEPLOYMENTS, WEB, name)
+    return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+async def test_applying_a_manifest_replaces_the_deployment_waits_for_its_rollout_and_restores(
+    cluster: tuple[FakeKubernetes, KubernetesActuator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, actuator = cluster
+    green = manifest("green", "registry.example/web:2.0")
+    prior = await actuator.snapshot("apply_deployment", green)
+    assert prior["deployment"]["spec"]["replicas"] == 0
+    plan = await actuator.plan("apply_deployment", green)
+    assert plan.changes == (
+        "deployment vilokanam-web/web-green images: (none) → web=registry.example/web:2.0",
+        "deployment vilokanam-web/web-green replicas: 0 → 3",
+    )
+
+    # The controller is slow: the new generation is not rolled out until it catches up.
+    monkeypatch.setattr(fake_kubernetes, "_deployment_converged", lambda deployment: None)
+    await actuator.apply("apply_deployment", green)
+    assert image(fake, "web-green") == "registry.example/web:2.0"
+    assert not await actuator.converged("apply_deployment", green)
+    revision = fake.store.revision
+    await actuator.apply("apply_deployment", green)
+    assert fake.store.revision == revision, "applied again: the manifest is in place already"
+    monkeypatch.undo()
+    # The controller catches up (in the fake, on the Deployment's next write).
+    fake.store.patch(DEPLOYMENTS, WEB, "web-green", {"metadata": {"annotations": {"x": "1"}}})
+    assert await actuator.converged("apply_deployment", green)
+    assert (await actuator.plan("apply_deployment", green)).noop
+
+    await actuator.restore("apply_deployment", green, prior)
+    assert replicas(fake, WEB, "web-green") == 0
+    assert not await actuator.converged("apply_deployment", green)
+
+
+async def test_a_manifest_of_a_new_deployment_creates_it_and_restoring_deletes_it(
+    cluster: tuple[FakeKubernetes, KubernetesActuator],
+) -> None:
+    fake, actuator = cluster
+    canary = manifest("canary", "registry.example/web:2.0", replicas=1)
+    prior = await actuator.snapshot("apply_deployment", canary)
+    assert prior == {"deployment": None}
+    await actuator.apply("apply_deployment", canary)
+    assert await actuator.converged("apply_deployment", canary)
+    await actuator.restore("apply_deployment", canary, prior)
+    assert fake.store.select(DEPLOYMENTS, WEB, "version=canary") == []
+
+
+async def test_the_active_colour_is_read_from_the_service_selector_and_nothing_changes(
+    cluster: tuple[FakeKubernetes, KubernetesActuator],
+) -> None:
+    fake, actuator = cluster
+    params = {"namespace": WEB, "service": "web-service"}
+    revision = fake.store.revision
+    assert await actuator.snapshot("detect_colour", params) == {"active": "blue", "idle": "green"}
+    assert (await actuator.plan("detect_colour", params)).noop
+    assert await actuator.apply("detect_colour", params) == {"active": "blue", "idle": "green"}
+    assert fake.store.revision == revision
+
+    with pytest.raises(ActuatorError, match="green was expected to be active, but blue is") as info:
+        await actuator.snapshot("detect_colour", {**params, "expect": "green"})
+    assert not info.value.retryable
+    fake.store.patch(SERVICES, WEB, "web-service", {"spec": {"selector": {"version": "red"}}})
+    with pytest.raises(ActuatorError, match=r"version=red is neither of \['blue', 'green'\]"):
+        await actuator.snapshot("detect_colour", params)
 
 
 async def test_scaling_snapshots_applies_converges_and_restores_the_prior_replicas(
@@ -311,7 +404,17 @@ async def test_an_unreachable_api_server_is_a_retryable_error() -> None:
             "selector: Dictionary should",
         ),
         ("patch_service_selector", {**GREEN, "selector": {"v": "a b"}}, "not a Kubernetes label"),
-        ("restart_deployment", PRIMARY, "no action 'restart_deployment'; it offers: patch_"),
+        ("restart_deployment", PRIMARY, "no action 'restart_deployment'; it offers: apply_"),
+        (
+            "apply_deployment",
+            {"namespace": WEB, "manifest": {"apiVersion": "v1", "kind": "Service"}},
+            "must be an apps/v1 Deployment",
+        ),
+        (
+            "detect_colour",
+            {"namespace": WEB, "service": "web-service", "colours": ["blue", "blue"]},
+            "give two different colours",
+        ),
     ],
 )
 def test_bad_params_are_refused_at_validation_naming_the_parameter(

@@ -175,3 +175,45 @@ async def test_a_runbook_killed_mid_step_resumes_without_repeating_a_done_step(
         assert await k.executor.resume(k.runbook(THREE_STEPS), execution) == "succeeded"
         assert k.actuator.calls == [("apply", "c", 3)]
         assert k.actuator.state == {"a": 1, "b": 2, "c": 3}
+
+
+BOUND = """
+runbooks:
+  - name: bound
+    kind: change
+    steps:
+      - {name: read, bind: {was: value}, action: {actuator: fake, action: set, params: {key: a, value: 1}}}
+      - {name: wait, delay: 1h}
+      - {name: use, action: {actuator: fake, action: set, params: {key: "b-${was}", value: 2}}}
+"""  # noqa: E501
+
+
+async def test_a_dry_run_plans_with_the_values_bound_and_describes_a_delay_without_waiting(
+    tmp_path: Path,
+) -> None:
+    async with kit(tmp_path, mode=Mode.DRY_RUN) as k:
+        k.actuator.state["a"] = "blue"
+        runbook = k.runbook(BOUND)
+        execution = await k.execution(runbook)
+        assert await asyncio.wait_for(k.executor.run(runbook, execution), 5) == "dry_run"
+        steps = await k.journal.steps(execution.id)
+        ended = {s.name: s.detail for s in steps if s.phase == "ended"}
+        assert ended["wait"] == {"would": "wait 1h"}
+        assert ended["use"] == {"target": "b-blue", "changes": ["- b-blue: None", "+ b-blue: 2"]}
+        assert k.actuator.state == {"a": "blue"}
+
+
+async def test_a_bound_variable_missing_from_the_snapshot_fails_the_step_and_rolls_back(
+    tmp_path: Path,
+) -> None:
+    async with kit(tmp_path) as k:
+        runbook = k.runbook(BOUND.replace("{was: value}", "{was: colour}"))
+        execution = await k.execution(runbook)
+        assert await k.executor.run(runbook, execution) == "rolled_back"
+        steps = await k.journal.steps(execution.id)
+        [read] = [s for s in steps if s.name == "read" and s.phase == "ended"]
+        assert read.result == "failed"
+        assert read.detail == {
+            "reason": "step read binds ['colour'], which its snapshot lacks: ['value']"
+        }
+        assert k.actuator.calls == []

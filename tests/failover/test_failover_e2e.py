@@ -287,7 +287,7 @@ async def test_dry_run_journals_the_plan_and_diff_and_changes_nothing(
         assert status == 200
         ended = [s for s in json.loads(text)["steps"] if s["phase"] == "ended"]
     planned = {s["name"]: s for s in ended if s["result"] == "planned"}
-    assert set(planned) >= {"scale_backup_up", "swap_targets", "dns_to_dr", "scale_primary_down"}
+    assert set(planned) >= {"scale_backup_up", "move_targets", "dns_to_dr", "scale_primary_down"}
     assert planned["scale_primary_down"]["detail"]["changes"] == [
         "deployment vilokanam-production/web-primary replicas: 3 → 0"
     ]
@@ -296,7 +296,7 @@ async def test_dry_run_journals_the_plan_and_diff_and_changes_nothing(
     assert replicas(platform.kubernetes, "vilokanam-production", "web-primary") == 3
     assert replicas(platform.kubernetes, "vilokanam-dr", "web-backup") == 0
     assert await platform.record() == [PRIMARY_ADDRESS]
-    assert await platform.targets() == [PRIMARY_TARGET]
+    assert await platform.targets() == ([PRIMARY_TARGET], [])
     writes = {"ChangeResourceRecordSets", "RegisterTargets", "DeregisterTargets"}
     assert not writes & set(platform.proxy.calls)
 

@@ -10,8 +10,10 @@ from prometheus_client import CollectorRegistry
 from srd.cli.approve import approve
 from srd.config import Mode
 from srd.evaluation.metrics import EvaluationMetrics
+from srd.failover.checks import CheckResult
 from srd.failover.dispatch import _RELEASED
 from srd.failover.guards import BudgetReader, Guards, Limits
+from srd.failover.runbooks import Check
 from tests.support.eventually import eventually
 from tests.support.failoverkit import APPROVAL, FLAGGED, LOOSE, ONE_STEP, Kit, kit
 
@@ -104,26 +106,63 @@ async def test_the_last_healthy_side_is_never_taken_down(tmp_path: Path) -> None
         assert len(k.escalations) == 1  # half-done: backup_up ran
 
 
-async def test_an_exhausted_error_budget_blocks_a_gated_runbook(tmp_path: Path) -> None:
+def budget_gated(k: Kit, remaining: float) -> EvaluationMetrics:
+    """Gives the kit's executor guards that read an SLO ``web`` with ``remaining`` budget;
+    the budget, for the test to change."""
+    budget = EvaluationMetrics(CollectorRegistry())
+    budget.report_budget("web", remaining)
+    k.executor._guards = Guards(  # the executor under test, with the gated guards
+        mode=k.guards.mode,
+        kill_switch=k.guards.kill_switch,
+        leadership=k.guards.leadership,
+        journal=k.journal,
+        limits=LOOSE,
+        checks=k.checks,
+        metrics=k.metrics,
+        budget=budget,
+    )
+    return budget
+
+
+GATED_CHANGE = ONE_STEP.replace(
+    '    match: [alertname="Down"]', "    kind: change\n    budget_gate: [web]"
+)
+
+
+async def test_an_exhausted_error_budget_blocks_a_gated_change(tmp_path: Path) -> None:
     async with kit(tmp_path) as k:
-        guards = k.guards
-        budget = EvaluationMetrics(CollectorRegistry())
-        budget.report_budget("web", -0.1)
-        gated = Guards(
-            mode=guards.mode,
-            kill_switch=guards.kill_switch,
-            leadership=guards.leadership,
-            journal=k.journal,
-            limits=LOOSE,
-            checks=k.checks,
-            metrics=k.metrics,
-            budget=budget,
-        )
-        runbook = k.runbook(ONE_STEP.replace("    steps:", "    budget_gate: [web]\n    steps:"))
+        budget_gated(k, -0.1)
+        runbook = k.runbook(GATED_CHANGE)
         execution = await k.execution(runbook)
-        assert await gated.admit(runbook, execution) is not None
-        k.executor._guards = gated  # the executor under test, with the gated guards
         assert await k.run_blocked(runbook, execution) == ["error_budget"]
+
+
+async def test_an_outage_that_exhausts_the_budget_does_not_block_its_own_remedy(
+    tmp_path: Path,
+) -> None:
+    async with kit(tmp_path) as k:
+        budget = budget_gated(k, 0.5)
+        k.actuator.state.update(a=0)
+        health = "      - {name: health, check: {http: {url: 'http://web/', name: web}}}\n"
+        deploy = k.runbook(GATED_CHANGE + health)
+
+        async def outage(check: Check) -> CheckResult:
+            # The deploy broke the site: by the health check the outage has burned the budget.
+            budget.report_budget("web", -199.0)
+            return CheckResult(False, "web answers 503")
+
+        k.executor._checks = outage
+        execution = await k.execution(deploy)
+        assert await k.executor.run(deploy, execution) == "rolled_back"
+        assert k.actuator.state == {"a": 0}, "the switch-back ran"
+        assert await k.guards_blocked(execution.id) == []
+
+        # The remedy of the outage (a failover, a remedy runbook) is not held back either.
+        remedy = k.runbook(ONE_STEP)
+        execution = await k.execution(remedy, fingerprint="outage")
+        assert await k.executor.run(remedy, execution) == "succeeded"
+        assert k.actuator.state == {"a": 1}
+        assert await k.guards_blocked(execution.id) == []
 
 
 async def test_an_approval_not_given_in_time_blocks(tmp_path: Path) -> None:

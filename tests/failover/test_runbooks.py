@@ -9,7 +9,7 @@ from srd.actuators.base import Actuator
 from srd.actuators.kubernetes import KubernetesActuator, KubernetesSettings
 from srd.config import ConfigError
 from srd.evaluation.rulepacks import load_rule_packs
-from srd.failover.runbooks import Matcher, load_runbooks, parse_runbooks
+from srd.failover.runbooks import Matcher, load_runbooks, parse_runbooks, resolve
 from srd.testing import FakeActuator
 
 SHIPPED = Path(__file__).parents[2] / "rules" / "runbooks"
@@ -26,6 +26,10 @@ def test_shipped_runbooks_validate_against_the_real_actuators() -> None:
     names = {r.name for r in load_runbooks([SHIPPED], real_actuators())}
     assert {
         "platform_failover_web-creator",
+        "platform_failover_web-viewer",
+        "platform_failover_database",
+        "platform_failover_blockchain",
+        "blue_green_deploy",
         "blue_green_to_green",
         "blue_green_to_blue",
         "database_failure",
@@ -52,6 +56,89 @@ def test_platform_failover_brings_the_backup_up_before_taking_the_primary_down()
     assert dns is not None and dns.params["ttl"] == 300
     assert runbook.matches({"alertname": "ServiceDown", "service": "web-viewer"})
     assert not runbook.matches({"alertname": "ServiceDown", "service": "web-creator"})
+
+
+@pytest.mark.parametrize(
+    ("service", "approval"),
+    [("web-creator", False), ("web-viewer", False), ("database", True), ("blockchain", True)],
+)
+def test_the_platform_failover_of_each_service_moves_both_target_groups_and_dns(
+    service: str, approval: bool
+) -> None:
+    [runbook] = [r for r in load_runbooks([SHIPPED]) if r.name == f"platform_failover_{service}"]
+    steps = {s.name: s for s in runbook.plan[0].steps}
+    first = runbook.plan[0].steps[0]
+    assert first.name == "scale_backup_up" and first.requires_approval is approval
+    assert first.action is not None and first.action.params["replicas"] == 3
+    move = steps["move_targets"].action
+    assert move is not None and move.action == "elbv2_move_targets"
+    assert "/primary-tg/" in move.params["from_target_group_arn"]
+    assert "/dr-tg/" in move.params["to_target_group_arn"]
+    assert move.params["deregister"] == [{"id": "10.0.1.10", "port": 80}]
+    assert move.params["register"] == [{"id": "10.1.1.10", "port": 80}]
+    dns = steps["dns_to_dr"].action
+    assert dns is not None
+    assert (dns.params["name"], dns.params["type"], dns.params["ttl"]) == (
+        f"{service}.vilokanam.com",
+        "A",
+        300,
+    )
+    assert runbook.matches({"alertname": "ServiceDown", "service": service})
+
+
+def test_a_budget_gate_on_a_remedy_is_refused_at_load_saying_why() -> None:
+    text = """runbooks:
+  - name: x
+    match: [a="b"]
+    budget_gate: [web-viewer-availability]
+    steps:
+      - {name: s, action: {actuator: fake, action: set, params: {key: k, value: 1}}}
+"""
+    [issue] = errors(text)
+    assert "gating its remedy would let the outage block its own fix" in issue
+
+
+def test_a_change_without_matchers_matches_no_alert_and_a_remedy_needs_them() -> None:
+    change = """runbooks:
+  - name: x
+    kind: change
+    steps:
+      - {name: s, action: {actuator: fake, action: set, params: {key: k, value: 1}}}
+"""
+    [runbook] = parse_runbooks(change, "rb.yaml", {"fake": FakeActuator()})
+    assert not runbook.matches({}) and not runbook.matches({"alertname": "Down"})
+    [issue] = errors(change.replace("    kind: change\n", ""))
+    assert "a remedy needs match" in issue
+
+
+def test_a_variable_a_step_binds_is_left_for_run_time_and_validated_with_a_sample() -> None:
+    text = """runbooks:
+  - name: x
+    kind: change
+    steps:
+      - {name: read, bind: {colour: value}, action: {actuator: fake, action: set, params: {key: k, value: 1}}}
+      - {name: use, action: {actuator: fake, action: set, params: {key: "web-${colour}", value: 1}}}
+"""  # noqa: E501
+    [runbook] = parse_runbooks(text, "rb.yaml", {"fake": FakeActuator()})
+    use = runbook.plan[0].steps[1]
+    assert use.action is not None and use.action.params["key"] == "web-${colour}"
+    assert runbook.bound == {"colour"}
+    resolved = resolve(use, {"colour": "green"})
+    assert resolved.action is not None and resolved.action.params["key"] == "web-green"
+    with pytest.raises(ValueError, match=r"not bound yet: \['colour'\]"):
+        resolve(use, {})
+
+
+def test_a_variable_used_before_the_step_that_binds_it_is_refused_at_load() -> None:
+    text = """runbooks:
+  - name: x
+    kind: change
+    steps:
+      - {name: use, action: {actuator: fake, action: set, params: {key: "web-${colour}", value: 1}}}
+      - {name: read, bind: {colour: value}, action: {actuator: fake, action: set, params: {key: k, value: 1}}}
+"""  # noqa: E501
+    [issue] = errors(text)
+    assert "step use uses ['colour'] before a step binds them" in issue
 
 
 def test_recovery_scenario_steps_that_need_a_human_are_approvals() -> None:
@@ -138,7 +225,7 @@ def test_a_reduces_capacity_step_must_say_which_side_stays_up() -> None:
 def test_a_budget_gate_naming_no_loaded_slo_is_refused_at_load() -> None:
     text = """runbooks:
   - name: x
-    match: [a="b"]
+    kind: change
     budget_gate: [web-viewer-availability, web-availabilty]
     steps:
       - {name: s, action: {actuator: fake, action: set, params: {key: k, value: 1}}}
@@ -154,4 +241,5 @@ def test_a_budget_gate_naming_no_loaded_slo_is_refused_at_load() -> None:
 def test_the_shipped_budget_gates_name_shipped_slos() -> None:
     slos = [slo.name for pack in load_rule_packs([SHIPPED.parent]) for slo in pack.slos]
     gated = [r for r in load_runbooks([SHIPPED], slos=slos) if r.budget_gate]
-    assert {r.name for r in gated} == {"blue_green_to_green", "blue_green_to_blue"}
+    assert {r.name for r in gated} == {"blue_green_deploy"}
+    assert all(r.kind == "change" for r in gated)

@@ -289,11 +289,17 @@ async def exercise_the_actuator(url: str) -> None:
         "name": "web-service",
         "selector": {"version": "green"},
     }
+    colour: dict[str, Any] = {"namespace": WEB, "service": "web-service"}
     try:
+        # A manifest of a new Deployment (created, deleted on restore) and of one that exists
+        # (replaced, and replaced back).
         for action, params in [
             ("scale_deployment", scale),
             ("scale_deployment", backup),
             ("patch_service_selector", green),
+            ("detect_colour", colour),
+            ("apply_deployment", {"namespace": WEB, "manifest": web("web-canary")}),
+            ("apply_deployment", {"namespace": PRODUCTION, "manifest": web("web-primary")}),
         ]:
             prior = await actuator.snapshot(action, params)
             await actuator.plan(action, params)
@@ -302,6 +308,21 @@ async def exercise_the_actuator(url: str) -> None:
             await actuator.restore(action, params, prior)
     finally:
         await actuator.close()
+
+
+def web(name: str) -> dict[str, Any]:
+    labels = {"app": name}
+    container = {"name": "web", "image": "registry.example/web:2.0"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+        },
+    }
 
 
 async def exercise_discovery(url: str) -> None:

@@ -32,6 +32,11 @@ def produced() -> set[str]:
     return own | {str(rule["alert"]) for rule in prometheus_alerts()}
 
 
+def alert_driven() -> list[Runbook]:
+    """The shipped runbooks an alert starts (a change without matchers is started by hand)."""
+    return [r for r in load_runbooks([ROOT / "rules" / "runbooks"]) if r.match]
+
+
 def alertname_matcher(runbook: Runbook) -> Matcher:
     [matcher] = [m for m in runbook.matchers if m.label == "alertname"]
     return matcher
@@ -63,7 +68,7 @@ def test_the_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
 
 def test_every_alert_a_shipped_runbook_matches_is_raised_by_a_shipped_rule() -> None:
     raised = produced()
-    for runbook in load_runbooks([ROOT / "rules" / "runbooks"]):
+    for runbook in alert_driven():
         missing = named(alertname_matcher(runbook)) - raised
         assert not missing, f"{runbook.name} waits for alerts nothing raises: {sorted(missing)}"
 
@@ -87,6 +92,6 @@ def test_the_alertmanager_example_routes_every_runbook_alert_to_srd() -> None:
     config = yaml.safe_load((ROOT / "examples" / "alertmanager.yml").read_text())
     [route] = [r for r in config["route"]["routes"] if r["receiver"] == "srd"]
     routed = [Matcher.parse(text) for text in route["matchers"]]
-    for runbook in load_runbooks([ROOT / "rules" / "runbooks"]):
+    for runbook in alert_driven():
         for name in named(alertname_matcher(runbook)):
             assert all(m.matches({"alertname": name}) for m in routed), (runbook.name, name)

@@ -17,8 +17,10 @@ from typing import Any
 from xml.etree import ElementTree
 
 import pytest
+import yaml
 
 from srd.config import ConfigError
+from srd.failover.runbooks import Runbook, load_runbooks, parse_runbooks
 from srd.journal import SqliteJournal
 from srd.simulate.drill import Condition, load_drill, parse_drill
 
@@ -331,7 +333,7 @@ def test_simulate_all_summarises_and_fails_when_one_drill_fails(tmp_path: Path) 
     assert (tmp_path / "out" / "a_example" / "report.json").exists()
 
 
-def test_every_shipped_drill_is_valid_and_names_a_platform_scenario() -> None:
+def test_every_shipped_drill_is_valid_and_names_a_platform_scenario_or_its_own_rto() -> None:
     paths = sorted((ROOT / "drills").glob("*.yaml"))
     names = {p.stem for p in paths}
     assert names >= {
@@ -339,6 +341,11 @@ def test_every_shipped_drill_is_valid_and_names_a_platform_scenario() -> None:
         "blockchain_node_failure",
         "complete_data_center_outage",
         "rto_breach",
+        "database_failover",
+        "blockchain_failover",
+        "web_creator_failover",
+        "blue_green_deploy",
+        "blue_green_switch_back",
     }
     for path in paths:
         drill = load_drill(path)
@@ -346,8 +353,36 @@ def test_every_shipped_drill_is_valid_and_names_a_platform_scenario() -> None:
             "database_failure",
             "blockchain_node_failure",
             "complete_data_center_outage",
-        }
+        } or (drill.objectives.rto is not None and drill.expect.objectives == ["rto"])
     assert load_drill(ROOT / "drills" / "rto_breach.yaml").expect_breach
+
+
+def step_shape(runbook: Runbook) -> list[tuple[str, str, str, bool]]:
+    """What a drill's copy of a runbook must keep: each step's name, kind, action, approval."""
+    steps = runbook.plan[0].steps
+    return [
+        (s.name, s.kind, s.action.describe() if s.action else "", s.requires_approval)
+        for s in steps
+    ]
+
+
+def test_every_shipped_failover_and_the_blue_green_deploy_are_drilled_with_the_same_steps() -> None:
+    shipped = load_runbooks([ROOT / "rules" / "runbooks"])
+    shipped = [r for r in shipped if r.name.startswith("platform_failover_")] + [
+        r for r in shipped if r.name == "blue_green_deploy"
+    ]
+    drilled: dict[str, Runbook] = {}  # the first drill of each name
+    for path in sorted((ROOT / "drills").glob("*.yaml")):
+        raw = load_drill(path).runbooks
+        # The sandbox's vars (its URLs, zone, target groups), as placeholders.
+        names = set(re.findall(r"\$\{(\w+)\}", json.dumps(raw)))
+        values = {n: "http://sandbox.test" if n.endswith("_url") else "sandbox" for n in names}
+        items = [{**r, "vars": {**values, **(r.get("vars") or {})}} for r in raw]
+        for runbook in parse_runbooks(yaml.safe_dump({"runbooks": items}), str(path)):
+            drilled.setdefault(runbook.name, runbook)
+    assert {r.name for r in shipped} <= drilled.keys()
+    for runbook in shipped:
+        assert step_shape(drilled[runbook.name]) == step_shape(runbook), runbook.name
 
 
 def test_conditions_read_selectors_with_an_operator_and_refuse_anything_else() -> None:

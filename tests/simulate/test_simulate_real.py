@@ -132,6 +132,38 @@ async def test_preflight_passes_on_a_reachable_permitted_environment_and_changes
     assert "ChangeResourceRecordSets" not in environment.aws.calls
 
 
+async def test_an_action_on_what_an_earlier_step_reads_is_checked_when_it_runs_not_before(
+    tmp_path: Path, environment: Sandbox
+) -> None:
+    detect = {
+        "name": "detect",
+        "action": {
+            "actuator": "kubernetes",
+            "action": "detect_colour",
+            "params": {"namespace": "vilokanam-web", "service": "web-service"},
+        },
+        "bind": {"idle": "idle"},
+    }
+    scale = {
+        "name": "scale_idle",
+        "action": {
+            "actuator": "kubernetes",
+            "action": "scale_deployment",
+            "params": {"namespace": "vilokanam-web", "name": "web-${idle}", "replicas": 3},
+        },
+    }
+    base = yaml.safe_load(drill_file(tmp_path, environment).read_text())
+    runbook = base["runbooks"][0] | {"steps": [detect, scale]}
+    drill = load_drill(drill_file(tmp_path, environment, runbooks=[runbook]))
+    setup = real_setup(drill, environment.config_path, tmp_path, 1.0, "dry-run")
+    checks = {(c.kind, c.name): c for c in await preflight_closing(setup, drill)}
+    assert checks["read", "failover/detect: kubernetes detect_colour"].detail == "readable"
+    unchecked = [c for (_, name), c in checks.items() if name.startswith("failover/scale_idle")]
+    assert [(c.kind, c.ok, c.detail) for c in unchecked] == [
+        ("read", True, "not checked: its parameters use ['idle'], read when the runbook runs")
+    ]
+
+
 async def test_a_denied_permission_and_an_unreadable_zone_fail_the_preflight_naming_them(
     tmp_path: Path, environment: Sandbox
 ) -> None:

@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "e2e-webhook-token"
 PRIMARY_ADDRESS, DR_ADDRESS = "203.0.113.10", "198.51.100.20"
 PRIMARY_TARGET, DR_TARGET = "10.0.1.10", "10.0.2.10"
-SHIPPED_TARGET_GROUP = (
-    "arn:aws:elasticloadbalancing:us-east-1:111111111111:targetgroup/primary/0000000000000000"
+SHIPPED_TARGET_GROUPS = tuple(
+    f"arn:aws:elasticloadbalancing:us-east-1:111111111111:targetgroup/{name}/0000000000000000"
+    for name in ("primary-tg", "dr-tg")
 )
 
 
@@ -42,6 +43,7 @@ class Platform:
     proxy: AwsProxy
     zone: str
     target_group: str
+    dr_target_group: str
     clients: dict[str, Any]
     service_url: str
     backup_url: str
@@ -51,11 +53,13 @@ class Platform:
         [record] = [r for r in answer["ResourceRecordSets"] if r["Type"] == "A"]
         return [value["Value"] for value in record["ResourceRecords"]]
 
-    async def targets(self) -> list[str]:
-        answer = await self.clients["elbv2"].describe_target_health(
-            TargetGroupArn=self.target_group
-        )
-        return sorted(d["Target"]["Id"] for d in answer["TargetHealthDescriptions"])
+    async def targets(self) -> tuple[list[str], list[str]]:
+        """The targets of the primary group and of the DR group."""
+        found = []
+        for group in (self.target_group, self.dr_target_group):
+            answer = await self.clients["elbv2"].describe_target_health(TargetGroupArn=group)
+            found.append(sorted(d["Target"]["Id"] for d in answer["TargetHealthDescriptions"]))
+        return found[0], found[1]
 
 
 @asynccontextmanager
@@ -77,11 +81,21 @@ async def serving_platform(moto_url: str, fake: FakeKubernetes) -> AsyncIterator
     ):
         zone = await _zone(route53)
         vpc = (await ec2.create_vpc(CidrBlock="10.0.0.0/16"))["Vpc"]["VpcId"]
-        group = await elbv2.create_target_group(
-            Name=f"web-{uuid.uuid4().hex[:8]}", Protocol="HTTP", Port=80, VpcId=vpc, TargetType="ip"
-        )
-        arn = str(group["TargetGroups"][0]["TargetGroupArn"])
-        await elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": PRIMARY_TARGET}])
+        arn, dr_arn = [
+            str(group["TargetGroups"][0]["TargetGroupArn"])
+            for group in [
+                await elbv2.create_target_group(
+                    Name=f"{site}-{uuid.uuid4().hex[:8]}",
+                    Protocol="HTTP",
+                    Port=80,
+                    VpcId=vpc,
+                    TargetType="ip",
+                )
+                for site in ("primary", "dr")
+            ]
+        ]
+        target = {"Id": PRIMARY_TARGET, "Port": 80}
+        await elbv2.register_targets(TargetGroupArn=arn, Targets=[target])
         yield Platform(
             fake,
             kubernetes_url,
@@ -89,6 +103,7 @@ async def serving_platform(moto_url: str, fake: FakeKubernetes) -> AsyncIterator
             proxy,
             zone,
             arn,
+            dr_arn,
             {"route53": route53, "elbv2": elbv2},
             f"{service_server.url}/health",
             f"{backup_server.url}/health",
@@ -110,7 +125,7 @@ async def _zone(route53: Any) -> str:
 SHIPPED_STEPS = [
     "scale_backup_up",
     "backup_healthy",
-    "swap_targets",
+    "move_targets",
     "dns_to_dr",
     "scale_primary_down",
     "service_healthy",
@@ -126,7 +141,8 @@ def shipped_runbook(platform: Platform) -> str:
         "settle: 2m": "settle: 0s",
         "Z0000000000000000000": platform.zone,
         "203.0.113.10": DR_ADDRESS,
-        SHIPPED_TARGET_GROUP: platform.target_group,
+        SHIPPED_TARGET_GROUPS[0]: platform.target_group,
+        SHIPPED_TARGET_GROUPS[1]: platform.dr_target_group,
         "primary_target: 10.0.1.10": f"primary_target: {PRIMARY_TARGET}",
         "dr_target: 10.1.1.10": f"dr_target: {DR_TARGET}",
         "https://${svc}.vilokanam.com/health": platform.service_url,
@@ -134,6 +150,8 @@ def shipped_runbook(platform: Platform) -> str:
         "timeout: 5s, interval: 15s": "timeout: 1s, interval: 1s",
         "timeout: 5s, interval: 10s": "timeout: 1s, interval: 1s",
         "      - {svc: web-creator}\n      - {svc: web-viewer}\n": "      - {svc: web}\n",
+        '      - {svc: database, approve: "true"}': "",
+        '      - {svc: blockchain, approve: "true"}': "",
     }
     for old, new in replacements.items():
         assert old in text, f"the shipped runbook changed: {old!r} is gone"
@@ -224,4 +242,4 @@ async def assert_dr_state(platform: Platform) -> None:
     assert replicas(platform.kubernetes, "vilokanam-dr", "web-backup") == 3
     assert replicas(platform.kubernetes, "vilokanam-production", "web-primary") == 0
     assert await platform.record() == [DR_ADDRESS]
-    assert await platform.targets() == [DR_TARGET]
+    assert await platform.targets() == ([], [DR_TARGET])

@@ -26,7 +26,8 @@ CHAIN_EVERY = 4 * 3600.0
 """Chain-state backups every 4 h: inside the 6 h RPO of a node failure."""
 PRIMARY_ADDRESS = "203.0.113.10"
 PRIMARY_TARGET = "10.0.1.10"
-SERVICES = ("web-viewer", "web-creator")
+SERVICES = ("web-viewer", "web-creator", "database", "blockchain")
+"""The services the platform fails over (REFERENCE.md §3), each with its DNS record."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class SandboxCloud:
     region: str
     zone_id: str
     target_group_arn: str
+    """``primary-tg``: the primary instance (port 80) is registered in it."""
+    dr_target_group_arn: str
+    """``dr-tg``: empty until a failover registers the DR instance."""
     bucket: str
 
 
@@ -111,12 +115,18 @@ async def _seed(url: str, bucket: str) -> SandboxCloud:
             HostedZoneId=zone_id, ChangeBatch={"Changes": changes}
         )
         vpc = (await ec2.create_vpc(CidrBlock="10.0.0.0/16"))["Vpc"]["VpcId"]
-        group = await elbv2.create_target_group(
-            Name="web-primary", Protocol="HTTP", Port=80, VpcId=vpc, TargetType="ip"
-        )
-        arn = str(group["TargetGroups"][0]["TargetGroupArn"])
-        await elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": PRIMARY_TARGET}])
-    return SandboxCloud(url, "us-east-1", zone_id, arn, bucket)
+        arn, dr_arn = [
+            str(group["TargetGroups"][0]["TargetGroupArn"])
+            for group in [
+                await elbv2.create_target_group(
+                    Name=name, Protocol="HTTP", Port=80, VpcId=vpc, TargetType="ip"
+                )
+                for name in ("primary-tg", "dr-tg")
+            ]
+        ]
+        target = {"Id": PRIMARY_TARGET, "Port": 80}
+        await elbv2.register_targets(TargetGroupArn=arn, Targets=[target])
+    return SandboxCloud(url, "us-east-1", zone_id, arn, dr_arn, bucket)
 
 
 async def _backup(s3: Any, bucket: str, kind: str, at: float) -> None:

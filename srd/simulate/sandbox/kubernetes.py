@@ -554,16 +554,22 @@ def make_deployment(name: str, replicas: int) -> Object:
 
 def seed_platform(fake: FakeKubernetes, services: tuple[str, ...] = ("web",)) -> None:
     """The platform as it runs before a failover: each service's primary up (3 replicas) in
-    vilokanam-production, its backup idle in vilokanam-dr, and ``web-service`` on blue."""
+    vilokanam-production, its backup idle in vilokanam-dr, and ``web-service`` on blue
+    (Deployment ``web-blue`` at 3 replicas, ``web-green`` scaled to 0 after the last deploy)."""
     store = fake.store
     for service in services:
         store.create(DEPLOYMENTS, PRODUCTION, make_deployment(f"{service}-primary", 3))
         store.create(DEPLOYMENTS, DR, make_deployment(f"{service}-backup", 0))
     blue = {"app": "web", "version": "blue"}
     store.create(SERVICES, WEB, {"metadata": {"name": "web-service"}, "spec": {"selector": blue}})
-    for colour in ("blue", "green"):
+    for colour, count in (("blue", 3), ("green", 0)):
         labels = {"app": "web", "version": colour}
         store.create(PODS, WEB, make_pod(f"web-{colour}-1", "10.0.0.9", labels=labels))
+        deployment = make_deployment(f"web-{colour}", count)
+        deployment["metadata"]["labels"] = labels
+        deployment["spec"]["selector"]["matchLabels"] = labels
+        deployment["spec"]["template"]["metadata"]["labels"] = labels
+        store.create(DEPLOYMENTS, WEB, deployment)
 
 
 def replicas(fake: FakeKubernetes, namespace: str, name: str) -> int:
