@@ -29,7 +29,7 @@ from srd.simulate.drill import Drill, alert_group
 from srd.simulate.faults import REAL_KINDS, Target
 from srd.simulate.sandbox import FakeService, Sandbox, running_sandbox
 from srd.simulate.sandbox.aws import AwsProxy
-from srd.simulate.sandbox.cloud import PRIMARY_TARGET
+from srd.simulate.sandbox.cloud import DR_ADDRESS, DR_TARGET, PRIMARY_TARGET
 from srd.simulate.sandbox.exporters import serve
 
 PROBE_INTERVAL = 0.5
@@ -38,8 +38,6 @@ a drill: fine enough to see a fault within a second, coarse enough for a laptop.
 MIN_STEP_TIMEOUT = 5.0
 """Wall seconds at least for a scaled step timeout or health deadline: real API calls and the
 executor's 2 s convergence polls do not shrink with the time scale."""
-DR_ADDRESS = "198.51.100.20"
-DR_TARGET = "10.0.2.10"
 TOKEN_ENV = "SRD_DRILL_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 
 

@@ -266,8 +266,9 @@ async def test_a_leader_that_cannot_renew_stops_leading_at_the_renew_deadline(ou
         )
         took = time.monotonic() - cut
 
-        # Fail closed: at the deadline measured from the last renewal, not later.
-        assert took <= RENEW
+        # Fail closed: at the deadline measured from the last renewal (at or before the cut),
+        # not later; seen by this test within one of eventually()'s polls (20 ms).
+        assert took <= RENEW + 0.02
         await eventually(lambda: replica.losses.times, within=SLACK, what="a loss")
         assert replica.losses.times[0] - cut <= RENEW + 0.1
         assert replica.gauge() == 0

@@ -9,7 +9,6 @@ monitors it with the bundled ``sandbox.yaml``.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import string
 from collections.abc import AsyncIterator
@@ -19,12 +18,19 @@ from importlib.resources import files
 from pathlib import Path
 
 import structlog
+import yaml
 from aiohttp import web
 
 from srd.simulate import background
 from srd.simulate.sandbox.aws import AwsProxy
+from srd.simulate.sandbox.cloud import (
+    DR_ADDRESS,
+    DR_TARGET,
+    PRIMARY_TARGET,
+    SandboxCloud,
+    sandbox_cloud,
+)
 from srd.simulate.sandbox.cloud import SERVICES as CLOUD_SERVICES
-from srd.simulate.sandbox.cloud import SandboxCloud, sandbox_cloud
 from srd.simulate.sandbox.exporters import (
     FakeNodeExporter,
     FakeStreamPlatform,
@@ -76,6 +82,39 @@ class Sandbox:
     simulation (``aws.allowed``) for the preflight of ``srd simulate --target real``."""
 
 
+SHIPPED_RUNBOOKS = Path(__file__).resolve().parents[3] / "rules" / "runbooks"
+"""The runbooks srd ships (a source checkout's ``rules/runbooks``): the sandbox loads them,
+with their AWS names and addresses set to the sandbox's."""
+
+
+def runbook_vars(cloud: SandboxCloud) -> dict[str, str]:
+    """The shipped runbooks' site-specific ``vars``, set to the sandbox's AWS (moto)."""
+    return {
+        "zone": cloud.zone_id,
+        "primary_tg": cloud.target_group_arn,
+        "dr_tg": cloud.dr_target_group_arn,
+        "primary_target": PRIMARY_TARGET,
+        "dr_target": DR_TARGET,
+        "dr_address": DR_ADDRESS,
+    }
+
+
+def write_runbooks(state_dir: Path, site: dict[str, str]) -> bool:
+    """The shipped runbooks rendered into ``state_dir/runbooks`` with the vars they declare
+    from ``site`` set to the sandbox's; False (nothing written) without a source checkout."""
+    if not SHIPPED_RUNBOOKS.is_dir():
+        return False
+    out = state_dir / "runbooks"
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(SHIPPED_RUNBOOKS.glob("*.yaml")):
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for runbook in document.get("runbooks", []):
+            declared = runbook.get("vars") or {}
+            runbook["vars"] = declared | {k: v for k, v in site.items() if k in declared}
+        (out / path.name).write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return True
+
+
 def write_config(state_dir: Path, values: dict[str, str], *, aws: bool) -> Path:
     """Render the bundled ``sandbox.yaml`` into ``state_dir/srd.yaml`` and its rule packs into
     ``state_dir/rules`` (``*.yaml.aws`` ones only when the sandbox has AWS)."""
@@ -104,7 +143,7 @@ async def running_sandbox(
         "validator-1": FakeSubstrateNode(chain, name="validator-1", pad_numbers=True),
         "validator-2": FakeSubstrateNode(chain, name="validator-2", pad_numbers=False),
     }
-    services = {"web-viewer": FakeService()}
+    services = {"web-viewer": FakeService(), "web-creator": FakeService()}
     platform = FakeStreamPlatform()
     apps = {
         "node-exporter": node_exporter_app(FakeNodeExporter()),
@@ -125,22 +164,38 @@ async def running_sandbox(
             urls[name] = await stack.enter_async_context(serve(app))
         urls["kubernetes"] = await stack.enter_async_context(kubernetes.serving())
         values = {name.upper().replace("-", "_") + "_URL": url for name, url in urls.items()}
-        values |= {"STATE_DIR": str(state_dir), "LISTEN": listen} | _aws_values(cloud, aws_url)
+        values |= {"STATE_DIR": str(state_dir), "LISTEN": listen} | _aws_values(
+            cloud, aws_url, state_dir
+        )
+        shipped = cloud is not None and write_runbooks(state_dir, runbook_vars(cloud))
+        values["FAILOVER"] = (
+            "failover:\n  runbooks: [runbooks]   # the shipped ones, on the sandbox's AWS"
+            if shipped
+            else "# failover: the shipped runbooks need AWS (moto) and a source checkout"
+        )
         config_path = write_config(state_dir, values, aws=cloud is not None)
         yield Sandbox(chain, nodes, services, platform, kubernetes, cloud, urls, config_path, aws)
 
 
-def _aws_values(cloud: SandboxCloud | None, actuator_url: str) -> dict[str, str]:
+def _aws_values(cloud: SandboxCloud | None, actuator_url: str, state_dir: Path) -> dict[str, str]:
     if cloud is None:
         log.warning("the sandbox runs without AWS: install moto (pip install 'srd[sandbox]')")
         return {"AWS_URL": "", "AWS_ACTUATOR": "  # aws: needs moto (pip install 'srd[sandbox]')"}
-    # moto takes any keys; named variables keep the sandbox's keys apart from real ones.
-    os.environ["SRD_SANDBOX_AWS_KEY_ID"] = "sandbox"
-    os.environ["SRD_SANDBOX_AWS_SECRET"] = "sandbox"  # noqa: S105 - moto accepts any key
-    secrets = "access_key_id: {env: SRD_SANDBOX_AWS_KEY_ID}, "
-    secrets += "secret_access_key: {env: SRD_SANDBOX_AWS_SECRET}"
+    # moto takes any keys; files in the state directory keep the rendered config
+    # self-contained (srd check, srd runbooks read it from another shell).
+    secrets_dir = state_dir / "secrets"
+    secrets_dir.mkdir(parents=True, exist_ok=True)
+    key_file, secret_file = secrets_dir / "aws_key_id", secrets_dir / "aws_secret"
+    key_file.write_text("sandbox\n", encoding="utf-8")
+    secret_file.write_text("sandbox\n", encoding="utf-8")
+    secrets = f"access_key_id: {{file: {key_file}}}, secret_access_key: {{file: {secret_file}}}"
     actuator = f'  aws: {{endpoint_url: "{actuator_url}", region: {cloud.region}, {secrets}}}'
-    return {"AWS_URL": cloud.url, "AWS_ACTUATOR": actuator}
+    return {
+        "AWS_URL": cloud.url,
+        "AWS_ACTUATOR": actuator,
+        "AWS_KEY_FILE": str(key_file),
+        "AWS_SECRET_FILE": str(secret_file),
+    }
 
 
 async def _stream_traffic(platform: FakeStreamPlatform, block_time: float) -> None:

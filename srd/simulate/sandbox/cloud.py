@@ -26,6 +26,8 @@ CHAIN_EVERY = 4 * 3600.0
 """Chain-state backups every 4 h: inside the 6 h RPO of a node failure."""
 PRIMARY_ADDRESS = "203.0.113.10"
 PRIMARY_TARGET = "10.0.1.10"
+DR_ADDRESS = "198.51.100.20"
+DR_TARGET = "10.0.2.10"
 SERVICES = ("web-viewer", "web-creator", "database", "blockchain")
 """The services the platform fails over (REFERENCE.md §3), each with its DNS record."""
 
