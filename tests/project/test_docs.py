@@ -41,6 +41,7 @@ def test_every_command_and_config_section_has_its_home_on_the_architecture_page(
         "__main__",
         "exitcodes",
         "loading",
+        "remote",
     }
     for command in sorted(commands):
         assert f"`{command}`" in text, f"srd {command} has no home in architecture.md"
