@@ -211,6 +211,9 @@ class Daemon:
             reasons.append("shutting down")
         if not self.supervisor.essential_running():
             reasons.append("an essential task is not running")
+        if self.failover is not None:
+            for execution, why in self.failover.dispatcher.stuck.items():
+                reasons.append(f"execution {execution} interrupted, being resumed: {why}")
         return reasons
 
     async def run(self) -> int:

@@ -18,6 +18,7 @@ class FailoverMetrics:
     RUNBOOK_STEP_DURATION = "srd_runbook_step_duration_seconds"
     LEADER = "srd_leader"
     JOURNAL_FENCED_WRITES = "srd_journal_fenced_writes"
+    EXECUTIONS_STUCK = "srd_executions_stuck"
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = reg = registry
@@ -78,5 +79,11 @@ class FailoverMetrics:
             self.JOURNAL_FENCED_WRITES,
             "Journal writes refused because another replica leads at a higher term: each one "
             "stopped an execution here, for the leader to reconcile.",
+            registry=reg,
+        )
+        self.executions_stuck = Gauge(
+            self.EXECUTIONS_STUCK,
+            "Executions this leader is retrying after a journal write (or another fault) "
+            "interrupted them: nonzero also turns /readyz 503.",
             registry=reg,
         )
