@@ -140,6 +140,7 @@ class Srd:
 @asynccontextmanager
 async def srd(tmp_path: Path, world: World, crash_at: int | None) -> AsyncIterator[Srd]:
     journal = await CrashingJournal.open(tmp_path / "journal.sqlite3")
+    assert isinstance(journal, CrashingJournal)
     journal.world, journal.crash_at = world, crash_at
     metrics = FailoverMetrics(CollectorRegistry())
     checks = PassingChecks(world)
