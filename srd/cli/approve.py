@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import sys
 
 import aiohttp
@@ -26,6 +25,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     approve.add_argument("id", help="the approval id")
     approve.add_argument("--config", help="config of the running srd (its server and auth)")
     approve.add_argument("--url", help="srd's base URL (default: from the config's listen)")
+    approve.add_argument(
+        "--as",
+        dest="credential",
+        help="the name of the failover.auth token to approve with (the journal records it; "
+        "default: the first)",
+    )
     approve.set_defaults(handler=_approve)
 
 
@@ -36,9 +41,12 @@ def _approve(args: argparse.Namespace) -> int:
     server = setup.config.server
     host = f"[{server.host}]" if ":" in server.host else server.host
     url = args.url or f"http://{host}:{server.port}"
-    authorization = Authenticator(setup.config.failover.auth).header
+    authorization = Authenticator(setup.config.failover.auth).header_of(args.credential)
+    if args.credential is not None and authorization is None:
+        print(f"srd approve: failover.auth has no token named {args.credential}", file=sys.stderr)
+        return USAGE
     try:
-        approved, message = asyncio.run(approve(url, args.id, authorization, getpass.getuser()))
+        approved, message = asyncio.run(approve(url, args.id, authorization))
     except aiohttp.ClientError as exc:
         print(f"srd approve: cannot reach srd at {url}: {exc}", file=sys.stderr)
         return FAILED
@@ -46,13 +54,10 @@ def _approve(args: argparse.Namespace) -> int:
     return OK if approved else FAILED
 
 
-async def approve(
-    base_url: str, approval_id: str, authorization: str | None, user: str
-) -> tuple[bool, str]:
-    """POST the approval to a running srd; (approved, message for the operator)."""
-    headers = {"X-Srd-User": user}
-    if authorization:
-        headers["Authorization"] = authorization
+async def approve(base_url: str, approval_id: str, authorization: str | None) -> tuple[bool, str]:
+    """POST the approval to a running srd; (approved, message for the operator). srd records
+    the approver as the name of the credential in ``authorization``."""
+    headers = {"Authorization": authorization} if authorization else {}
     url = f"{base_url.rstrip('/')}/api/approvals/{approval_id}"
     client_timeout = aiohttp.ClientTimeout(total=10.0)
     async with (
@@ -61,5 +66,5 @@ async def approve(
     ):
         body = await response.json(content_type=None)
     if response.status == 200:
-        return True, f"approved {approval_id}"
+        return True, f"approved {approval_id} as {body.get('by')}"
     return False, str(body.get("error", f"HTTP {response.status}"))

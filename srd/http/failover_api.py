@@ -4,7 +4,8 @@ Both are kept in the journal, so any replica answers for all (a Service reaches 
 ``POST /api/killswitch`` ``{"on": true|false, "reason": "..."}`` sets the shared switch,
 ``GET /api/killswitch`` says whether it is on and where from (journal, this replica's file);
 ``GET /api/approvals`` lists every replica's pending approvals, ``POST /api/approvals/{id}``
-approves one, whichever replica waits for it. A journal that cannot be reached: 503.
+approves one, whichever replica waits for it. The journal records who: the name of the
+credential the request carried. A journal that cannot be reached: 503.
 ``srd approve ID`` sends the same POST from another process (``srd.cli.approve``).
 """
 
@@ -36,8 +37,8 @@ def add_api_routes(app: web.Application, kill_switch: KillSwitch, approvals: App
 
 
 def _caller(request: web.Request) -> str:
-    request.app[AUTH_KEY].demand(request)
-    return request.headers.get("X-Srd-User") or request.remote or "api"
+    """Who calls: the name of the credential the request carries (``srd.http.auth``)."""
+    return request.app[AUTH_KEY].demand(request)
 
 
 async def _get_kill_switch(request: web.Request) -> web.Response:

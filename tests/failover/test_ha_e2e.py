@@ -375,14 +375,14 @@ async def test_an_approval_posted_to_a_follower_lets_the_leaders_execution_go_on
         [(approval_id, what)] = pending.items()
         assert what.startswith("run step scale_primary_down")
         assert leader.logged("approval needed")
-        ok, _ = await approve(follower.base_url, approval_id, f"Bearer {TOKEN}", "ann")
+        ok, _ = await approve(follower.base_url, approval_id, f"Bearer {TOKEN}")
         assert ok
         execution = await finished(journal, "succeeded", 30)
 
         assert approval_id == f"{execution.id}-4"
         steps = list(await journal.steps(execution.id))
         [given] = [s for s in steps if s.name.endswith(":approval") and s.phase == "ended"]
-        assert given.detail == {"by": "ann"}
+        assert given.detail == {"by": "bearer_token"}  # the credential's name
         assert not [line for line in follower.log_lines if line.get("event") in ACTING]
         ha.assert_changed_once()
         await assert_dr_state(ha.platform)

@@ -19,7 +19,15 @@ from srd.journal import Fence, JournalError, PostgresJournal, SqliteJournal
 from srd.journal.sql import SqlJournal
 from tests.support.clock import Clock
 from tests.support.eventually import eventually
-from tests.support.failoverkit import APPROVAL, FLAGGED, ONE_STEP, Kit, kit
+from tests.support.failoverkit import (
+    APPROVAL,
+    FLAGGED,
+    ONE_STEP,
+    Kit,
+    as_operator,
+    kit,
+    operators,
+)
 from tests.support.pgserver import PgServer
 
 Opener = Callable[[Clock], Any]
@@ -52,8 +60,15 @@ async def replicas(tmp_path: Path, opener: Opener, count: int) -> AsyncIterator[
         yield kits
 
 
+def bearer(name: str) -> str:
+    return as_operator(name)["Authorization"]
+
+
 async def pending_on(base: str) -> dict[str, str]:
-    async with aiohttp.ClientSession() as http, http.get(f"{base}/api/approvals") as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{base}/api/approvals", headers=as_operator("ann")) as response,
+    ):
         assert response.status == 200
         result: dict[str, str] = await response.json()
         return result
@@ -70,9 +85,10 @@ async def test_a_kill_switch_set_through_one_replica_stops_the_step_on_another(
 ) -> None:
     async with replicas(tmp_path, shared, 2) as (leader, follower):
         runbook = leader.runbook(ONE_STEP)
-        async with follower.api() as base, aiohttp.ClientSession() as http:
+        auth = operators(tmp_path / "secrets")
+        async with follower.api(auth) as base, aiohttp.ClientSession() as http:
             body = {"on": True, "reason": "incident 42"}
-            headers = {"X-Srd-User": "ann"}
+            headers = as_operator("ann")
             async with http.post(f"{base}/api/killswitch", json=body, headers=headers) as r:
                 assert r.status == 200
             execution = await leader.execution(runbook, "fp1")
@@ -90,6 +106,10 @@ async def test_a_kill_switch_set_through_one_replica_stops_the_step_on_another(
             assert shown["file"]["on"] is False
 
             async with http.post(f"{base}/api/killswitch", json={"on": False}) as r:
+                assert r.status == 401
+            async with http.post(
+                f"{base}/api/killswitch", json={"on": False}, headers=headers
+            ) as r:
                 assert (await r.json())["on"] is False
         execution = await leader.execution(runbook, "fp2")
         assert await leader.executor.run(runbook, execution) == "succeeded"
@@ -120,25 +140,25 @@ async def test_an_approval_posted_to_a_follower_lets_the_leaders_step_go_on(
         execution = await leader.execution(runbook)
         approval_id = f"{execution.id}-0"
         run = asyncio.create_task(leader.executor.run(runbook, execution))
-        async with follower.api() as base:
+        async with follower.api(operators(tmp_path / "secrets")) as base:
             shown = await eventually(
                 lambda: pending_with(base, approval_id), within=10, what="listed pending"
             )
             assert shown[approval_id] in ("restore the database", "run step a of flagged")
-            assert await approve(base, "nope-0", None, "ann") == (
+            assert await approve(base, "nope-0", bearer("ann")) == (
                 False,
                 "nothing waits for approval nope-0",
             )
-            assert await approve(base, approval_id, None, "ann") == (
+            assert await approve(base, approval_id, bearer("ann")) == (
                 True,
-                f"approved {approval_id}",
+                f"approved {approval_id} as ann",
             )
             async with asyncio.timeout(5):
                 assert await run == "succeeded"
             assert leader.actuator.state == {"a": 1}
             # Approved and done: nothing waits any more, on any replica.
             assert await pending_on(base) == {}
-            assert (await approve(base, approval_id, None, "bob"))[0] is False
+            assert (await approve(base, approval_id, bearer("bob")))[0] is False
         ended = [s for s in await leader.journal.steps(execution.id) if s.phase == "ended"]
         assert ended[0].detail == {"by": "ann"}
 
@@ -151,7 +171,7 @@ async def test_an_approval_recorded_before_a_leader_change_is_honoured_by_the_ne
         execution = await old.execution(runbook)
         approval_id = f"{execution.id}-0"
         run = asyncio.create_task(old.executor.run(runbook, execution))
-        async with new.api() as base:
+        async with new.api(operators(tmp_path / "secrets")) as base:
             await eventually(
                 lambda: pending_with(base, approval_id), within=10, what="listed pending"
             )
@@ -162,9 +182,9 @@ async def test_an_approval_recorded_before_a_leader_change_is_honoured_by_the_ne
                 await run
             # Nobody waits now, yet the approval still waits in the journal: give it.
             assert approval_id in await pending_on(base)
-            assert await approve(base, approval_id, None, "ann") == (
+            assert await approve(base, approval_id, bearer("ann")) == (
                 True,
-                f"approved {approval_id}",
+                f"approved {approval_id} as ann",
             )
         new.leader.leader = True
         new.leader.fenced_as = Fence("r1", 2)
@@ -187,9 +207,9 @@ async def test_an_approval_timed_out_cannot_be_given_later(tmp_path: Path, share
         execution = await leader.execution(runbook)
         assert await leader.executor.run(runbook, execution) == "blocked"
         assert await leader.guards_blocked(execution.id) == ["approval"]
-        async with follower.api() as base:
+        async with follower.api(operators(tmp_path / "secrets")) as base:
             assert await pending_on(base) == {}
-            assert (await approve(base, f"{execution.id}-0", None, "ann"))[0] is False
+            assert (await approve(base, f"{execution.id}-0", bearer("ann")))[0] is False
         assert leader.actuator.calls == []
 
 
