@@ -8,6 +8,7 @@ in-flight polls finish within ``runtime.shutdown_grace``, then the server closes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import platform
 import signal
 import time
@@ -41,8 +42,9 @@ from srd.evaluation.slo import Slo
 from srd.failover.leader import leadership_from_config
 from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook, load_runbooks
-from srd.failover.stage import FailoverStage
+from srd.failover.stage import AuthRequired, FailoverStage
 from srd.http.app import FailoverRoutes, build_app, serving
+from srd.journal import JournalError
 from srd.model import Observation, Sample
 from srd.probes.metrics import ProbeMetrics
 from srd.probes.promql import PromqlClient
@@ -53,6 +55,9 @@ log = structlog.get_logger("srd.runtime")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_USAGE = 2
+"""Nothing started: the config cannot run here (no ``failover.auth`` on a journal an armed
+replica shares)."""
 PRUNE_INTERVAL = 3600.0
 """Seconds between applications of failover.journal_retention: receipts only grow by the
 alerts received, so hourly keeps the table within an hour of the retention."""
@@ -243,16 +248,20 @@ class Daemon:
             leadership, keep_leadership = leadership_from_config(
                 self.config, self.metrics.failover, on_loss=self._deposed, on_acquire=self._elected
             )
-            failover = self.failover = await FailoverStage.open(
-                self.config,
-                session,
-                self.metrics.failover,
-                actuators=self.setup.actuators,
-                runbooks=self.setup.runbooks,
-                probe_status=self._last_obs.get,
-                leadership=leadership,
-                budget=self.metrics.evaluation,
-            )
+            try:
+                failover = self.failover = await FailoverStage.open(
+                    self.config,
+                    session,
+                    self.metrics.failover,
+                    actuators=self.setup.actuators,
+                    runbooks=self.setup.runbooks,
+                    probe_status=self._last_obs.get,
+                    leadership=leadership,
+                    budget=self.metrics.evaluation,
+                )
+            except AuthRequired as exc:
+                log.error("srd did not start", reason=str(exc))
+                return EXIT_USAGE
             try:
                 self.supervisor.start("server", self._serve, essential=True)
                 self.supervisor.start("reloader", self._reloader)
@@ -265,6 +274,8 @@ class Daemon:
                 )
                 if keep_leadership is not None:
                     self.supervisor.start("leader", keep_leadership)
+                if self.config.failover.auth is None:
+                    self.supervisor.start("shared-auth", self._watch_shared_auth, essential=True)
                 self._start_stages(self.setup)
                 await wait_first(self._stop_requested, self.supervisor.failed)
                 failure = self.supervisor.failure
@@ -281,6 +292,29 @@ class Daemon:
             return EXIT_FAILED
         log.info("stopped")
         return EXIT_OK
+
+    async def _watch_shared_auth(self, stop: asyncio.Event) -> None:
+        """Without ``failover.auth``: stop (this essential task ends) as soon as an armed
+        replica sharing the journal records that it requires auth (``AuthRequired``).
+        Requests are refused from that moment; a restart then refuses to start (exit 2)
+        until auth is configured."""
+        failover = self._failover()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.ha.retry_period)
+            if stop.is_set():
+                return
+            try:
+                armed = await failover.journal.auth_required()
+            except JournalError as exc:
+                log.warning("cannot read the journal's shared auth; trying again", error=str(exc))
+                continue
+            if armed is not None:
+                if self._routes is not None:
+                    self._routes.auth.lock(armed)
+                where = str(self.config.failover.journal or self.config.state_dir)
+                log.error("stopping", reason=str(AuthRequired(where, armed)))
+                return
 
     async def _deposed(self) -> None:
         """Leadership lost: cancel executions in flight now; alerts are still taken and

@@ -1,0 +1,108 @@
+"""Shared state needs auth everywhere (issue 16, defect 7): real ``srd run`` processes sharing
+one journal file. Once an armed replica with auth has used the journal, a replica without
+``failover.auth`` refuses to start against it (exit 2), and one already running stops and
+refuses every request, so nobody can clear the armed replica's kill switch or steer its
+executions through it."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import textwrap
+from pathlib import Path
+
+import aiohttp
+
+from tests.support.daemon import RunningSrd, free_port, running_srd
+from tests.support.eventually import eventually
+
+TOKEN = "shared-auth-token"
+ENV = {"SRD_TEST_TOKEN": TOKEN}
+
+
+def config(tmp_path: Path, name: str, port: int, *, armed: bool) -> Path:
+    journal = tmp_path / "shared.sqlite3"
+    auth = "  auth: {bearer_token: {env: SRD_TEST_TOKEN}}\n" if armed else ""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        textwrap.dedent(f"""\
+            state_dir: {tmp_path / name}
+            mode: {"armed" if armed else "observe"}
+            server:
+              listen: 127.0.0.1:{port}
+            ha:
+              retry_period: 0.2s
+            failover:
+              journal: sqlite://{journal}
+            """)
+        + auth
+    )
+    return path
+
+
+async def post_kill_switch(srd: RunningSrd, on: bool) -> int:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{srd.base_url}/api/killswitch", json={"on": on}) as reply,
+    ):
+        return reply.status
+
+
+async def test_a_replica_without_auth_refuses_to_start_on_a_journal_an_armed_replica_shares(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    async with running_srd(
+        "run", "--config", str(config(tmp_path, "armed", port, armed=True)), port=port, env=ENV
+    ) as armed:
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            body = {"on": True, "reason": "incident"}
+            url = f"{armed.base_url}/api/killswitch"
+            async with http.post(url, json=body, headers=headers) as reply:
+                assert reply.status == 200
+        other = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "srd.cli",
+            "run",
+            "--config",
+            str(config(tmp_path, "open", free_port(), armed=False)),
+            "--log-format",
+            "json",
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            _, stderr = await asyncio.wait_for(other.communicate(), 30)
+        finally:
+            if other.returncode is None:
+                other.kill()
+                await other.wait()
+        assert other.returncode == 2
+        assert b"set failover.auth on this replica too" in stderr
+        assert b"Traceback" not in stderr
+        # The armed replica's kill switch is still on.
+        assert (await armed.get("/api/killswitch"))[0] == 401
+
+
+async def test_a_replica_without_auth_stops_when_an_armed_replica_starts_on_its_journal(
+    tmp_path: Path,
+) -> None:
+    open_port, armed_port = free_port(), free_port()
+    open_config = config(tmp_path, "open", open_port, armed=False)
+    async with running_srd("run", "--config", str(open_config), port=open_port) as unarmed:
+        assert await post_kill_switch(unarmed, False) == 200  # alone: anyone may
+        armed_config = config(tmp_path, "armed", armed_port, armed=True)
+        async with running_srd("run", "--config", str(armed_config), port=armed_port, env=ENV):
+
+            async def refused_or_gone() -> bool:
+                try:
+                    return await post_kill_switch(unarmed, False) == 403
+                except aiohttp.ClientError:
+                    return unarmed.process.returncode is not None
+
+            await eventually(refused_or_gone, within=10, what="the unarmed replica refuses")
+            await asyncio.wait_for(unarmed.process.wait(), 15)
+            assert unarmed.process.returncode == 1
+            [stopping] = unarmed.logged("stopping")
+            assert "set failover.auth on this replica too" in str(stopping["reason"])
