@@ -12,9 +12,14 @@ import textwrap
 from pathlib import Path
 
 import aiohttp
+import pytest
+from pydantic import ValidationError
 
+from srd.config.failover import WebhookAuth
+from srd.http.auth import Authenticator
 from tests.support.daemon import RunningSrd, free_port, running_srd
 from tests.support.eventually import eventually
+from tests.support.failoverkit import as_operator, operators
 
 TOKEN = "shared-auth-token"
 ENV = {"SRD_TEST_TOKEN": TOKEN}
@@ -106,3 +111,24 @@ async def test_a_replica_without_auth_stops_when_an_armed_replica_starts_on_its_
             assert unarmed.process.returncode == 1
             [stopping] = unarmed.logged("stopping")
             assert "set failover.auth on this replica too" in str(stopping["reason"])
+
+
+def test_identity_is_the_name_of_the_token_a_request_carries(tmp_path: Path) -> None:
+    auth = Authenticator(operators(tmp_path))
+    assert auth.identify(as_operator("ann")) == "ann"
+    assert auth.identify({**as_operator("bob"), "X-Srd-User": "ann"}) == "bob"
+    assert auth.identify({"Authorization": "Bearer guessed"}) is None
+    assert auth.identify({}) is None
+    assert auth.header_of("bob") == as_operator("bob")["Authorization"]
+
+
+def test_named_tokens_must_have_unique_names(tmp_path: Path) -> None:
+    secret = tmp_path / "t"
+    secret.write_text("x")
+    token = {"token": {"file": str(secret)}}
+    with pytest.raises(ValidationError, match="must be unique"):
+        WebhookAuth.model_validate({"tokens": [{"name": "a", **token}, {"name": "a", **token}]})
+    with pytest.raises(ValidationError, match="exactly one of"):
+        WebhookAuth.model_validate(
+            {"tokens": [{"name": "a", **token}], "bearer_token": token["token"]}
+        )
