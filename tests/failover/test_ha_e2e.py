@@ -386,3 +386,40 @@ async def test_an_approval_posted_to_a_follower_lets_the_leaders_execution_go_on
         assert not [line for line in follower.log_lines if line.get("event") in ACTING]
         ha.assert_changed_once()
         await assert_dr_state(ha.platform)
+
+
+async def test_an_execution_a_journal_outage_interrupted_is_resumed_by_the_leader(ha: Ha) -> None:
+    """PostgreSQL stops while the leader waits for Route 53: the step's write fails. The
+    execution is not left running for the term: the leader's /readyz and
+    srd_executions_stuck show it, and once the journal is back the leader resumes it from
+    the journal, repeating no actuator write."""
+    ha.platform.proxy.dns_pending = 6
+    async with replicas(ha, 2) as group:
+        leader, _ = await leading(ha, group)
+        assert await post(leader, payload()) == 200
+        await eventually(lambda: dns_change_made(ha), within=30, what="the leader changed DNS")
+        await asyncio.to_thread(ha.server.stop)
+        try:
+
+            async def stuck() -> bool:
+                status, text = await leader.get("/readyz")
+                return status == 503 and "interrupted, being resumed" in text
+
+            await eventually(stuck, within=30, what="the leader's /readyz names it", every=0.5)
+            assert await leader.metric("srd_executions_stuck") == 1
+        finally:
+            await asyncio.to_thread(ha.server.start)
+        back = time.monotonic()
+        async with reading(ha) as journal:
+            execution = await finished(journal, "succeeded", 60)
+            resumed = time.monotonic() - back
+            steps = list(await journal.steps(execution.id))
+        assert_each_step_once(steps)
+        [interrupted] = [s for s in steps if s.name == "dns_to_dr" and s.phase == "ended"]
+        assert interrupted.detail == {"reconciled": True}
+        ha.assert_changed_once()
+        await assert_dr_state(ha.platform)
+        assert leader.logged("execution interrupted; resuming it from the journal")
+        assert (await leader.get("/readyz"))[0] == 200
+        assert await leader.metric("srd_executions_stuck") == 0
+    print(f"\njournal outage: succeeded {resumed:.2f}s after PostgreSQL was back")
