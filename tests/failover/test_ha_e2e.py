@@ -13,13 +13,14 @@ import signal
 import textwrap
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from srd.cli.approve import approve
@@ -56,7 +57,33 @@ ACTING = {"step started", "step done", "step failed", "rolling back", "runbook e
 
 
 class RecordingKubernetes(FakeKubernetes):
-    """The fake API, with what the tests ask of the requests it received."""
+    """The fake API, with what the tests ask of the requests it received; ``hold`` keeps the
+    next write to that path waiting (``held`` set) until ``release``, then refuses it (503)
+    without applying it: a leader killed meanwhile died before its action took effect."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold: str | None = None
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def app(self) -> web.Application:
+        app = super().app()
+
+        @web.middleware
+        async def holding(
+            request: web.Request,
+            handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        ) -> web.StreamResponse:
+            if request.path == self.hold and request.method in ("PATCH", "PUT"):
+                self.hold = None
+                self.held.set()
+                await self.release.wait()
+                return web.json_response({"kind": "Status", "code": 503}, status=503)
+            return await handler(request)
+
+        app.middlewares.append(holding)
+        return app
 
     def scalings(self, namespace: str, name: str) -> int:
         """Writes to a deployment's replicas."""
@@ -423,3 +450,40 @@ async def test_an_execution_a_journal_outage_interrupted_is_resumed_by_the_leade
         assert (await leader.get("/readyz"))[0] == 200
         assert await leader.metric("srd_executions_stuck") == 0
     print(f"\njournal outage: succeeded {resumed:.2f}s after PostgreSQL was back")
+
+
+async def test_a_leader_killed_before_its_action_reached_the_api_is_replaced_and_it_is_applied(
+    ha: Ha,
+) -> None:
+    """The leader journals scale_backup_up as started and dies before the API applies the
+    scale. The successor finds the deployment still at its recorded prior state, applies the
+    scale itself and goes on, instead of polling "converged" for the step's 10 minutes and
+    rolling back."""
+    scale = f"/apis/apps/v1/namespaces/{DR}/deployments/web-backup/scale"
+    ha.kubernetes.hold = scale
+    async with replicas(ha, 2) as group, reading(ha) as journal:
+        leader, (follower,) = await leading(ha, group)
+        assert await post(leader, payload()) == 200
+        await asyncio.wait_for(ha.kubernetes.held.wait(), 30)
+        leader.process.send_signal(signal.SIGKILL)
+        await leader.process.wait()
+        ha.kubernetes.release.set()  # the dead leader's write is refused, never applied
+        killed = time.monotonic()
+        execution = await finished(journal, "succeeded", 30)
+        took = time.monotonic() - killed
+
+        steps = list(await journal.steps(execution.id))
+        assert_each_step_once(steps)
+        [first] = [s for s in steps if s.name == "scale_backup_up" and s.phase == "ended"]
+        assert first.detail is not None
+        assert (first.detail["reconciled"], first.detail["reapplied"]) == (True, True)
+        assert follower.logged(
+            "the interrupted step's action never reached the actuator; applying it"
+        )
+        # Two scale writes reached the API: the dead leader's, refused, and the successor's.
+        assert ha.kubernetes.scalings(DR, "web-backup") == 2
+        calls = ha.platform.proxy.calls
+        assert calls.count("ChangeResourceRecordSets") == 1, calls
+        assert ha.kubernetes.scalings(PRODUCTION, "web-primary") == 1
+        await assert_dr_state(ha.platform)
+    print(f"\nkilled before the action applied: succeeded {took:.2f}s after the kill")
