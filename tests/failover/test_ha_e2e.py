@@ -487,3 +487,63 @@ async def test_a_leader_killed_before_its_action_reached_the_api_is_replaced_and
         assert ha.kubernetes.scalings(PRODUCTION, "web-primary") == 1
         await assert_dr_state(ha.platform)
     print(f"\nkilled before the action applied: succeeded {took:.2f}s after the kill")
+
+
+SKEWED_CLOCK = '''\
+"""Loaded at interpreter start-up (test only): this process's wall clock is off by
+SRD_TEST_CLOCK_SKEW seconds, as a host whose NTP failed; its monotonic clock is not."""
+import os
+import time
+
+_skew = float(os.environ["SRD_TEST_CLOCK_SKEW"])
+_wall = time.time
+time.time = lambda: _wall() + _skew
+'''
+
+
+@asynccontextmanager
+async def replica_with_skew(ha: Ha, n: int, skew: float) -> AsyncIterator[RunningSrd]:
+    """Replica ``n`` whose wall clock (``time.time``) is ``skew`` seconds off."""
+    site = ha.tmp_path / f"skew-{n}"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SKEWED_CLOCK)
+    env = {
+        "SRD_E2E_TOKEN": TOKEN,
+        "SRD_JOURNAL_PASSWORD": ha.database.password,
+        "SRD_TEST_CLOCK_SKEW": str(skew),
+        "PYTHONPATH": str(site),
+    }
+    port = free_port()
+    config = replica_config(ha, n, port)
+    async with running_srd("run", "--config", str(config), port=port, env=env) as srd:
+        yield srd
+
+
+@pytest.mark.parametrize("skew", [30.0, -30.0], ids=["ahead", "behind"])
+async def test_a_replica_with_a_skewed_clock_neither_deposes_the_leader_nor_delays_takeover(
+    ha: Ha, skew: float
+) -> None:
+    """A replica whose clock was 30 s ahead deposed a healthy leader a second after it
+    started; one 30 s behind took 30 s more than the lease to replace a dead leader. Expiry
+    is judged on each replica's own monotonic clock now."""
+    (ha.tmp_path / "runbook.yaml").write_text(shipped_runbook(ha.platform))
+    async with replica_with_skew(ha, 0, 0.0) as healthy:
+        await leading(ha, [healthy])
+        async with replica_with_skew(ha, 1, skew) as skewed:
+            await asyncio.sleep(2 * LEASE)
+            assert ha.kubernetes.holder() == await identity(healthy)
+            assert not healthy.logged(LOST)
+            assert await skewed.metric("srd_leader") == 0
+            successor = await identity(skewed)
+            healthy.process.send_signal(signal.SIGKILL)
+            await healthy.process.wait()
+            killed = time.monotonic()
+
+            async def taken_over() -> bool:
+                return ha.kubernetes.holder() == successor
+
+            # The lease from when the follower saw the last renewal, noticed at its next round.
+            within = LEASE + 2 * 1.2 * RETRY + SLACK
+            await eventually(taken_over, within=within, what="the skewed replica took over")
+            took = time.monotonic() - killed
+    print(f"\nclock {skew:+g}s: leader kept; dead leader replaced in {took:.2f}s")
