@@ -15,11 +15,13 @@ import aiohttp
 import pytest
 from pydantic import ValidationError
 
+from srd.cli import main
+from srd.cli.exitcodes import OK, USAGE
 from srd.config.failover import WebhookAuth
 from srd.http.auth import Authenticator
 from tests.support.daemon import RunningSrd, free_port, running_srd
 from tests.support.eventually import eventually
-from tests.support.failoverkit import as_operator, operators
+from tests.support.failoverkit import APPROVAL, OPERATORS, as_operator, kit, operators
 
 TOKEN = "shared-auth-token"
 ENV = {"SRD_TEST_TOKEN": TOKEN}
@@ -132,3 +134,30 @@ def test_named_tokens_must_have_unique_names(tmp_path: Path) -> None:
         WebhookAuth.model_validate(
             {"tokens": [{"name": "a", **token}], "bearer_token": token["token"]}
         )
+
+
+async def test_srd_approve_as_a_named_token_records_that_name_as_the_approver(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    auth = operators(tmp_path / "secrets")
+    config = tmp_path / "srd.yaml"
+    tokens = [
+        {"name": name, "token": {"file": str(tmp_path / "secrets" / f"{name}.token")}}
+        for name in OPERATORS
+    ]
+    config.write_text(f"state_dir: {tmp_path}\nfailover:\n  auth: {{tokens: {tokens}}}\n")
+    async with kit(tmp_path) as k, k.api(auth) as base:
+        runbook = k.runbook(APPROVAL)
+        execution = await k.execution(runbook)
+        run = asyncio.create_task(k.executor.run(runbook, execution))
+        await eventually(k.guards.approvals.pending, within=5, what="an approval asked")
+        approval_id = f"{execution.id}-0"
+        unknown = ["approve", approval_id, "--config", str(config), "--url", base, "--as", "eve"]
+        assert await asyncio.to_thread(main, unknown) == USAGE
+        assert "no token named eve" in capsys.readouterr().err
+        args = ["approve", approval_id, "--config", str(config), "--url", base, "--as", "bob"]
+        assert await asyncio.to_thread(main, args) == OK
+        assert f"approved {approval_id} as bob" in capsys.readouterr().out
+        assert await run == "succeeded"
+        [ended] = [s for s in await k.journal.steps(execution.id) if s.phase == "ended"][:1]
+        assert ended.detail == {"by": "bob"}
