@@ -8,6 +8,7 @@ in-flight polls finish within ``runtime.shutdown_grace``, then the server closes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import platform
 import signal
 import socket
@@ -42,7 +43,7 @@ from srd.evaluation.slo import Slo
 from srd.failover.leader import leadership_from_config
 from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook, load_runbooks
-from srd.failover.stage import FailoverStage
+from srd.failover.stage import AuthRequired, FailoverStage
 from srd.http.app import FailoverRoutes, build_app, listen, serving
 from srd.journal import JournalError, JournalFault
 from srd.model import Observation, Sample
@@ -55,8 +56,10 @@ log = structlog.get_logger("srd.runtime")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_UNUSABLE = 2
-"""What srd was given cannot be used (the journal file): restarting would not help."""
+EXIT_USAGE = 2
+"""Nothing started: what srd was given cannot run here, and restarting would not help (a
+journal file that is not a journal or that srd may not write; no ``failover.auth`` on a
+journal an armed replica shares). systemd: RestartPreventExitStatus."""
 PRUNE_INTERVAL = 3600.0
 """Seconds between applications of failover.journal_retention: receipts only grow by the
 alerts received, so hourly keeps the table within an hour of the retention."""
@@ -222,6 +225,8 @@ class Daemon:
             reasons.append("an essential task is not running")
         if self.failover is not None:
             reasons += self.failover.not_ready()
+            for execution, why in self.failover.dispatcher.stuck.items():
+                reasons.append(f"execution {execution} interrupted, being resumed: {why}")
         return reasons
 
     async def run(self) -> int:
@@ -271,12 +276,15 @@ class Daemon:
                     leadership=leadership,
                     budget=self.metrics.evaluation,
                 )
+            except AuthRequired as exc:
+                log.error("srd did not start", reason=str(exc))
+                return EXIT_USAGE
             except JournalError as exc:
                 # A server that may come back is worth a restart; a file that is not a
                 # journal, or one srd may not write, is not (systemd: RestartPreventExitStatus).
                 transient = isinstance(exc, JournalFault) and exc.transient
                 log.error("cannot open the journal; srd did not start", error=str(exc))
-                return EXIT_FAILED if transient else EXIT_UNUSABLE
+                return EXIT_FAILED if transient else EXIT_USAGE
             try:
                 self.supervisor.start("server", self._serve, essential=True)
                 self.supervisor.start("reloader", self._reloader)
@@ -289,6 +297,8 @@ class Daemon:
                 )
                 if keep_leadership is not None:
                     self.supervisor.start("leader", keep_leadership)
+                if self.config.failover.auth is None:
+                    self.supervisor.start("shared-auth", self._watch_shared_auth, essential=True)
                 self._start_stages(self.setup)
                 await wait_first(self._stop_requested, self.supervisor.failed)
                 failure = self.supervisor.failure
@@ -305,6 +315,29 @@ class Daemon:
             return EXIT_FAILED
         log.info("stopped")
         return EXIT_OK
+
+    async def _watch_shared_auth(self, stop: asyncio.Event) -> None:
+        """Without ``failover.auth``: stop (this essential task ends) as soon as an armed
+        replica sharing the journal records that it requires auth (``AuthRequired``).
+        Requests are refused from that moment; a restart then refuses to start (exit 2)
+        until auth is configured."""
+        failover = self._failover()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.ha.retry_period)
+            if stop.is_set():
+                return
+            try:
+                armed = await failover.journal.auth_required()
+            except JournalError as exc:
+                log.warning("cannot read the journal's shared auth; trying again", error=str(exc))
+                continue
+            if armed is not None:
+                if self._routes is not None:
+                    self._routes.auth.lock(armed)
+                where = str(self.config.failover.journal or self.config.state_dir)
+                log.error("stopping", reason=str(AuthRequired(where, armed)))
+                return
 
     async def _deposed(self) -> None:
         """Leadership lost: cancel executions in flight now; alerts are still taken and

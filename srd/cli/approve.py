@@ -31,12 +31,7 @@ def _approve(args: argparse.Namespace) -> int:
         return USAGE
     try:
         approved, message = asyncio.run(
-            approve(
-                target.url,
-                args.id,
-                target.headers.get("Authorization"),
-                target.headers["X-Srd-User"],
-            )
+            approve(target.url, args.id, target.headers.get("Authorization"))
         )
     except aiohttp.ClientError as exc:
         print(f"srd approve: srd unreachable at {target.url}: {exc}", file=sys.stderr)
@@ -45,14 +40,14 @@ def _approve(args: argparse.Namespace) -> int:
     return OK if approved else FAILED
 
 
-async def approve(
-    base_url: str, approval_id: str, authorization: str | None, user: str
-) -> tuple[bool, str]:
-    """POST the approval to a running srd; (approved, message for the operator)."""
-    headers = {"X-Srd-User": user} | ({"Authorization": authorization} if authorization else {})
+async def approve(base_url: str, approval_id: str, authorization: str | None) -> tuple[bool, str]:
+    """POST the approval to a running srd; (approved, message for the operator). srd records
+    the approver as the name of the credential in ``authorization``."""
+    headers = {"Authorization": authorization} if authorization else {}
     target = remote.Remote(base_url.rstrip("/"), headers)
     async with aiohttp.ClientSession() as session:
         status, body = await target.call(session, "POST", f"/api/approvals/{approval_id}")
     if status == 200:
-        return True, f"approved {approval_id}"
+        by = body.get("by") if isinstance(body, dict) else None
+        return True, f"approved {approval_id}" + (f" as {by}" if by else "")
     return False, remote.error_of(status, body)

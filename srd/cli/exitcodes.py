@@ -8,9 +8,10 @@ drill is invalid and nothing was started (argparse too exits 2 on a bad command 
 command   exit codes
 ========  ===================================================================================
 run       0 stopped by SIGTERM/SIGINT; 1 an essential task failed, or the listen address
-          cannot be had (busy), nothing started; 2 invalid config or options, nothing
-          started (0 and 1 are what ``srd.runtime.Daemon.run`` returns: ``EXIT_OK``,
-          ``EXIT_FAILED``)
+          cannot be had (busy), nothing started; 2 invalid config or options, a journal
+          file that cannot be used, or no ``failover.auth`` on a journal an armed replica
+          shares: nothing started (what ``srd.runtime.Daemon.run`` returns: ``EXIT_OK``,
+          ``EXIT_FAILED``, ``EXIT_USAGE``)
 check     0 the config and every file it references are valid; 2 invalid, every problem
           printed with file and key
 rules     0 exported, or promtool passed; 1 promtool failed or is missing; 2 invalid rule

@@ -10,7 +10,6 @@ it is and which credentials to send.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
@@ -60,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help=f"file holding the bearer token to send (default: ${TOKEN_ENV}, else the config's)",
     )
+    parser.add_argument(
+        "--as",
+        dest="credential",
+        help="with --config: the name of the failover.auth token to send (the journal records "
+        "it; default: the first)",
+    )
 
 
 def remote(args: argparse.Namespace, command: str) -> Remote | None:
@@ -84,18 +89,14 @@ def remote(args: argparse.Namespace, command: str) -> Remote | None:
         host = f"[{server.host}]" if ":" in server.host else server.host
         url = url or f"http://{host}:{server.port}"
         if authorization is None:
-            authorization = Authenticator(setup.config.failover.auth).header
-    headers = {"X-Srd-User": _user()}
-    if authorization:
-        headers["Authorization"] = authorization
+            authorization = Authenticator(setup.config.failover.auth).header_of(args.credential)
+            if args.credential is not None and authorization is None:
+                name = args.credential
+                print(f"srd {command}: failover.auth has no token named {name}", file=sys.stderr)
+                return None
+    # srd records who by the credential, never by a name the client asserts.
+    headers = {"Authorization": authorization} if authorization else {}
     return Remote(url.rstrip("/"), headers)
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no $USER and no passwd entry (a bare container)
-        return "cli"
 
 
 def error_of(status: int, body: Any) -> str:

@@ -16,17 +16,37 @@ class BasicAuth(Strict):
     password: SecretRef
 
 
+class NamedToken(Strict):
+    """A bearer token of one caller: the journal records ``name`` as who set the kill switch
+    or approved a step with it."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    token: SecretRef
+
+
 class WebhookAuth(Strict):
     """How callers of /alertmanager and /api/* prove who they are (Alertmanager's
-    ``http_config``: ``authorization`` with a bearer token, or ``basic_auth``)."""
+    ``http_config``: ``authorization`` with a bearer token, or ``basic_auth``). The identity
+    the journal records is the credential's: the token's ``name`` in ``tokens``, the
+    ``basic`` username, or ``bearer_token`` for the one unnamed token."""
 
     bearer_token: SecretRef | None = None
     basic: BasicAuth | None = None
+    tokens: list[NamedToken] | None = Field(
+        None,
+        min_length=1,
+        description="Named bearer tokens, one per caller (Alertmanager, each operator): "
+        "identity comes from the token, never from what a request says of itself.",
+    )
 
     @model_validator(mode="after")
     def _one(self) -> WebhookAuth:
-        if (self.bearer_token is None) == (self.basic is None):
-            raise ValueError("give exactly one of 'bearer_token' or 'basic'")
+        given = [self.bearer_token, self.basic, self.tokens]
+        if sum(1 for credential in given if credential is not None) != 1:
+            raise ValueError("give exactly one of 'bearer_token', 'basic' or 'tokens'")
+        names = [token.name for token in self.tokens or []]
+        if len(set(names)) != len(names):
+            raise ValueError("the names of 'tokens' must be unique")
         return self
 
 

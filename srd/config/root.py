@@ -54,7 +54,7 @@ class Config(Strict):
     def _armed_needs_auth(self) -> Config:
         if self.mode is Mode.ARMED and self.failover.auth is None:
             raise ValueError(
-                "mode armed needs failover.auth (bearer_token or basic): srd will not take "
+                "mode armed needs failover.auth (bearer_token, basic or tokens): srd will not take "
                 "failover triggers from unauthenticated callers"
             )
         return self

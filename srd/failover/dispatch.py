@@ -5,7 +5,12 @@ Every replica records the alerts it receives and plans their executions in the j
 keys let one replica win); only the leader runs them. While it leads, a replica takes up every
 ``poll`` what the journal holds unfinished and nobody here runs: executions a previous leader
 left (reconciled) and executions followers planned (started). On gaining the lead it first
-claims its term, so a deposed leader can write nothing more."""
+claims its term, so a deposed leader can write nothing more.
+
+An execution a fault interrupts (a journal write that failed, a crash of its code) is never
+left ``running``: the leader resumes it from the journal after a backoff, again and again,
+and meanwhile counts it in ``stuck`` (``srd_executions_stuck``, ``/readyz``). A replica that
+stops leading meanwhile lets it go: the next leader takes it up."""
 
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from srd.journal import (
     AlertReceipt,
     ExecutionRecord,
     Executions,
+    ExecutionState,
     Fence,
     Fencing,
     JournalError,
@@ -42,6 +48,10 @@ log = structlog.get_logger("srd.failover.dispatch")
 T = TypeVar("T")
 JOURNAL_RETRY = Backoff(initial=0.1, maximum=5.0)
 """Waits before retries of a journal write that failed."""
+EXECUTION_RETRY = Backoff(initial=1.0, maximum=30.0, jitter=0.2)
+"""Waits before the leader resumes an execution a fault interrupted: a journal outage of
+seconds (a PostgreSQL restart) is bridged within a few tries, a long one costs a try per
+half minute."""
 BATCH = 256
 """New alerts decided per batch at most: their receipts are marked decided in one write."""
 
@@ -128,6 +138,8 @@ class Dispatcher:
         self._stop = asyncio.Event()
         """``run``'s stop: once set, new executions are planned, not started."""
         self._catch_up_wanted = asyncio.Event()
+        self.stuck: dict[str, str] = {}
+        """Executions a fault interrupted, by id, with why, while they wait to be resumed."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """The task body: commit what the intake admits (group commit: the webhook's 2xx
@@ -512,12 +524,51 @@ class Dispatcher:
                 if execution.state == "planned" and await self._resolved_meanwhile(entry):
                     return
                 entry.started = True
-                if resume:
-                    state = await self._executor.resume(runbook, execution)
-                else:
-                    state = await self._executor.run(runbook, execution)
+                state = await self._carry_out(entry, resume)
                 if state == "blocked" and not by_hand(execution):
                     await self._release(execution)
         except Exception:
-            # Left running in the journal: the next start reconciles it.
-            log.exception("execution crashed", execution=execution.id)
+            # Before or after the executor (a journal read or the release): the next poll
+            # takes it up again.
+            log.exception("execution not taken up; the next poll tries again")
+            self._taken.discard(execution.id)
+        finally:
+            self._unstuck(execution.id)
+
+    async def _carry_out(self, entry: _Entry, resume: bool) -> ExecutionState | None:
+        """Run (or resume) the execution until it ends; after a fault, resume it from the
+        journal after a backoff, for as long as this replica leads."""
+        execution, runbook = entry.execution, entry.runbook
+        attempt = 0
+        while True:
+            try:
+                if attempt == 0:
+                    run = self._executor.resume if resume else self._executor.run
+                    return await run(runbook, execution)
+                current = await self._journal.execution(execution.id)
+                if current is None or current.state not in ("planned", "running"):
+                    # The write that failed had committed after all, and it was the last.
+                    return current.state if current is not None else None
+                return await self._executor.resume(runbook, current)
+            except Exception as exc:
+                delay = EXECUTION_RETRY.delay(attempt)
+                reason = str(exc) if isinstance(exc, JournalError) else f"crashed: {exc!r}"
+                self.stuck[execution.id] = reason
+                self._metrics.executions_stuck.set(len(self.stuck))
+                log.error(
+                    "execution interrupted; resuming it from the journal",
+                    error=reason,
+                    attempt=attempt + 1,
+                    retry_in=round(delay, 3),
+                    exc_info=not isinstance(exc, JournalError),
+                )
+            await asyncio.sleep(delay)
+            attempt += 1
+            if not self._leadership.is_leader():
+                log.warning("no longer leading: the execution is left to the next leader")
+                self._taken.discard(execution.id)
+                return None
+
+    def _unstuck(self, execution_id: str) -> None:
+        if self.stuck.pop(execution_id, None) is not None:
+            self._metrics.executions_stuck.set(len(self.stuck))

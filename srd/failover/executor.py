@@ -4,10 +4,15 @@ Each step is written to the journal *before* it starts (idempotency key, actuato
 and *after* it ends. A step failure rolls back, in reverse, exactly the steps that ran, and
 pages. When every step of a remedy ran but the runbook's health is not back by its deadline,
 the next remedy is tried, and after the last one srd escalates and stops — it never loops.
-``resume`` reconciles an execution a crash interrupted: the step that was running is judged
-by the actuator's ``converged``; done steps are never repeated. A ``delay`` step journals its
-due time, and a resumed one (after a restart, or on the next leader) waits only what is left;
-the variables a step ``bind``s are read back from its journaled snapshot.
+``resume`` reconciles an execution a crash interrupted; done steps are never repeated. A step
+is done only when its ``ended ok`` is journaled, which is written only after its verify passed.
+The action step that was running is finished within what is left of its timeout: when the
+live state still equals the recorded prior state the action never reached the actuator (the
+crash fell between ``started`` and the call), so it is applied again (idempotent); then it must
+converge and its verify pass again, or the runbook rolls back and pages as for any failed step.
+A ``delay`` step journals its due time, and a resumed one (after a restart, or on the next
+leader) waits only what is left; the variables a step ``bind``s are read back from its
+journaled snapshot.
 
 Every step and state write carries the leadership's fence (holder and term). When the journal
 refuses one (``FencedError``: another replica has led since), this replica stops acting on the
@@ -52,6 +57,9 @@ T = TypeVar("T")
 
 ACTUATOR_RETRY = Backoff(initial=0.5, maximum=30.0)
 """Waits after a retryable actuator error, within the step's timeout."""
+RESUME_GRACE = 30.0
+"""Seconds a resumed step gets at least (its timeout when shorter), however much of its
+timeout the crash and the restart used: one snapshot, apply, convergence poll and verify."""
 
 
 class ExecutorJournal(Executions, Fencing, Protocol):
@@ -204,29 +212,62 @@ class Executor:
             index = interrupted[0]
             step = self._resolved(run, runbook.step_at(index)[1])
             applied = step.action is not None and started[index].prior is not None
-            if applied and not await self._settled(run, index, step):
-                return await self._rollback(run, f"step {step.name} did not converge")
+            if applied and not await self._settled(run, index, step, started[index]):
+                return await self._rollback(run, f"step {step.name} failed when resumed")
         log.info("resuming runbook", completed=sorted(run.completed))
         return await self._remedies(run, position)
 
-    async def _settled(self, run: _Run, index: int, step: Step) -> bool:
-        """Did the action interrupted at ``index`` take effect? Journal the verdict."""
+    async def _settled(self, run: _Run, index: int, step: Step, started: StepRecord) -> bool:
+        """Finish the action interrupted at ``index``: apply it again when the live state is
+        still the recorded prior, then wait for convergence and verify, within what is left
+        of the step's timeout. Journal the verdict; True only when verified."""
         spec = _action(step)
+        actuator = self._actuators[spec.actuator]
+        detail: dict[str, Any] = {"reconciled": True}
         try:
-            async with asyncio.timeout(step.timeout):
+            async with asyncio.timeout(self._left(step, started)):
+                live = await self._retrying(lambda: actuator.snapshot(spec.action, spec.params))
+                if live == started.prior:
+                    log.warning(
+                        "the interrupted step's action never reached the actuator; applying it",
+                        step=step.name,
+                    )
+                    detail["reapplied"] = True
+                    detail["after"] = await self._retrying(
+                        lambda: actuator.apply(spec.action, spec.params)
+                    )
                 await self._converge(spec)
+                await self._verify(step)
             ok = True
-        except (TimeoutError, ActuatorError):
+        except (TimeoutError, ActuatorError, StepFailed) as exc:
             ok = False
+            detail["reason"] = _why(exc)
         result: StepResult = "ok" if ok else "failed"
         # The verdict ends the interrupted attempt, under its key (a later reconciliation
         # then finds the step ended); it is not a new attempt.
         attempt = run.attempts[index] - 1
-        detail = {"reconciled": True}
         await self._record(run, index, step, "ended", result, detail=detail, attempt=attempt)
         if ok:
             run.completed.add(index)
+        else:
+            log.error("resumed step failed", step=step.name, reason=detail["reason"])
         return ok
+
+    def _left(self, step: Step, started: StepRecord) -> float:
+        """What is left of the step's timeout since its ``started`` record, and at least
+        ``RESUME_GRACE``: a crash may have used it all up, and the verdict needs one look."""
+        elapsed = min(max(0.0, time.time() - started.at), step.timeout)
+        return max(step.timeout - elapsed, min(step.timeout, RESUME_GRACE))
+
+    async def _verify(self, step: Step) -> None:
+        """Raise StepFailed unless the step's verify (if any) passes within its timeout."""
+        if step.verify is None:
+            return
+        result = await wait_for(
+            self._checks, step.verify, step.timeout, self._interval(step.verify)
+        )
+        if not result.ok:
+            raise StepFailed(f"verify {step.verify.describe()}: {result.reason}")
 
     async def _remedies(self, run: _Run, start: int) -> ExecutionState:
         plan = run.runbook.plan
@@ -350,12 +391,7 @@ class Executor:
             async with asyncio.timeout(step.timeout):
                 after = await self._retrying(lambda: actuator.apply(spec.action, spec.params))
                 await self._converge(spec)
-                if step.verify is not None:
-                    result = await wait_for(
-                        self._checks, step.verify, step.timeout, self._interval(step.verify)
-                    )
-                    if not result.ok:
-                        raise StepFailed(f"verify {step.verify.describe()}: {result.reason}")
+                await self._verify(step)
         except (TimeoutError, ActuatorError, StepFailed) as exc:
             return await self._ended(run, index, step, False, _why(exc))
         await self._record(run, index, step, "ended", "ok", detail={"after": after})

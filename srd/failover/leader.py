@@ -2,15 +2,20 @@
 only the one holding the Lease acts.
 
 Each round (every ``retry_period``) reads the Lease and then creates it when absent, renews it
-when this replica holds it, or takes it over when its holder let it expire (``renewTime +
-leaseDurationSeconds`` has passed, or the holder released it), counting the takeover in
-``leaseTransitions``. Every write carries the ``resourceVersion`` just read, so of two replicas
-racing for the Lease the API lets one win and answers 409 to the other, which stays a follower.
+when this replica holds it, or takes it over when its holder let it expire or released it,
+counting the takeover in ``leaseTransitions``. Expiry is client-go's rule: the Lease has
+expired when this replica has not seen its record change for ``leaseDurationSeconds`` on its
+own monotonic clock. The holder's ``renewTime`` is compared for change only, never with this
+host's clock, so a replica whose clock is ahead cannot depose a healthy leader and one whose
+clock is behind does not wait longer to take over a dead one. Every write carries the
+``resourceVersion`` just read, so of two replicas racing for the Lease the API lets one win
+and answers 409 to the other, which stays a follower.
 
 Fail closed: ``is_leader()`` turns false as soon as a renewal is ``renew_deadline`` overdue,
 whether or not the API could be reached to say so. The deadline is shorter than the lease, so
 a leader cut off from the API has stopped acting before a follower can take over (the margin
-also absorbs clock skew: expiry is judged on the wall clock against ``renewTime``). A loss
+also absorbs the difference between when a follower saw the last renewal and when it was
+made, at most one retry period plus the API's latency). A loss
 awaits the ``on_loss`` hook, which the runtime uses to cancel executions in flight; gaining the
 Lease awaits ``on_acquire``, which the runtime uses to have the new leader claim its term in
 the journal and take up what the previous leader left. After a loss the replica stands again;
@@ -116,7 +121,10 @@ class LeaseLeadership:
         *,
         on_loss: LossHook | None = None,
         on_acquire: AcquireHook | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        """``wall``: the clock the Lease's times are written with (only written: tests skew it
+        to show that nothing is judged by it)."""
         if settings.namespace is None:
             raise ValueError("the Lease needs a namespace (ha.namespace)")
         self.identity = identity
@@ -136,6 +144,11 @@ class LeaseLeadership:
         self._leader: str | None = None
         self._last_error = ""
         self._api: ApiClient | None = None
+        self._wall = wall
+        self._seen: tuple[Any, ...] | None = None
+        """The Lease's record as last read while another replica held it."""
+        self._seen_at = 0.0
+        """Monotonic time at which this replica saw ``_seen`` change."""
 
     def is_leader(self) -> bool:
         return self._held and time.monotonic() - self._renewed < self._settings.renew_deadline
@@ -225,12 +238,12 @@ class LeaseLeadership:
         holder = spec.holder_identity if spec is not None else None
         transitions = int(spec.lease_transitions or 0) if spec is not None else 0
         if holder == self.identity:
-            body = self._written(api, lease, {"renewTime": _now()})
+            body = self._written(api, lease, {"renewTime": self._now()})
             await leases.replace_namespaced_lease(self.name, self.namespace, body)
             return self.identity, transitions
-        if holder and not self._expired(spec):
+        if holder and not self._expired(lease):
             return holder, None
-        now = _now()
+        now = self._now()
         takeover = {
             "holderIdentity": self.identity,
             "acquireTime": now,
@@ -242,14 +255,22 @@ class LeaseLeadership:
         log.info("took over the Lease", previous=holder or "(released)", lease=self.name)
         return self.identity, transitions + 1
 
-    def _expired(self, spec: Any) -> bool:
-        if spec.renew_time is None:
+    def _expired(self, lease: V1Lease) -> bool:
+        """Whether this replica has not seen the Lease's record change for its duration, on
+        its own monotonic clock (any write changes ``resourceVersion``)."""
+        spec = lease.spec
+        if spec is None or spec.renew_time is None:
             return True
+        version = lease.metadata.resource_version if lease.metadata is not None else None
+        record = (version, spec.holder_identity, spec.renew_time, spec.lease_transitions)
+        now = time.monotonic()
+        if record != self._seen:
+            self._seen, self._seen_at = record, now
         duration = spec.lease_duration_seconds or self._settings.lease_duration
-        return bool(time.time() >= spec.renew_time.timestamp() + duration)
+        return bool(now - self._seen_at >= duration)
 
     def _new_lease(self) -> V1Lease:
-        now = _now()
+        now = self._now()
         return _as_lease(
             {
                 "apiVersion": "coordination.k8s.io/v1",
@@ -295,7 +316,7 @@ class LeaseLeadership:
                 lease = await leases.read_namespaced_lease(self.name, self.namespace)
                 if lease.spec is None or lease.spec.holder_identity != self.identity:
                     return
-                now = _now()
+                now = self._now()
                 released = {
                     "holderIdentity": "",
                     "acquireTime": now,
@@ -344,6 +365,9 @@ class LeaseLeadership:
             log.warning("leader election round failed", reason=reason, leading=self._held)
         self._last_error = reason
 
+    def _now(self) -> str:
+        return _micro(datetime.fromtimestamp(self._wall(), UTC))
+
     async def _client(self) -> ApiClient:
         if self._api is None:
             connection = self._settings.kubernetes
@@ -361,10 +385,6 @@ def _as_lease(body: dict[str, Any]) -> V1Lease:
     ``datetime.isoformat()``, which drops the fraction at whole seconds, and the API server
     parses MicroTime with exactly six fractional digits."""
     return cast(V1Lease, body)
-
-
-def _now() -> str:
-    return _micro(datetime.now(UTC))
 
 
 def _micro(moment: datetime) -> str:

@@ -22,6 +22,7 @@ class FailoverMetrics:
     JOURNAL_WRITABLE = "srd_journal_writable"
     INTAKE_ALERTS = "srd_intake_alerts"
     INTAKE_BYTES = "srd_intake_bytes"
+    EXECUTIONS_STUCK = "srd_executions_stuck"
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = reg = registry
@@ -107,5 +108,11 @@ class FailoverMetrics:
             self.JOURNAL_FENCED_WRITES,
             "Journal writes refused because another replica leads at a higher term: each one "
             "stopped an execution here, for the leader to reconcile.",
+            registry=reg,
+        )
+        self.executions_stuck = Gauge(
+            self.EXECUTIONS_STUCK,
+            "Executions this leader is retrying after a journal write (or another fault) "
+            "interrupted them: nonzero also turns /readyz 503.",
             registry=reg,
         )

@@ -8,26 +8,52 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
 
 from srd.actuators.base import Actuator
-from srd.config import Config
+from srd.config import Config, Mode
+from srd.config.journal import POSTGRES_SCHEMES, postgres_target
 from srd.failover.checks import Checks
 from srd.failover.dispatch import Dispatcher
 from srd.failover.escalation import Pager
 from srd.failover.executor import Executor
 from srd.failover.guards import BudgetReader, Guards, KillSwitch, Limits
 from srd.failover.intake import Intake, from_rule_alert
-from srd.failover.leader import Leadership
+from srd.failover.leader import Leadership, base_identity
 from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook
-from srd.journal import Journal, JournalError, JournalHealth, open_journal
+from srd.journal import Journal, JournalError, JournalHealth, journal_path, open_journal
 from srd.journal.faults import KINDS
 from srd.model import Alert, Observation
 
 log = structlog.get_logger("srd.failover")
+
+
+class AuthRequired(Exception):
+    """An armed replica sharing this replica's journal requires every replica on it to
+    authenticate its callers, and this one has no ``failover.auth``: it must not run, or
+    anyone could steer the armed one's shared state (kill switch, approvals, executions)
+    through it."""
+
+    def __init__(self, journal: str, armed: str) -> None:
+        super().__init__(
+            f"the journal {journal} is shared with an armed replica ({armed}) that requires "
+            "authentication; set failover.auth on this replica too (the same credentials)"
+        )
+
+
+async def share_auth(config: Config, journal: Journal, where: str) -> None:
+    """Record that this armed replica requires auth of everyone on ``journal`` (armed implies
+    ``failover.auth``), or raise AuthRequired when this replica has none and an armed one
+    has recorded it."""
+    if config.mode is Mode.ARMED:
+        await journal.require_auth(base_identity(config.ha.identity))
+    elif config.failover.auth is None and (armed := await journal.auth_required()) is not None:
+        raise AuthRequired(where, armed)
 
 
 class FailoverStage:
@@ -106,9 +132,13 @@ class FailoverStage:
             metrics.journal_errors.labels("record_alerts", kind)
         health.listen(lambda op, kind: metrics.journal_errors.labels(op, kind).inc())
         metrics.journal_writable.set_function(lambda: 0 if health.outage else 1)
-        journal = await open_journal(
-            failover.journal or config.state_dir, create=True, password=password, health=health
-        )
+        target = failover.journal or config.state_dir
+        journal = await open_journal(target, create=True, password=password, health=health)
+        try:
+            await share_auth(config, journal, _shown(target))
+        except BaseException:
+            await journal.close()
+            raise
         return cls(
             config,
             journal,
@@ -178,3 +208,11 @@ class FailoverStage:
         for actuator in self.actuators.values():
             await actuator.close()
         await self.journal.close()
+
+
+def _shown(target: str | Path) -> str:
+    """The journal as errors name it: its file, or its URL without the password."""
+    text = str(target)
+    if urlsplit(text).scheme in POSTGRES_SCHEMES:
+        return postgres_target(text).shown
+    return str(journal_path(target))

@@ -10,8 +10,8 @@ hand (``srd execute``): 201 with the execution (200 when ``request`` started it 
 404 for an unknown runbook, 400 for labels its matchers refuse. A journal that cannot be
 reached: 503. ``srd approve ID`` and ``srd execute`` send these from another process.
 
-Who asked is recorded: the user the credentials name (basic auth), else the
-``X-Srd-User`` the client sends, else the client's address.
+The journal records who asked: the name of the credential the request carried
+(``srd.http.auth``), never a name the client asserts.
 """
 
 from __future__ import annotations
@@ -55,9 +55,8 @@ def add_start_route(app: web.Application, dispatcher: Dispatcher) -> None:
 
 
 def _caller(request: web.Request) -> str:
-    auth = request.app[AUTH_KEY]
-    auth.demand(request)
-    return auth.username or request.headers.get("X-Srd-User") or request.remote or "api"
+    """Who calls: the name of the credential the request carries (``srd.http.auth``)."""
+    return request.app[AUTH_KEY].demand(request)
 
 
 async def _start(request: web.Request) -> web.Response:

@@ -257,6 +257,15 @@ class Controls(Protocol):
         """The kill switch as last set; None when it was never set."""
         ...
 
+    async def require_auth(self, replica: str) -> None:
+        """Record that ``replica`` runs armed with auth: every replica sharing the journal must
+        authenticate its callers too (a shared control; it is never lifted)."""
+        ...
+
+    async def auth_required(self) -> str | None:
+        """The armed replica that last recorded ``require_auth``; None: none ever did."""
+        ...
+
     async def request_approval(self, approval_id: str, execution_id: str, description: str) -> None:
         """Record that a step waits for approval (again after a leader change: ignored)."""
         ...

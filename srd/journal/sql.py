@@ -166,6 +166,13 @@ def schema(d: Dialect) -> tuple[tuple[str, ...], ...]:
             "INSERT INTO alerts_decided (receipt, at) SELECT seq, received_at FROM alerts_received",
             *d.append_only("alerts_decided", True),  # pruned with its receipt
         ),
+        (  # 5: armed replicas that require every replica sharing the journal to authenticate
+            f"""CREATE TABLE auth_required_events (
+            seq {d.seq},
+            replica TEXT NOT NULL,
+            at {d.real} NOT NULL)""",
+            *d.append_only("auth_required_events", False),
+        ),
     )
 
 
@@ -429,6 +436,15 @@ class SqlJournal(ABC):
 
         await self._write("set_kill_switch", insert)
 
+    async def require_auth(self, replica: str) -> None:
+        def insert() -> Op[None]:
+            yield Query(
+                "INSERT INTO auth_required_events (replica, at) VALUES (?, ?)",
+                (replica, self._clock()),
+            )
+
+        await self._write("require_auth", insert)
+
     async def request_approval(self, approval_id: str, execution_id: str, description: str) -> None:
         def insert() -> Op[None]:
             yield from _require_execution(execution_id)
@@ -520,6 +536,12 @@ class SqlJournal(ABC):
             return None
         engaged, by, at, reason = rows[0]
         return KillSwitchState(bool(engaged), by, at, reason)
+
+    async def auth_required(self) -> str | None:
+        rows = await self._read(
+            "SELECT replica FROM auth_required_events ORDER BY seq DESC LIMIT 1", ()
+        )
+        return str(rows[0][0]) if rows else None
 
     async def approval(self, approval_id: str) -> Approval | None:
         rows = await self._read(

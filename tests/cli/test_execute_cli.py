@@ -4,7 +4,6 @@ processes against a real srd acting on the fake Kubernetes API."""
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import os
 import pty
@@ -198,7 +197,7 @@ async def test_execute_with_url_and_token_starts_a_runbook_that_the_journal_says
         "journal", execution_id, "--config", str(config), env={"SRD_CLI_TEST_TOKEN": TOKEN}
     )
     assert code == 0, err
-    assert f"started by   {getpass.getuser()}" in out.splitlines()
+    assert "started by   bearer_token" in out.splitlines()
     alert = "alert        ServiceDown alertname=ServiceDown service=web ticket=OPS-1"
     assert alert in out.splitlines()
 
@@ -241,13 +240,13 @@ async def test_execute_on_a_terminal_follows_the_execution_through_its_approval(
     code, out, err = await srd_cli(
         "approve", approval_id, "--url", running.base_url, "--token-file", str(token_file)
     )
-    assert (code, out.strip()) == (0, f"approved {approval_id}"), err
+    assert (code, out.strip()) == (0, f"approved {approval_id} as bearer_token"), err
     code, out, err = await execute
     assert code == 0, err
     lines = out.splitlines()
     execution_id = lines[0]
     assert f"execution    {execution_id}" in lines
-    assert f"started by   {getpass.getuser()}" in lines
+    assert "started by   bearer_token" in lines
     events = [line.split()[3:6] for line in lines if re.match(r"\d{4}-\d\d-\d\d ", line)]
     assert ["step", "1", "scale_backup_up"] in events
     assert events[-1][:2] == ["state", "succeeded"]

@@ -138,17 +138,84 @@ async def test_resume_continues_after_the_done_step_without_repeating_it(tmp_pat
         assert ("b", {"reconciled": True}) in ended
 
 
-async def test_resume_rolls_back_a_step_that_never_took_effect(tmp_path: Path) -> None:
+async def test_resume_rolls_back_a_step_whose_changed_state_never_converges(
+    tmp_path: Path,
+) -> None:
     async with kit(tmp_path) as k:
         runbook = k.runbook(
             THREE_STEPS.replace("value: 2}}, timeout: 2s", "value: 2}}, timeout: 0.05s")
         )
         await crash_after_a_started_b(k, runbook)
-        k.actuator.state.update(a=1, b=0)
+        k.actuator.state.update(a=1, b=5)  # neither the prior nor the target: not ours to redo
         [execution] = await k.journal.unfinished()
         assert await k.executor.resume(runbook, execution) == "rolled_back"
         assert k.actuator.calls == [("restore", "b", 0), ("restore", "a", 0)]
         assert ("apply", "a", 1) not in k.actuator.calls
+
+
+async def test_resume_applies_again_a_step_interrupted_before_its_action_reached_the_actuator(
+    tmp_path: Path,
+) -> None:
+    async with kit(tmp_path) as k:
+        # A 10-minute step: the old resume polled "converged" for all of it, then rolled back.
+        runbook = k.runbook(
+            THREE_STEPS.replace("value: 2}}, timeout: 2s", "value: 2}}, timeout: 600s")
+        )
+        eid = await crash_after_a_started_b(k, runbook)
+        k.actuator.state.update(a=1, b=0)  # b is still its recorded prior: never applied
+        [execution] = await k.journal.unfinished()
+        async with asyncio.timeout(5):
+            assert await k.executor.resume(runbook, execution) == "succeeded"
+        assert k.actuator.calls == [("apply", "b", 2), ("apply", "c", 3)]
+        [b_end] = [s for s in await k.journal.steps(eid) if s.name == "b" and s.phase == "ended"]
+        assert b_end.result == "ok"
+        assert b_end.detail == {"reconciled": True, "reapplied": True, "after": {"value": 2}}
+
+
+VERIFIED = """
+runbooks:
+  - name: verified
+    match: [alertname="Down"]
+    steps:
+      - {name: a, action: {actuator: fake, action: set, params: {key: a, value: 1}}, timeout: 2s}
+      - name: b
+        action: {actuator: fake, action: set, params: {key: b, value: 2}}
+        verify: {probe: svc}
+        timeout: 0.3s
+      - {name: c, action: {actuator: fake, action: set, params: {key: c, value: 3}}, timeout: 2s}
+"""
+
+
+async def test_a_step_killed_during_its_verify_is_verified_again_on_resume_and_rolls_back_if_not(
+    tmp_path: Path,
+) -> None:
+    async with kit(tmp_path, svc=False) as k:
+        runbook = k.runbook(VERIFIED)
+        eid = await crash_after_a_started_b(k, runbook)
+        k.actuator.state.update(a=1, b=2)  # b's action converged; its verify never passed
+        [execution] = await k.journal.unfinished()
+        assert await k.executor.resume(runbook, execution) == "rolled_back"
+        assert ("apply", "c", 3) not in k.actuator.calls
+        assert k.actuator.calls == [("restore", "b", 0), ("restore", "a", 0)]
+        [b_end] = [s for s in await k.journal.steps(eid) if s.name == "b" and s.phase == "ended"]
+        assert b_end.result == "failed"
+        assert b_end.detail is not None and "verify probe svc" in b_end.detail["reason"]
+        [page] = k.escalations
+        assert dict(page.labels)["reason"] == "rolled_back"
+
+
+async def test_a_step_killed_during_its_verify_goes_on_once_verify_passes_on_resume(
+    tmp_path: Path,
+) -> None:
+    async with kit(tmp_path, svc=True) as k:
+        runbook = k.runbook(VERIFIED)
+        eid = await crash_after_a_started_b(k, runbook)
+        k.actuator.state.update(a=1, b=2)
+        [execution] = await k.journal.unfinished()
+        assert await k.executor.resume(runbook, execution) == "succeeded"
+        assert k.actuator.calls == [("apply", "c", 3)]
+        [b_end] = [s for s in await k.journal.steps(eid) if s.name == "b" and s.phase == "ended"]
+        assert (b_end.result, b_end.detail) == ("ok", {"reconciled": True})
 
 
 async def test_a_runbook_killed_mid_step_resumes_without_repeating_a_done_step(

@@ -15,7 +15,16 @@ from srd.failover.dispatch import _RELEASED
 from srd.failover.guards import BudgetReader, Guards, Limits
 from srd.failover.runbooks import Check
 from tests.support.eventually import eventually
-from tests.support.failoverkit import APPROVAL, FLAGGED, LOOSE, ONE_STEP, Kit, kit
+from tests.support.failoverkit import (
+    APPROVAL,
+    FLAGGED,
+    LOOSE,
+    ONE_STEP,
+    Kit,
+    as_operator,
+    kit,
+    operators,
+)
 
 
 def blocks(k: Kit, guard: str) -> float | None:
@@ -177,15 +186,16 @@ async def test_srd_approve_lets_the_waiting_step_go_on(tmp_path: Path) -> None:
     async with kit(tmp_path) as k:
         runbook = k.runbook(APPROVAL)
         execution = await k.execution(runbook)
-        async with k.api() as base:
+        async with k.api(operators(tmp_path / "secrets")) as base:
             run = asyncio.create_task(k.executor.run(runbook, execution))
             await eventually(k.guards.approvals.pending, within=5, what="an approval asked")
-            assert await approve(base, "nope", None, "ann") == (
+            ann = as_operator("ann")["Authorization"]
+            assert await approve(base, "nope", ann) == (
                 False,
                 "nothing waits for approval nope",
             )
-            ok, _ = await approve(base, f"{execution.id}-0", None, "ann")
-            assert ok
+            ok, message = await approve(base, f"{execution.id}-0", ann)
+            assert (ok, message) == (True, f"approved {execution.id}-0 as ann")
             assert await run == "succeeded"
         assert k.actuator.state == {"a": 1}
 
@@ -193,9 +203,11 @@ async def test_srd_approve_lets_the_waiting_step_go_on(tmp_path: Path) -> None:
 async def test_the_kill_switch_api_sets_the_journals_switch_that_survives_a_restart(
     tmp_path: Path,
 ) -> None:
-    async with kit(tmp_path) as k, k.api() as base, aiohttp.ClientSession() as http:
+    auth = operators(tmp_path / "secrets")
+    async with kit(tmp_path) as k, k.api(auth) as base, aiohttp.ClientSession() as http:
         url = f"{base}/api/killswitch"
-        headers = {"X-Srd-User": "ann"}
+        # Who sets it is the credential's name; what the request says of itself is ignored.
+        headers = {**as_operator("ann"), "X-Srd-User": "mallory"}
         body = {"on": True, "reason": "db migration"}
         async with http.post(url, json=body, headers=headers) as response:
             assert response.status == 200
@@ -204,8 +216,10 @@ async def test_the_kill_switch_api_sets_the_journals_switch_that_survives_a_rest
         assert shown["sources"] == ["journal"]
         assert shown["journal"]["by"] == "ann"
         assert shown["journal"]["reason"] == "db migration"
-        async with http.post(url, json={"on": "yes"}) as response:
+        async with http.post(url, json={"on": "yes"}, headers=headers) as response:
             assert response.status == 400
+        async with http.post(url, json={"on": False}) as response:
+            assert response.status == 401
     async with kit(tmp_path) as k:  # a restart: the journal still holds it
         runbook = k.runbook(ONE_STEP)
         execution = await k.execution(runbook)

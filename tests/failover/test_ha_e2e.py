@@ -13,13 +13,14 @@ import signal
 import textwrap
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from srd.cli.approve import approve
@@ -49,7 +50,33 @@ ACTING = {"step started", "step done", "step failed", "rolling back", "runbook e
 
 
 class RecordingKubernetes(FakeKubernetes):
-    """The fake API, with what the tests ask of the requests it received."""
+    """The fake API, with what the tests ask of the requests it received; ``hold`` keeps the
+    next write to that path waiting (``held`` set) until ``release``, then refuses it (503)
+    without applying it: a leader killed meanwhile died before its action took effect."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold: str | None = None
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def app(self) -> web.Application:
+        app = super().app()
+
+        @web.middleware
+        async def holding(
+            request: web.Request,
+            handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        ) -> web.StreamResponse:
+            if request.path == self.hold and request.method in ("PATCH", "PUT"):
+                self.hold = None
+                self.held.set()
+                await self.release.wait()
+                return web.json_response({"kind": "Status", "code": 503}, status=503)
+            return await handler(request)
+
+        app.middlewares.append(holding)
+        return app
 
     def scalings(self, namespace: str, name: str) -> int:
         """Writes to a deployment's replicas."""
@@ -368,14 +395,148 @@ async def test_an_approval_posted_to_a_follower_lets_the_leaders_execution_go_on
         [(approval_id, what)] = pending.items()
         assert what.startswith("run step scale_primary_down")
         assert leader.logged("approval needed")
-        ok, _ = await approve(follower.base_url, approval_id, f"Bearer {TOKEN}", "ann")
+        ok, _ = await approve(follower.base_url, approval_id, f"Bearer {TOKEN}")
         assert ok
         execution = await finished(journal, "succeeded", 30)
 
         assert approval_id == f"{execution.id}-4"
         steps = list(await journal.steps(execution.id))
         [given] = [s for s in steps if s.name.endswith(":approval") and s.phase == "ended"]
-        assert given.detail == {"by": "ann"}
+        assert given.detail == {"by": "bearer_token"}  # the credential's name
         assert not [line for line in follower.log_lines if line.get("event") in ACTING]
         ha.assert_changed_once()
         await assert_dr_state(ha.platform)
+
+
+async def test_an_execution_a_journal_outage_interrupted_is_resumed_by_the_leader(ha: Ha) -> None:
+    """PostgreSQL stops while the leader waits for Route 53: the step's write fails. The
+    execution is not left running for the term: the leader's /readyz and
+    srd_executions_stuck show it, and once the journal is back the leader resumes it from
+    the journal, repeating no actuator write."""
+    ha.platform.proxy.dns_pending = 6
+    async with replicas(ha, 2) as group:
+        leader, _ = await leading(ha, group)
+        assert await post(leader, payload()) == 200
+        await eventually(lambda: dns_change_made(ha), within=30, what="the leader changed DNS")
+        await asyncio.to_thread(ha.server.stop)
+        try:
+
+            async def stuck() -> bool:
+                status, text = await leader.get("/readyz")
+                return status == 503 and "interrupted, being resumed" in text
+
+            await eventually(stuck, within=30, what="the leader's /readyz names it", every=0.5)
+            assert await leader.metric("srd_executions_stuck") == 1
+        finally:
+            await asyncio.to_thread(ha.server.start)
+        back = time.monotonic()
+        async with reading(ha) as journal:
+            execution = await finished(journal, "succeeded", 60)
+            resumed = time.monotonic() - back
+            steps = list(await journal.steps(execution.id))
+        assert_each_step_once(steps)
+        [interrupted] = [s for s in steps if s.name == "dns_to_dr" and s.phase == "ended"]
+        assert interrupted.detail == {"reconciled": True}
+        ha.assert_changed_once()
+        await assert_dr_state(ha.platform)
+        assert leader.logged("execution interrupted; resuming it from the journal")
+        assert (await leader.get("/readyz"))[0] == 200
+        assert await leader.metric("srd_executions_stuck") == 0
+    print(f"\njournal outage: succeeded {resumed:.2f}s after PostgreSQL was back")
+
+
+async def test_a_leader_killed_before_its_action_reached_the_api_is_replaced_and_it_is_applied(
+    ha: Ha,
+) -> None:
+    """The leader journals scale_backup_up as started and dies before the API applies the
+    scale. The successor finds the deployment still at its recorded prior state, applies the
+    scale itself and goes on, instead of polling "converged" for the step's 10 minutes and
+    rolling back."""
+    scale = f"/apis/apps/v1/namespaces/{DR}/deployments/web-backup/scale"
+    ha.kubernetes.hold = scale
+    async with replicas(ha, 2) as group, reading(ha) as journal:
+        leader, (follower,) = await leading(ha, group)
+        assert await post(leader, payload()) == 200
+        await asyncio.wait_for(ha.kubernetes.held.wait(), 30)
+        leader.process.send_signal(signal.SIGKILL)
+        await leader.process.wait()
+        ha.kubernetes.release.set()  # the dead leader's write is refused, never applied
+        killed = time.monotonic()
+        execution = await finished(journal, "succeeded", 30)
+        took = time.monotonic() - killed
+
+        steps = list(await journal.steps(execution.id))
+        assert_each_step_once(steps)
+        [first] = [s for s in steps if s.name == "scale_backup_up" and s.phase == "ended"]
+        assert first.detail is not None
+        assert (first.detail["reconciled"], first.detail["reapplied"]) == (True, True)
+        assert follower.logged(
+            "the interrupted step's action never reached the actuator; applying it"
+        )
+        # Two scale writes reached the API: the dead leader's, refused, and the successor's.
+        assert ha.kubernetes.scalings(DR, "web-backup") == 2
+        calls = ha.platform.proxy.calls
+        assert calls.count("ChangeResourceRecordSets") == 1, calls
+        assert ha.kubernetes.scalings(PRODUCTION, "web-primary") == 1
+        await assert_dr_state(ha.platform)
+    print(f"\nkilled before the action applied: succeeded {took:.2f}s after the kill")
+
+
+SKEWED_CLOCK = '''\
+"""Loaded at interpreter start-up (test only): this process's wall clock is off by
+SRD_TEST_CLOCK_SKEW seconds, as a host whose NTP failed; its monotonic clock is not."""
+import os
+import time
+
+_skew = float(os.environ["SRD_TEST_CLOCK_SKEW"])
+_wall = time.time
+time.time = lambda: _wall() + _skew
+'''
+
+
+@asynccontextmanager
+async def replica_with_skew(ha: Ha, n: int, skew: float) -> AsyncIterator[RunningSrd]:
+    """Replica ``n`` whose wall clock (``time.time``) is ``skew`` seconds off."""
+    site = ha.tmp_path / f"skew-{n}"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SKEWED_CLOCK)
+    env = {
+        "SRD_E2E_TOKEN": TOKEN,
+        "SRD_JOURNAL_PASSWORD": ha.database.password,
+        "SRD_TEST_CLOCK_SKEW": str(skew),
+        "PYTHONPATH": str(site),
+    }
+    port = free_port()
+    config = replica_config(ha, n, port)
+    async with running_srd("run", "--config", str(config), port=port, env=env) as srd:
+        yield srd
+
+
+@pytest.mark.parametrize("skew", [30.0, -30.0], ids=["ahead", "behind"])
+async def test_a_replica_with_a_skewed_clock_neither_deposes_the_leader_nor_delays_takeover(
+    ha: Ha, skew: float
+) -> None:
+    """A replica whose clock was 30 s ahead deposed a healthy leader a second after it
+    started; one 30 s behind took 30 s more than the lease to replace a dead leader. Expiry
+    is judged on each replica's own monotonic clock now."""
+    (ha.tmp_path / "runbook.yaml").write_text(shipped_runbook(ha.platform))
+    async with replica_with_skew(ha, 0, 0.0) as healthy:
+        await leading(ha, [healthy])
+        async with replica_with_skew(ha, 1, skew) as skewed:
+            await asyncio.sleep(2 * LEASE)
+            assert ha.kubernetes.holder() == await identity(healthy)
+            assert not healthy.logged(LOST)
+            assert await skewed.metric("srd_leader") == 0
+            successor = await identity(skewed)
+            healthy.process.send_signal(signal.SIGKILL)
+            await healthy.process.wait()
+            killed = time.monotonic()
+
+            async def taken_over() -> bool:
+                return ha.kubernetes.holder() == successor
+
+            # The lease from when the follower saw the last renewal, noticed at its next round.
+            within = LEASE + 2 * 1.2 * RETRY + SLACK
+            await eventually(taken_over, within=within, what="the skewed replica took over")
+            took = time.monotonic() - killed
+    print(f"\nclock {skew:+g}s: leader kept; dead leader replaced in {took:.2f}s")

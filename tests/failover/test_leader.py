@@ -29,6 +29,10 @@ RENEW = 1.5
 RETRY = 0.2
 SLACK = 0.4
 """Scheduling slack on a loaded CI machine; far below the durations it is added to."""
+TAKEOVER = LEASE + 2 * 1.2 * RETRY
+"""The longest a follower takes to take over a dead leader's Lease: the lease duration from
+when it saw the last renewal, which it read up to a jittered retry period late, noticed at its
+next round."""
 
 
 class MeddlingKubernetes(FakeKubernetes):
@@ -159,8 +163,10 @@ async def test_when_the_leader_dies_another_takes_over_within_the_lease_duration
         living = [r for r in group if r is not dead]
 
         began = time.monotonic()
+        # A follower counts the lease from when it saw the last renewal (up to one of its
+        # jittered retry periods late) and notices expiry at its next round.
         await eventually(
-            lambda: len(leaders(living)) == 1, within=LEASE + SLACK, what="a new leader"
+            lambda: len(leaders(living)) == 1, within=TAKEOVER + SLACK, what="a new leader"
         )
         took = time.monotonic() - began
 
@@ -172,6 +178,54 @@ async def test_when_the_leader_dies_another_takes_over_within_the_lease_duration
         assert lease["leaseTransitions"] == 1
         assert leader.leadership.term == 1
         assert not dead.leadership.is_leader()
+
+
+@asynccontextmanager
+async def replica_with_clock(url: str, n: int, skew: float) -> AsyncIterator[Replica]:
+    """One replica whose wall clock is ``skew`` seconds off."""
+    metrics, losses = FailoverMetrics(CollectorRegistry()), LossRecorder()
+    leadership = LeaseLeadership(
+        settings(url), f"srd-{n}_x", metrics, on_loss=losses, wall=lambda: time.time() + skew
+    )
+    losses.of = leadership
+    stop = asyncio.Event()
+    task = asyncio.create_task(leadership.run(stop), name=f"leader-{n}")
+    try:
+        yield Replica(leadership, metrics, stop, task, losses)
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.parametrize("skew", [30.0, -30.0], ids=["ahead", "behind"])
+async def test_a_replica_with_a_skewed_clock_neither_deposes_a_healthy_leader_nor_waits_longer(
+    skew: float,
+) -> None:
+    """A follower 30 s ahead saw the leader's renewTime as 30 s old and took over at once; one
+    30 s behind waited 30 s more than the lease for a dead leader. Expiry is now judged on
+    the follower's own monotonic clock, from when it saw the Lease change."""
+    fake = MeddlingKubernetes()
+    async with (
+        fake.serving() as url,
+        replica_with_clock(url, 0, 0.0) as healthy,
+    ):
+        await eventually(healthy.leadership.is_leader, within=RETRY * 2 + SLACK, what="leads")
+        async with replica_with_clock(url, 1, skew) as skewed:
+            await asyncio.sleep(LEASE * 2)
+            assert healthy.leadership.is_leader()
+            assert healthy.losses.times == []
+            assert not skewed.leadership.is_leader()
+            assert fake.lease()["leaseTransitions"] == 0
+
+            healthy.task.cancel()  # as SIGKILL: nothing released, the Lease must expire
+            await asyncio.gather(healthy.task, return_exceptions=True)
+            began = time.monotonic()
+            await eventually(
+                skewed.leadership.is_leader, within=TAKEOVER + SLACK, what="the takeover"
+            )
+            took = time.monotonic() - began
+            assert LEASE - RETRY - 0.1 < took < TAKEOVER + SLACK
+            assert fake.lease()["leaseTransitions"] == 1
 
 
 async def test_gaining_the_lease_awaits_on_acquire_once_already_fenced_as_the_new_term() -> None:

@@ -27,7 +27,15 @@ from srd.journal import (
 from srd.journal.sql import SqlJournal
 from tests.support.clock import Clock
 from tests.support.eventually import eventually
-from tests.support.failoverkit import APPROVAL, FLAGGED, ONE_STEP, Kit, kit
+from tests.support.failoverkit import (
+    APPROVAL,
+    FLAGGED,
+    ONE_STEP,
+    Kit,
+    as_operator,
+    kit,
+    operators,
+)
 from tests.support.pgserver import PgServer
 
 Opener = Callable[[Clock], Any]
@@ -60,8 +68,15 @@ async def replicas(tmp_path: Path, opener: Opener, count: int) -> AsyncIterator[
         yield kits
 
 
+def bearer(name: str) -> str:
+    return as_operator(name)["Authorization"]
+
+
 async def pending_on(base: str) -> dict[str, str]:
-    async with aiohttp.ClientSession() as http, http.get(f"{base}/api/approvals") as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{base}/api/approvals", headers=as_operator("ann")) as response,
+    ):
         assert response.status == 200
         result: dict[str, str] = await response.json()
         return result
@@ -91,9 +106,10 @@ async def test_a_kill_switch_set_through_one_replica_stops_the_step_on_another(
 ) -> None:
     async with replicas(tmp_path, shared, 2) as (leader, follower):
         runbook = leader.runbook(ONE_STEP)
-        async with follower.api() as base, aiohttp.ClientSession() as http:
+        auth = operators(tmp_path / "secrets")
+        async with follower.api(auth) as base, aiohttp.ClientSession() as http:
             body = {"on": True, "reason": "incident 42"}
-            headers = {"X-Srd-User": "ann"}
+            headers = as_operator("ann")
             async with http.post(f"{base}/api/killswitch", json=body, headers=headers) as r:
                 assert r.status == 200
             execution = await leader.execution(runbook, "fp1")
@@ -110,6 +126,10 @@ async def test_a_kill_switch_set_through_one_replica_stops_the_step_on_another(
             assert shown["file"]["on"] is False
 
             async with http.post(f"{base}/api/killswitch", json={"on": False}) as r:
+                assert r.status == 401
+            async with http.post(
+                f"{base}/api/killswitch", json={"on": False}, headers=headers
+            ) as r:
                 assert (await r.json())["on"] is False
         execution = await leader.execution(runbook, "fp2")
         assert await leader.executor.run(runbook, execution) == "succeeded"
@@ -138,23 +158,23 @@ async def test_an_approval_posted_to_a_follower_lets_the_leaders_step_go_on(
     async with replicas(tmp_path, shared, 2) as (leader, follower):
         _, execution, run = await asking(leader, text)
         approval_id = f"{execution.id}-0"
-        async with follower.api() as base:
+        async with follower.api(operators(tmp_path / "secrets")) as base:
             shown = await listed(base, approval_id)
             assert shown[approval_id] in ("restore the database", "run step a of flagged")
-            assert await approve(base, "nope-0", None, "ann") == (
+            assert await approve(base, "nope-0", bearer("ann")) == (
                 False,
                 "nothing waits for approval nope-0",
             )
-            assert await approve(base, approval_id, None, "ann") == (
+            assert await approve(base, approval_id, bearer("ann")) == (
                 True,
-                f"approved {approval_id}",
+                f"approved {approval_id} as ann",
             )
             async with asyncio.timeout(5):
                 assert await run == "succeeded"
             assert leader.actuator.state == {"a": 1}
             # Approved and done: nothing waits any more, on any replica.
             assert await pending_on(base) == {}
-            assert (await approve(base, approval_id, None, "bob"))[0] is False
+            assert (await approve(base, approval_id, bearer("bob")))[0] is False
         ended = [s for s in await leader.journal.steps(execution.id) if s.phase == "ended"]
         assert ended[0].detail == {"by": "ann"}
 
@@ -165,7 +185,7 @@ async def test_an_approval_recorded_before_a_leader_change_is_honoured_by_the_ne
     async with replicas(tmp_path, shared, 2) as (old, new):
         runbook, execution, run = await asking(old, APPROVAL)
         approval_id = f"{execution.id}-0"
-        async with new.api() as base:
+        async with new.api(operators(tmp_path / "secrets")) as base:
             await listed(base, approval_id)
             # The leader is lost while it waits (stand_down cancels its executions).
             old.leader.leader = False
@@ -174,9 +194,9 @@ async def test_an_approval_recorded_before_a_leader_change_is_honoured_by_the_ne
                 await run
             # Nobody waits now, yet the approval still waits in the journal: give it.
             assert approval_id in await pending_on(base)
-            assert await approve(base, approval_id, None, "ann") == (
+            assert await approve(base, approval_id, bearer("ann")) == (
                 True,
-                f"approved {approval_id}",
+                f"approved {approval_id} as ann",
             )
         new.leader.leader = True
         new.leader.fenced_as = Fence("r1", 2)
@@ -198,9 +218,9 @@ async def test_an_approval_timed_out_cannot_be_given_later(tmp_path: Path, share
         runbook = leader.runbook(APPROVAL.replace("20s", "0.3s"))
         execution = await leader.execution(runbook)
         assert await leader.run_blocked(runbook, execution) == ["approval"]
-        async with follower.api() as base:
+        async with follower.api(operators(tmp_path / "secrets")) as base:
             assert await pending_on(base) == {}
-            assert (await approve(base, f"{execution.id}-0", None, "ann"))[0] is False
+            assert (await approve(base, f"{execution.id}-0", bearer("ann")))[0] is False
         assert leader.actuator.calls == []
 
 

@@ -86,7 +86,7 @@ async def test_a_runbook_started_by_hand_runs_at_once_and_the_journal_says_who_s
         status, body = await start(
             url,
             {"runbook": "failover-web", "labels": {"reason": "drill"}},
-            {"X-Srd-User": "ann"},
+            {"X-Srd-User": "ann"},  # a name the client asserts: never recorded
         )
         assert status == 201, body
         # No settle wait (1 h here): a person decided, there is no alert to resolve.
@@ -94,7 +94,7 @@ async def test_a_runbook_started_by_hand_runs_at_once_and_the_journal_says_who_s
         assert (record.state, record.mode) == ("succeeded", "armed")
         assert k.actuator.state == {"a": 1}
         assert record.alert["source"] == "manual"
-        assert record.alert["started_by"] == "ann"
+        assert record.alert["started_by"] == "anonymous"  # this srd has no failover.auth
         # The runbook's = matchers are filled in; the given labels are kept.
         assert record.alert["labels"] == {
             "alertname": "ServiceDown",

@@ -668,3 +668,15 @@ async def test_racing_new_leaders_leave_one_term_each_and_the_highest_wins(
     finally:
         for j in journals:
             await j.close()
+
+
+async def test_an_armed_replicas_demand_for_auth_is_shared_and_never_lifted(
+    backend: Backend, journal: SqlJournal, clock: Clock
+) -> None:
+    assert await journal.auth_required() is None
+    await journal.require_auth("replica-0")
+    async with await backend.open(clock) as other:  # another replica on the same journal
+        assert await other.auth_required() == "replica-0"
+    with pytest.raises(backend.error, match="append-only"):
+        backend.sql("DELETE FROM auth_required_events")
+    assert await journal.auth_required() == "replica-0"

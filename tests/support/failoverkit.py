@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from srd.config import Mode
+from srd.config.failover import WebhookAuth
 from srd.failover.executor import ACTUATOR_RETRY, Executor
 from srd.failover.guards import Guards, KillSwitch, Limits
 from srd.failover.intake import Intake
@@ -26,6 +27,25 @@ from srd.model import Alert
 from srd.testing import FakeActuator, FakeChecks
 from tests.support.clock import Clock
 from tests.support.servers import running
+
+OPERATORS = {"ann": "ann-secret-token", "bob": "bob-secret-token"}
+"""Two operators' named tokens (``operators``)."""
+
+
+def operators(directory: Path) -> WebhookAuth:
+    """``failover.auth`` with the named tokens of ann and bob (their secrets in files)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tokens = []
+    for name, secret in OPERATORS.items():
+        (directory / f"{name}.token").write_text(secret)
+        tokens.append({"name": name, "token": {"file": str(directory / f"{name}.token")}})
+    return WebhookAuth.model_validate({"tokens": tokens})
+
+
+def as_operator(name: str) -> dict[str, str]:
+    """The headers of a request with ``name``'s token."""
+    return {"Authorization": f"Bearer {OPERATORS[name]}"}
+
 
 LOOSE = Limits(cooldown=0, flap_window=0, flap_max=100, execution_window=0, max_executions=100)
 
@@ -85,11 +105,11 @@ class Kit:
         return await self.guards_blocked(execution.id)
 
     @asynccontextmanager
-    async def api(self) -> AsyncIterator[str]:
-        """The kit's webhook and failover API (kill switch, approvals), without credentials,
-        served on a free port: its base URL."""
+    async def api(self, auth: WebhookAuth | None = None) -> AsyncIterator[str]:
+        """The kit's webhook and failover API (kill switch, approvals), behind ``auth`` (by
+        default none: every caller is ``anonymous``), served on a free port: its base URL."""
         app = web.Application()
-        add_routes(app, Intake(10), Authenticator(None), self.metrics, 1024)
+        add_routes(app, Intake(10), Authenticator(auth), self.metrics, 1024)
         add_api_routes(app, self.guards.kill_switch, self.guards.approvals)
         async with running(app) as server:
             yield server.url
