@@ -268,10 +268,7 @@ class AwsActuator(ModelledActions[Action]):
         p = self._parse(action, params)
         async with self._calling(p.target, "change") as clients:
             if isinstance(p, Route53Upsert):
-                route53 = clients["route53"]
-                if not _holds(await _record(route53, p), p):
-                    change = await _change(route53, p.hosted_zone_id, "UPSERT", p.record())
-                    self._changes[(p.hosted_zone_id, p.name, p.type)] = change
+                await self._upsert_now(clients["route53"], p)
                 return {"record": p.record()}
             elbv2 = clients["elbv2"]
             if isinstance(p, Elbv2MoveTargets):
@@ -283,14 +280,7 @@ class AwsActuator(ModelledActions[Action]):
         p = self._parse(action, params)
         async with self._calling(p.target, "read") as clients:
             if isinstance(p, Route53Upsert):
-                route53 = clients["route53"]
-                if not _holds(await _record(route53, p), p):
-                    return False
-                change = self._changes.get((p.hosted_zone_id, p.name, p.type))
-                if change is None:
-                    return True
-                answer = await route53.get_change(Id=change)
-                return bool(answer["ChangeInfo"]["Status"] == "INSYNC")
+                return await self._upserted(clients["route53"], p)
             for swap in _swaps(p):
                 if not await _swapped(clients["elbv2"], swap):
                     return False
@@ -369,6 +359,23 @@ class AwsActuator(ModelledActions[Action]):
             await _change(route53, p.hosted_zone_id, "UPSERT", wanted)
         elif wanted is None and current is not None:
             await _change(route53, p.hosted_zone_id, "DELETE", current)
+
+    async def _upsert_now(self, route53: Any, p: Route53Upsert) -> None:
+        """Upsert the record unless it holds already; its change is what ``converged`` waits
+        for."""
+        if not _holds(await _record(route53, p), p):
+            change = await _change(route53, p.hosted_zone_id, "UPSERT", p.record())
+            self._changes[(p.hosted_zone_id, p.name, p.type)] = change
+
+    async def _upserted(self, route53: Any, p: Route53Upsert) -> bool:
+        """The record holds, and the change srd made to it (if any) is INSYNC."""
+        if not _holds(await _record(route53, p), p):
+            return False
+        change = self._changes.get((p.hosted_zone_id, p.name, p.type))
+        if change is None:
+            return True
+        answer = await route53.get_change(Id=change)
+        return bool(answer["ChangeInfo"]["Status"] == "INSYNC")
 
     @asynccontextmanager
     async def _calling(
