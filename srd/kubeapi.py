@@ -6,9 +6,34 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
 from kubernetes_asyncio import config as kube_config
-from kubernetes_asyncio.client import Configuration
+from kubernetes_asyncio.client import ApiClient, Configuration
+
+
+class Connection(Protocol):
+    """Where settings say the API is (``srd.config.actuators.KubernetesConnection``)."""
+
+    @property
+    def host(self) -> object | None: ...
+
+    @property
+    def kubeconfig(self) -> Path | None: ...
+
+    @property
+    def context(self) -> str | None: ...
+
+
+async def api_client(connection: Connection) -> ApiClient:
+    """A client of the API ``connection`` names, configured as ``api_configuration`` says."""
+    host = connection.host
+    configuration = await api_configuration(
+        host=str(host) if host is not None else None,
+        kubeconfig=connection.kubeconfig,
+        context=connection.context,
+    )
+    return ApiClient(configuration)
 
 
 async def api_configuration(

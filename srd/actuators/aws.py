@@ -42,7 +42,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator, model_validator
 
 from srd.actuators.base import ActuatorError, Params, Plan, State
-from srd.actuators.params import parse_params, prior_value
+from srd.actuators.params import ModelledActions, prior_value
 from srd.config.durations import Duration
 from srd.config.types import SecretRef, Strict
 
@@ -215,11 +215,12 @@ ASSUMED_ROLE = re.compile(
 )
 
 
-class AwsActuator:
+class AwsActuator(ModelledActions[Action]):
     """Acts through one client per AWS API, made on first use and kept until ``close``."""
 
     name = "aws"
     config_model = AwsSettings
+    models = ACTIONS
 
     def __init__(self, settings: AwsSettings) -> None:
         self._settings = settings
@@ -232,12 +233,6 @@ class AwsActuator:
         self._principal: str | None = None
         """srd's own IAM principal (``denied``), asked of STS once."""
 
-    def actions(self) -> frozenset[str]:
-        return frozenset(ACTIONS)
-
-    def validate(self, action: str, params: Params) -> None:
-        self._parse(action, params)
-
     async def snapshot(self, action: str, params: Params) -> State:
         p = self._parse(action, params)
         async with self._calling(p.target, "read") as clients:
@@ -246,10 +241,10 @@ class AwsActuator:
             if isinstance(p, Elbv2MoveTargets):
                 to, from_ = p.halves()
                 return {
-                    "to": {"targets": _listed(await _live(clients["elbv2"], to))},
-                    "from": {"targets": _listed(await _live(clients["elbv2"], from_))},
+                    "to": await _targets(clients["elbv2"], to),
+                    "from": await _targets(clients["elbv2"], from_),
                 }
-            return {"targets": _listed(await _live(clients["elbv2"], p))}
+            return await _targets(clients["elbv2"], p)
 
     async def plan(self, action: str, params: Params) -> Plan:
         p = self._parse(action, params)
@@ -260,7 +255,7 @@ class AwsActuator:
             else:
                 move = isinstance(p, Elbv2MoveTargets)
                 changes = []
-                for swap in p.halves() if isinstance(p, Elbv2MoveTargets) else (p,):
+                for swap in _swaps(p):
                     adding, removing = _swap(swap, await _live(clients["elbv2"], swap))
                     group = swap.target_group_arn.split("/")[1]
                     changes += [f"register {_label(t)}" + f" in {group}" * move for t in adding]
@@ -273,36 +268,20 @@ class AwsActuator:
         p = self._parse(action, params)
         async with self._calling(p.target, "change") as clients:
             if isinstance(p, Route53Upsert):
-                route53 = clients["route53"]
-                if not _holds(await _record(route53, p), p):
-                    change = await _change(route53, p.hosted_zone_id, "UPSERT", p.record())
-                    self._changes[(p.hosted_zone_id, p.name, p.type)] = change
+                await self._upsert_now(clients["route53"], p)
                 return {"record": p.record()}
             elbv2 = clients["elbv2"]
             if isinstance(p, Elbv2MoveTargets):
-                after = {}
-                for half, swap in zip(("to", "from"), p.halves(), strict=True):
-                    adding, removing = _swap(swap, await _live(elbv2, swap))
-                    await _change_targets(elbv2, swap.target_group_arn, adding, removing)
-                    after[half] = {"targets": _listed(await _live(elbv2, swap))}
-                return after
-            adding, removing = _swap(p, await _live(elbv2, p))
-            await _change_targets(elbv2, p.target_group_arn, adding, removing)
-            return {"targets": _listed(await _live(elbv2, p))}
+                to, from_ = p.halves()
+                return {"to": await _swap_now(elbv2, to), "from": await _swap_now(elbv2, from_)}
+            return await _swap_now(elbv2, p)
 
     async def converged(self, action: str, params: Params) -> bool:
         p = self._parse(action, params)
         async with self._calling(p.target, "read") as clients:
             if isinstance(p, Route53Upsert):
-                route53 = clients["route53"]
-                if not _holds(await _record(route53, p), p):
-                    return False
-                change = self._changes.get((p.hosted_zone_id, p.name, p.type))
-                if change is None:
-                    return True
-                answer = await route53.get_change(Id=change)
-                return bool(answer["ChangeInfo"]["Status"] == "INSYNC")
-            for swap in p.halves() if isinstance(p, Elbv2MoveTargets) else (p,):
+                return await self._upserted(clients["route53"], p)
+            for swap in _swaps(p):
                 if not await _swapped(clients["elbv2"], swap):
                     return False
             return True
@@ -381,8 +360,22 @@ class AwsActuator:
         elif wanted is None and current is not None:
             await _change(route53, p.hosted_zone_id, "DELETE", current)
 
-    def _parse(self, action: str, params: Params) -> Action:
-        return cast(Action, parse_params(self.name, ACTIONS, action, params))
+    async def _upsert_now(self, route53: Any, p: Route53Upsert) -> None:
+        """Upsert the record unless it holds already; its change is what ``converged`` waits
+        for."""
+        if not _holds(await _record(route53, p), p):
+            change = await _change(route53, p.hosted_zone_id, "UPSERT", p.record())
+            self._changes[(p.hosted_zone_id, p.name, p.type)] = change
+
+    async def _upserted(self, route53: Any, p: Route53Upsert) -> bool:
+        """The record holds, and the change srd made to it (if any) is INSYNC."""
+        if not _holds(await _record(route53, p), p):
+            return False
+        change = self._changes.get((p.hosted_zone_id, p.name, p.type))
+        if change is None:
+            return True
+        answer = await route53.get_change(Id=change)
+        return bool(answer["ChangeInfo"]["Status"] == "INSYNC")
 
     @asynccontextmanager
     async def _calling(
@@ -537,6 +530,23 @@ async def _live(elbv2: Any, p: Elbv2SwapTargets) -> list[Registered]:
     """Targets registered and not on their way out (draining)."""
     health = await _health(elbv2, p.target_group_arn)
     return sorted(target for target, state in health if state != "draining")
+
+
+def _swaps(p: Elbv2SwapTargets | Elbv2MoveTargets) -> tuple[Elbv2SwapTargets, ...]:
+    """The swaps ``p`` is made of, in the order they are applied."""
+    return p.halves() if isinstance(p, Elbv2MoveTargets) else (p,)
+
+
+async def _swap_now(elbv2: Any, p: Elbv2SwapTargets) -> State:
+    """Register and deregister what ``p`` still needs; the group's targets after."""
+    adding, removing = _swap(p, await _live(elbv2, p))
+    await _change_targets(elbv2, p.target_group_arn, adding, removing)
+    return await _targets(elbv2, p)
+
+
+async def _targets(elbv2: Any, p: Elbv2SwapTargets) -> State:
+    """The targets registered in ``p``'s group, as snapshots and apply report them."""
+    return {"targets": _listed(await _live(elbv2, p))}
 
 
 def _swap(p: Elbv2SwapTargets, live: list[Registered]) -> tuple[list[Registered], list[Registered]]:

@@ -55,11 +55,11 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from srd.actuators.base import ActuatorError, Params, Plan, State
-from srd.actuators.params import parse_params, prior_value
+from srd.actuators.params import ModelledActions, prior_value
 from srd.config.actuators import KubernetesConnection
 from srd.config.durations import Duration
 from srd.config.types import Strict
-from srd.kubeapi import api_configuration
+from srd.kubeapi import api_client
 from srd.retry import Backoff
 
 NAMESPACE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -226,22 +226,17 @@ ACTIONS: dict[str, type[BaseModel]] = {
 }
 
 
-class KubernetesActuator:
+class KubernetesActuator(ModelledActions[Action]):
     """Acts through one API client, made on first use and kept until ``close``."""
 
     name = "kubernetes"
     config_model = KubernetesSettings
+    models = ACTIONS
 
     def __init__(self, settings: KubernetesSettings) -> None:
         self._settings = settings
         self._api: ApiClient | None = None
         self._connecting = asyncio.Lock()
-
-    def actions(self) -> frozenset[str]:
-        return frozenset(ACTIONS)
-
-    def validate(self, action: str, params: Params) -> None:
-        self._parse(action, params)
 
     async def snapshot(self, action: str, params: Params) -> State:
         p = self._parse(action, params)
@@ -392,9 +387,6 @@ class KubernetesActuator:
             await self._api.close()
             self._api = None
 
-    def _parse(self, action: str, params: Params) -> Action:
-        return cast(Action, parse_params(self.name, ACTIONS, action, params))
-
     async def _call(self, target: str, doing: str, body: Callable[[ApiClient], Awaitable[T]]) -> T:
         """``body`` (reads, then at most a write) within the API timeout, run again on what
         trying again can fix: a 409 Conflict re-reads and re-applies at once, up to
@@ -447,13 +439,7 @@ class KubernetesActuator:
     async def _client(self) -> ApiClient:
         async with self._connecting:
             if self._api is None:
-                settings = self._settings
-                configuration = await api_configuration(
-                    host=str(settings.host) if settings.host is not None else None,
-                    kubeconfig=settings.kubeconfig,
-                    context=settings.context,
-                )
-                self._api = ApiClient(configuration)
+                self._api = await api_client(self._settings)
             return self._api
 
 

@@ -4,13 +4,31 @@ snapshots they are restored from."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
 from srd.actuators.base import ActuatorError, Params, State
 
 T = TypeVar("T")
+A = TypeVar("A")
+
+
+class ModelledActions(Generic[A]):
+    """What an actuator's action models decide: the actions it offers, and each action's
+    parameters checked (at runbook load) and parsed (at every call) against its model."""
+
+    name: str
+    models: ClassVar[Mapping[str, type[BaseModel]]]
+
+    def actions(self) -> frozenset[str]:
+        return frozenset(self.models)
+
+    def validate(self, action: str, params: Params) -> None:
+        self._parse(action, params)
+
+    def _parse(self, action: str, params: Params) -> A:
+        return cast(A, parse_params(self.name, self.models, action, params))
 
 
 def parse_params(

@@ -42,14 +42,18 @@ class ConfigError(Exception):
 
 def load_yaml_model(path: Path, model: type[M]) -> M:
     """Read ``path`` and validate it as ``model``; an unreadable file is a ConfigError too."""
+    return parse_yaml_model(read_config_text(path), str(path), model)
+
+
+def read_config_text(path: Path) -> str:
+    """The UTF-8 text of a config file; ConfigError naming the file when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([ConfigIssue(str(path), "", f"cannot read: {exc.strerror}")]) from None
     except UnicodeDecodeError as exc:
         reason = f"not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start}"
         raise ConfigError([ConfigIssue(str(path), "", reason)]) from None
-    return parse_yaml_model(text, str(path), model)
 
 
 def parse_yaml_model(text: str, filename: str, model: type[M]) -> M:

@@ -24,6 +24,7 @@ from srd.config.files import (
     child_node,
     issue_at,
     load_yaml_documents,
+    read_config_text,
     validate_model,
 )
 from srd.config.types import Strict
@@ -232,12 +233,7 @@ def load_rule_packs(paths: Iterable[Path]) -> list[RulePack]:
     packs, issues = [], []
     for path in rule_files(paths):
         try:
-            text = path.read_text(encoding="utf-8")
-            packs.append(parse_rule_pack(text, str(path)))
-        except OSError as exc:
-            issues.append(ConfigIssue(str(path), "", f"cannot read: {exc.strerror}"))
-        except UnicodeDecodeError as exc:
-            issues.append(ConfigIssue(str(path), "", f"not UTF-8 text: offset {exc.start}"))
+            packs.append(parse_rule_pack(read_config_text(path), str(path)))
         except ConfigError as exc:
             issues += exc.issues
     seen: dict[str, str] = {}

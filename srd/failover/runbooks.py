@@ -30,7 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from srd.actuators.base import Actuator
 from srd.config import ConfigError, ConfigIssue
 from srd.config.durations import Duration
-from srd.config.files import issue_at, load_yaml, validate_model, validation_issues
+from srd.config.files import (
+    issue_at,
+    load_yaml,
+    read_config_text,
+    validate_model,
+    validation_issues,
+)
 from srd.config.probes import BodyMatch, HttpTarget
 from srd.config.types import Strict
 
@@ -368,12 +374,8 @@ def load_runbooks(
     issues: list[ConfigIssue] = []
     for file in files:
         try:
-            text = file.read_text(encoding="utf-8")
+            text = read_config_text(file)
             runbooks += parse_runbooks(text, str(file), actuators, probes, slos)
-        except OSError as exc:
-            issues.append(ConfigIssue(str(file), "", f"cannot read: {exc.strerror}"))
-        except UnicodeDecodeError as exc:
-            issues.append(ConfigIssue(str(file), "", f"not UTF-8 text: offset {exc.start}"))
         except ConfigError as exc:
             issues += exc.issues
     names = [r.name for r in runbooks]

@@ -110,21 +110,24 @@ class _Instrumented:
             self.metrics.rpc_errors.labels(method, error_class).inc()
 
 
+_HTTP_OF_WS = {"wss://": "https://", "ws://": "http://"}
+_WS_OF_HTTP = {http: ws for ws, http in _HTTP_OF_WS.items()}
+
+
 def http_url(url: str) -> str:
     """The HTTP URL of a node given in either transport: same host, port and path."""
-    if url.startswith("wss://"):
-        return "https://" + url.removeprefix("wss://")
-    if url.startswith("ws://"):
-        return "http://" + url.removeprefix("ws://")
-    return url
+    return _rescheme(url, _HTTP_OF_WS)
 
 
 def ws_url(url: str) -> str:
     """The WebSocket URL of a node given in either transport (Substrate serves both)."""
-    if url.startswith("https://"):
-        return "wss://" + url.removeprefix("https://")
-    if url.startswith("http://"):
-        return "ws://" + url.removeprefix("http://")
+    return _rescheme(url, _WS_OF_HTTP)
+
+
+def _rescheme(url: str, schemes: dict[str, str]) -> str:
+    for old, new in schemes.items():
+        if url.startswith(old):
+            return new + url.removeprefix(old)
     return url
 
 

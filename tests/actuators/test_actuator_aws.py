@@ -44,6 +44,12 @@ async def proxy(moto_url: str, clock: Clock) -> AsyncIterator[tuple[AwsProxy, st
 
 
 @pytest.fixture
+def aws(proxy: tuple[AwsProxy, str]) -> AwsProxy:
+    """The AWS proxy the actuator calls, to set its delays and faults and read its calls."""
+    return proxy[0]
+
+
+@pytest.fixture
 async def actuator(proxy: tuple[AwsProxy, str]) -> AsyncIterator[AwsActuator]:
     aws = AwsActuator(AwsSettings(endpoint_url=proxy[1]))
     try:
@@ -133,9 +139,8 @@ def test_the_actuator_fulfils_the_contract_and_names_its_actions() -> None:
 
 
 async def test_an_upsert_waits_for_insync_and_restore_puts_back_the_prior_record(
-    actuator: AwsActuator, cloud: Cloud, proxy: tuple[AwsProxy, str], clock: Clock
+    actuator: AwsActuator, cloud: Cloud, aws: AwsProxy, clock: Clock
 ) -> None:
-    aws, _ = proxy
     aws.dns_pending = 60
     zone = await cloud.zone_with_record()
     prior = await actuator.snapshot("route53_upsert", upsert(zone))
@@ -173,7 +178,7 @@ async def test_restoring_a_record_that_did_not_exist_deletes_it(
 
 
 async def test_a_record_plan_shows_the_diff_and_changes_nothing(
-    actuator: AwsActuator, cloud: Cloud, proxy: tuple[AwsProxy, str]
+    actuator: AwsActuator, cloud: Cloud, aws: AwsProxy
 ) -> None:
     zone = await cloud.zone_with_record()
     plan = await actuator.plan("route53_upsert", upsert(zone))
@@ -182,17 +187,17 @@ async def test_a_record_plan_shows_the_diff_and_changes_nothing(
     assert plan.changes == (
         f"record web.vilokanam.com. A {PRIMARY_ADDRESS} (ttl 300) → {DR_ADDRESS} (ttl 300)",
     )
-    assert set(proxy[0].calls) == {"ListResourceRecordSets"}
+    assert set(aws.calls) == {"ListResourceRecordSets"}
     assert await cloud.records(zone) == [("web.vilokanam.com.", "A", 300, [PRIMARY_ADDRESS])]
 
 
 async def test_upserting_the_same_record_twice_changes_it_once(
-    actuator: AwsActuator, cloud: Cloud, proxy: tuple[AwsProxy, str]
+    actuator: AwsActuator, cloud: Cloud, aws: AwsProxy
 ) -> None:
     zone = await cloud.zone_with_record()
     await actuator.apply("route53_upsert", upsert(zone))
     await actuator.apply("route53_upsert", upsert(zone))
-    assert proxy[0].calls.count("ChangeResourceRecordSets") == 1
+    assert aws.calls.count("ChangeResourceRecordSets") == 1
     assert (await actuator.plan("route53_upsert", upsert(zone))).noop
     assert await actuator.converged("route53_upsert", upsert(zone))
 
@@ -207,9 +212,8 @@ async def test_a_record_changed_by_someone_else_is_not_converged(
 
 
 async def test_a_target_swap_registers_first_waits_for_healthy_and_restores_the_prior_set(
-    actuator: AwsActuator, cloud: Cloud, proxy: tuple[AwsProxy, str], clock: Clock
+    actuator: AwsActuator, cloud: Cloud, aws: AwsProxy, clock: Clock
 ) -> None:
-    aws, _ = proxy
     aws.targets_initial = 30
     arn = await cloud.target_group()
     prior = await actuator.snapshot("elbv2_swap_targets", swap(arn))
@@ -227,9 +231,8 @@ async def test_a_target_swap_registers_first_waits_for_healthy_and_restores_the_
 
 
 async def test_a_move_between_two_groups_registers_in_dr_first_and_restores_both_groups(
-    actuator: AwsActuator, cloud: Cloud, proxy: tuple[AwsProxy, str], clock: Clock
+    actuator: AwsActuator, cloud: Cloud, aws: AwsProxy, clock: Clock
 ) -> None:
-    aws, _ = proxy
     aws.targets_initial = 30
     primary_tg = await cloud.target_group([("10.0.1.10", 80)])
     dr_tg = await cloud.target_group([])
@@ -260,7 +263,7 @@ async def test_a_move_between_two_groups_registers_in_dr_first_and_restores_both
 
 
 async def test_a_target_plan_lists_each_change_and_changes_nothing(
-    actuator: AwsActuator, cloud: Cloud, proxy: tuple[AwsProxy, str]
+    actuator: AwsActuator, cloud: Cloud, aws: AwsProxy
 ) -> None:
     arn = await cloud.target_group()
     plan = await actuator.plan("elbv2_swap_targets", swap(arn))
@@ -271,12 +274,12 @@ async def test_a_target_plan_lists_each_change_and_changes_nothing(
         f"{group} deregister 10.0.1.1:8080",
         f"{group} deregister 10.0.1.2:8080",
     )
-    assert set(proxy[0].calls) == {"DescribeTargetHealth"}
+    assert set(aws.calls) == {"DescribeTargetHealth"}
     assert await cloud.targets(arn) == PRIMARY_TARGETS
 
     await actuator.apply("elbv2_swap_targets", swap(arn))
     await actuator.apply("elbv2_swap_targets", swap(arn))
-    assert proxy[0].calls.count("RegisterTargets") == 1
+    assert aws.calls.count("RegisterTargets") == 1
     assert (await actuator.plan("elbv2_swap_targets", swap(arn))).noop
 
 
@@ -293,12 +296,12 @@ async def test_restoring_targets_keeps_ones_others_registered_meanwhile(
 
 
 async def test_throttling_within_botocores_retries_is_ridden_out(
-    actuator: AwsActuator, cloud: Cloud, proxy: tuple[AwsProxy, str]
+    actuator: AwsActuator, cloud: Cloud, aws: AwsProxy
 ) -> None:
     zone = await cloud.zone_with_record()
-    proxy[0].throttle("ChangeResourceRecordSets", code="PriorRequestNotComplete")
+    aws.throttle("ChangeResourceRecordSets", code="PriorRequestNotComplete")
     await actuator.apply("route53_upsert", upsert(zone))
-    assert proxy[0].calls.count("ChangeResourceRecordSets") == 2
+    assert aws.calls.count("ChangeResourceRecordSets") == 2
     assert await cloud.records(zone) == [("web.vilokanam.com.", "A", 300, [DR_ADDRESS])]
 
 
@@ -356,9 +359,8 @@ SRD = "arn:aws:sts::123456789012:user/moto"
 
 
 async def test_denied_names_exactly_the_iam_actions_refused_with_their_resources(
-    actuator: AwsActuator, proxy: tuple[AwsProxy, str]
+    actuator: AwsActuator, aws: AwsProxy
 ) -> None:
-    aws, _ = proxy
     assert await actuator.denied("route53_upsert", upsert("Z1")) == []  # None allows all
     aws.allowed = {
         ("iam:SimulatePrincipalPolicy", SRD),
@@ -387,9 +389,9 @@ async def test_denied_names_exactly_the_iam_actions_refused_with_their_resources
 
 
 async def test_a_refused_simulation_is_a_permanent_error_saying_what_srd_must_be_granted(
-    actuator: AwsActuator, proxy: tuple[AwsProxy, str]
+    actuator: AwsActuator, aws: AwsProxy
 ) -> None:
-    proxy[0].allowed = {("route53:*", "*")}
+    aws.allowed = {("route53:*", "*")}
     with pytest.raises(ActuatorError, match="AccessDenied") as caught:
         await actuator.denied("route53_upsert", upsert("Z1"))
     assert not caught.value.retryable
@@ -483,9 +485,8 @@ def test_the_documented_iam_policy_grants_exactly_the_actions_the_code_asks_for(
 
 
 async def test_the_documented_iam_policy_allows_the_shipped_runbook_and_each_statement_is_needed(
-    actuator: AwsActuator, proxy: tuple[AwsProxy, str]
+    actuator: AwsActuator, aws: AwsProxy
 ) -> None:
-    aws, _ = proxy
     statements = documented_policy()
     # The example names a role srd; here srd is moto's user.
     checks_itself = {("iam:SimulatePrincipalPolicy", SRD)}
@@ -550,9 +551,8 @@ def test_bad_params_are_refused_at_validation_naming_the_parameter(
 
 
 async def test_the_platforms_failover_ends_in_the_dr_state_and_rolls_back_to_the_original(
-    actuator: AwsActuator, cloud: Cloud, proxy: tuple[AwsProxy, str], clock: Clock
+    actuator: AwsActuator, cloud: Cloud, aws: AwsProxy, clock: Clock
 ) -> None:
-    aws, _ = proxy
     aws.dns_pending, aws.targets_initial = 45, 20
     zone, arn = await cloud.zone_with_record(), await cloud.target_group()
     fake = FakeKubernetes()

@@ -9,7 +9,6 @@ import os
 import pty
 import re
 import sys
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import aiohttp
 import pytest
 
 from srd.simulate.sandbox.kubernetes import FakeKubernetes, replicas, seed_platform
-from tests.support.daemon import RunningSrd, free_port, running_srd
+from tests.support.daemon import RunningSrd, free_port, running_srd, srd_config
 from tests.support.eventually import eventually
 
 TOKEN = "execute-cli-token"
@@ -54,21 +53,10 @@ runbooks:
 
 def write_config(tmp_path: Path, kubernetes_url: str, port: int) -> Path:
     (tmp_path / "runbooks.yaml").write_text(RUNBOOKS)
-    config = tmp_path / "srd.yaml"
-    config.write_text(
-        textwrap.dedent(f"""\
-        mode: armed
-        state_dir: {tmp_path / "state"}
-        server: {{listen: "127.0.0.1:{port}"}}
-        failover:
-          runbooks: [runbooks.yaml]
-          cooldown: 0s
-          auth: {{bearer_token: {{env: SRD_CLI_TEST_TOKEN}}}}
-        actuators:
-          kubernetes: {{host: "{kubernetes_url}"}}
-        """)
-    )
-    return config
+    auth = {"bearer_token": {"env": "SRD_CLI_TEST_TOKEN"}}
+    failover = {"runbooks": ["runbooks.yaml"], "cooldown": "0s", "auth": auth}
+    actuators = {"kubernetes": {"host": kubernetes_url}}
+    return srd_config(tmp_path, port, failover=failover, actuators=actuators)
 
 
 async def srd_cli(

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from srd.http.app import serving
 from srd.simulate.sandbox.exporters import FakeNodeExporter, node_exporter_app
-from srd.simulate.sandbox.substrate import FakeChain, FakeSubstrateNode
+from srd.simulate.sandbox.substrate import FakeSubstrateNode
 from tests.cli.test_probe_cli import srd
+from tests.support.substratekit import grown
 
 
 async def test_probe_exporter_without_keep_summarises_the_page() -> None:
@@ -23,10 +24,7 @@ async def test_probe_exporter_without_keep_summarises_the_page() -> None:
 
 
 async def test_probe_substrate_takes_a_ws_url() -> None:
-    chain = FakeChain(name="ws-probe")
-    for _ in range(4):
-        chain.produce()
-    node = FakeSubstrateNode(chain)
+    node = FakeSubstrateNode(grown(4, "ws-probe"))
     async with node.serve() as url:
         code, report, err = await srd("substrate", url.replace("http://", "ws://"))
     assert code == 0, err

@@ -224,7 +224,8 @@ async def test_a_runbook_that_cannot_restore_health_pages_through_the_real_alert
     tmp_path: Path, platform: Platform
 ) -> None:
     port, am_port = free_port(), free_port()
-    config = write_config(tmp_path, platform, port)
+    escalation = {"alertmanager_url": f"http://127.0.0.1:{am_port}"}
+    config = write_config(tmp_path, platform, port, escalation=escalation)
     # Health never comes back (nothing listens there): remedies exhausted, escalate.
     (tmp_path / "runbook.yaml").write_text(
         textwrap.dedent(f"""\
@@ -239,10 +240,6 @@ async def test_a_runbook_that_cannot_restore_health_pages_through_the_real_alert
                  timeout: 5s}}
         """)
     )
-    text = config.read_text().replace(
-        "  auth:", f"  escalation: {{alertmanager_url: 'http://127.0.0.1:{am_port}'}}\n  auth:"
-    )
-    config.write_text(text)
     env = {"SRD_E2E_TOKEN": TOKEN}
     async with (
         running_alertmanager(tmp_path, NO_RECEIVER, am_port) as alertmanager,
@@ -276,8 +273,7 @@ async def test_dry_run_journals_the_plan_and_diff_and_changes_nothing(
     tmp_path: Path, platform: Platform
 ) -> None:
     port = free_port()
-    config = write_config(tmp_path, platform, port)
-    config.write_text(config.read_text().replace("mode: armed", "mode: dry-run"))
+    config = write_config(tmp_path, platform, port, mode="dry-run")
     env = {"SRD_E2E_TOKEN": TOKEN}
     async with running_srd("run", "--config", str(config), port=port, env=env) as srd:
         assert await post(srd, payload()) == 200
@@ -310,11 +306,8 @@ async def test_sighup_applies_new_webhook_credentials_and_body_limit(
     async with running_srd("run", "--config", str(config), port=port, env=env) as srd:
         resolved = payload("resolved")  # recorded, never acted on
         assert await post(srd, resolved) == 200
-        config.write_text(
-            config.read_text()
-            .replace("env: SRD_E2E_TOKEN}", "env: SRD_E2E_NEW_TOKEN}")
-            .replace("  auth:", "  max_body_bytes: 200\n  auth:")
-        )
+        rotated = {"bearer_token": {"env": "SRD_E2E_NEW_TOKEN"}}
+        write_config(tmp_path, platform, port, auth=rotated, max_body_bytes=200)
         srd.process.send_signal(signal.SIGHUP)
         await srd.wait_for("srd_config_reloads_total", {"result": "success"}, bool)
         assert await post(srd, resolved) == 401  # the old token no longer opens it

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -87,24 +88,12 @@ def test_the_platform_failover_of_each_service_moves_both_target_groups_and_dns(
 
 
 def test_a_budget_gate_on_a_remedy_is_refused_at_load_saying_why() -> None:
-    text = """runbooks:
-  - name: x
-    match: [a="b"]
-    budget_gate: [web-viewer-availability]
-    steps:
-      - {name: s, action: {actuator: fake, action: set, params: {key: k, value: 1}}}
-"""
-    [issue] = errors(text)
+    [issue] = errors(one_runbook('match: [a="b"]', "budget_gate: [web-viewer-availability]"))
     assert "gating its remedy would let the outage block its own fix" in issue
 
 
 def test_a_change_without_matchers_matches_no_alert_and_a_remedy_needs_them() -> None:
-    change = """runbooks:
-  - name: x
-    kind: change
-    steps:
-      - {name: s, action: {actuator: fake, action: set, params: {key: k, value: 1}}}
-"""
+    change = one_runbook("kind: change")
     [runbook] = parse_runbooks(change, "rb.yaml", {"fake": FakeActuator()})
     assert not runbook.matches({}) and not runbook.matches({"alertname": "Down"})
     [issue] = errors(change.replace("    kind: change\n", ""))
@@ -164,10 +153,20 @@ def test_matchers_behave_like_alertmanager_routes(
     assert Matcher.parse(matcher).matches(labels) is expected
 
 
-def errors(text: str) -> list[str]:
+def errors(text: str, slos: Collection[str] | None = None) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        parse_runbooks(text, "rb.yaml", {"fake": FakeActuator()})
+        parse_runbooks(text, "rb.yaml", {"fake": FakeActuator()}, slos=slos)
     return [str(issue) for issue in info.value.issues]
+
+
+SET_K = "{name: s, action: {actuator: fake, action: set, params: {key: k, value: 1}}}"
+
+
+def one_runbook(*keys: str, step: str = SET_K) -> str:
+    """A runbook file ``rb.yaml`` of one runbook, ``x``, with ``keys`` (a YAML line each) and
+    one ``step``."""
+    lines = "".join(f"    {key}\n" for key in keys)
+    return f"runbooks:\n  - name: x\n{lines}    steps:\n      - {step}\n"
 
 
 def test_an_unknown_key_is_named_with_file_and_line() -> None:
@@ -212,27 +211,14 @@ def test_undefined_variables_and_bad_matchers_are_refused() -> None:
 
 
 def test_a_reduces_capacity_step_must_say_which_side_stays_up() -> None:
-    text = """runbooks:
-  - name: x
-    match: [a="b"]
-    steps:
-      - {name: s, reduces_capacity: true, action: {actuator: fake, action: set, params: {key: k, value: 0}}}
-"""  # noqa: E501
-    [issue] = errors(text)
+    step = "{name: s, reduces_capacity: true, action: {actuator: fake, action: set, params: {key: k, value: 0}}}"  # noqa: E501
+    [issue] = errors(one_runbook('match: [a="b"]', step=step))
     assert "reduces_capacity needs other_side" in issue
 
 
 def test_a_budget_gate_naming_no_loaded_slo_is_refused_at_load() -> None:
-    text = """runbooks:
-  - name: x
-    kind: change
-    budget_gate: [web-viewer-availability, web-availabilty]
-    steps:
-      - {name: s, action: {actuator: fake, action: set, params: {key: k, value: 1}}}
-"""
-    with pytest.raises(ConfigError) as info:
-        parse_runbooks(text, "rb.yaml", {"fake": FakeActuator()}, slos=["web-viewer-availability"])
-    assert [str(issue) for issue in info.value.issues] == [
+    text = one_runbook("kind: change", "budget_gate: [web-viewer-availability, web-availabilty]")
+    assert errors(text, slos=["web-viewer-availability"]) == [
         "rb.yaml:4: runbooks[0].budget_gate[1]: no SLO named 'web-availabilty' in the rule packs; "
         "known: ['web-viewer-availability']"
     ]

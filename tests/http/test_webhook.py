@@ -20,7 +20,6 @@ from srd.failover.dispatch import Dispatcher
 from srd.failover.intake import Intake, from_rule_alert
 from srd.failover.leader import SingleInstance
 from srd.failover.metrics import FailoverMetrics
-from srd.failover.runbooks import Runbook
 from srd.failover.stage import FailoverStage
 from srd.http.alertmanager import add_routes
 from srd.http.auth import Authenticator
@@ -262,28 +261,13 @@ runbooks:
 """
 
 
-def dispatcher_of(k: Kit, runbook: Runbook, intake: Intake, journal: Any = None) -> Dispatcher:
-    """An armed dispatcher over the kit's journal (or ``journal``, standing in for it)."""
-    return Dispatcher(
-        intake=intake,
-        journal=journal or k.journal,
-        executor=k.executor,
-        runbooks=[runbook],
-        mode=lambda: Mode.ARMED,
-        metrics=k.metrics,
-        leadership=k.leader,
-        poll=1.0,
-        clock=k.clock,
-    )
-
-
 @asynccontextmanager
 async def pipeline(
     k: Kit, text: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[str, Dispatcher]]:
     """Webhook, failover API and an armed dispatcher for the runbook of ``text``."""
     intake = Intake(100)
-    dispatcher = dispatcher_of(k, k.runbook(text), intake)
+    dispatcher = k.dispatcher(intake, [k.runbook(text)], Mode.ARMED)
     stop = asyncio.Event()
     app = web.Application()
     add_routes(app, intake, Authenticator(bearer_auth(monkeypatch)), k.metrics, 64 * 1024)
@@ -540,7 +524,7 @@ async def test_alerts_queued_at_shutdown_are_journaled_and_run_at_the_next_start
         add_routes(app, intake, Authenticator(bearer_auth(monkeypatch)), k.metrics, 64 * 1024)
 
         def dispatcher() -> Dispatcher:
-            return dispatcher_of(k, runbook, intake)
+            return k.dispatcher(intake, [runbook], Mode.ARMED)
 
         async with running(app) as server:
             url = f"{server.url}/alertmanager"
@@ -605,7 +589,7 @@ async def test_a_journal_outage_gets_503_until_the_journal_takes_the_receipts_an
         runbook = k.runbook(ONE_STEP)
         intake = Intake(100)
         outage = Outage(k.journal, failures=3)
-        dispatcher = dispatcher_of(k, runbook, intake, outage)
+        dispatcher = k.dispatcher(intake, [runbook], Mode.ARMED, outage)
         app = web.Application()
         add_routes(app, intake, Authenticator(bearer_auth(monkeypatch)), k.metrics, 64 * 1024)
         stop = asyncio.Event()

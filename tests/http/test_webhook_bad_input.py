@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.alertmanager import notification
 from tests.support.daemon import RunningSrd, free_port, running_srd
 
 TOKEN = "s3cret-token"
@@ -28,20 +29,7 @@ def alert(**changes: str) -> dict[str, object]:
 
 
 def payload(*alerts: dict[str, object]) -> bytes:
-    return json.dumps(
-        {
-            "version": "4",
-            "groupKey": "{}",
-            "truncatedAlerts": 0,
-            "status": "firing",
-            "receiver": "srd",
-            "groupLabels": {},
-            "commonLabels": {},
-            "commonAnnotations": {},
-            "externalURL": "http://alertmanager:9093",
-            "alerts": list(alerts),
-        }
-    ).encode()
+    return notification(alerts)
 
 
 async def raw_post(port: int, body: bytes, authorization: bytes) -> tuple[int, bytes]:

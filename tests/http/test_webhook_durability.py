@@ -9,10 +9,9 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,12 @@ from srd.failover.metrics import FailoverMetrics
 from srd.http.alertmanager import add_routes
 from srd.http.auth import Authenticator
 from srd.journal import JOURNAL_FILE, AlertReceipt, SqliteJournal
+from tests.support.alertmanager import notification
 from tests.support.daemon import RunningSrd, free_port, running_srd
 from tests.support.failoverkit import ONE_STEP, Kit, kit
 from tests.support.pgserver import PgServer
 from tests.support.servers import running
+from tests.support.sqlitelock import held_lock
 
 STARTS_AT = "2026-11-29T10:00:00Z"
 
@@ -50,20 +51,7 @@ def body(fingerprints: list[str]) -> bytes:
         }
         for fingerprint in fingerprints
     ]
-    return json.dumps(
-        {
-            "version": "4",
-            "groupKey": '{}:{alertname="Flood"}',
-            "truncatedAlerts": 0,
-            "status": "firing",
-            "receiver": "srd",
-            "groupLabels": {},
-            "commonLabels": {},
-            "commonAnnotations": {},
-            "externalURL": "http://alertmanager:9093",
-            "alerts": alerts,
-        }
-    ).encode()
+    return notification(alerts, group_key='{}:{alertname="Flood"}')
 
 
 @dataclass
@@ -161,28 +149,6 @@ async def test_a_flood_with_sigkill_mid_way_acknowledges_nothing_the_journal_doe
         assert not srd.logged("(not json)")
 
 
-@contextmanager
-def held_lock(path: Path, seconds: float) -> Iterator[None]:
-    """A second connection holds SQLite's write lock (``BEGIN IMMEDIATE``) for ``seconds``."""
-    taken = threading.Event()
-
-    def hold() -> None:
-        db = sqlite3.connect(path, isolation_level=None)
-        db.execute("BEGIN IMMEDIATE")
-        taken.set()
-        threading.Event().wait(seconds)
-        db.execute("ROLLBACK")
-        db.close()
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    taken.wait(5)
-    try:
-        yield
-    finally:
-        thread.join()
-
-
 async def test_a_journal_locked_for_4s_mid_flood_gets_503_and_readyz_says_so_and_loses_nothing(
     tmp_path: Path,
 ) -> None:
@@ -262,17 +228,7 @@ async def on_srds_connection(k: Kit, statement: str) -> None:
 @asynccontextmanager
 async def pipeline(k: Kit, intake: Intake) -> AsyncIterator[str]:
     """The webhook and the dispatcher (group commit, decisions) on the kit's journal."""
-    dispatcher = Dispatcher(
-        intake=intake,
-        journal=k.journal,
-        executor=k.executor,
-        runbooks=[],
-        mode=lambda: Mode.OBSERVE,
-        metrics=k.metrics,
-        leadership=k.leader,
-        poll=1.0,
-        clock=k.clock,
-    )
+    dispatcher = k.dispatcher(intake, [], Mode.OBSERVE)
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))
     app = web.Application(client_max_size=1024 * 1024)
@@ -407,17 +363,7 @@ async def test_an_alert_received_but_not_decided_before_a_crash_is_decided_once_
         receipt = AlertReceipt(down.fingerprint, down.starts_at, down.status, down.to_dict())
         assert await k.journal.record_alerts([receipt]) == [True]
         for _ in range(2):  # two starts
-            dispatcher = Dispatcher(
-                intake=Intake(10),
-                journal=k.journal,
-                executor=k.executor,
-                runbooks=[runbook],
-                mode=lambda: Mode.ARMED,
-                metrics=k.metrics,
-                leadership=k.leader,
-                poll=1.0,
-                clock=k.clock,
-            )
+            dispatcher = k.dispatcher(Intake(10), [runbook], Mode.ARMED)
             stop = asyncio.Event()
             task = asyncio.create_task(dispatcher.run(stop))
             async with asyncio.timeout(5):
@@ -502,14 +448,7 @@ async def test_after_the_dispatcher_crashes_its_next_run_takes_alerts_again(
         add_routes(app, intake, Authenticator(None), k.metrics, 64 * 1024)
 
         def dispatcher() -> Dispatcher:
-            return Dispatcher(
-                intake=intake,
-                journal=journal,
-                executor=k.executor,
-                runbooks=[],
-                mode=lambda: Mode.OBSERVE, metrics=k.metrics, leadership=k.leader, poll=1.0,
-                clock=k.clock,
-            )  # fmt: skip
+            return k.dispatcher(intake, [], Mode.OBSERVE, journal)
 
         with pytest.raises(RuntimeError, match="a bug"):
             await dispatcher().run(asyncio.Event())

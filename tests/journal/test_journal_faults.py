@@ -6,11 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import sqlite3
 import sys
-import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +21,7 @@ from srd.journal import (
     SqliteJournal,
 )
 from tests.support.pgserver import PgServer
+from tests.support.sqlitelock import held_lock
 
 FaultLog = list[tuple[str, str]]
 
@@ -87,29 +85,6 @@ async def test_a_journal_srd_may_not_write_is_a_read_only_fault(
     assert caught.value.kind == "read_only"
     assert faults == [("start_execution", "read_only")]
     assert journal.health.outage is not None
-
-
-@contextmanager
-def held_lock(path: Path, seconds: float) -> Iterator[threading.Event]:
-    """A second connection holding SQLite's write lock (``BEGIN IMMEDIATE``) for ``seconds``
-    from when the returned event is set."""
-    taken = threading.Event()
-
-    def hold() -> None:
-        db = sqlite3.connect(path, isolation_level=None)
-        db.execute("BEGIN IMMEDIATE")
-        taken.set()
-        threading.Event().wait(seconds)
-        db.execute("ROLLBACK")
-        db.close()
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    try:
-        taken.wait(5)
-        yield taken
-    finally:
-        thread.join()
 
 
 async def test_a_write_retries_a_held_lock_counting_each_attempt_and_succeeds_once_released(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -17,12 +16,11 @@ from aiohttp import web
 from srd.config.probes import HttpTarget, SubstrateTarget
 from srd.http.app import serving
 from srd.model import Observation
-from srd.probes.chain import Header
 from srd.probes.http import HttpProbe
 from srd.probes.metrics import ProbeMetrics
 from srd.probes.substrate import RpcClient, RpcError, SubstrateProbe
-from srd.probes.substrate_watcher import SubstrateWatcher
-from srd.simulate.sandbox.substrate import FakeChain, FakeSubstrateNode, LoadBalancer
+from srd.simulate.sandbox.substrate import FakeSubstrateNode, LoadBalancer
+from tests.support.substratekit import grown, head_of, produce, value, watched
 
 
 @pytest_asyncio.fixture
@@ -43,47 +41,13 @@ async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
-def value(metrics: ProbeMetrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
-
-
-@asynccontextmanager
-async def watching(watcher: SubstrateWatcher) -> AsyncIterator[SubstrateWatcher]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(watcher.run(stop), name="test-watcher")
-    try:
-        yield watcher
-    finally:
-        stop.set()
-        await task
-
-
-def head_of(chain: FakeChain) -> Header:
-    return Header(chain.best.number, chain.best.hash, chain.best.parent_hash)
-
-
-def recording(metrics: ProbeMetrics, seen: list[Observation]) -> Callable[[Observation], None]:
-    def record(obs: Observation) -> None:
-        seen.append(obs)
-        metrics.record(obs)
-
-    return record
-
-
-def grown(blocks: int, *, name: str = "faults", finality_lag: int = 2) -> FakeChain:
-    chain = FakeChain(name=name, finality_lag=finality_lag)
-    for _ in range(blocks):
-        chain.produce()
-    return chain
-
-
 # -- 1. whole bodies ---------------------------------------------------------------------------
 
 
 async def test_a_node_answering_in_two_chunks_30ms_apart_is_up(
     session: aiohttp.ClientSession,
 ) -> None:
-    node = FakeSubstrateNode(grown(12))
+    node = FakeSubstrateNode(grown(12, "faults"))
     node.faults.split_body = 0.03
     async with node.serve() as url:
         obs = await SubstrateProbe(target(url), session)()
@@ -91,22 +55,16 @@ async def test_a_node_answering_in_two_chunks_30ms_apart_is_up(
     assert obs.chain is not None and (obs.chain.best, obs.chain.finalized) == (12, 10)
 
 
-async def test_a_reply_over_the_limit_is_too_big_not_malformed(
-    session: aiohttp.ClientSession,
+@pytest.mark.parametrize(
+    ("fault", "setting"),
+    [("body_padding", 2 << 20), ("endless_body", True)],
+    ids=["a reply over the limit", "an endless body"],
+)
+async def test_a_reply_over_the_limit_or_endless_is_too_big_not_malformed_and_the_call_ends(
+    session: aiohttp.ClientSession, fault: str, setting: int | bool
 ) -> None:
-    node = FakeSubstrateNode(grown(1))
-    node.faults.body_padding = 2 << 20
-    async with node.serve() as url:
-        with pytest.raises(RpcError) as failed:
-            await RpcClient(url, session, timeout=5.0).call("system_chain")
-    assert failed.value.error_class == "too_big"
-
-
-async def test_an_endless_body_is_too_big_and_the_call_ends(
-    session: aiohttp.ClientSession,
-) -> None:
-    node = FakeSubstrateNode(grown(1))
-    node.faults.endless_body = True
+    node = FakeSubstrateNode(grown(1, "faults"))
+    setattr(node.faults, fault, setting)
     async with node.serve() as url:
         with pytest.raises(RpcError) as failed:
             await RpcClient(url, session, timeout=5.0).call("system_chain")
@@ -116,7 +74,7 @@ async def test_an_endless_body_is_too_big_and_the_call_ends(
 async def test_a_5000_deep_answer_gives_a_reason_and_no_traceback(
     session: aiohttp.ClientSession,
 ) -> None:
-    node = FakeSubstrateNode(grown(1))
+    node = FakeSubstrateNode(grown(1, "faults"))
     node.faults.nested_result = 5000
     async with node.serve() as url:
         with pytest.raises(RpcError) as failed:
@@ -163,7 +121,7 @@ def test_node_urls_may_be_given_as_ws_or_wss() -> None:
 async def test_a_ws_url_is_probed_and_the_http_transport_derived(
     session: aiohttp.ClientSession,
 ) -> None:
-    node = FakeSubstrateNode(grown(5))
+    node = FakeSubstrateNode(grown(5, "faults"))
     async with node.serve() as url:
         obs = await SubstrateProbe(target(url.replace("http://", "ws://")), session)()
     assert obs.up, obs.reason
@@ -173,7 +131,7 @@ async def test_a_ws_url_is_probed_and_the_http_transport_derived(
 async def test_a_websocket_only_node_is_probed_and_followed_over_websocket(
     session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
-    chain = grown(5, name="ws-only")
+    chain = grown(5, "ws-only")
     node = FakeSubstrateNode(chain)
     node.faults.websocket_only = True
     seen: list[Observation] = []
@@ -181,14 +139,9 @@ async def test_a_websocket_only_node_is_probed_and_followed_over_websocket(
         ws_url = url.replace("http://", "ws://")
         obs = await SubstrateProbe(target(ws_url), session)()
         assert obs.up, obs.reason
-        watcher = SubstrateWatcher(
-            target(ws_url), session, metrics, on_observation=recording(metrics, seen)
-        )
-        async with watching(watcher):
+        async with watched(target(ws_url), session, metrics, seen) as watcher:
             await eventually(lambda: node.requests.get("chain_subscribeNewHeads", 0) >= 1)
-            for _ in range(3):
-                chain.produce()
-                await asyncio.sleep(0.05)
+            await produce(chain, 3)
             await eventually(lambda: watcher.tracker.best == head_of(chain))
             await eventually(lambda: bool(seen) and seen[-1].up)
     assert value(metrics, "vilokanam_blocks_produced_total", chain="ws-only") == 3
@@ -203,25 +156,24 @@ async def test_a_node_down_for_40_backoff_units_gets_at_most_about_6_attempts(
     # 40 s at the default 1 s first delay, scaled down 20x.
     unit = 0.05
     labels = {"chain": "outage", "node": "n1"}
-    chain = grown(3, name="outage")
+    chain = grown(3, "outage")
     node = FakeSubstrateNode(chain)
-    async with node.serve() as url:
-        watcher = SubstrateWatcher(
-            target(url, reconnect_backoff=unit, interval=0.5), session, metrics
-        )
-        async with watching(watcher):
-            await eventually(lambda: node.websockets == 1)
-            chain.produce()
-            await eventually(lambda: watcher.tracker.best == head_of(chain))
-            subscribed = node.requests["chain_subscribeNewHeads"]
-            await node.go_down()
-            before = node.websocket_attempts
-            counted = value(metrics, "srd_chain_subscription_attempts_total", **labels)
-            await asyncio.sleep(40 * unit)
-            attempts = node.websocket_attempts - before
-            counted = value(metrics, "srd_chain_subscription_attempts_total", **labels) - counted
-            node.faults.down = False
-            await eventually(lambda: node.requests["chain_subscribeNewHeads"] > subscribed)
+    async with (
+        node.serve() as url,
+        watched(target(url, reconnect_backoff=unit, interval=0.5), session, metrics) as watcher,
+    ):
+        await eventually(lambda: node.websockets == 1)
+        chain.produce()
+        await eventually(lambda: watcher.tracker.best == head_of(chain))
+        subscribed = node.requests["chain_subscribeNewHeads"]
+        await node.go_down()
+        before = node.websocket_attempts
+        counted = value(metrics, "srd_chain_subscription_attempts_total", **labels)
+        await asyncio.sleep(40 * unit)
+        attempts = node.websocket_attempts - before
+        counted = value(metrics, "srd_chain_subscription_attempts_total", **labels) - counted
+        node.faults.down = False
+        await eventually(lambda: node.requests["chain_subscribeNewHeads"] > subscribed)
     assert 3 <= attempts <= 7
     assert counted == attempts
     restarts = value(metrics, "srd_chain_subscription_restarts_total", **labels, reason="closed")
@@ -234,30 +186,24 @@ async def test_a_node_down_for_40_backoff_units_gets_at_most_about_6_attempts(
 async def test_after_a_node_reset_finalized_follows_the_node_and_never_exceeds_best(
     session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
-    chain = grown(30, name="reset")
+    chain = grown(30, "reset")
     node = FakeSubstrateNode(chain)
     seen: list[Observation] = []
-    async with node.serve() as url:
-        watcher = SubstrateWatcher(
-            target(url), session, metrics, on_observation=recording(metrics, seen)
+    async with node.serve() as url, watched(target(url), session, metrics, seen) as watcher:
+        await eventually(lambda: bool(seen) and seen[-1].up and watcher.tracker.best is not None)
+        assert watcher.tracker.finalized is not None and watcher.tracker.finalized.number == 28
+        await node.close_websockets()
+        chain.reset()
+        for _ in range(5):
+            chain.produce()
+        await eventually(
+            lambda: (
+                watcher.tracker.finalized is not None
+                and watcher.tracker.finalized.number == chain.finalized.number
+            )
         )
-        async with watching(watcher):
-            await eventually(
-                lambda: bool(seen) and seen[-1].up and watcher.tracker.best is not None
-            )
-            assert watcher.tracker.finalized is not None and watcher.tracker.finalized.number == 28
-            await node.close_websockets()
-            chain.reset()
-            for _ in range(5):
-                chain.produce()
-            await eventually(
-                lambda: (
-                    watcher.tracker.finalized is not None
-                    and watcher.tracker.finalized.number == chain.finalized.number
-                )
-            )
-            seen.clear()
-            await eventually(lambda: len(seen) >= 2)
+        seen.clear()
+        await eventually(lambda: len(seen) >= 2)
     assert all(o.chain is not None and o.chain.finalized <= o.chain.best for o in seen if o.up)
     assert value(metrics, "srd_chain_finalized_block", chain="reset", node="n1") == 3
     kinds = {
@@ -272,16 +218,16 @@ async def test_a_load_balanced_url_follows_what_the_nodes_say_and_counts_regress
 ) -> None:
     # Two nodes of one chain behind one URL, one 6 blocks behind the other; a new connection
     # per request, so requests alternate between them.
-    ahead, behind = grown(20, name="lb"), grown(14, name="lb")
+    ahead, behind = grown(20, "lb"), grown(14, "lb")
     pair = LoadBalancer(FakeSubstrateNode(ahead), FakeSubstrateNode(behind))
     seen: list[Observation] = []
     connector = aiohttp.TCPConnector(force_close=True)
-    async with pair.serve() as url, aiohttp.ClientSession(connector=connector) as session:
-        watcher = SubstrateWatcher(
-            target(url, subscribe=False), session, metrics, on_observation=recording(metrics, seen)
-        )
-        async with watching(watcher):
-            await eventually(lambda: sum(o.up for o in seen) >= 6)
+    async with (
+        pair.serve() as url,
+        aiohttp.ClientSession(connector=connector) as session,
+        watched(target(url, subscribe=False), session, metrics, seen),
+    ):
+        await eventually(lambda: sum(o.up for o in seen) >= 6)
     assert all(o.chain.finalized <= o.chain.best for o in seen if o.chain is not None)
     assert value(metrics, "srd_chain_height_regressions_total", node="n1", kind="finalized") >= 1
 
@@ -292,23 +238,22 @@ async def test_a_load_balanced_url_follows_what_the_nodes_say_and_counts_regress
 async def test_the_block_after_a_same_height_fork_is_timed_from_its_own_parent(
     session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
-    chain = grown(5, name="fork", finality_lag=3)
+    chain = grown(5, "fork", finality_lag=3)
     node = FakeSubstrateNode(chain)
-    async with node.serve() as url:
-        watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
-        async with watching(watcher):
-            await eventually(
-                lambda: node.websockets == 1 and watcher.tracker.best == head_of(chain)
-            )
-            chain.produce()
-            await eventually(lambda: watcher.tracker.best == head_of(chain))
-            await asyncio.sleep(1.0)  # the old fork's block is old by now
-            chain.reorg(depth=1, length=1)  # a competing block at the same height
-            await eventually(lambda: watcher.tracker.best == head_of(chain))
-            before = value(metrics, "srd_chain_block_time_seconds_sum", chain="fork")
-            await asyncio.sleep(0.05)
-            chain.produce()
-            await eventually(lambda: watcher.tracker.best == head_of(chain))
+    async with (
+        node.serve() as url,
+        watched(target(url, interval=5.0, timeout=1.0), session, metrics) as watcher,
+    ):
+        await eventually(lambda: node.websockets == 1 and watcher.tracker.best == head_of(chain))
+        chain.produce()
+        await eventually(lambda: watcher.tracker.best == head_of(chain))
+        await asyncio.sleep(1.0)  # the old fork's block is old by now
+        chain.reorg(depth=1, length=1)  # a competing block at the same height
+        await eventually(lambda: watcher.tracker.best == head_of(chain))
+        before = value(metrics, "srd_chain_block_time_seconds_sum", chain="fork")
+        await asyncio.sleep(0.05)
+        chain.produce()
+        await eventually(lambda: watcher.tracker.best == head_of(chain))
     block_time = value(metrics, "srd_chain_block_time_seconds_sum", chain="fork") - before
     assert 0.04 < block_time < 0.5  # not the 1 s since the old fork's block
 
@@ -319,19 +264,20 @@ async def test_the_block_after_a_same_height_fork_is_timed_from_its_own_parent(
 async def test_chainhead_following_keeps_only_unfinalized_headers(
     session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
-    chain = grown(2, name="memory")
+    chain = grown(2, "memory")
     node = FakeSubstrateNode(chain)
     node.chainhead_only = True
     node.max_pinned = 100_000  # no stop, and so no fresh follow, in the middle
-    async with node.serve() as url:
-        watcher = SubstrateWatcher(target(url, interval=5.0, timeout=1.0), session, metrics)
-        async with watching(watcher):
-            await eventually(lambda: node.follows == 1 and watcher.tracker.best == head_of(chain))
-            for _ in range(600):
-                chain.produce()
-                await asyncio.sleep(0.001)
-            await eventually(lambda: watcher.tracker.best == head_of(chain), timeout=20.0)
-            held = len(watcher._follow_headers)
+    async with (
+        node.serve() as url,
+        watched(target(url, interval=5.0, timeout=1.0), session, metrics) as watcher,
+    ):
+        await eventually(lambda: node.follows == 1 and watcher.tracker.best == head_of(chain))
+        for _ in range(600):
+            chain.produce()
+            await asyncio.sleep(0.001)
+        await eventually(lambda: watcher.tracker.best == head_of(chain), timeout=20.0)
+        held = len(watcher._follow_headers)
     # The unfinalized blocks (2) and the newest finalized one, with slack for events in flight.
     assert held <= 8
 
@@ -342,18 +288,17 @@ async def test_chainhead_following_keeps_only_unfinalized_headers(
 async def test_poll_mode_records_no_block_times_quantised_to_the_interval(
     session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
-    chain = grown(2, name="polled")
+    chain = grown(2, "polled")
     node = FakeSubstrateNode(chain)
     seen: list[Observation] = []
-    async with node.serve() as url:
-        watcher = SubstrateWatcher(
-            target(url, subscribe=False), session, metrics, on_observation=recording(metrics, seen)
-        )
-        async with watching(watcher):
-            await eventually(lambda: watcher.tracker.best == head_of(chain))
-            for _ in range(6):
-                chain.produce()
-                await asyncio.sleep(0.15)  # about one block per poll: each poll sees one
-            await eventually(lambda: watcher.tracker.best == head_of(chain))
+    async with (
+        node.serve() as url,
+        watched(target(url, subscribe=False), session, metrics, seen) as watcher,
+    ):
+        await eventually(lambda: watcher.tracker.best == head_of(chain))
+        for _ in range(6):
+            chain.produce()
+            await asyncio.sleep(0.15)  # about one block per poll: each poll sees one
+        await eventually(lambda: watcher.tracker.best == head_of(chain))
     assert value(metrics, "vilokanam_blocks_produced_total", chain="polled") == 6
     assert value(metrics, "srd_chain_block_time_seconds_count", chain="polled") == 0

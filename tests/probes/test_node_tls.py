@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,11 +14,11 @@ from aiohttp import web
 
 from srd.probes.metrics import ProbeMetrics
 from srd.probes.substrate import SubstrateProbe
-from srd.probes.substrate_watcher import SubstrateWatcher
-from srd.simulate.sandbox.substrate import FakeChain, FakeSubstrateNode
+from srd.simulate.sandbox.substrate import FakeSubstrateNode
 from tests.cli.test_probe_cli import srd
 from tests.probes.test_http_probe import self_signed
-from tests.probes.test_node_faults import eventually, head_of, target, value, watching
+from tests.probes.test_node_faults import eventually, target
+from tests.support.substratekit import grown, head_of, produce, value, watched
 
 
 @pytest_asyncio.fixture
@@ -43,13 +42,6 @@ async def serving_tls(node: FakeSubstrateNode, directory: Path) -> AsyncIterator
     finally:
         await node.close_websockets()
         await runner.cleanup()
-
-
-def grown(blocks: int, name: str) -> FakeChain:
-    chain = FakeChain(name=name)
-    for _ in range(blocks):
-        chain.produce()
-    return chain
 
 
 async def test_a_wss_node_with_an_untrusted_certificate_is_down_and_says_why(
@@ -76,14 +68,13 @@ async def test_a_wss_only_node_is_followed_over_tls(
     chain = grown(3, "wss-only")
     node = FakeSubstrateNode(chain)
     node.faults.websocket_only = True
-    async with serving_tls(node, tmp_path) as (url, cert):
-        watcher = SubstrateWatcher(target(url, ca_file=cert), session, metrics)
-        async with watching(watcher):
-            await eventually(lambda: node.requests.get("chain_subscribeNewHeads", 0) >= 1)
-            for _ in range(3):
-                chain.produce()
-                await asyncio.sleep(0.05)
-            await eventually(lambda: watcher.tracker.best == head_of(chain))
+    async with (
+        serving_tls(node, tmp_path) as (url, cert),
+        watched(target(url, ca_file=cert), session, metrics) as watcher,
+    ):
+        await eventually(lambda: node.requests.get("chain_subscribeNewHeads", 0) >= 1)
+        await produce(chain, 3)
+        await eventually(lambda: watcher.tracker.best == head_of(chain))
     assert value(metrics, "vilokanam_blocks_produced_total", chain="wss-only") == 3
 
 

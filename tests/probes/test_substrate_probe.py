@@ -19,6 +19,7 @@ from srd.probes.substrate import RpcClient, RpcError, SubstrateProbe
 from srd.probes.substrate_watcher import SubstrateWatcher
 from srd.simulate.sandbox.substrate import FakeChain, FakeSubstrateNode, producing
 from tests.support.eventually import eventually
+from tests.support.substratekit import head_of, produce, recording, value, watched, watching
 
 WITHIN = 5.0
 """Seconds a watcher gets to see what the fake node did: many block intervals here."""
@@ -30,32 +31,9 @@ def target(url: str, name: str = "n1", **overrides: Any) -> SubstrateTarget:
     return SubstrateTarget(name=name, url=url, **settings)
 
 
-def value(metrics: ProbeMetrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
-
-
-@asynccontextmanager
-async def watching(watcher: SubstrateWatcher) -> AsyncIterator[SubstrateWatcher]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(watcher.run(stop), name="test-watcher")
-    try:
-        yield watcher
-    finally:
-        stop.set()
-        await task
-
-
-def recording(metrics: ProbeMetrics, seen: list[Observation]) -> Callable[[Observation], None]:
-    def record(obs: Observation) -> None:
-        seen.append(obs)
-        metrics.record(obs)
-
-    return record
-
-
 async def caught_up(watcher: SubstrateWatcher, chain: FakeChain) -> None:
     await eventually(
-        lambda: watcher.tracker.best == _header_of(chain),
+        lambda: watcher.tracker.best == head_of(chain),
         within=WITHIN,
         what=f"{watcher.target.name} at block {chain.best.number}",
     )
@@ -149,20 +127,11 @@ async def test_heads_followed_over_websocket_count_blocks_and_block_times(
         node.serve() as url,
         followed(node, url, session, metrics, "legacy", interval=5.0, timeout=1.0) as watcher,
     ):
-        for _ in range(4):
-            chain.produce()
-            await asyncio.sleep(0.05)
+        await produce(chain, 4)
         await caught_up(watcher, chain)
     assert value(metrics, "vilokanam_blocks_produced_total", chain="live") == 4
     assert value(metrics, "srd_chain_block_time_seconds_count", chain="live") == 3
     assert node.requests.get("chain_getHeader", 0) <= 3  # heads came from the subscription
-
-
-def _header_of(chain: FakeChain) -> Any:
-    from srd.probes.chain import Header
-
-    best = chain.best
-    return Header(best.number, best.hash, best.parent_hash)
 
 
 @pytest.mark.parametrize("head_tracking", HEAD_TRACKINGS)
@@ -174,7 +143,7 @@ async def test_a_stall_raises_head_age_and_is_not_mistaken_for_a_silent_subscrip
     async with live(chain, head_tracking, session, metrics, seen) as (node, watcher):
         assert watcher.head_mode() == head_tracking
         await eventually(
-            lambda: (watcher.tracker.best or _header_of(chain)).number >= 3,
+            lambda: (watcher.tracker.best or head_of(chain)).number >= 3,
             within=WITHIN,
             what="block 3",
         )
@@ -269,7 +238,7 @@ async def test_a_silent_subscription_is_detected_and_recovered_without_a_stall(
         resubscribed_at = len(seen)
         best = chain.best.number
         await eventually(
-            lambda: (watcher.tracker.best or _header_of(chain)).number > best + 3,
+            lambda: (watcher.tracker.best or head_of(chain)).number > best + 3,
             within=WITHIN,
             what="3 blocks on",
         )
@@ -309,13 +278,12 @@ async def test_without_subscriptions_heads_are_polled_over_http(
 ) -> None:
     chain = FakeChain(name="poll")
     node = FakeSubstrateNode(chain)
-    async with node.serve() as url:
-        watcher = SubstrateWatcher(target(url, subscribe=False), session, metrics)
-        async with watching(watcher):
-            for _ in range(3):
-                chain.produce()
-                await asyncio.sleep(0.15)
-            await caught_up(watcher, chain)
+    async with (
+        node.serve() as url,
+        watched(target(url, subscribe=False), session, metrics) as watcher,
+    ):
+        await produce(chain, 3, every=0.15)
+        await caught_up(watcher, chain)
     assert node.websockets == 0 and "chain_subscribeNewHeads" not in node.requests
 
 
@@ -325,14 +293,10 @@ async def test_methods_a_node_lacks_are_not_called(
     node = FakeSubstrateNode(FakeChain(name="lacks"))
     node.missing_methods = {"system_syncState", "chain_subscribeFinalizedHeads"}
     seen: list[Observation] = []
-    async with node.serve() as url:
-        watcher = SubstrateWatcher(
-            target(url), session, metrics, on_observation=recording(metrics, seen)
+    async with node.serve() as url, watched(target(url), session, metrics, seen):
+        await eventually(
+            lambda: sum(obs.up for obs in seen) >= 3, within=WITHIN, what="3 up observations"
         )
-        async with watching(watcher):
-            await eventually(
-                lambda: sum(obs.up for obs in seen) >= 3, within=WITHIN, what="3 up observations"
-            )
     assert "system_syncState" not in node.requests
     assert "chain_subscribeFinalizedHeads" not in node.requests
     assert seen[-1].chain is not None and seen[-1].chain.sync_gap is None
@@ -344,12 +308,8 @@ async def test_http_429_counts_as_rate_limited_and_the_node_as_down(
     node = FakeSubstrateNode(FakeChain(name="busy"))
     node.faults.too_many_connections = True
     seen: list[Observation] = []
-    async with node.serve() as url:
-        watcher = SubstrateWatcher(
-            target(url), session, metrics, on_observation=recording(metrics, seen)
-        )
-        async with watching(watcher):
-            await eventually(lambda: len(seen) >= 2, within=WITHIN, what="2 observations")
+    async with node.serve() as url, watched(target(url), session, metrics, seen):
+        await eventually(lambda: len(seen) >= 2, within=WITHIN, what="2 observations")
     assert not seen[-1].up and "429" in seen[-1].reason
     assert value(metrics, "srd_rpc_errors_total", method="rpc_methods", **{"class": "rate_limited"})
 
@@ -420,7 +380,7 @@ async def test_nodes_of_one_chain_count_blocks_once_and_report_spread(
             for _ in range(3):
                 chain.produce()
             await eventually(
-                lambda: all(w.tracker.best == _header_of(chain) for w in watchers),
+                lambda: all(w.tracker.best == head_of(chain) for w in watchers),
                 within=WITHIN,
                 what="both at the best block",
             )
@@ -442,27 +402,26 @@ async def test_a_new_spec_only_node_is_followed_with_chainhead(
     for _ in range(4):
         chain.produce()
     seen: list[Observation] = []
-    async with node.serve() as url:
-        watcher = SubstrateWatcher(
-            target(url, interval=0.1), session, metrics, on_observation=recording(metrics, seen)
+    async with (
+        node.serve() as url,
+        watched(target(url, interval=0.1), session, metrics, seen) as watcher,
+    ):
+        await eventually(following(node), within=WITHIN, what="following")
+        assert watcher.head_mode() == "chainhead"
+        for _ in range(5):
+            chain.produce()
+            await caught_up(watcher, chain)
+        await eventually(
+            lambda: watcher.tracker.finalized == _finalized_of(chain),
+            within=WITHIN,
+            what="at the finalized block",
         )
-        async with watching(watcher):
-            await eventually(following(node), within=WITHIN, what="following")
-            assert watcher.head_mode() == "chainhead"
-            for _ in range(5):
-                chain.produce()
-                await caught_up(watcher, chain)
-            await eventually(
-                lambda: watcher.tracker.finalized == _finalized_of(chain),
-                within=WITHIN,
-                what="at the finalized block",
-            )
-            await eventually(
-                lambda: any(o.chain and o.chain.best == 9 for o in seen),
-                within=WITHIN,
-                what="block 9 observed",
-            )
-            pinned = node.pinned()
+        await eventually(
+            lambda: any(o.chain and o.chain.best == 9 for o in seen),
+            within=WITHIN,
+            what="block 9 observed",
+        )
+        pinned = node.pinned()
     assert "chain_subscribeNewHeads" not in node.requests
     assert node.requests["chainHead_v1_follow"] == 1
     # One header for the first finalized block; the rest numbered from parent links.
@@ -506,30 +465,31 @@ async def test_stop_is_followed_again_and_tracking_goes_on(
     node = new_spec_node(chain)
     node.max_pinned = 4
     labels = {"chain": "v2stop", "node": "n1", "reason": "stop"}
-    async with node.serve() as url:
-        watcher = SubstrateWatcher(target(url, interval=0.1), session, metrics)
-        async with watching(watcher):
-            await eventually(following(node), within=WITHIN, what="following")
-            chain.finality_stalled = True  # unfinalized blocks pile up, pinned
-            for _ in range(5):
-                chain.produce()
-            await eventually(
-                lambda: value(metrics, "srd_chain_subscription_restarts_total", **labels) >= 1,
-                within=WITHIN,
-                what="a restart",
-            )
-            await caught_up(watcher, chain)  # polled
-            chain.finality_stalled = False
-            for _ in range(3):
-                chain.produce()
-                await caught_up(watcher, chain)
-            await eventually(following(node), within=WITHIN, what="following")
+    async with (
+        node.serve() as url,
+        watched(target(url, interval=0.1), session, metrics) as watcher,
+    ):
+        await eventually(following(node), within=WITHIN, what="following")
+        chain.finality_stalled = True  # unfinalized blocks pile up, pinned
+        for _ in range(5):
+            chain.produce()
+        await eventually(
+            lambda: value(metrics, "srd_chain_subscription_restarts_total", **labels) >= 1,
+            within=WITHIN,
+            what="a restart",
+        )
+        await caught_up(watcher, chain)  # polled
+        chain.finality_stalled = False
+        for _ in range(3):
             chain.produce()
             await caught_up(watcher, chain)
-            await eventually(
-                lambda: watcher.tracker.finalized == _finalized_of(chain),
-                within=WITHIN,
-                what="at the finalized block",
-            )
+        await eventually(following(node), within=WITHIN, what="following")
+        chain.produce()
+        await caught_up(watcher, chain)
+        await eventually(
+            lambda: watcher.tracker.finalized == _finalized_of(chain),
+            within=WITHIN,
+            what="at the finalized block",
+        )
     assert node.requests["chainHead_v1_follow"] >= 2
     assert watcher.tracker.reorgs == 0

@@ -34,24 +34,17 @@ def test_every_path_the_architecture_page_names_exists() -> None:
         assert (ROOT / path).exists(), f"architecture.md names missing {path}"
 
 
+def modules_of(package: str) -> set[str]:
+    """The names of the modules of ``srd.<package>``."""
+    return {path.stem for path in (ROOT / "srd" / package).glob("*.py")}
+
+
 def test_every_command_and_config_section_has_its_home_on_the_architecture_page() -> None:
     text = ARCHITECTURE.read_text(encoding="utf-8")
-    commands = {p.stem for p in (ROOT / "srd" / "cli").glob("*.py")} - {
-        "__init__",
-        "__main__",
-        "exitcodes",
-        "loading",
-        "remote",
-    }
+    commands = modules_of("cli") - {"__init__", "__main__", "exitcodes", "loading", "remote"}
     for command in sorted(commands):
         assert f"`{command}`" in text, f"srd {command} has no home in architecture.md"
-    sections = {p.stem for p in (ROOT / "srd" / "config").glob("*.py")} - {
-        "__init__",
-        "files",
-        "types",
-        "durations",
-        "root",
-    }
+    sections = modules_of("config") - {"__init__", "files", "types", "durations", "root"}
     for section in sorted(sections):
         assert f"`{section}`" in text, f"config section {section} missing in architecture.md"
 

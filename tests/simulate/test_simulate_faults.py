@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,13 @@ async def _health(url: str) -> int:
         return reply.status
 
 
+async def _answers_slowly(answer: Awaitable[int], delay: float) -> None:
+    """``answer`` is 200, but only after ``delay`` seconds or more."""
+    began = time.monotonic()
+    assert await answer == 200
+    assert time.monotonic() - began >= delay
+
+
 async def _keys(box: Sandbox, kind: str) -> list[str]:
     assert box.cloud is not None
     args: dict[str, Any] = {
@@ -75,9 +82,7 @@ async def test_service_faults_fail_and_slow_the_health_endpoint_until_reverted(
     await revert()
     assert await _health(url) == 200
     revert = await KINDS["service_slow"].apply(target, {"service": "web-viewer", "delay": 0.3})
-    began = time.monotonic()
-    assert await _health(url) == 200
-    assert time.monotonic() - began >= 0.3
+    await _answers_slowly(_health(url), 0.3)
     await revert()
     assert box.services["web-viewer"].delay == 0
 
@@ -115,9 +120,7 @@ async def test_node_faults_refuse_break_and_slow_its_rpc(
     assert box.nodes["validator-1"].faults.malformed_json
     await revert()
     revert = await KINDS["rpc_latency"].apply(target, {"node": "validator-1", "delay": 0.2})
-    began = time.monotonic()
-    assert await _status(url) == 200
-    assert time.monotonic() - began >= 0.2
+    await _answers_slowly(_status(url), 0.2)
     await revert()
     assert box.nodes["validator-1"].faults.latency == 0
 

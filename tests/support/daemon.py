@@ -10,6 +10,8 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,6 +24,28 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def srd_config(
+    directory: Path,
+    port: int,
+    *,
+    failover: dict[str, Any],
+    actuators: dict[str, Any],
+    mode: str = "armed",
+) -> Path:
+    """``srd.yaml`` in ``directory`` (its state below it) for an srd listening on loopback
+    ``port``; written as JSON, which YAML reads."""
+    settings = {
+        "mode": mode,
+        "state_dir": str(directory / "state"),
+        "server": {"listen": f"127.0.0.1:{port}"},
+        "failover": failover,
+        "actuators": actuators,
+    }
+    path = directory / "srd.yaml"
+    path.write_text(json.dumps(settings))
+    return path
 
 
 @dataclass

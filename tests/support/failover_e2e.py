@@ -5,7 +5,6 @@ real moto server behind the AWS proxy, the shipped runbook pointed at them, and 
 from __future__ import annotations
 
 import json
-import textwrap
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +18,7 @@ from aiobotocore.session import get_session
 from srd.simulate.sandbox import FakeService
 from srd.simulate.sandbox.aws import AwsProxy
 from srd.simulate.sandbox.kubernetes import FakeKubernetes, replicas, seed_platform
-from tests.support.daemon import RunningSrd
+from tests.support.daemon import RunningSrd, srd_config
 from tests.support.eventually import eventually
 from tests.support.servers import running
 
@@ -159,23 +158,23 @@ def shipped_runbook(platform: Platform) -> str:
     return text
 
 
-def write_config(tmp_path: Path, platform: Platform, port: int) -> Path:
+def write_config(
+    tmp_path: Path, platform: Platform, port: int, mode: str = "armed", **failover: Any
+) -> Path:
+    """The shipped runbook on the platform, with ``failover`` settings besides it."""
     (tmp_path / "runbook.yaml").write_text(shipped_runbook(platform))
-    config = tmp_path / "srd.yaml"
-    config.write_text(
-        textwrap.dedent(f"""\
-        mode: armed
-        state_dir: {tmp_path / "state"}
-        server: {{listen: "127.0.0.1:{port}"}}
-        failover:
-          runbooks: [runbook.yaml]
-          auth: {{bearer_token: {{env: SRD_E2E_TOKEN}}}}
-        actuators:
-          kubernetes: {{host: "{platform.kubernetes_url}"}}
-          aws: {{endpoint_url: "{platform.aws_url}", region: us-east-1}}
-        """)
+    auth = {"bearer_token": {"env": "SRD_E2E_TOKEN"}}
+    actuators = {
+        "kubernetes": {"host": platform.kubernetes_url},
+        "aws": {"endpoint_url": platform.aws_url, "region": "us-east-1"},
+    }
+    return srd_config(
+        tmp_path,
+        port,
+        failover={"runbooks": ["runbook.yaml"], "auth": auth, **failover},
+        actuators=actuators,
+        mode=mode,
     )
-    return config
 
 
 def payload(status: str = "firing") -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from srd.config import Mode
 from srd.config.failover import WebhookAuth
+from srd.failover.dispatch import Dispatcher, DispatchJournal
 from srd.failover.executor import ACTUATOR_RETRY, Executor
 from srd.failover.guards import Guards, KillSwitch, Limits
 from srd.failover.intake import Intake
@@ -103,6 +104,27 @@ class Kit:
         """Run ``execution``, which must end blocked: the guards the journal says blocked it."""
         assert await self.executor.run(runbook, execution) == "blocked"
         return await self.guards_blocked(execution.id)
+
+    def dispatcher(
+        self,
+        intake: Intake,
+        runbooks: Sequence[Runbook],
+        mode: Mode,
+        journal: DispatchJournal | None = None,
+    ) -> Dispatcher:
+        """A dispatcher in ``mode`` over the kit's journal (or ``journal``, standing in for
+        it), its executor, leadership and clock."""
+        return Dispatcher(
+            intake=intake,
+            journal=journal or self.journal,
+            executor=self.executor,
+            runbooks=runbooks,
+            mode=lambda: mode,
+            metrics=self.metrics,
+            leadership=self.leader,
+            poll=1.0,
+            clock=self.clock,
+        )
 
     @asynccontextmanager
     async def api(self, auth: WebhookAuth | None = None) -> AsyncIterator[str]:
