@@ -95,7 +95,7 @@ def test_the_codes_exitcodes_documents_for_the_daemon_and_drills_are_the_ones_re
     for code, meaning in (
         (runtime.EXIT_OK, "stopped by SIGTERM/SIGINT"),
         (runtime.EXIT_FAILED, "an essential task failed"),
-        (runtime.EXIT_USAGE, "invalid config or options, or no ``failover.auth`` on a journal"),
+        (runtime.EXIT_USAGE, "invalid config or options, a journal file that cannot be used"),
         (verdict.EXIT_MET, "every objective met"),
         (verdict.EXIT_INVALID, "invalid drill or options"),
         (verdict.EXIT_BREACHED, "an objective breached"),
