@@ -68,7 +68,7 @@ class WorldActuator:
 
     def actions(self) -> frozenset[str]:
         # The real actuators' actions: the shipped runbook loads as it does in production.
-        return AwsActuator.models.keys() | KubernetesActuator.models.keys()
+        return frozenset(AwsActuator.models) | frozenset(KubernetesActuator.models)
 
     def validate(self, action: str, params: Params) -> None:
         return None
