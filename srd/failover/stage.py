@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypedDict, Unpack
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -56,6 +57,16 @@ async def share_auth(config: Config, journal: Journal, where: str) -> None:
         raise AuthRequired(where, armed)
 
 
+class StageParts(TypedDict):
+    """What the runtime hands the failover stage besides its config and journal."""
+
+    actuators: Mapping[str, Actuator]
+    runbooks: Sequence[Runbook]
+    probe_status: Callable[[str], Observation | None]
+    leadership: Leadership
+    budget: BudgetReader
+
+
 class FailoverStage:
     def __init__(
         self,
@@ -63,13 +74,10 @@ class FailoverStage:
         journal: Journal,
         session: aiohttp.ClientSession,
         metrics: FailoverMetrics,
-        *,
-        actuators: Mapping[str, Actuator],
-        runbooks: Sequence[Runbook],
-        probe_status: Callable[[str], Observation | None],
-        leadership: Leadership,
-        budget: BudgetReader,
+        **parts: Unpack[StageParts],
     ) -> None:
+        actuators, runbooks = parts["actuators"], parts["runbooks"]
+        leadership, budget = parts["leadership"], parts["budget"]
         self.config = config
         self.journal = journal
         failover = config.failover
@@ -80,7 +88,7 @@ class FailoverStage:
             failover.kill_switch_file or config.state_dir / "killswitch", journal
         )
         self.actuators = dict(actuators)
-        checks = Checks(session, probe_status=probe_status)
+        checks = Checks(session, probe_status=parts["probe_status"])
         self.pager = Pager(session, metrics, lambda: self.config.failover.escalation)
         self.guards = Guards(
             mode=lambda: self.config.mode,
@@ -118,12 +126,7 @@ class FailoverStage:
         config: Config,
         session: aiohttp.ClientSession,
         metrics: FailoverMetrics,
-        *,
-        actuators: Mapping[str, Actuator],
-        runbooks: Sequence[Runbook],
-        probe_status: Callable[[str], Observation | None],
-        leadership: Leadership,
-        budget: BudgetReader,
+        **parts: Unpack[StageParts],
     ) -> FailoverStage:
         failover = config.failover
         password = failover.journal_password.value if failover.journal_password else None
@@ -139,17 +142,7 @@ class FailoverStage:
         except BaseException:
             await journal.close()
             raise
-        return cls(
-            config,
-            journal,
-            session,
-            metrics,
-            actuators=actuators,
-            runbooks=runbooks,
-            probe_status=probe_status,
-            leadership=leadership,
-            budget=budget,
-        )
+        return cls(config, journal, session, metrics, **parts)
 
     def not_ready(self) -> list[str]:
         """Why failover cannot take alerts now (for ``/readyz``); empty when it can."""
