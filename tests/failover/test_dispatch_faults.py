@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -96,39 +96,44 @@ def stuck_gauge(k: Kit) -> float | None:
     return k.metrics.registry.get_sample_value("srd_executions_stuck")
 
 
+@asynccontextmanager
+async def stuck_on_step_b(k: Kit, tmp_path: Path) -> AsyncIterator[tuple[Dispatcher, Blocker]]:
+    """A running dispatcher whose execution is stuck: the journal locks up while step b acts,
+    so b's "ended" write fails. The dispatcher and the lock (``release()`` it to recover)."""
+    dispatcher = dispatcher_of(k, k.runbook(THREE_STEPS))
+    with blocker(tmp_path / "journal.sqlite3") as lock:
+        k.actuator.before_apply = lambda key: lock.hold() if key == "b" else None
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatcher.run(stop))
+        try:
+            await received(k, dispatcher, firing())
+
+            async def stuck() -> bool:
+                return bool(dispatcher.stuck)
+
+            await eventually(stuck, within=10, what="the execution counted as stuck")
+            yield dispatcher, lock
+        finally:
+            stop.set()
+            await task
+
+
 async def test_an_execution_whose_step_write_failed_is_resumed_once_the_journal_is_back(
     tmp_path: Path,
 ) -> None:
-    async with kit(tmp_path) as k:
-        runbook = k.runbook(THREE_STEPS)
-        dispatcher = dispatcher_of(k, runbook)
-        with blocker(tmp_path / "journal.sqlite3") as lock:
-            # The journal locks up while step b acts: b's "ended" write fails.
-            k.actuator.before_apply = lambda key: lock.hold() if key == "b" else None
-            stop = asyncio.Event()
-            task = asyncio.create_task(dispatcher.run(stop))
-            try:
-                await received(k, dispatcher, firing())
+    async with kit(tmp_path) as k, stuck_on_step_b(k, tmp_path) as (dispatcher, lock):
+        [why] = dispatcher.stuck.values()
+        assert "locked" in why
+        assert stuck_gauge(k) == 1
+        lock.release()
 
-                async def stuck() -> bool:
-                    return bool(dispatcher.stuck)
+        async def succeeded() -> bool:
+            executions = await k.journal.executions()
+            return [e.state for e in executions] == ["succeeded"]
 
-                await eventually(stuck, within=10, what="the execution counted as stuck")
-                [why] = dispatcher.stuck.values()
-                assert "locked" in why
-                assert stuck_gauge(k) == 1
-                lock.release()
-
-                async def succeeded() -> bool:
-                    executions = await k.journal.executions()
-                    return [e.state for e in executions] == ["succeeded"]
-
-                await eventually(succeeded, within=10, what="the execution succeeded")
-                assert dispatcher.stuck == {}
-                assert stuck_gauge(k) == 0
-            finally:
-                stop.set()
-                await task
+        await eventually(succeeded, within=10, what="the execution succeeded")
+        assert dispatcher.stuck == {}
+        assert stuck_gauge(k) == 0
         # Resumed from the journal: b was not applied again, and ended only when verified.
         assert k.actuator.calls == [("apply", "a", 1), ("apply", "b", 2), ("apply", "c", 3)]
         [execution] = await k.journal.executions()
@@ -139,39 +144,23 @@ async def test_an_execution_whose_step_write_failed_is_resumed_once_the_journal_
 async def test_a_stuck_execution_is_let_go_on_losing_the_lead_and_taken_up_on_regaining_it(
     tmp_path: Path,
 ) -> None:
-    async with kit(tmp_path) as k:
-        runbook = k.runbook(THREE_STEPS)
-        dispatcher = dispatcher_of(k, runbook)
-        with blocker(tmp_path / "journal.sqlite3") as lock:
-            k.actuator.before_apply = lambda key: lock.hold() if key == "b" else None
-            stop = asyncio.Event()
-            task = asyncio.create_task(dispatcher.run(stop))
-            try:
-                await received(k, dispatcher, firing())
+    async with kit(tmp_path) as k, stuck_on_step_b(k, tmp_path) as (dispatcher, lock):
+        k.leader.leader = False
 
-                async def stuck() -> bool:
-                    return bool(dispatcher.stuck)
+        async def let_go() -> bool:
+            return not dispatcher.stuck
 
-                await eventually(stuck, within=10, what="the execution counted as stuck")
-                k.leader.leader = False
+        await eventually(let_go, within=10, what="the execution let go")
+        lock.release()
+        [execution] = await k.journal.unfinished()
+        assert execution.state == "running"
+        k.leader.leader = True
+        dispatcher.acquired()
 
-                async def let_go() -> bool:
-                    return not dispatcher.stuck
+        async def succeeded() -> bool:
+            return await k.state(execution.id) == "succeeded"
 
-                await eventually(let_go, within=10, what="the execution let go")
-                lock.release()
-                [execution] = await k.journal.unfinished()
-                assert execution.state == "running"
-                k.leader.leader = True
-                dispatcher.acquired()
-
-                async def succeeded() -> bool:
-                    return await k.state(execution.id) == "succeeded"
-
-                await eventually(succeeded, within=10, what="taken up again and succeeded")
-            finally:
-                stop.set()
-                await task
+        await eventually(succeeded, within=10, what="taken up again and succeeded")
         assert [c for c in k.actuator.calls if c[0] == "apply"] == [
             ("apply", "a", 1),
             ("apply", "b", 2),
