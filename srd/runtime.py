@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import aiohttp
 import structlog
 from pydantic import ValidationError
 
-from srd import __version__, logs, systemd
+from srd import __version__, clock, logs, systemd
 from srd.actuators import registry
 from srd.actuators.base import Actuator
 from srd.config import Config, ConfigError, ConfigIssue, load_config
@@ -161,7 +160,7 @@ class Daemon:
         self._configure_logs(self.config)
         self.metrics.config_reloads.labels("success")
         self.metrics.config_reloads.labels("error")
-        self.metrics.config_last_reload_success.set(time.time())
+        self.metrics.config_last_reload_success.set(clock.now())
         try:
             return await self._run()
         finally:
@@ -271,7 +270,7 @@ class Daemon:
             self._configure_logs(new.config)
             self._start_stages(new)
             self.metrics.config_reloads.labels("success").inc()
-            self.metrics.config_last_reload_success.set(time.time())
+            self.metrics.config_last_reload_success.set(clock.now())
             log.info("config reloaded", file=str(path), tasks=len(self._stage_tasks()))
             systemd.notify("READY=1", "STATUS=config reloaded")
             return True
@@ -346,10 +345,10 @@ class Daemon:
         with structlog.contextvars.bound_contextvars(correlation_id=logs.new_correlation_id()):
             lag = config.evaluation.prometheus.lag if config.evaluation.prometheus else 0.0
             for source in sources:
-                poll = await source.poll(time.time() - lag)
+                poll = await source.poll(clock.now() - lag)
                 if poll.reason:
                     log.debug("PromQL SLI not counted", slo=poll.slo, reason=poll.reason)
-            for alert in engine.evaluate(time.time()):
+            for alert in engine.evaluate(clock.now()):
                 log.info(
                     "alert " + alert.state,
                     alertname=alert.name,

@@ -15,13 +15,13 @@ execution at once — no further step, no rollback: the new leader reconciles it
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
 
+from srd import clock
 from srd.actuators.base import Actuator, ActuatorError, State
 from srd.failover.checks import CheckResult, CheckRunner, wait_for
 from srd.failover.guards import Guards, Refusal
@@ -259,14 +259,14 @@ class Executor:
             if refusal := await self._guards.before_step(step, run.execution):
                 await self._blocked(run, refusal)
                 return "blocked"
-        started = time.monotonic()
+        started = clock.monotonic()
         try:
             return (
                 await self._dry(run, index, step) if run.dry else await self._wet(run, index, step)
             )
         finally:
             self._metrics.runbook_step_duration.labels(run.runbook.name, step.name).observe(
-                time.monotonic() - started
+                clock.monotonic() - started
             )
 
     async def _dry(self, run: _Run, index: int, step: Step) -> Outcome:
@@ -372,7 +372,7 @@ class Executor:
                 name,
                 "started",
                 key,
-                time.time(),
+                clock.now(),
                 prior=done.prior,
                 detail={"compensate": _compensation(step)},
             ),
@@ -400,7 +400,7 @@ class Executor:
                 name,
                 "ended",
                 key,
-                time.time(),
+                clock.now(),
                 result="compensated" if ok else "failed",
                 detail=detail,
             ),
@@ -446,7 +446,7 @@ class Executor:
         key = f"{run.execution.id}:{index}" + (f":retry{attempt}" if attempt else "") + part
         name = step.name + part
         record = StepRecord(
-            run.execution.id, index, name, phase, key, time.time(), result, prior, detail
+            run.execution.id, index, name, phase, key, clock.now(), result, prior, detail
         )
         await self._journal.step(record, fence=run.fence)
 
@@ -456,7 +456,7 @@ class Executor:
 
 def escalation(runbook: Runbook, execution: ExecutionRecord, state: str, reason: str) -> Alert:
     """The alert a stopped runbook raises, for the team's pager."""
-    now = time.time()
+    now = clock.now()
     labels = {
         "alertname": "SrdRunbookEscalated",
         "runbook": runbook.name,

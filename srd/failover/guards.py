@@ -11,7 +11,6 @@ the journal's history, so they survive a restart — and the error-budget gate.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Protocol
 import structlog
 from prometheus_client import CollectorRegistry
 
+from srd import clock
 from srd.config import FailoverConfig, Mode
 from srd.failover.checks import CheckRunner
 from srd.failover.runbooks import Runbook, Step
@@ -146,7 +146,7 @@ class KillSwitch:
         """Create or remove this replica's file."""
         if on:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(f"kill switch set by {by} at {time.time():.0f}\n")
+            self.path.write_text(f"kill switch set by {by} at {clock.now():.0f}\n")
         else:
             self.path.unlink(missing_ok=True)
         log.warning("kill switch file " + ("on" if on else "off"), by=by, file=str(self.path))
@@ -342,7 +342,7 @@ class Guards:
         checks: CheckRunner,
         metrics: Metrics,
         budget: BudgetReader | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = clock.now,
     ) -> None:
         self.mode = mode
         self.kill_switch = kill_switch

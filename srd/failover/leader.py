@@ -27,7 +27,6 @@ import os
 import random
 import secrets
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -38,6 +37,7 @@ from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, CoordinationV1Api, V1Lease
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from srd import clock
 from srd.config import Config, HaConfig
 from srd.failover.guards import Leadership, SingleInstance
 from srd.journal import NO_TERM, Fence
@@ -117,7 +117,7 @@ class LeaseLeadership:
         self._api: ApiClient | None = None
 
     def is_leader(self) -> bool:
-        return self._held and time.monotonic() - self._renewed < self._settings.renew_deadline
+        return self._held and clock.monotonic() - self._renewed < self._settings.renew_deadline
 
     def fence(self) -> Fence:
         """This replica's identity and term while it leads; while it follows (or once its
@@ -153,13 +153,13 @@ class LeaseLeadership:
         retry = self._settings.retry_period
         if self._held:
             # Wake at the renew deadline at the latest, so a loss is announced on time.
-            left = self._renewed + self._settings.renew_deadline - time.monotonic()
+            left = self._renewed + self._settings.renew_deadline - clock.monotonic()
             return max(0.0, min(retry, left))
         # Followers spread their attempts, as client-go's jitter does.
         return retry * random.uniform(1.0, 1.2)  # noqa: S311 - not for security
 
     async def _round(self) -> None:
-        started = time.monotonic()
+        started = clock.monotonic()
         limit = self._settings.renew_deadline
         if self._held:
             limit = self._renewed + self._settings.renew_deadline - started
@@ -186,7 +186,7 @@ class LeaseLeadership:
             else:
                 await self._lose(f"the Lease is held by {holder}")
             return
-        if self._held and time.monotonic() - self._renewed >= self._settings.renew_deadline:
+        if self._held and clock.monotonic() - self._renewed >= self._settings.renew_deadline:
             await self._lose(f"not renewed within {self._settings.renew_deadline:g}s")
 
     async def _attempt(self) -> tuple[str, int | None]:
@@ -225,7 +225,7 @@ class LeaseLeadership:
         if spec.renew_time is None:
             return True
         duration = spec.lease_duration_seconds or self._settings.lease_duration
-        return bool(time.time() >= spec.renew_time.timestamp() + duration)
+        return bool(clock.now() >= spec.renew_time.timestamp() + duration)
 
     def _new_lease(self) -> V1Lease:
         now = _now()
@@ -343,7 +343,7 @@ def _as_lease(body: dict[str, Any]) -> V1Lease:
 
 
 def _now() -> str:
-    return _micro(datetime.now(UTC))
+    return _micro(datetime.fromtimestamp(clock.now(), UTC))
 
 
 def _micro(moment: datetime) -> str:

@@ -17,7 +17,6 @@ The password is never part of the URL and never in an error: it comes from
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,6 +28,7 @@ from psycopg import AsyncConnection, AsyncCursor
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from srd.clock import now as clock_now
 from srd.journal.base import JournalError
 from srd.journal.sql import (
     Clock,
@@ -144,7 +144,7 @@ class PostgresJournal(SqlJournal):
         *,
         password: str | None = None,
         create: bool = True,
-        clock: Clock = time.time,
+        clock: Clock = clock_now,
     ) -> PostgresJournal:
         """Connect, migrate the schema (with ``create``; without it a database that has no
         journal is refused) and open the pool."""

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, TypeVar, cast
 
+from srd.clock import now as clock_now
 from srd.journal.base import (
     NO_TERM,
     AlertReceipt,
@@ -204,7 +204,7 @@ _PENDING = """
 class SqlJournal(ABC):
     """The ``Journal`` Protocol over SQL; a backend supplies transactions and reads."""
 
-    def __init__(self, clock: Clock = time.time) -> None:
+    def __init__(self, clock: Clock = clock_now) -> None:
         self._clock = clock
 
     @abstractmethod

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from srd.clock import now as clock_now
 from srd.journal.base import JournalError
 from srd.journal.sql import Clock, Dialect, Lock, Op, Result, SqlJournal, migrate, schema
 
@@ -53,7 +53,7 @@ class SqliteJournal(SqlJournal):
     thread; its idempotency key makes a retry safe.
     """
 
-    def __init__(self, path: Path, *, clock: Clock = time.time) -> None:
+    def __init__(self, path: Path, *, clock: Clock = clock_now) -> None:
         super().__init__(clock)
         self.path = path
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="srd-journal")
@@ -63,7 +63,7 @@ class SqliteJournal(SqlJournal):
 
     @classmethod
     async def open(
-        cls, path: Path, *, create: bool = True, clock: Clock = time.time
+        cls, path: Path, *, create: bool = True, clock: Clock = clock_now
     ) -> SqliteJournal:
         """Open (or with ``create`` make) the journal at ``path`` and migrate its schema."""
         journal = cls(path, clock=clock)

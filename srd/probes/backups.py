@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from botocore.exceptions import (
     ClientError,
 )
 
+from srd import clock
 from srd.evaluation.recovery import (
     BackupLocation,
     LocationStatus,
@@ -57,7 +57,7 @@ class BackupChecker:
         self,
         pack: RecoveryPack,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = clock.now,
         session: AioSession | None = None,
     ) -> None:
         self.pack = pack

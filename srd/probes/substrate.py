@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from srd import clock
 from srd.config import SubstrateTarget
 from srd.metrics import Metrics
 from srd.model import ChainSnapshot, Observation
@@ -86,7 +86,7 @@ class _Instrumented:
 
     @asynccontextmanager
     async def _observed(self, method: str) -> AsyncIterator[None]:
-        started = time.perf_counter()
+        started = clock.monotonic()
         try:
             yield
         except RpcError as exc:
@@ -97,7 +97,7 @@ class _Instrumented:
             raise
         finally:
             if self.metrics is not None:
-                self.metrics.rpc_duration.labels(method).observe(time.perf_counter() - started)
+                self.metrics.rpc_duration.labels(method).observe(clock.monotonic() - started)
 
     def _count(self, method: str, error_class: str) -> None:
         if self.metrics is not None:
@@ -314,7 +314,7 @@ class SubstrateProbe:
 
     async def __call__(self) -> Observation:
         loop = asyncio.get_running_loop()
-        started, at = loop.time(), time.time()
+        started, at = loop.time(), clock.now()
         try:
             async with asyncio.timeout(self.target.timeout):
                 snapshot = await self._snapshot()

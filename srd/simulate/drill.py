@@ -175,7 +175,19 @@ class Drill(Strict):
     description: str = ""
     scenario: ScenarioName
     objectives: Objectives = Field(default_factory=Objectives)
-    time_scale: float = Field(60.0, gt=0, description="Drill seconds per wall-clock second.")
+    time_scale: float = Field(
+        60.0,
+        gt=0,
+        description="Obsolete: the sandbox runs drills on virtual time (srd.simulate.clock); "
+        "accepted, and ignored, so that older drills still load.",
+    )
+    probe_interval: Duration = Field(
+        10.0,
+        gt=0,
+        description="On the sandbox: drill time between probes of each target, between rule "
+        "evaluations and between the drill's looks at the registry and the journal; the "
+        "precision of the measured times.",
+    )
     expect_breach: bool = Field(
         False, description="The drill exists to show a breach: a breach counts as passing."
     )

@@ -4,10 +4,10 @@ decide, act, converge), RPO from the backups, the objectives; and the drill reco
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
+from srd import clock
 from srd.evaluation.recovery import RecoveryPack, RpoStatus, measure_rto
 from srd.failover.intake import iso_utc
 from srd.journal import Journal
@@ -177,7 +177,7 @@ async def record_drill(journal: Journal, metrics: Metrics, result: DrillResult) 
     seconds = result.rto.get("measured_seconds")
     if seconds is None or result.mode != "armed":
         return
-    now = time.time()
+    now = clock.now()
     alert = {
         "kind": "drill",
         "scenario": result.drill.scenario,

@@ -4,12 +4,12 @@ drill's alerts on the daemon's registry; the executions and steps in the journal
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
+from srd import clock
 from srd.config.durations import format_duration
 from srd.journal import ExecutionRecord, Journal
 from srd.simulate.drill import Condition, Drill
@@ -17,7 +17,8 @@ from srd.simulate.progress import Progress
 from srd.simulate.result import Recorder
 
 TICK = 0.1
-"""Wall seconds between looks at the registry and the journal."""
+"""Seconds between looks at the registry and the journal on a real environment (on the
+sandbox: the drill's probe interval)."""
 MIN_STEADY_WAIT = 20.0
 """Wall seconds at least to reach the steady state: the chain probes need a few blocks."""
 JOURNAL_LOOK = 0.25
@@ -37,12 +38,18 @@ class Observer:
     """The drill's steady state, stop conditions and alerts, read from the daemon's registry."""
 
     def __init__(
-        self, drill: Drill, registry: CollectorRegistry, recorder: Recorder, scale: float
+        self,
+        drill: Drill,
+        registry: CollectorRegistry,
+        recorder: Recorder,
+        scale: float,
+        tick: float,
     ) -> None:
         self.drill = drill
         self.registry = registry
         self.recorder = recorder
         self.scale = scale
+        self.tick = tick
         self.steady_state = [Condition.parse(t) for t in drill.steady_state.probes]
         self.stop_conditions = [Condition.parse(t) for t in drill.stop_conditions]
         self.drill_alerts = {a.name for a in drill.alerts}
@@ -57,16 +64,16 @@ class Observer:
 
     async def wait_steady(self, what: str, interrupted: asyncio.Event) -> bool:
         budget = max(self.drill.steady_state.within / self.scale, MIN_STEADY_WAIT)
-        deadline = time.time() + budget
+        deadline = clock.now() + budget
         why = ""
-        while time.time() < deadline:
+        while clock.now() < deadline:
             ok, why = self.steady()
             if ok:
                 return True
             if interrupted.is_set() and what == "before":
                 return False
             self.recorder.progress.status(f"waiting for the steady state ({what}): {why}")
-            await asyncio.sleep(TICK * 2)
+            await asyncio.sleep(self.tick)
         self.recorder.note(
             "steady_state_missing", f"steady state not reached {what} the faults: {why}"
         )

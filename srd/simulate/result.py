@@ -3,11 +3,11 @@ the measurements and the verdict. The parts of a run fill it in; the reports ren
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from srd import clock
 from srd.evaluation.recovery import RpoStatus
 from srd.simulate.drill import Drill, Targets
 from srd.simulate.faults import Revert
@@ -98,5 +98,5 @@ class Recorder:
         at: float | None = None,
         **detail: Any,
     ) -> None:
-        self.result.add(Event(at if at is not None else time.time(), event, label, source, detail))
+        self.result.add(Event(at if at is not None else clock.now(), event, label, source, detail))
         self.progress.event(label)

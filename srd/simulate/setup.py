@@ -31,9 +31,6 @@ from srd.simulate.sandbox.aws import AwsProxy
 from srd.simulate.sandbox.cloud import PRIMARY_TARGET
 from srd.simulate.sandbox.exporters import serve
 
-PROBE_INTERVAL = 0.5
-"""Wall seconds between probes of the sandbox's HTTP targets and between evaluations during
-a drill: fine enough to see a fault within a second, coarse enough for a laptop."""
 MIN_STEP_TIMEOUT = 5.0
 """Wall seconds at least for a scaled step timeout or health deadline: real API calls and the
 executor's 2 s convergence polls do not shrink with the time scale."""
@@ -91,7 +88,9 @@ def write_drill_config(
     mode: str,
 ) -> Path:
     """The sandbox's config, made to run the drill: the drill's runbooks, armed (or dry-run),
-    fast probes and evaluation, AWS through the delaying proxy, any port."""
+    every probe and the evaluation every ``probe_interval`` of drill time (virtual: a probe's
+    timeout is the interval's, since on the loop's clock a fake answers at once), AWS through
+    the delaying proxy, any port."""
     state_dir = sandbox.config_path.parent
     config: dict[str, Any] = yaml.safe_load(sandbox.config_path.read_text(encoding="utf-8"))
     values = sandbox_vars(sandbox, service_urls)
@@ -104,13 +103,14 @@ def write_drill_config(
     runbook_path.write_text(yaml.safe_dump({"runbooks": runbooks}, sort_keys=False))
     config["mode"] = mode
     config["server"] = {"listen": "127.0.0.1:0"}
-    config.setdefault("evaluation", {})["interval"] = PROBE_INTERVAL
+    interval = drill.probe_interval
+    config.setdefault("evaluation", {})["interval"] = interval
     probes = config.setdefault("probes", {})
     http = probes.setdefault("http", [])
-    for target in http:
-        target["interval"], target["timeout"] = PROBE_INTERVAL, PROBE_INTERVAL * 0.8
-    for target in probes.get("substrate", []):
-        target["interval"], target["timeout"] = PROBE_INTERVAL, PROBE_INTERVAL * 0.8
+    for target in [*http, *probes.get("substrate", [])]:
+        target["interval"], target["timeout"] = interval, interval * 0.8
+    for target in probes.get("exporter", []):
+        target["interval"] = interval
     known = {t["name"] for t in http}
     for name, url in service_urls.items():
         if name not in known:
@@ -118,8 +118,8 @@ def write_drill_config(
                 {
                     "name": name,
                     "url": f"{url}/health",
-                    "interval": PROBE_INTERVAL,
-                    "timeout": PROBE_INTERVAL * 0.8,
+                    "interval": interval,
+                    "timeout": interval * 0.8,
                 }
             )
     if aws_url is not None and "aws" in config.get("actuators", {}):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -30,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from srd import clock
 from srd.http.app import serving
 
 Object = dict[str, Any]
@@ -110,7 +110,7 @@ ERROR_REASONS = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnav
 class ApiFault:
     """Requests the API answers with an error instead of serving them: those of ``verbs`` on
     ``resources`` (``deployments``, ``deployments/scale``, ``services`` …; None: any), for the
-    next ``times`` of them and until ``until`` (``time.monotonic()``; None: no limit on
+    next ``times`` of them and until ``until`` (``clock.monotonic()``; None: no limit on
     either, until the fault is removed)."""
 
     code: int
@@ -124,7 +124,7 @@ class ApiFault:
     answered: int = field(default=0, init=False)
 
     def matches(self, verb: str, resource: str) -> bool:
-        if self.until is not None and time.monotonic() >= self.until:
+        if self.until is not None and clock.monotonic() >= self.until:
             return False
         if self.times is not None and self.answered >= self.times:
             return False
@@ -184,7 +184,9 @@ class ObjectStore:
             raise ApiError(409, "AlreadyExists", message, details)
         metadata |= {
             "uid": str(uuid.uuid4()),
-            "creationTimestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "creationTimestamp": datetime.fromtimestamp(clock.now(), UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            ),
             "generation": 1,
         }
         return self._commit(resource, namespace, name, obj)
