@@ -75,6 +75,10 @@ class _Run:
         return self.execution.mode == "dry-run"
 
 
+CONVERGE_POLL_MAX = 30.0
+"""Seconds at most between polls of an action that has not converged yet."""
+
+
 class Executor:
     def __init__(
         self,
@@ -342,11 +346,15 @@ class Executor:
 
     async def _converge(self, spec: ActionSpec) -> None:
         actuator = self._actuators[spec.actuator]
-        # Polling is the actuator contract: there is no event to wait on.
+        # Polling is the actuator contract: there is no event to wait on. The wait doubles up
+        # to CONVERGE_POLL_MAX: a change that takes hours (Route 53 PENDING) must not cost an
+        # API call every couple of seconds all that time.
+        wait = self._poll
         while True:
             if await self._retrying(lambda: actuator.converged(spec.action, spec.params)):
                 return
-            await asyncio.sleep(self._poll)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, max(self._poll, CONVERGE_POLL_MAX))
 
     async def _rollback(self, run: _Run, reason: str) -> ExecutionState:
         """Undo, newest first, exactly the action steps that ran; then page."""

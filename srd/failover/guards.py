@@ -199,7 +199,7 @@ class Approvals:
         """``poll``: seconds between the waiter's journal reads (0.5 s: a human's approval
         need not be faster; a read costs well under a millisecond)."""
         self._journal = journal
-        self._poll = poll
+        self.poll = poll
         self._pending: dict[str, _Pending] = {}
 
     def pending(self) -> dict[str, str]:
@@ -262,7 +262,7 @@ class Approvals:
                 left = deadline - loop.time()
                 if left <= 0:
                     break
-                await asyncio.wait({decided}, timeout=min(self._poll, left) if journal else left)
+                await asyncio.wait({decided}, timeout=min(self.poll, left) if journal else left)
                 if decided.done():
                     by = decided.result()
                     if journal is not None:

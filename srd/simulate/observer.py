@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from srd import clock
 from srd.config.durations import format_duration
 from srd.journal import ExecutionRecord, Journal
-from srd.simulate.drill import Condition, Drill
+from srd.simulate.drill import Condition, Drill, snapshot
 from srd.simulate.progress import Progress
 from srd.simulate.result import Recorder
 
@@ -51,13 +51,20 @@ class Observer:
         self.scale = scale
         self.tick = tick
         self.steady_state = [Condition.parse(t) for t in drill.steady_state.probes]
-        self.stop_conditions = [Condition.parse(t) for t in drill.stop_conditions]
+        self.stop_conditions = [(Condition.parse(s.expr), s.for_) for s in drill.stops()]
+        self.holding_since: dict[int, float] = {}
+        """Since when each stop condition (by index) has held without a break."""
+        self.samples = snapshot(registry)
         self.drill_alerts = {a.name for a in drill.alerts}
         self.health = Health()
 
+    def refresh(self) -> None:
+        """Read the registry: the conditions are judged on what it held at this look."""
+        self.samples = snapshot(self.registry)
+
     def steady(self) -> tuple[bool, str]:
         for condition in self.steady_state:
-            ok, why = condition.all_hold(self.registry)
+            ok, why = condition.all_hold(self.samples)
             if not ok:
                 return False, why
         return True, ""
@@ -67,6 +74,7 @@ class Observer:
         deadline = clock.now() + budget
         why = ""
         while clock.now() < deadline:
+            self.refresh()
             ok, why = self.steady()
             if ok:
                 return True
@@ -79,10 +87,16 @@ class Observer:
         )
         return False
 
-    def tripped(self) -> str | None:
-        for condition in self.stop_conditions:
-            if found := condition.any_holds(self.registry):
-                return found
+    def tripped(self, now: float) -> str | None:
+        """The first stop condition that has held for its ``for``, described; else None."""
+        for i, (condition, for_) in enumerate(self.stop_conditions):
+            found = condition.any_holds(self.samples)
+            if found is None:
+                self.holding_since.pop(i, None)
+                continue
+            since = self.holding_since.setdefault(i, now)
+            if now - since >= for_ / self.scale:
+                return found if not for_ else f"{found} for {format_duration(for_)}"
         return None
 
     def look(self, now: float, injected_at: float) -> None:
@@ -122,23 +136,18 @@ class Observer:
 
     def _alerts(self) -> None:
         seen = self.health.alerts_seen
-        for family in self.registry.collect():
-            if family.name != "srd_alert_state":
+        for sample in self.samples:
+            if sample.name != "srd_alert_state" or sample.value <= 0:
                 continue
-            for sample in family.samples:
-                name, state = sample.labels.get("alertname", ""), sample.labels.get("state", "")
-                # Other rules' pending alerts are noise in a drill's timeline; firing is not.
-                if name not in self.drill_alerts and state != "firing":
-                    continue
-                if (
-                    sample.value > 0
-                    and state in ("pending", "firing")
-                    and (name, state) not in seen
-                ):
-                    seen.add((name, state))
-                    self.recorder.note(
-                        f"alert_{state}", f"alert {name} {state}", "registry", alertname=name
-                    )
+            name, state = sample.labels.get("alertname", ""), sample.labels.get("state", "")
+            # Other rules' pending alerts are noise in a drill's timeline; firing is not.
+            if name not in self.drill_alerts and state != "firing":
+                continue
+            if state in ("pending", "firing") and (name, state) not in seen:
+                seen.add((name, state))
+                self.recorder.note(
+                    f"alert_{state}", f"alert {name} {state}", "registry", alertname=name
+                )
 
 
 @dataclass

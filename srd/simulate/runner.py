@@ -217,7 +217,8 @@ class DrillRun:
                 if rpo is None:
                     # Listing S3 takes a moment of wall time: it must not delay anything else.
                     rpo = asyncio.create_task(check_rpo(environment.pack, result), name="drill-rpo")
-                if trip := observer.tripped():
+                observer.refresh()
+                if trip := observer.tripped(now):
                     result.stop = {"condition": trip, "at": now}
                     recorder.note("stop_condition", f"stop condition tripped: {trip}")
                     result.halted = "aborted"
