@@ -135,7 +135,11 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--all", action="store_true", help="run every drill in --drills")
     simulate.add_argument("--drills", type=Path, default=Path("drills"), help="for --all")
     simulate.add_argument("--report-dir", type=Path, help="default: drill-reports/<drill>")
-    simulate.add_argument("--time-scale", type=float, help="drill seconds per wall second")
+    simulate.add_argument(
+        "--time-scale",
+        type=float,
+        help="with --target real: drill seconds per wall second (the sandbox runs on virtual time)",
+    )
     simulate.add_argument("--no-rollback", action="store_true", help="leave the faults in place")
     simulate.add_argument(
         "--hold",

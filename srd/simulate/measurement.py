@@ -81,6 +81,24 @@ async def collect(journal: Journal, result: DrillResult) -> None:
     result.events.sort(key=lambda e: e.at)
 
 
+def _ordered(marks: list[float | None]) -> list[float | None]:
+    """The phase boundaries made to add up: none earlier than the one before it (the journal
+    stamps a step's end and the execution's next state in separate writes), and a missing
+    one between two known ones (no step ended: no act) set to the one before it. So the
+    phases are never negative and sum to the last known boundary minus the first."""
+    ordered: list[float | None] = []
+    last: float | None = None
+    for i, mark in enumerate(marks):
+        later = any(m is not None for m in marks[i + 1 :])
+        if mark is None and later and last is not None:
+            mark = last
+        if mark is not None and last is not None:
+            mark = max(mark, last)
+        ordered.append(mark)
+        last = mark if mark is not None else last
+    return ordered
+
+
 def measure(result: DrillResult) -> None:
     """RTO from the journal: injection → the expected execution's ``succeeded`` event
     (its health check passed), counted only when the steady state then held for
@@ -90,8 +108,15 @@ def measure(result: DrillResult) -> None:
     drill, scale = result.drill, result.scale
     injected = min((f.injected_at for f in result.faults if f.injected_at), default=None)
     expected = drill.expect.runbook
+    # A decision taken before the first fault is not this drill's response to it.
     execution = next(
-        (e for e in result.executions if expected is None or e["runbook"] == expected), None
+        (
+            e
+            for e in result.executions
+            if (expected is None or e["runbook"] == expected)
+            and (injected is None or e["created_at"] >= injected)
+        ),
+        None,
     )
     sustained = any(e.event == "recovery_sustained" for e in result.events)
     succeeded = next(
@@ -112,7 +137,7 @@ def measure(result: DrillResult) -> None:
         steps = [s for s in execution["steps"] if not s["compensation"]]
         running = next((s["at"] for s in execution["states"] if s["state"] == "running"), None)
         last = max((s["ended_at"] for s in steps if s["ended_at"]), default=None)
-        marks = [injected, execution["created_at"], running, last, succeeded]
+        marks = _ordered([injected, execution["created_at"], running, last, succeeded])
         names = ["detect", "decide", "act", "converge"]
         for name, a, b in zip(names, marks, marks[1:], strict=False):
             rto["phases"][name] = (b - a) * scale if a is not None and b is not None else None

@@ -5,7 +5,10 @@ ticket) and ``report.html`` (for people: an inline SVG timeline chart).
 also drill seconds since the first fault (``t``); durations are drill seconds:
 
 - ``schema_version`` (1), ``drill``, ``file``, ``scenario``, ``description``, ``target``
-  (sandbox | real), ``mode``, ``time_scale``, ``started_at``, ``ended_at``, ``wall_seconds``;
+  (sandbox | real), ``clock`` (virtual on the sandbox, wall on a real target), ``mode``,
+  ``time_scale`` (1 on the sandbox), ``started_at``, ``ended_at`` (drill time),
+  ``wall_seconds`` (what the run took on the wall clock), ``precision_seconds`` (every
+  measured time is exact to this much drill time: the interval of the drill's looks);
 - ``outcome``: met | breached | not_restored | aborted | interrupted | preflight_failed;
   ``exit_code``;
   ``expect_breach``; ``passed`` (met, or breached when ``expect_breach``);
@@ -53,10 +56,12 @@ def report_data(result: DrillResult) -> dict[str, Any]:
         "description": drill.description,
         "target": result.target,
         "mode": result.mode,
+        "clock": "virtual" if result.target == "sandbox" else "wall",
         "time_scale": result.scale,
         "started_at": result.started_at,
         "ended_at": result.ended_at,
-        "wall_seconds": result.ended_at - result.started_at,
+        "wall_seconds": result.wall_seconds,
+        "precision_seconds": result.precision,
         "outcome": verdict.outcome,
         "exit_code": verdict.exit_code,
         "expect_breach": drill.expect_breach,
@@ -134,12 +139,25 @@ def _preflight(checks: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _clock(data: dict[str, Any]) -> str:
+    """How the drill kept time, and so how exact its figures are."""
+    span = _d(data["ended_at"] - data["started_at"])
+    p = data["precision_seconds"]
+    precision = f"every time below is exact to ±{f'{p:g}s' if p < 60 else _d(p)} of drill time"
+    if data["clock"] == "virtual":
+        return (
+            f"virtual time: {span} of drill time in {data['wall_seconds']:.1f} s wall; {precision}"
+        )
+    scale = f", time scale ×{data['time_scale']:g}" if data["time_scale"] != 1 else ""
+    return f"wall time{scale}: {data['wall_seconds']:.1f} s; {precision}"
+
+
 def markdown(data: dict[str, Any]) -> str:
     lines = [
         f"# Drill `{data['drill']}` — {data['outcome'].upper()} (exit {data['exit_code']})",
         "",
-        f"Scenario **{data['scenario']}**, mode {data['mode']}, time scale ×{data['time_scale']:g} "
-        f"({data['wall_seconds']:.1f} s wall). {data['description']}".rstrip(),
+        f"Scenario **{data['scenario']}**, mode {data['mode']}, {_clock(data)}. "
+        f"{data['description']}".rstrip(),
         *_preflight(data["preflight"]),
         "",
         "## Objectives",
@@ -288,8 +306,7 @@ def html_report(data: dict[str, Any], md: str) -> str:
 table{{border-collapse:collapse}}td{{border-bottom:1px solid #eee;padding:2px 8px}}</style>
 </head><body>
 <h1>Drill {html.escape(data["drill"])} — {data["outcome"]} (exit {data["exit_code"]})</h1>
-<p>Scenario {html.escape(data["scenario"])}, mode {data["mode"]},
-time scale ×{data["time_scale"]:g}.</p>
+<p>Scenario {html.escape(data["scenario"])}, mode {data["mode"]}, {html.escape(_clock(data))}.</p>
 <ul>{objectives}</ul>
 <h2>Timeline</h2>
 {svg_timeline(data)}

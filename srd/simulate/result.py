@@ -67,6 +67,10 @@ class DrillResult:
     recorded_rto: float | None = None
     target: TargetKind = "sandbox"
     preflight: list[PreflightCheck] = field(default_factory=list)
+    precision: float = 0.0
+    """Drill seconds: how late the drill may see what happened (its looks' interval)."""
+    wall_seconds: float = 0.0
+    """What the drill took on the wall clock (on virtual time, far less than its span)."""
 
     @property
     def judged(self) -> Verdict:

@@ -22,6 +22,7 @@ import asyncio
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -92,6 +93,7 @@ class DrillRun:
             clock.now(),
             target="real" if real_config is not None else "sandbox",
         )
+        self.result.precision = self.tick * scale
         self.recorder = Recorder(self.result, progress)
 
     async def run(self) -> DrillResult:
@@ -317,7 +319,9 @@ async def run_drill(
         real_config=real_config,
         hold=hold,
     )
+    wall = time.perf_counter()  # the wall clock by intent: what the drill cost to run
     result = await run.run()
+    result.wall_seconds = time.perf_counter() - wall
     progress.done()
     write_reports(result)
     return result

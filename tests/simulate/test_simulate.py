@@ -146,7 +146,7 @@ def test_the_report_json_keeps_its_documented_schema(
 def test_the_breach_drill_exits_3_and_says_which_objective_failed_and_by_how_much(
     tmp_path: Path,
 ) -> None:
-    done = simulate("drills/rto_breach.yaml", "--report-dir", str(tmp_path))
+    done = simulate("drills/rto_breach.yaml", "--report-dir", str(tmp_path), timeout=400)
     assert done.returncode == 3, done.stdout + done.stderr
     data = report(tmp_path)
     assert data["outcome"] == "breached"
