@@ -165,6 +165,14 @@ class FaultSpec(Strict):
         return self
 
 
+class MinHealthy(Strict):
+    """The capacity a failover must never go below (exploration checks it at every write to
+    the sandbox's Kubernetes API): ready replicas of these deployments, together."""
+
+    deployments: list[str] = Field(min_length=1, description="namespace/name of each.")
+    replicas: int = Field(1, ge=1)
+
+
 class SteadyState(Strict):
     probes: list[str] = Field(min_length=1, description="Conditions that must all hold.")
     within: Duration = Field(
@@ -244,6 +252,9 @@ class Drill(Strict):
     )
     deadline: Duration | None = Field(None, description="Give up after this; default 2 × RTO.")
     rollback: Literal["always", "never"] = "always"
+    min_healthy: MinHealthy | None = Field(
+        None, description="For --explore: the capacity never to go below."
+    )
 
     @field_validator("stop_conditions")
     @classmethod
@@ -320,11 +331,13 @@ def resolve_runbooks(
     """The drill's runbooks as runbook-file entries, each with its ``vars`` complete: a
     shipped one is read from its file (one ``for_each`` set of it) with the drill's vars over
     its own, and ``values`` (the sandbox's) between the two; an inline one gets ``values``
-    under its own vars. ConfigError when a reference names no shipped runbook."""
+    under its own vars. A var's value may use ``values``: ``zone: ${zone_id}``. ConfigError
+    when a reference names no shipped runbook."""
     resolved: list[dict[str, Any]] = []
     for i, raw in enumerate(drill.runbooks):
         if "from" not in raw:
-            resolved.append({**raw, "vars": {**values, **dict(raw.get("vars") or {})}})
+            own = {k: _fill(str(v), values) for k, v in dict(raw.get("vars") or {}).items()}
+            resolved.append({**raw, "vars": {**values, **own}})
             continue
         key = f"runbooks.{i}"
         try:

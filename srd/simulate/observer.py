@@ -134,6 +134,16 @@ class Observer:
         )
         return f"T+{t} (drill time) {phase}"
 
+    def drill_alert_firing(self) -> bool:
+        """One of the drill's own alerts fires, at this look."""
+        return any(
+            s.name == "srd_alert_state"
+            and s.value > 0
+            and s.labels.get("state") == "firing"
+            and s.labels.get("alertname") in self.drill_alerts
+            for s in self.samples
+        )
+
     def _alerts(self) -> None:
         seen = self.health.alerts_seen
         for sample in self.samples:

@@ -36,6 +36,7 @@ from srd.runtime import Daemon, Setup
 from srd.simulate.actions import FaultSchedule, SimulatedOperator
 from srd.simulate.clock import VirtualLoop
 from srd.simulate.drill import Drill, Targets, load_drill, targets
+from srd.simulate.invariants import Invariants
 from srd.simulate.measurement import check_rpo, collect, measure, record_drill
 from srd.simulate.observer import TICK, JournalFollower, Observer
 from srd.simulate.preflight import preflight
@@ -67,8 +68,11 @@ class DrillRun:
         log_level: str = "error",
         real_config: Path | None = None,
         hold: bool = False,
+        invariants: Invariants | None = None,
     ) -> None:
         self.drill = drill
+        self.invariants = invariants
+        """Exploration's invariants, checked while the drill runs; None: a plain drill."""
         self.hold = hold
         """On the sandbox: after the drill and its reports, keep the sandbox up until SIGINT."""
         self.real_config = real_config
@@ -181,6 +185,8 @@ class DrillRun:
         try:
             await collect(journal, self.result)
             measure(self.result)
+            if self.invariants is not None:
+                self.invariants.judge(self.result, setup.runbooks)
             await record_drill(journal, daemon.metrics, self.result)
         finally:
             await journal.close()
@@ -202,6 +208,8 @@ class DrillRun:
         follower = JournalFollower(drill.expect.runbook, self.progress)
         operator = SimulatedOperator(drill, recorder, self.scale, faults.repaired)
         deadline = drill.deadline or 2 * result.targets.rto
+        if self.invariants is not None:
+            self.invariants.attach(environment.target.kubernetes)
         rpo: asyncio.Task[RpoStatus | None] | None = None
         try:
             while True:
@@ -226,6 +234,8 @@ class DrillRun:
                     result.halted = "aborted"
                     break
                 observer.look(now, injected_at)
+                if self.invariants is not None:
+                    self.invariants.look(now, injected_at, observer.drill_alert_firing())
                 if follower.due(now):
                     executions = await failover.journal.executions(20)
                     await follower.follow(failover.journal, executions, faults.repaired)

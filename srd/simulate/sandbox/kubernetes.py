@@ -155,6 +155,8 @@ class ObjectStore:
     def __init__(self) -> None:
         self._objects: dict[tuple[Resource, str, str], Object] = {}
         self.revision = 0
+        self.on_commit: list[Callable[[], None]] = []
+        """Called after every write: a drill's exploration checks capacity right there."""
 
     def select(self, resource: Resource, namespace: str, selector: str = "") -> list[Object]:
         """Objects of ``namespace`` whose labels match ``selector``, by name."""
@@ -233,6 +235,8 @@ class ObjectStore:
         self.revision += 1
         obj["metadata"]["resourceVersion"] = str(self.revision)
         self._objects[(resource, namespace, name)] = obj
+        for watcher in self.on_commit:
+            watcher()
         return copy.deepcopy(obj)
 
 
