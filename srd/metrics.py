@@ -357,6 +357,27 @@ class Metrics:
             scenario,
             registry=reg,
         )
+        # Drills (srd simulate), as recorded in the journal the daemon reads: one series per
+        # drill file name, a handful per site.
+        drill = ["drill"]
+        self.drill_last_run = Gauge(
+            "srd_drill_last_run_timestamp_seconds",
+            "Unix time a drill last ran to its verdict.",
+            drill,
+            registry=reg,
+        )
+        self.drill_last_rto = Gauge(
+            "srd_drill_last_rto_seconds",
+            "RTO a drill measured at its last run (absent when it measured none).",
+            drill,
+            registry=reg,
+        )
+        self.drill_last_passed = Gauge(
+            "srd_drill_last_passed",
+            "1 when a drill's last run passed (its objectives met, or breached as expected).",
+            drill,
+            registry=reg,
+        )
 
     def record_readiness(self, summary: Readiness) -> None:
         """Export one scenario's DR readiness; unknown values are removed, never zeroed."""

@@ -30,6 +30,7 @@ from srd.failover.leader import leadership_from_config
 from srd.failover.runbooks import Runbook, load_runbooks
 from srd.failover.stage import FailoverStage
 from srd.http.app import build_app, serving
+from srd.journal import Journal
 from srd.metrics import Metrics
 from srd.model import Observation
 from srd.probes.backups import BackupChecker, assess_readiness
@@ -44,6 +45,8 @@ EXIT_FAILED = 1
 PRUNE_INTERVAL = 3600.0
 """Seconds between applications of failover.journal_retention: receipts only grow by the
 alerts received, so hourly keeps the table within an hour of the retention."""
+DRILL_LOOKBACK = 500
+"""Executions read back for drill records: the newest, where the last run of each drill is."""
 
 
 @dataclass(frozen=True)
@@ -361,6 +364,25 @@ class Daemon:
         with structlog.contextvars.bound_contextvars(correlation_id=logs.new_correlation_id()):
             for item in await assess_readiness(checker, source, self.metrics):
                 log.debug("disaster-recovery readiness", **item.to_dict())
+            await self._export_drills(self._failover().journal)
+
+    async def _export_drills(self, journal: Journal) -> None:
+        """The last run of each drill ``srd simulate`` recorded in this journal, as
+        ``srd_drill_last_*{drill}`` (newest first: the first record of a drill is its last)."""
+        seen: set[str] = set()
+        for execution in await journal.executions(DRILL_LOOKBACK):
+            alert = execution.alert
+            name = str(alert.get("drill", ""))
+            if alert.get("kind") != "drill" or not name or name in seen:
+                continue
+            seen.add(name)
+            self.metrics.drill_last_run.labels(name).set(execution.created_at)
+            self.metrics.drill_last_passed.labels(name).set(int(bool(alert.get("passed"))))
+            rto = alert.get("rto_seconds")
+            if isinstance(rto, int | float):
+                self.metrics.drill_last_rto.labels(name).set(rto)
+            else:
+                self.metrics.drill_last_rto.remove(name)
 
     def _observed(self, obs: Observation) -> None:
         self.metrics.record(obs)

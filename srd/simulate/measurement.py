@@ -14,6 +14,7 @@ from srd.journal import Journal
 from srd.metrics import Metrics
 from srd.probes.backups import BackupChecker
 from srd.simulate.result import DrillResult, Event
+from srd.simulate.verdict import judge
 
 
 async def collect(journal: Journal, result: DrillResult) -> None:
@@ -197,31 +198,58 @@ async def check_rpo(pack: RecoveryPack | None, result: DrillResult) -> RpoStatus
 
 
 async def record_drill(journal: Journal, metrics: Metrics, result: DrillResult) -> None:
-    """A drill record in the journal, in drill time, so ``srd_rto_last_seconds`` (and the
-    DR-readiness summary) report the drill's RTO rather than its scaled wall time."""
-    seconds = result.rto.get("measured_seconds")
-    if seconds is None or result.mode != "armed":
+    """The drill's result as a record in ``journal`` (``journal_drill``); the journal's RTO of
+    the scenario, with the drill's counted, noted in the result and exported."""
+    if result.mode != "armed":
         return
+    verdict = judge(
+        result.halted,
+        result.objectives,
+        result.rollback.get("steady_state_restored"),
+        expect_breach=result.drill.expect_breach,
+    )
+    drill = result.drill
+    recovered = await journal_drill(
+        journal,
+        drill=drill.name,
+        scenario=drill.scenario,
+        seconds=result.rto.get("measured_seconds"),
+        passed=verdict.passed,
+        report=str(result.report_dir),
+    )
+    if not recovered:
+        return
+    measured = measure_rto(await journal.recovery_records()).get(drill.scenario)
+    if measured is not None:
+        metrics.rto_last.labels(drill.scenario).set(measured.last_seconds)
+        result.recorded_rto = measured.last_seconds
+
+
+async def journal_drill(
+    journal: Journal, *, drill: str, scenario: str, seconds: float | None, passed: bool, report: str
+) -> bool:
+    """A drill's result as an execution of runbook ``drill:NAME``, which ``srd run`` on that
+    journal reads back as ``srd_drill_last_*{drill}``. When it recovered (``seconds``, its RTO
+    in drill time), the record is a recovery, so ``srd_rto_last_seconds`` and the
+    DR-readiness summary report the drill's RTO; whether it was recorded as one."""
     now = clock.now()
     alert = {
         "kind": "drill",
-        "scenario": result.drill.scenario,
-        "drill": result.drill.name,
-        "time_scale": result.scale,
-        "startsAt": iso_utc(now - seconds),
-        "report": str(result.report_dir),
+        "scenario": scenario,
+        "drill": drill,
+        "startsAt": iso_utc(now - (seconds or 0.0)),
+        "report": report,
+        "passed": passed,
+        "rto_seconds": seconds,
     }
+    key = f"drill/{drill}/{uuid.uuid4().hex}"
     execution = await journal.start_execution(
-        f"drill:{result.drill.name}",
-        f"drill/{result.drill.name}/{uuid.uuid4().hex}",
-        "armed",
-        uuid.uuid4().hex,
-        alert,
+        f"drill:{drill}", key, "armed", uuid.uuid4().hex, alert
     )
     if execution is None:
-        return
+        return False
+    if seconds is None:
+        await journal.set_state(execution.id, "failed", {"reason": "drill did not recover"})
+        return False
     await journal.set_state(execution.id, "succeeded", {"reason": "drill recovered"})
-    measured = measure_rto(await journal.recovery_records()).get(result.drill.scenario)
-    if measured is not None:
-        metrics.rto_last.labels(result.drill.scenario).set(measured.last_seconds)
-        result.recorded_rto = measured.last_seconds
+    return True

@@ -190,6 +190,13 @@ class DrillRun:
             await record_drill(journal, daemon.metrics, self.result)
         finally:
             await journal.close()
+        if environment.home_journal is not None and self.result.mode == "armed":
+            # Where the environment's own srd reads it: its dashboards show the drill.
+            home = await open_journal(environment.home_journal, password=environment.home_password)
+            try:
+                await record_drill(home, daemon.metrics, self.result)
+            finally:
+                await home.close()
 
     async def _drill(self, daemon: Daemon, environment: Environment) -> None:
         result, drill, recorder = self.result, self.drill, self.recorder

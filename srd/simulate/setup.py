@@ -221,6 +221,10 @@ class Environment:
     endpoints: dict[str, str]
     """The sandbox's URLs (for ``--hold``); empty on a real environment."""
     journal_dir: Path
+    home_journal: str | None = None
+    """A real environment's own journal (its srd reads drill records there); None: the
+    sandbox, whose drill journal stays in the report directory."""
+    home_password: str | None = None
 
 
 @asynccontextmanager
@@ -256,9 +260,13 @@ def real_environment(
     drill: Drill, config_path: Path, state_dir: Path, scale: float, mode: str
 ) -> Environment:
     """The environment ``config_path`` watches: srd injects nothing there."""
+    home = load_setup(config_path).config
+    failover = home.failover
+    password = failover.journal_password.value if failover.journal_password else None
     setup = real_setup(drill, config_path, state_dir, scale, mode)
     empty = Target(None, {}, {}, None, None, scale)
-    return Environment(setup, empty, recovery_pack(setup), {}, state_dir)
+    journal = str(failover.journal or home.state_dir)
+    return Environment(setup, empty, recovery_pack(setup), {}, state_dir, journal, password)
 
 
 @asynccontextmanager
