@@ -118,6 +118,16 @@ async def _zone(route53: Any) -> str:
     return zone
 
 
+SHIPPED_FOR_EACH = """\
+      - svc: web-creator
+        public_url: https://web-creator.vilokanam.com
+        backup_url: http://web-creator-backup.vilokanam-dr.svc:8080
+      - svc: web-viewer
+        public_url: https://web-viewer.vilokanam.com
+        backup_url: http://web-viewer-backup.vilokanam-dr.svc:8080
+"""
+
+
 def shipped_runbook(platform: Platform) -> str:
     """rules/runbooks/platform_failover.yaml as shipped, with its placeholders filled in for
     this platform, its health URLs pointed at the loopback fakes and its waits shortened."""
@@ -129,11 +139,11 @@ def shipped_runbook(platform: Platform) -> str:
         SHIPPED_TARGET_GROUP: platform.target_group,
         "primary_target: 10.0.1.10": f"primary_target: {PRIMARY_TARGET}",
         "dr_target: 10.1.1.10": f"dr_target: {DR_TARGET}",
-        "https://${svc}.vilokanam.com/health": platform.service_url,
-        "http://${svc}-backup.vilokanam-dr.svc:8080/health": platform.backup_url,
+        "${public_url}/health": platform.service_url,
+        "${backup_url}/health": platform.backup_url,
         "timeout: 5s, interval: 15s": "timeout: 1s, interval: 1s",
         "timeout: 5s, interval: 10s": "timeout: 1s, interval: 1s",
-        "      - {svc: web-creator}\n      - {svc: web-viewer}\n": "      - {svc: web}\n",
+        SHIPPED_FOR_EACH: "      - {svc: web}\n",
     }
     for old, new in replacements.items():
         assert old in text, f"the shipped runbook changed: {old!r} is gone"
