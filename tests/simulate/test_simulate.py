@@ -289,8 +289,10 @@ def test_hold_keeps_the_broken_sandbox_up_for_study_until_sigint(tmp_path: Path)
             text=True,
             check=True,
         )
-        [execution] = json.loads(journal.stdout)
-        assert execution["runbook"] == "promote_standby"
+        # Beside the runbook's execution, the drill's own record (it did not recover).
+        executions = {e["runbook"]: e for e in json.loads(journal.stdout)}
+        assert set(executions) == {"promote_standby", "drill:held"}
+        assert executions["drill:held"]["state"] == "failed"
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=60)
         assert process.returncode == 3  # the drill's own outcome, not "interrupted"
