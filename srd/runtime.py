@@ -364,25 +364,7 @@ class Daemon:
         with structlog.contextvars.bound_contextvars(correlation_id=logs.new_correlation_id()):
             for item in await assess_readiness(checker, source, self.metrics):
                 log.debug("disaster-recovery readiness", **item.to_dict())
-            await self._export_drills(self._failover().journal)
-
-    async def _export_drills(self, journal: Journal) -> None:
-        """The last run of each drill ``srd simulate`` recorded in this journal, as
-        ``srd_drill_last_*{drill}`` (newest first: the first record of a drill is its last)."""
-        seen: set[str] = set()
-        for execution in await journal.executions(DRILL_LOOKBACK):
-            alert = execution.alert
-            name = str(alert.get("drill", ""))
-            if alert.get("kind") != "drill" or not name or name in seen:
-                continue
-            seen.add(name)
-            self.metrics.drill_last_run.labels(name).set(execution.created_at)
-            self.metrics.drill_last_passed.labels(name).set(int(bool(alert.get("passed"))))
-            rto = alert.get("rto_seconds")
-            if isinstance(rto, int | float):
-                self.metrics.drill_last_rto.labels(name).set(rto)
-            else:
-                self.metrics.drill_last_rto.remove(name)
+            await export_drills(self._failover().journal, self.metrics)
 
     def _observed(self, obs: Observation) -> None:
         self.metrics.record(obs)
@@ -394,6 +376,25 @@ class Daemon:
             else:
                 log.warning("target down", probe=obs.probe, target=obs.target, reason=obs.reason)
         self._last_up[key] = obs.up
+
+
+async def export_drills(journal: Journal, metrics: Metrics) -> None:
+    """The last run of each drill ``srd simulate`` recorded in ``journal``, as
+    ``srd_drill_last_*{drill}`` (newest first: the first record of a drill is its last)."""
+    seen: set[str] = set()
+    for execution in await journal.executions(DRILL_LOOKBACK):
+        alert = execution.alert
+        name = str(alert.get("drill", ""))
+        if alert.get("kind") != "drill" or not name or name in seen:
+            continue
+        seen.add(name)
+        metrics.drill_last_run.labels(name).set(execution.created_at)
+        metrics.drill_last_passed.labels(name).set(int(bool(alert.get("passed"))))
+        rto = alert.get("rto_seconds")
+        if isinstance(rto, int | float):
+            metrics.drill_last_rto.labels(name).set(rto)
+        else:
+            metrics.drill_last_rto.remove(name)
 
 
 def _url_host(host: str) -> str:

@@ -5,9 +5,15 @@ must hold before and after, the faults to inject and when, the stop conditions t
 the alert rules and runbooks the daemon runs with, what the simulated operator does at
 approval steps, and what is expected. See docs/simulate.md for every key.
 
-Durations in a drill are in the drill's own time; the runner divides them by ``time_scale``
-to run and multiplies measured times back to report. Metric thresholds are never scaled:
-``srd_chain_head_age_seconds > 10`` means ten real seconds of the sandbox's chain.
+Durations in a drill are in the drill's own time. On the sandbox that is the time the drill
+runs on (virtual: ``srd.simulate.clock``); on a real environment with ``--time-scale`` the
+runner divides them by the scale to run and multiplies measured times back to report.
+
+Runbooks are preferably the shipped ones by reference (``{from, name, vars}``): the drill
+tests what ships. A drill's alerts are its own, in the one expression form it evaluates
+(``selector OP number``): the shipped Prometheus rules use PromQL functions (``max``,
+``absent``, ``label_replace``) that this form does not have, so a drill restates the alert
+it needs, under the shipped alert's name so that the shipped runbook's match takes it.
 """
 
 from __future__ import annotations
@@ -397,7 +403,7 @@ def load_drill(path: Path) -> Drill:
 
 @dataclass(frozen=True)
 class ConditionAlert:
-    """A drill alert as an ``AlertRule`` the engine evaluates (``for`` already scaled)."""
+    """A drill alert as an ``AlertRule`` the engine evaluates (``for`` in the time it runs)."""
 
     name: str
     condition: Condition

@@ -28,7 +28,7 @@ from tests.support.daemon import free_port
 
 ROOT = Path(__file__).parents[2]
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
-SANDBOX_RULES = Path(str(files("srd.simulate").joinpath("rules")))
+SANDBOX_RULES = Path(str(files("srd.simulate.sandbox").joinpath("rules")))
 PANEL_TYPES = {"timeseries", "stat", "gauge", "heatmap", "table", "bargauge"}
 LAYOUT_TYPES = {"row"}
 EXTERNAL_NAMES = {
