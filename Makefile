@@ -7,10 +7,12 @@ STAMP := $(VENV)/.installed
 # Debian packages the tests run for real: systemd-analyze (unit check), the node exporter,
 # Prometheus and promtool (rule export checks, parity, dashboards), Alertmanager (failover e2e),
 # PostgreSQL (the shared journal; tests/support/pgserver.py runs initdb from /usr/lib/postgresql/*/bin,
-# and pg_ctlcluster on PATH tells the package is there).
-APT_PACKAGES := systemd prometheus-node-exporter prometheus prometheus-alertmanager postgresql
+# and pg_ctlcluster on PATH tells the package is there), Chromium (a drill's report.html laid out
+# headless: tests/simulate/test_report_layout.py).
+APT_PACKAGES := systemd prometheus-node-exporter prometheus prometheus-alertmanager postgresql \
+  chromium
 APT_COMMANDS := systemd-analyze prometheus-node-exporter promtool prometheus prometheus-alertmanager \
-  pg_ctlcluster
+  pg_ctlcluster chromium
 
 .PHONY: setup system-deps run test lint bench clean
 

@@ -12,7 +12,6 @@ import contextlib
 import platform
 import signal
 import socket
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,7 +27,7 @@ from prometheus_client import (
 )
 from pydantic import ValidationError
 
-from srd import __version__, logs, systemd
+from srd import __version__, clock, logs, systemd
 from srd.actuators import registry
 from srd.actuators.base import Actuator
 from srd.config import Config, ConfigError, ConfigIssue, load_config
@@ -36,7 +35,7 @@ from srd.evaluation.backups import BackupChecker, assess_readiness
 from srd.evaluation.engine import Engine, Schedule
 from srd.evaluation.metrics import EvaluationMetrics
 from srd.evaluation.promql_sli import PromqlSource, event_slo
-from srd.evaluation.recovery import RecoverySource, record_readiness
+from srd.evaluation.recovery import RecoverySource, export_drills, record_readiness
 from srd.evaluation.rulepacks import RulePack, load_rule_packs
 from srd.evaluation.rules import RuleGroup
 from srd.evaluation.slo import Slo
@@ -249,7 +248,7 @@ class Daemon:
             loop.add_signal_handler(signum, handler)
         self.metrics.runtime.config_reloads.labels("success")
         self.metrics.runtime.config_reloads.labels("error")
-        self.metrics.runtime.config_last_reload_success.set(time.time())
+        self.metrics.runtime.config_last_reload_success.set(clock.now())
         try:
             return await self._run()
         finally:
@@ -411,7 +410,7 @@ class Daemon:
             self._configure_logs(new.config)
             self._start_stages(new)
             self.metrics.runtime.config_reloads.labels("success").inc()
-            self.metrics.runtime.config_last_reload_success.set(time.time())
+            self.metrics.runtime.config_last_reload_success.set(clock.now())
             log.info("config reloaded", file=str(path), tasks=len(self._stage_tasks()))
             systemd.notify("READY=1", "STATUS=config reloaded")
             return True
@@ -451,7 +450,7 @@ class Daemon:
             self.supervisor.start_periodic(
                 "evaluation",
                 config.evaluation.interval,
-                lambda: self._evaluate(engine, schedule.at(time.time()), sources, config),
+                lambda: self._evaluate(engine, schedule.at(clock.now()), sources, config),
                 jitter=0,
             )
         # load_rule_packs allows one disaster-recovery pack at most.
@@ -491,7 +490,7 @@ class Daemon:
         with structlog.contextvars.bound_contextvars(correlation_id=logs.new_correlation_id()):
             lag = config.evaluation.prometheus.lag if config.evaluation.prometheus else 0.0
             for source in sources:
-                poll = await source.poll(time.time() - lag)
+                poll = await source.poll(clock.now() - lag)
                 if poll.reason:
                     log.debug("PromQL SLI not counted", slo=poll.slo, reason=poll.reason)
             transitions = engine.evaluate(at)
@@ -516,6 +515,7 @@ class Daemon:
             for item in await assess_readiness(checker, source):
                 record_readiness(self.metrics.evaluation, item)
                 log.debug("disaster-recovery readiness", **item.to_dict())
+            await export_drills(self._failover().journal, self.metrics.evaluation)
 
     def _observed(self, obs: Observation) -> None:
         self.metrics.probes.record(obs)

@@ -21,7 +21,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     simulate.add_argument("--all", action="store_true", help="run every drill in --drills")
     simulate.add_argument("--drills", type=Path, default=Path("drills"), help="for --all")
     simulate.add_argument("--report-dir", type=Path, help="default: drill-reports/<drill>")
-    simulate.add_argument("--time-scale", type=float, help="drill seconds per wall second")
+    simulate.add_argument(
+        "--time-scale",
+        type=float,
+        help="with --target real: drill seconds per wall second (the sandbox runs on virtual time)",
+    )
     simulate.add_argument("--no-rollback", action="store_true", help="leave the faults in place")
     simulate.add_argument(
         "--hold",
@@ -43,12 +47,30 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "config's mode: armed too)",
     )
     simulate.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    simulate.add_argument(
+        "--explore",
+        type=int,
+        metavar="N",
+        help="run N random fault schedules of the drill (default "
+        "drills/complete_data_center_outage.yaml), checking invariants; exit 3 on a violation",
+    )
+    simulate.add_argument("--seed", type=int, default=0, help="for --explore: the schedules' seed")
+    simulate.add_argument(
+        "--replay", metavar="EXPLORE_JSON#K", help="run schedule K of an explore.json again"
+    )
     simulate.set_defaults(handler=_simulate)
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from srd.simulate.runner import simulate_command  # the sandbox's imports only when asked
 
+    if args.explore is not None or args.replay is not None:
+        from srd.simulate.explore import DEFAULT_DRILL, explore, replay
+
+        if args.replay is not None:
+            return replay(args.replay, args.report_dir)
+        report_dir = args.report_dir or Path("drill-reports") / "explore"
+        return explore(args.drill or DEFAULT_DRILL, args.explore, args.seed, report_dir)
     if args.all == (args.drill is not None):
         print("srd simulate: give one drill file, or --all", file=sys.stderr)
         return USAGE

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from aiobotocore.session import AioSession
 
+from srd.clock import now as clock_now
 from srd.evaluation.recovery import (
     Readiness,
     RecoveryPack,
@@ -28,7 +28,7 @@ class BackupChecker:
         self,
         pack: RecoveryPack,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = clock_now,
         session: AioSession | None = None,
     ) -> None:
         self.pack = pack

@@ -25,6 +25,9 @@ class EvaluationMetrics:
     RTO_OBJECTIVE = "srd_rto_objective_seconds"
     RTO_LAST = "srd_rto_last_seconds"
     DR_LAST_DRILL = "srd_dr_last_drill_timestamp_seconds"
+    DRILL_LAST_RUN = "srd_drill_last_run_timestamp_seconds"
+    DRILL_LAST_RTO = "srd_drill_last_rto_seconds"
+    DRILL_LAST_PASSED = "srd_drill_last_passed"
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = reg = registry
@@ -103,6 +106,24 @@ class EvaluationMetrics:
             self.DR_LAST_DRILL,
             "Unix time a scenario's last drill recovered.",
             scenario,
+            registry=reg,
+        )
+        # Drills (srd simulate), as recorded in the journal the daemon reads: one series per
+        # drill file name, a handful per site.
+        drill = ["drill"]
+        self.drill_last_run = Gauge(
+            self.DRILL_LAST_RUN, "Unix time a drill last ran to its verdict.", drill, registry=reg
+        )
+        self.drill_last_rto = Gauge(
+            self.DRILL_LAST_RTO,
+            "RTO a drill measured at its last run (absent when it measured none).",
+            drill,
+            registry=reg,
+        )
+        self.drill_last_passed = Gauge(
+            self.DRILL_LAST_PASSED,
+            "1 when a drill's last run passed (its objectives met, or breached as expected).",
+            drill,
             registry=reg,
         )
 

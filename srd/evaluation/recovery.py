@@ -24,6 +24,7 @@ from srd.config.files import load_yaml_model, parse_yaml_model
 from srd.config.types import Strict
 from srd.evaluation.chainrules import AlertGroup, Compare, ThresholdAlert
 from srd.evaluation.metrics import EvaluationMetrics
+from srd.journal import Executions
 from srd.model import RecoveryRecord
 from srd.probes.backups import BackupLocation, LocationStatus, S3Settings
 
@@ -380,3 +381,26 @@ def record_readiness(metrics: EvaluationMetrics, summary: Readiness) -> None:
         metrics.rto_last.labels(name).set(rto.last_seconds)
     if rto is not None and rto.last_drill_at is not None:
         metrics.dr_last_drill.labels(name).set(rto.last_drill_at)
+
+
+DRILL_LOOKBACK = 500
+"""Executions read back for drill records: the newest, where the last run of each drill is."""
+
+
+async def export_drills(journal: Executions, metrics: EvaluationMetrics) -> None:
+    """The last run of each drill ``srd simulate`` recorded in ``journal``, as
+    ``srd_drill_last_*{drill}`` (newest first: the first record of a drill is its last)."""
+    seen: set[str] = set()
+    for execution in await journal.executions(DRILL_LOOKBACK):
+        alert = execution.alert
+        name = str(alert.get("drill", ""))
+        if alert.get("kind") != "drill" or not name or name in seen:
+            continue
+        seen.add(name)
+        metrics.drill_last_run.labels(name).set(execution.created_at)
+        metrics.drill_last_passed.labels(name).set(int(bool(alert.get("passed"))))
+        rto = alert.get("rto_seconds")
+        if isinstance(rto, int | float):
+            metrics.drill_last_rto.labels(name).set(rto)
+        else:
+            metrics.drill_last_rto.remove(name)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -25,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from srd import logs
+from srd.clock import now as clock_now
 from srd.config import Mode
 from srd.failover.executor import Executor
 from srd.failover.intake import IncomingAlert, Intake, iso_utc
@@ -109,7 +109,7 @@ class Dispatcher:
         metrics: FailoverMetrics,
         leadership: Leadership,
         poll: float,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = clock_now,
     ) -> None:
         """``poll``: seconds between the leader's looks at the journal for executions to take
         up (the runtime passes ``ha.retry_period``: a follower's alert waits at most this).

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import structlog
 
+from srd import clock
 from srd.config.failover import EscalationConfig
 from srd.failover.intake import iso_utc
 from srd.failover.metrics import FailoverMetrics
@@ -38,7 +38,7 @@ def alertmanager_alert(alert: Alert, hold: float) -> dict[str, Any]:
         "labels": dict(alert.labels),
         "annotations": dict(alert.annotations),
         "startsAt": iso_utc(alert.active_since),
-        "endsAt": iso_utc(datetime.now(UTC).timestamp() + hold),
+        "endsAt": iso_utc(clock.now() + hold),
         "generatorURL": "",
     }
 

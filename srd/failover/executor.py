@@ -22,14 +22,15 @@ execution at once — no further step, no rollback: the new leader reconciles it
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
 import structlog
 
+from srd import clock
 from srd.actuators.base import Actuator, ActuatorError, State
+from srd.clock import now as clock_now
 from srd.config.durations import format_duration
 from srd.failover.checks import CheckResult, CheckRunner, wait_for
 from srd.failover.guards import Guards, Refusal
@@ -100,6 +101,10 @@ class _Run:
         return self.execution.mode == "dry-run"
 
 
+CONVERGE_POLL_MAX = 30.0
+"""Seconds at most between polls of an action that has not converged yet."""
+
+
 class Executor:
     def __init__(
         self,
@@ -112,7 +117,7 @@ class Executor:
         escalate: Escalate,
         poll_interval: float = 2.0,
         retry: Backoff = ACTUATOR_RETRY,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = clock_now,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """``poll_interval``: seconds between ``converged`` and probe-check polls (2 s: DNS
@@ -256,7 +261,7 @@ class Executor:
     def _left(self, step: Step, started: StepRecord) -> float:
         """What is left of the step's timeout since its ``started`` record, and at least
         ``RESUME_GRACE``: a crash may have used it all up, and the verdict needs one look."""
-        elapsed = min(max(0.0, time.time() - started.at), step.timeout)
+        elapsed = min(max(0.0, self._clock() - started.at), step.timeout)
         return max(step.timeout - elapsed, min(step.timeout, RESUME_GRACE))
 
     async def _verify(self, step: Step) -> None:
@@ -335,14 +340,14 @@ class Executor:
             if refusal := await self._guards.before_step(step, run.execution):
                 await self._blocked(run, refusal)
                 return "blocked"
-        started = time.monotonic()
+        started = clock.monotonic()
         try:
             return (
                 await self._dry(run, index, step) if run.dry else await self._wet(run, index, step)
             )
         finally:
             self._metrics.runbook_step_duration.labels(run.runbook.name, step.name).observe(
-                time.monotonic() - started
+                clock.monotonic() - started
             )
 
     async def _dry(self, run: _Run, index: int, step: Step) -> Outcome:
@@ -423,11 +428,15 @@ class Executor:
 
     async def _converge(self, spec: ActionSpec) -> None:
         actuator = self._actuators[spec.actuator]
-        # Polling is the actuator contract: there is no event to wait on.
+        # Polling is the actuator contract: there is no event to wait on. The wait doubles up
+        # to CONVERGE_POLL_MAX: a change that takes hours (Route 53 PENDING) must not cost an
+        # API call every couple of seconds all that time.
+        wait = self._poll
         while True:
             if await self._retrying(lambda: actuator.converged(spec.action, spec.params)):
                 return
-            await asyncio.sleep(self._poll)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, max(self._poll, CONVERGE_POLL_MAX))
 
     async def _rollback(self, run: _Run, reason: str) -> ExecutionState:
         """Undo, newest first, exactly the action steps that ran; then page."""
@@ -453,7 +462,7 @@ class Executor:
                 name,
                 "started",
                 key,
-                time.time(),
+                clock.now(),
                 prior=done.prior,
                 detail={"compensate": _compensation(step)},
             ),
@@ -481,7 +490,7 @@ class Executor:
                 name,
                 "ended",
                 key,
-                time.time(),
+                clock.now(),
                 result="compensated" if ok else "failed",
                 detail=detail,
             ),
@@ -527,7 +536,7 @@ class Executor:
         key = f"{run.execution.id}:{index}" + (f":retry{attempt}" if attempt else "") + part
         name = step.name + part
         record = StepRecord(
-            run.execution.id, index, name, phase, key, time.time(), result, prior, detail
+            run.execution.id, index, name, phase, key, clock.now(), result, prior, detail
         )
         await self._journal.step(record, fence=run.fence)
 
@@ -537,7 +546,7 @@ class Executor:
 
 def escalation(runbook: Runbook, execution: ExecutionRecord, state: str, reason: str) -> Alert:
     """The alert a stopped runbook raises, for the team's pager."""
-    now = time.time()
+    now = clock.now()
     labels = {
         "alertname": "SrdRunbookEscalated",
         "runbook": runbook.name,

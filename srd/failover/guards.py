@@ -11,7 +11,6 @@ the journal's history, so they survive a restart — and the error-budget gate.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from srd import clock
 from srd.config import Mode
 from srd.config.failover import FailoverConfig
 from srd.failover.checks import CheckRunner
@@ -131,7 +131,7 @@ class KillSwitch:
         """Create or remove this replica's file."""
         if on:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(f"kill switch set by {by} at {time.time():.0f}\n")
+            self.path.write_text(f"kill switch set by {by} at {clock.now():.0f}\n")
         else:
             self.path.unlink(missing_ok=True)
         log.warning("kill switch file " + ("on" if on else "off"), by=by, file=str(self.path))
@@ -184,7 +184,7 @@ class Approvals:
         """``poll``: seconds between the waiter's journal reads (0.5 s: a human's approval
         need not be faster; a read costs well under a millisecond)."""
         self._journal = journal
-        self._poll = poll
+        self.poll = poll
         self._pending: dict[str, _Pending] = {}
 
     def pending(self) -> dict[str, str]:
@@ -247,7 +247,7 @@ class Approvals:
                 left = deadline - loop.time()
                 if left <= 0:
                     break
-                await asyncio.wait({decided}, timeout=min(self._poll, left) if journal else left)
+                await asyncio.wait({decided}, timeout=min(self.poll, left) if journal else left)
                 if decided.done():
                     by = decided.result()
                     if journal is not None:
@@ -321,7 +321,7 @@ class Guards:
         checks: CheckRunner,
         metrics: FailoverMetrics,
         budget: BudgetReader | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = clock.now,
     ) -> None:
         self.mode = mode
         self.kill_switch = kill_switch

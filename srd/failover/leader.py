@@ -32,7 +32,6 @@ import os
 import random
 import secrets
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
@@ -43,6 +42,7 @@ from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, CoordinationV1Api, V1Lease
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from srd import clock
 from srd.config import Config
 from srd.config.ha import HaConfig
 from srd.failover.metrics import FailoverMetrics
@@ -121,7 +121,7 @@ class LeaseLeadership:
         *,
         on_loss: LossHook | None = None,
         on_acquire: AcquireHook | None = None,
-        wall: Callable[[], float] = time.time,
+        wall: Callable[[], float] = clock.now,
     ) -> None:
         """``wall``: the clock the Lease's times are written with (only written: tests skew it
         to show that nothing is judged by it)."""
@@ -151,7 +151,7 @@ class LeaseLeadership:
         """Monotonic time at which this replica saw ``_seen`` change."""
 
     def is_leader(self) -> bool:
-        return self._held and time.monotonic() - self._renewed < self._settings.renew_deadline
+        return self._held and clock.monotonic() - self._renewed < self._settings.renew_deadline
 
     def fence(self) -> Fence:
         """This replica's identity and term while it leads; while it follows (or once its
@@ -187,13 +187,13 @@ class LeaseLeadership:
         retry = self._settings.retry_period
         if self._held:
             # Wake at the renew deadline at the latest, so a loss is announced on time.
-            left = self._renewed + self._settings.renew_deadline - time.monotonic()
+            left = self._renewed + self._settings.renew_deadline - clock.monotonic()
             return max(0.0, min(retry, left))
         # Followers spread their attempts, as client-go's jitter does.
         return retry * random.uniform(1.0, 1.2)  # noqa: S311 - not for security
 
     async def _round(self) -> None:
-        started = time.monotonic()
+        started = clock.monotonic()
         limit = self._settings.renew_deadline
         if self._held:
             limit = self._renewed + self._settings.renew_deadline - started
@@ -220,7 +220,7 @@ class LeaseLeadership:
             else:
                 await self._lose(f"the Lease is held by {holder}")
             return
-        if self._held and time.monotonic() - self._renewed >= self._settings.renew_deadline:
+        if self._held and clock.monotonic() - self._renewed >= self._settings.renew_deadline:
             await self._lose(f"not renewed within {self._settings.renew_deadline:g}s")
 
     async def _attempt(self) -> tuple[str, int | None]:
@@ -263,7 +263,7 @@ class LeaseLeadership:
             return True
         version = lease.metadata.resource_version if lease.metadata is not None else None
         record = (version, spec.holder_identity, spec.renew_time, spec.lease_transitions)
-        now = time.monotonic()
+        now = clock.monotonic()
         if record != self._seen:
             self._seen, self._seen_at = record, now
         duration = spec.lease_duration_seconds or self._settings.lease_duration

@@ -16,11 +16,11 @@ listeners of every fault, for ``srd_journal_errors_total{op,kind}``.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from srd.clock import now as clock_now
 from srd.journal.base import JournalError
 
 FaultKind = Literal[
@@ -58,7 +58,7 @@ class Outage:
 class JournalHealth:
     """Whether the journal takes writes: failing from a write's fault until a write succeeds."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = clock_now) -> None:
         self._clock = clock
         self._listeners: list[FaultListener] = []
         self.outage: Outage | None = None

@@ -17,7 +17,6 @@ The password is never part of the URL and never in an error: it comes from
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any, TypeVar, cast
@@ -26,6 +25,7 @@ import psycopg
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from srd.clock import now as clock_now
 from srd.config.journal import JournalUrlError, PostgresTarget, postgres_target
 from srd.journal.base import JournalError
 from srd.journal.faults import FaultKind, JournalFault, JournalHealth
@@ -108,7 +108,7 @@ class PostgresJournal(SqlJournal):
         *,
         password: str | None = None,
         create: bool = True,
-        clock: Clock = time.time,
+        clock: Clock = clock_now,
         health: JournalHealth | None = None,
     ) -> PostgresJournal:
         """Connect, migrate the schema (with ``create``; without it a database that has no

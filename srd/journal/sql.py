@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, TypeVar, cast
 
+from srd.clock import now as clock_now
 from srd.journal.base import (
     NO_TERM,
     AlertReceipt,
@@ -228,7 +228,7 @@ class SqlJournal(ABC):
     """The ``Journal`` Protocol over SQL; a backend supplies transactions and reads, and
     turns its errors into ``JournalFault``s."""
 
-    def __init__(self, clock: Clock = time.time, health: JournalHealth | None = None) -> None:
+    def __init__(self, clock: Clock = clock_now, health: JournalHealth | None = None) -> None:
         self._clock = clock
         self.health = health or JournalHealth()
 

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import errno
 import sqlite3
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from srd.clock import now as clock_now
 from srd.journal.base import JournalError
 from srd.journal.faults import FaultKind, JournalFault, JournalHealth
 from srd.journal.sql import Clock, Dialect, Lock, Op, Result, SqlJournal, migrate, schema
@@ -86,7 +86,7 @@ class SqliteJournal(SqlJournal):
     """
 
     def __init__(
-        self, path: Path, *, clock: Clock = time.time, health: JournalHealth | None = None
+        self, path: Path, *, clock: Clock = clock_now, health: JournalHealth | None = None
     ) -> None:
         super().__init__(clock, health)
         self.path = path
@@ -101,7 +101,7 @@ class SqliteJournal(SqlJournal):
         path: Path,
         *,
         create: bool = True,
-        clock: Clock = time.time,
+        clock: Clock = clock_now,
         health: JournalHealth | None = None,
     ) -> SqliteJournal:
         """Open (or with ``create`` make) the journal at ``path`` and migrate its schema. A

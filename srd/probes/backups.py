@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from botocore.exceptions import (
 )
 from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 
+from srd.clock import now as clock_now
 from srd.config.durations import Duration
 from srd.config.types import SecretRef, Strict
 
@@ -145,7 +145,7 @@ class BackupLister:
         settings: S3Settings,
         environment: str,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = clock_now,
         session: AioSession | None = None,
     ) -> None:
         self.settings = settings

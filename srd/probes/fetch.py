@@ -4,12 +4,12 @@ into the reason an operator reads (bodies are read by ``srd.probes.body``)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
 
+from srd import clock
 from srd.config.probes import ProbeTarget
 from srd.model import Observation, Sample
 from srd.probes.body import BodyError
@@ -33,7 +33,7 @@ async def observe(
     """Run ``work`` within the target's timeout; up when it returns, down with the reason
     when it raises ScrapeError, times out or fails to connect."""
     loop = asyncio.get_running_loop()
-    started, at = loop.time(), time.time()
+    started, at = loop.time(), clock.now()
     payload = Payload()
     reason = ""
     try:

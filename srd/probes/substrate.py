@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import ssl
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from srd import clock
 from srd.config.probes import SubstrateTarget
 from srd.model import ChainSnapshot, Observation
 from srd.probes.body import BodyError, parse_json, read_body
@@ -92,7 +92,7 @@ class _Instrumented:
 
     @asynccontextmanager
     async def _observed(self, method: str) -> AsyncIterator[None]:
-        started = time.perf_counter()
+        started = clock.monotonic()
         try:
             yield
         except RpcError as exc:
@@ -103,7 +103,7 @@ class _Instrumented:
             raise
         finally:
             if self.metrics is not None:
-                self.metrics.rpc_duration.labels(method).observe(time.perf_counter() - started)
+                self.metrics.rpc_duration.labels(method).observe(clock.monotonic() - started)
 
     def _count(self, method: str, error_class: str) -> None:
         if self.metrics is not None:
@@ -417,7 +417,7 @@ class SubstrateProbe:
 
     async def __call__(self) -> Observation:
         loop = asyncio.get_running_loop()
-        started, at = loop.time(), time.time()
+        started, at = loop.time(), clock.now()
         try:
             async with asyncio.timeout(self.target.timeout):
                 snapshot = await self._snapshot()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from srd import clock
 from srd.config.probes import SubstrateTarget
 from srd.model import Observation
 from srd.probes.chain import (
@@ -85,7 +85,7 @@ class SubstrateWatcher:
         *,
         groups: dict[str, ChainGroup] | None = None,
         on_observation: Callable[[Observation], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = clock.monotonic,
     ) -> None:
         self.target = target
         self.url = str(target.url)
@@ -206,7 +206,7 @@ class SubstrateWatcher:
     def _observe(self, started: float, *, up: bool, reason: str = "", **payload: Any) -> None:
         duration = self._clock() - started
         obs = Observation(
-            "substrate", self.target.name, time.time(), duration, up, reason, **payload
+            "substrate", self.target.name, clock.now(), duration, up, reason, **payload
         )
         self._emit(obs)
 

@@ -3,9 +3,9 @@ runbook step repairs one, or at rollback), and plays the operator at approval st
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from srd import clock
 from srd.config.durations import format_duration
 from srd.failover.guards import Approvals
 from srd.failover.runbooks import Runbook
@@ -50,7 +50,7 @@ class FaultSchedule:
                 f"fault {fault.id} ({fault.kind}) could not be injected: {fault.error}",
             )
             return
-        fault.injected_at = time.time()
+        fault.injected_at = clock.now()
         label = f"fault injected: {fault.id} ({kind.summary})"
         if fault.kind == "manual":
             label = f"operator, inject {fault.id} now: {fault.params['instructions']}"
@@ -78,7 +78,7 @@ class FaultSchedule:
         if fault.revert is None or fault.reverted_at is not None:
             return
         await fault.revert()
-        fault.reverted_at, fault.reverted_by = time.time(), by
+        fault.reverted_at, fault.reverted_by = clock.now(), by
         label = f"fault {fault.id} reverted ({by})"
         if fault.kind == "manual":
             undo = fault.params.get("undo") or "repair what you broke"

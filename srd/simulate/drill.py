@@ -5,9 +5,15 @@ must hold before and after, the faults to inject and when, the stop conditions t
 the alert rules and runbooks the daemon runs with, what the simulated operator does at
 approval steps, and what is expected. See docs/simulate.md for every key.
 
-Durations in a drill are in the drill's own time; the runner divides them by ``time_scale``
-to run and multiplies measured times back to report. Metric thresholds are never scaled:
-``srd_chain_head_age_seconds > 10`` means ten real seconds of the sandbox's chain.
+Durations in a drill are in the drill's own time. On the sandbox that is the time the drill
+runs on (virtual: ``srd.simulate.clock``); on a real environment with ``--time-scale`` the
+runner divides them by the scale to run and multiplies measured times back to report.
+
+Runbooks are preferably the shipped ones by reference (``{from, name, vars}``): the drill
+tests what ships. A drill's alerts are its own, in the one expression form it evaluates
+(``selector OP number``): the shipped Prometheus rules use PromQL functions (``max``,
+``absent``, ``label_replace``) that this form does not have, so a drill restates the alert
+it needs, under the shipped alert's name so that the shipped runbook's match takes it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import Field, field_validator, model_validator
 
 from srd.config import ConfigError, ConfigIssue
@@ -41,7 +48,9 @@ OPS: Mapping[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
 }
-DEFAULT_DR = Path(__file__).resolve().parents[2] / "rules" / "disaster_recovery.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DR = ROOT / "rules" / "disaster_recovery.yaml"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(frozen=True)
@@ -87,16 +96,24 @@ class Condition:
             return False, f"{self.text}: no data"
         bad = [labels for labels, value in values.items() if not self.holds(value)]
         if bad:
-            shown = ", ".join(f"{dict(b)}={values[b]:g}" for b in bad[:3])
-            return False, f"{self.text}: {shown}"
+            shown = ", ".join(
+                f"{series_text(self.selector.name, b)} = {values[b]:g}" for b in bad[:3]
+            )
+            return False, shown
         return True, ""
 
     def any_holds(self, samples: Iterable[Sample]) -> str | None:
         """Stop condition: the first series that meets it, described; None when none does."""
         for labels, value in self.series(samples).items():
             if self.holds(value):
-                return f"{self.text} ({dict(labels)} = {value:g})"
+                return f"{self.text} ({series_text(self.selector.name, labels)} = {value:g})"
         return None
+
+
+def series_text(name: str, labels: LabelSet) -> str:
+    """A series as PromQL writes it: ``srd_probe_up{probe="http",target="web-viewer"}``."""
+    inner = ",".join(f'{k}="{v}"' for k, v in labels)
+    return f"{name}{{{inner}}}"
 
 
 def _condition(text: str) -> str:
@@ -112,6 +129,17 @@ class DrillAlert(Strict):
     for_: Duration = Field(0.0, alias="for", description="Drill time the condition must hold.")
     labels: dict[str, str] = Field(default_factory=dict)
     summary: str = ""
+
+    _check_expr = field_validator("expr")(_condition)
+
+
+class StopCondition(Strict):
+    """A stop condition that must hold for a while before it aborts the drill."""
+
+    expr: str = Field(description='selector OP number: srd_probe_up{target="web"} == 0')
+    for_: Duration = Field(
+        0.0, alias="for", description="Drill time it must hold, as an alert's for."
+    )
 
     _check_expr = field_validator("expr")(_condition)
 
@@ -136,6 +164,14 @@ class FaultSpec(Strict):
             raise ValueError(f"unknown fault kind {self.kind!r}; known: {sorted(KINDS)}")
         KINDS[self.kind].check(self.params)
         return self
+
+
+class MinHealthy(Strict):
+    """The capacity a failover must never go below (exploration checks it at every write to
+    the sandbox's Kubernetes API): ready replicas of these deployments, together."""
+
+    deployments: list[str] = Field(min_length=1, description="namespace/name of each.")
+    replicas: int = Field(1, ge=1)
 
 
 class SteadyState(Strict):
@@ -175,7 +211,19 @@ class Drill(Strict):
     description: str = ""
     scenario: ScenarioName
     objectives: Objectives = Field(default_factory=Objectives)
-    time_scale: float = Field(60.0, gt=0, description="Drill seconds per wall-clock second.")
+    time_scale: float = Field(
+        60.0,
+        gt=0,
+        description="Obsolete: the sandbox runs drills on virtual time (srd.simulate.clock); "
+        "accepted, and ignored, so that older drills still load.",
+    )
+    probe_interval: Duration = Field(
+        10.0,
+        gt=0,
+        description="On the sandbox: drill time between probes of each target, between rule "
+        "evaluations and between the drill's looks at the registry and the journal; the "
+        "precision of the measured times.",
+    )
     expect_breach: bool = Field(
         False, description="The drill exists to show a breach: a breach counts as passing."
     )
@@ -187,14 +235,17 @@ class Drill(Strict):
     alerts: list[DrillAlert] = Field(default_factory=list)
     runbooks: list[dict[str, Any]] = Field(
         min_length=1,
-        description="Runbooks as in a runbook file; vars zone_id, target_group_arn, "
-        "dr_target_group_arn, bucket, dr_address, primary_target, dr_target and "
-        "<service>_url come from the sandbox.",
+        description="Shipped runbooks by reference ({from: rules/runbooks/FILE, name, vars}: "
+        "what ships is what the drill tests, its vars overridden), or runbooks as in a "
+        "runbook file; vars zone_id, target_group_arn, dr_target_group_arn, bucket, "
+        "dr_address, primary_target, dr_target and <service>_url come from the sandbox.",
     )
     operator: Operator = Field(default_factory=Operator)
     faults: list[FaultSpec] = Field(min_length=1)
-    stop_conditions: list[str] = Field(
-        default_factory=list, description="Checked continuously; one that holds aborts."
+    stop_conditions: list[str | StopCondition] = Field(
+        default_factory=list,
+        description="Checked at every look after the first fault; one that holds (for its "
+        "``for``, if given as {expr, for}) aborts.",
     )
     expect: Expect = Field(default_factory=Expect)
     sustain: Duration = Field(
@@ -202,8 +253,24 @@ class Drill(Strict):
     )
     deadline: Duration | None = Field(None, description="Give up after this; default 2 × RTO.")
     rollback: Literal["always", "never"] = "always"
+    min_healthy: MinHealthy | None = Field(
+        None, description="For --explore: the capacity never to go below."
+    )
 
-    _check_stops = field_validator("stop_conditions")(lambda v: [_condition(t) for t in v])
+    @field_validator("stop_conditions")
+    @classmethod
+    def _stops(cls, value: list[str | StopCondition]) -> list[str | StopCondition]:
+        for item in value:
+            if isinstance(item, str):
+                _condition(item)
+        return value
+
+    def stops(self) -> list[StopCondition]:
+        """The stop conditions, each with its ``for`` (0 when written as a plain string)."""
+        return [
+            StopCondition.model_validate({"expr": s}) if isinstance(s, str) else s
+            for s in self.stop_conditions
+        ]
 
     @field_validator("services")
     @classmethod
@@ -250,11 +317,74 @@ def targets(drill: Drill, recovery: DisasterRecovery | None, filename: str) -> T
     return Targets(found["rto"], found["rpo"])
 
 
+class RunbookRef(Strict):
+    """A shipped runbook named by file and name; only its ``vars`` may be overridden. A value
+    may use the sandbox's vars: ``zone: ${zone_id}``."""
+
+    from_: str = Field(alias="from", description="The runbook file: rules/runbooks/FILE.yaml.")
+    name: str = Field(description="The runbook's name (as for_each expands it).")
+    vars: dict[str, str] = Field(default_factory=dict)
+
+
+def resolve_runbooks(
+    drill: Drill, filename: str, values: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """The drill's runbooks as runbook-file entries, each with its ``vars`` complete: a
+    shipped one is read from its file (one ``for_each`` set of it) with the drill's vars over
+    its own, and ``values`` (the sandbox's) between the two; an inline one gets ``values``
+    under its own vars. A var's value may use ``values``: ``zone: ${zone_id}``. ConfigError
+    when a reference names no shipped runbook."""
+    resolved: list[dict[str, Any]] = []
+    for i, raw in enumerate(drill.runbooks):
+        if "from" not in raw:
+            own = {k: _fill(str(v), values) for k, v in dict(raw.get("vars") or {}).items()}
+            resolved.append({**raw, "vars": {**values, **own}})
+            continue
+        key = f"runbooks.{i}"
+        try:
+            ref = RunbookRef.model_validate(raw)
+        except ValueError as exc:
+            reason = f"a shipped runbook takes from, name and vars only ({exc})"
+            raise ConfigError([ConfigIssue(filename, key, reason)]) from None
+        overrides = {k: _fill(v, values) for k, v in ref.vars.items()}
+        shipped = _shipped(ref, filename, key)
+        shipped["vars"] = {**shipped["vars"], **values, **overrides}
+        resolved.append(shipped)
+    return resolved
+
+
+def _fill(text: str, values: Mapping[str, str]) -> str:
+    """``text`` with each ``${name}`` that ``values`` has replaced; others left as they are."""
+    return _VAR.sub(lambda m: values.get(m[1], m[0]), text)
+
+
+def _shipped(ref: RunbookRef, filename: str, key: str) -> dict[str, Any]:
+    path = Path(ref.from_)
+    if not path.is_absolute() and not path.exists():
+        path = ROOT / path
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(filename, f"{key}.from", f"cannot read: {exc}")]) from None
+    names = []
+    for raw in data.get("runbooks") or []:
+        own = dict(raw.get("vars") or {})
+        for extra in raw.get("for_each") or [{}]:
+            name = _fill(str(raw["name"]), {**own, **extra})
+            names.append(name)
+            if name == ref.name:
+                body = {k: v for k, v in raw.items() if k not in ("vars", "for_each")}
+                return body | {"vars": {**own, **extra}}
+    reason = f"{path} has no runbook {ref.name!r} (it has {', '.join(names) or 'none'})"
+    raise ConfigError([ConfigIssue(filename, f"{key}.name", reason)])
+
+
 def parse_drill(text: str, filename: str) -> Drill:
     """Validate a drill; ConfigError names file, line and key of each problem."""
     drill = parse_yaml_model(text, filename, Drill)
     if not drill.name:
         drill = drill.model_copy(update={"name": Path(filename).stem})
+    resolve_runbooks(drill, filename, {})  # a reference to no shipped runbook fails here
     return drill
 
 
@@ -262,12 +392,13 @@ def load_drill(path: Path) -> Drill:
     drill = load_yaml_model(path, Drill)
     if not drill.name:
         drill = drill.model_copy(update={"name": path.stem})
+    resolve_runbooks(drill, str(path), {})  # a reference to no shipped runbook fails here
     return drill
 
 
 @dataclass(frozen=True)
 class ConditionAlert:
-    """A drill alert as an ``AlertRule`` the engine evaluates (``for`` already scaled)."""
+    """A drill alert as an ``AlertRule`` the engine evaluates (``for`` in the time it runs)."""
 
     name: str
     condition: Condition

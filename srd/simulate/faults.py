@@ -11,7 +11,6 @@ nothing, the operator does, and the drill waits for the symptom.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from typing import Any, Literal
 from aiobotocore.session import get_session
 from pydantic import BaseModel, Field, ValidationError
 
+from srd import clock
 from srd.config.durations import Duration
 from srd.config.types import Strict
 from srd.simulate.sandbox import FakeService
@@ -286,7 +286,7 @@ async def _delete_backups(target: Target, p: BackupParams) -> Revert:
     saved: dict[str, bytes] = {}
     async with session.create_client("s3", **_s3_args(cloud)) as s3:
         listed = await s3.list_objects_v2(Bucket=cloud.bucket, Prefix=f"{p.kind}/")
-        now = time.time()
+        now = clock.now()
         for obj in listed.get("Contents", ()):
             key = str(obj["Key"])
             at = _key_time(key)
@@ -340,7 +340,7 @@ def _kubernetes(target: Target) -> FakeKubernetes:
 async def _api_fault(target: Target, fault: ApiFault, duration: float | None) -> Revert:
     fake = _kubernetes(target)
     if duration is not None:
-        fault.until = time.monotonic() + duration / target.scale
+        fault.until = clock.monotonic() + duration / target.scale
     fake.faults.append(fault)
 
     async def revert() -> None:

@@ -4,16 +4,17 @@ decide, act, converge), RPO from the backups, the objectives; and the drill reco
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
+from srd import clock
 from srd.evaluation.backups import BackupChecker
 from srd.evaluation.recovery import RecoveryPack, RpoStatus, measure_rto
 from srd.failover.intake import iso_utc
 from srd.journal import Journal
 from srd.runtime import DaemonMetrics
 from srd.simulate.result import DrillResult, Event
+from srd.simulate.verdict import judge
 
 
 async def collect(journal: Journal, result: DrillResult) -> None:
@@ -81,6 +82,24 @@ async def collect(journal: Journal, result: DrillResult) -> None:
     result.events.sort(key=lambda e: e.at)
 
 
+def _ordered(marks: list[float | None]) -> list[float | None]:
+    """The phase boundaries made to add up: none earlier than the one before it (the journal
+    stamps a step's end and the execution's next state in separate writes), and a missing
+    one between two known ones (no step ended: no act) set to the one before it. So the
+    phases are never negative and sum to the last known boundary minus the first."""
+    ordered: list[float | None] = []
+    last: float | None = None
+    for i, mark in enumerate(marks):
+        later = any(m is not None for m in marks[i + 1 :])
+        if mark is None and later and last is not None:
+            mark = last
+        if mark is not None and last is not None:
+            mark = max(mark, last)
+        ordered.append(mark)
+        last = mark if mark is not None else last
+    return ordered
+
+
 def measure(result: DrillResult) -> None:
     """RTO from the journal: injection → the expected execution's ``succeeded`` event
     (its health check passed), counted only when the steady state then held for
@@ -90,8 +109,15 @@ def measure(result: DrillResult) -> None:
     drill, scale = result.drill, result.scale
     injected = min((f.injected_at for f in result.faults if f.injected_at), default=None)
     expected = drill.expect.runbook
+    # A decision taken before the first fault is not this drill's response to it.
     execution = next(
-        (e for e in result.executions if expected is None or e["runbook"] == expected), None
+        (
+            e
+            for e in result.executions
+            if (expected is None or e["runbook"] == expected)
+            and (injected is None or e["created_at"] >= injected)
+        ),
+        None,
     )
     sustained = any(e.event == "recovery_sustained" for e in result.events)
     succeeded = next(
@@ -112,7 +138,7 @@ def measure(result: DrillResult) -> None:
         steps = [s for s in execution["steps"] if not s["compensation"]]
         running = next((s["at"] for s in execution["states"] if s["state"] == "running"), None)
         last = max((s["ended_at"] for s in steps if s["ended_at"]), default=None)
-        marks = [injected, execution["created_at"], running, last, succeeded]
+        marks = _ordered([injected, execution["created_at"], running, last, succeeded])
         names = ["detect", "decide", "act", "converge"]
         for name, a, b in zip(names, marks, marks[1:], strict=False):
             rto["phases"][name] = (b - a) * scale if a is not None and b is not None else None
@@ -172,31 +198,58 @@ async def check_rpo(pack: RecoveryPack | None, result: DrillResult) -> RpoStatus
 
 
 async def record_drill(journal: Journal, metrics: DaemonMetrics, result: DrillResult) -> None:
-    """A drill record in the journal, in drill time, so ``srd_rto_last_seconds`` (and the
-    DR-readiness summary) report the drill's RTO rather than its scaled wall time."""
-    seconds = result.rto.get("measured_seconds")
-    if seconds is None or result.mode != "armed":
+    """The drill's result as a record in ``journal`` (``journal_drill``); the journal's RTO of
+    the scenario, with the drill's counted, noted in the result and exported."""
+    if result.mode != "armed":
         return
-    now = time.time()
+    verdict = judge(
+        result.halted,
+        result.objectives,
+        result.rollback.get("steady_state_restored"),
+        expect_breach=result.drill.expect_breach,
+    )
+    drill = result.drill
+    recovered = await journal_drill(
+        journal,
+        drill=drill.name,
+        scenario=drill.scenario,
+        seconds=result.rto.get("measured_seconds"),
+        passed=verdict.passed,
+        report=str(result.report_dir),
+    )
+    if not recovered:
+        return
+    measured = measure_rto(await journal.recovery_records()).get(drill.scenario)
+    if measured is not None:
+        metrics.evaluation.rto_last.labels(drill.scenario).set(measured.last_seconds)
+        result.recorded_rto = measured.last_seconds
+
+
+async def journal_drill(
+    journal: Journal, *, drill: str, scenario: str, seconds: float | None, passed: bool, report: str
+) -> bool:
+    """A drill's result as an execution of runbook ``drill:NAME``, which ``srd run`` on that
+    journal reads back as ``srd_drill_last_*{drill}``. When it recovered (``seconds``, its RTO
+    in drill time), the record is a recovery, so ``srd_rto_last_seconds`` and the
+    DR-readiness summary report the drill's RTO; whether it was recorded as one."""
+    now = clock.now()
     alert = {
         "kind": "drill",
-        "scenario": result.drill.scenario,
-        "drill": result.drill.name,
-        "time_scale": result.scale,
-        "startsAt": iso_utc(now - seconds),
-        "report": str(result.report_dir),
+        "scenario": scenario,
+        "drill": drill,
+        "startsAt": iso_utc(now - (seconds or 0.0)),
+        "report": report,
+        "passed": passed,
+        "rto_seconds": seconds,
     }
+    key = f"drill/{drill}/{uuid.uuid4().hex}"
     execution = await journal.start_execution(
-        f"drill:{result.drill.name}",
-        f"drill/{result.drill.name}/{uuid.uuid4().hex}",
-        "armed",
-        uuid.uuid4().hex,
-        alert,
+        f"drill:{drill}", key, "armed", uuid.uuid4().hex, alert
     )
     if execution is None:
-        return
+        return False
+    if seconds is None:
+        await journal.set_state(execution.id, "failed", {"reason": "drill did not recover"})
+        return False
     await journal.set_state(execution.id, "succeeded", {"reason": "drill recovered"})
-    measured = measure_rto(await journal.recovery_records()).get(result.drill.scenario)
-    if measured is not None:
-        metrics.evaluation.rto_last.labels(result.drill.scenario).set(measured.last_seconds)
-        result.recorded_rto = measured.last_seconds
+    return True

@@ -4,10 +4,10 @@ drill's alerts on the daemon's registry; the executions and steps in the journal
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from srd import clock
 from srd.config.durations import format_duration
 from srd.evaluation.metrics import EvaluationMetrics
 from srd.journal import ExecutionRecord, Journal
@@ -17,7 +17,8 @@ from srd.simulate.progress import Progress
 from srd.simulate.result import Recorder
 
 TICK = 0.1
-"""Wall seconds between looks at the registry and the journal."""
+"""Seconds between looks at the registry and the journal on a real environment (on the
+sandbox: the drill's probe interval)."""
 MIN_STEADY_WAIT = 20.0
 """Wall seconds at least to reach the steady state: the chain probes need a few blocks."""
 JOURNAL_LOOK = 0.25
@@ -39,47 +40,63 @@ class Observer:
     def __init__(
         self,
         drill: Drill,
-        samples: Callable[[], Iterable[Sample]],
+        read: Callable[[], Iterable[Sample]],
         recorder: Recorder,
         scale: float,
+        tick: float,
     ) -> None:
         self.drill = drill
-        self.samples = samples
+        self._read = read
         self.recorder = recorder
         self.scale = scale
+        self.tick = tick
         self.steady_state = [Condition.parse(t) for t in drill.steady_state.probes]
-        self.stop_conditions = [Condition.parse(t) for t in drill.stop_conditions]
+        self.stop_conditions = [(Condition.parse(s.expr), s.for_) for s in drill.stops()]
+        self.holding_since: dict[int, float] = {}
+        """Since when each stop condition (by index) has held without a break."""
+        self.samples: list[Sample] = list(read())
         self.drill_alerts = {a.name for a in drill.alerts}
         self.health = Health()
 
+    def refresh(self) -> None:
+        """Read the daemon's samples: the conditions are judged on what it held at this look."""
+        self.samples = list(self._read())
+
     def steady(self) -> tuple[bool, str]:
         for condition in self.steady_state:
-            ok, why = condition.all_hold(self.samples())
+            ok, why = condition.all_hold(self.samples)
             if not ok:
                 return False, why
         return True, ""
 
     async def wait_steady(self, what: str, interrupted: asyncio.Event) -> bool:
         budget = max(self.drill.steady_state.within / self.scale, MIN_STEADY_WAIT)
-        deadline = time.time() + budget
+        deadline = clock.now() + budget
         why = ""
-        while time.time() < deadline:
+        while clock.now() < deadline:
+            self.refresh()
             ok, why = self.steady()
             if ok:
                 return True
             if interrupted.is_set() and what == "before":
                 return False
             self.recorder.progress.status(f"waiting for the steady state ({what}): {why}")
-            await asyncio.sleep(TICK * 2)
+            await asyncio.sleep(self.tick)
         self.recorder.note(
             "steady_state_missing", f"steady state not reached {what} the faults: {why}"
         )
         return False
 
-    def tripped(self) -> str | None:
-        for condition in self.stop_conditions:
-            if found := condition.any_holds(self.samples()):
-                return found
+    def tripped(self, now: float) -> str | None:
+        """The first stop condition that has held for its ``for``, described; else None."""
+        for i, (condition, for_) in enumerate(self.stop_conditions):
+            found = condition.any_holds(self.samples)
+            if found is None:
+                self.holding_since.pop(i, None)
+                continue
+            since = self.holding_since.setdefault(i, now)
+            if now - since >= for_ / self.scale:
+                return found if not for_ else f"{found} for {format_duration(for_)}"
         return None
 
     def look(self, now: float, injected_at: float) -> None:
@@ -117,16 +134,26 @@ class Observer:
         )
         return f"T+{t} (drill time) {phase}"
 
+    def drill_alert_firing(self) -> bool:
+        """One of the drill's own alerts fires, at this look."""
+        return any(
+            s.name == EvaluationMetrics.ALERT_STATE
+            and s.value > 0
+            and s.label("state") == "firing"
+            and s.label("alertname") in self.drill_alerts
+            for s in self.samples
+        )
+
     def _alerts(self) -> None:
         seen = self.health.alerts_seen
-        for sample in self.samples():
-            if sample.name != EvaluationMetrics.ALERT_STATE:
+        for sample in self.samples:
+            if sample.name != EvaluationMetrics.ALERT_STATE or sample.value <= 0:
                 continue
             name, state = sample.label("alertname") or "", sample.label("state") or ""
             # Other rules' pending alerts are noise in a drill's timeline; firing is not.
             if name not in self.drill_alerts and state != "firing":
                 continue
-            if sample.value > 0 and state in ("pending", "firing") and (name, state) not in seen:
+            if state in ("pending", "firing") and (name, state) not in seen:
                 seen.add((name, state))
                 self.recorder.note(
                     f"alert_{state}", f"alert {name} {state}", "registry", alertname=name

@@ -5,7 +5,10 @@ ticket) and ``report.html`` (for people: an inline SVG timeline chart).
 also drill seconds since the first fault (``t``); durations are drill seconds:
 
 - ``schema_version`` (1), ``drill``, ``file``, ``scenario``, ``description``, ``target``
-  (sandbox | real), ``mode``, ``time_scale``, ``started_at``, ``ended_at``, ``wall_seconds``;
+  (sandbox | real), ``clock`` (virtual on the sandbox, wall on a real target), ``mode``,
+  ``time_scale`` (1 on the sandbox), ``started_at``, ``ended_at`` (drill time),
+  ``wall_seconds`` (what the run took on the wall clock), ``precision_seconds`` (every
+  measured time is exact to this much drill time: the interval of the drill's looks);
 - ``outcome``: met | breached | not_restored | aborted | interrupted | preflight_failed;
   ``exit_code``;
   ``expect_breach``; ``passed`` (met, or breached when ``expect_breach``);
@@ -53,10 +56,12 @@ def report_data(result: DrillResult) -> dict[str, Any]:
         "description": drill.description,
         "target": result.target,
         "mode": result.mode,
+        "clock": "virtual" if result.target == "sandbox" else "wall",
         "time_scale": result.scale,
         "started_at": result.started_at,
         "ended_at": result.ended_at,
-        "wall_seconds": result.ended_at - result.started_at,
+        "wall_seconds": result.wall_seconds,
+        "precision_seconds": result.precision,
         "outcome": verdict.outcome,
         "exit_code": verdict.exit_code,
         "expect_breach": drill.expect_breach,
@@ -134,12 +139,25 @@ def _preflight(checks: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _clock(data: dict[str, Any]) -> str:
+    """How the drill kept time, and so how exact its figures are."""
+    span = _d(data["ended_at"] - data["started_at"])
+    p = data["precision_seconds"]
+    precision = f"every time below is exact to ±{f'{p:g}s' if p < 60 else _d(p)} of drill time"
+    if data["clock"] == "virtual":
+        return (
+            f"virtual time: {span} of drill time in {data['wall_seconds']:.1f} s wall; {precision}"
+        )
+    scale = f", time scale ×{data['time_scale']:g}" if data["time_scale"] != 1 else ""
+    return f"wall time{scale}: {data['wall_seconds']:.1f} s; {precision}"
+
+
 def markdown(data: dict[str, Any]) -> str:
     lines = [
         f"# Drill `{data['drill']}` — {data['outcome'].upper()} (exit {data['exit_code']})",
         "",
-        f"Scenario **{data['scenario']}**, mode {data['mode']}, time scale ×{data['time_scale']:g} "
-        f"({data['wall_seconds']:.1f} s wall). {data['description']}".rstrip(),
+        f"Scenario **{data['scenario']}**, mode {data['mode']}, {_clock(data)}. "
+        f"{data['description']}".rstrip(),
         *_preflight(data["preflight"]),
         "",
         "## Objectives",
@@ -195,69 +213,135 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+LABEL_CHARS = 46
+"""Characters per line of a row's label (11 px sans-serif in a 300 px column): longer labels
+wrap, so no name is cut and no label runs into the chart."""
+
+
+def _wrap(text: str, width: int = LABEL_CHARS) -> list[str]:
+    """``text`` in lines of at most ``width`` characters, broken at spaces where it can."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        while len(word) > width:
+            head = width - len(lines[-1]) - 1 if lines and len(lines[-1]) < width - 1 else 0
+            if head > 0:
+                lines[-1] += " " + word[:head]
+                word = word[head:]
+            else:
+                lines.append(word[:width])
+                word = word[width:]
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        elif word:
+            lines.append(word)
+    return lines or [""]
+
+
 def svg_timeline(data: dict[str, Any]) -> str:
-    """Events on a time axis (drill time), one row per source, executions' steps as bars."""
-    events = data["timeline"]
-    width, left, right, row = 960, 120, 30, 28
-    ts = [e["t"] for e in events] or [0.0]
-    steps = [s for ex in data["executions"] for s in ex["steps"] if s["started_at"]]
+    """The drill as a chart on its time axis (drill time since the first fault): one row per
+    event (a dot, coloured by who saw it) and per step (a bar, green ok, red not), each with
+    its full label, wrapped, in the left column; a legend; the RTO objective and the
+    recovery as vertical lines. Every label has a row of its own: none overlaps another."""
     injected = data["rto"].get("injected_at") or data["started_at"]
     scale = data["time_scale"]
-    lo, hi = float(min(0.0, *ts)), float(max(1.0, *ts))
-    span = hi - lo or 1.0
+    rows: list[tuple[str, float, float | None, str, str]] = []
+    """(label, start, end or None for an event, colour, tooltip)"""
+    for e in data["timeline"]:
+        if e["source"] in COLORS:
+            label = f"{_d(e['t'])}  {e['label']}"
+            rows.append((label, e["t"], None, COLORS[e["source"]], f"{e['source']}: {label}"))
+    for ex in data["executions"]:
+        for s in ex["steps"]:
+            if not s["started_at"]:
+                continue
+            a = (s["started_at"] - injected) * scale
+            b = ((s["ended_at"] or data["ended_at"]) - injected) * scale
+            color = "#27ae60" if s["result"] == "ok" else "#c0392b"
+            tip = f"step {s['name']}: {_d(b - a)} → {s['result']}"
+            rows.append((f"step {s['name']}", a, b, color, tip))
+    rows.sort(key=lambda r: r[1])
+    rto = data["rto"].get("measured_seconds")
+    target = next((o["target_seconds"] for o in data["objectives"] if o["name"] == "RTO"), None)
+    times = [t for _, a, b, _, _ in rows for t in (a, b) if t is not None]
+    times += [t for t in (rto, target) if t is not None]
+    lo, hi = float(min(0.0, *times, 0.0)), float(max(1.0, *times, 1.0))
+    span = hi - lo
+    width, left, right, line = 1000, 310, 30, 14
 
     def x(t: float) -> float:
         return left + (t - lo) / span * (width - left - right)
 
-    rows = ["runner", "registry", "journal", "steps"]
-    height = 40 + row * (len(rows) + len(steps)) + 40
+    legend = [
+        *((f"seen by the {name}", "dot", color) for name, color in COLORS.items()),
+        ("step ok", "bar", "#27ae60"),
+        ("step failed", "bar", "#c0392b"),
+        ("RTO objective", "dash", "#8e44ad"),
+        ("recovered", "line", "#27ae60"),
+    ]
+    top = 50
+    body: list[str] = []
+    y = top
+    for label, a, b, color, tip in rows:
+        lines = _wrap(label)
+        height = line * len(lines) + 6
+        mid = y + height / 2
+        spans = "".join(
+            f'<tspan x="8" dy="{0 if i == 0 else line}">{html.escape(text)}</tspan>'
+            for i, text in enumerate(lines)
+        )
+        body.append(f'<text class="label" y="{y + line - 2}">{spans}</text>')
+        if b is None:
+            mark = f'<circle cx="{x(a):.1f}" cy="{mid:.1f}" r="5" fill="{color}">'
+            body.append(f"{mark}<title>{html.escape(tip)}</title></circle>")
+        else:
+            body.append(
+                f'<rect x="{x(a):.1f}" y="{mid - 5:.1f}" width="{max(x(b) - x(a), 2):.1f}" '
+                f'height="10" fill="{color}"><title>{html.escape(tip)}</title></rect>'
+            )
+        body.append(
+            f'<line x1="{left}" y1="{y + height:.1f}" x2="{width - right}" y2="{y + height:.1f}" '
+            'stroke="#eee"/>'
+        )
+        y += height
+    axis_y = y + 10
+    height = axis_y + 30
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
     ]
-    for i, name in enumerate(rows[:3]):
-        y = 30 + i * row
-        out.append(f'<text x="8" y="{y + 4}">{name}</text>')
-        out.append(f'<line x1="{left}" y1="{y}" x2="{width - right}" y2="{y}" stroke="#ddd"/>')
-    for e in events:
-        if e["source"] not in COLORS:
-            continue
-        y = 30 + rows.index(e["source"]) * row
-        out.append(
-            f'<circle cx="{x(e["t"]):.1f}" cy="{y}" r="5" fill="{COLORS[e["source"]]}">'
-            f"<title>{html.escape(_d(e['t']))} {html.escape(e['label'])}</title></circle>"
-        )
-    for i, s in enumerate(steps):
-        y = 30 + (3 + i) * row
-        a = (s["started_at"] - injected) * scale
-        b = ((s["ended_at"] or data["ended_at"]) - injected) * scale
-        color = "#27ae60" if s["result"] == "ok" else "#c0392b"
-        out.append(f'<text x="8" y="{y + 4}">{html.escape(s["name"][:18])}</text>')
-        tip = f"{html.escape(s['name'])}: {_d(b - a)} → {s['result']}"
-        out.append(
-            f'<rect x="{x(a):.1f}" y="{y - 7}" width="{max(x(b) - x(a), 2):.1f}" height="14" '
-            f'fill="{color}"><title>{tip}</title></rect>'
-        )
-    rto = data["rto"].get("measured_seconds")
-    target = next((o["target_seconds"] for o in data["objectives"] if o["name"] == "RTO"), None)
-    axis_y = height - 25
+    lx = 8
+    for name, kind, color in legend:
+        if kind == "dot":
+            out.append(f'<circle cx="{lx + 5}" cy="16" r="5" fill="{color}"/>')
+        elif kind == "bar":
+            out.append(f'<rect x="{lx}" y="11" width="10" height="10" fill="{color}"/>')
+        else:
+            dash = ' stroke-dasharray="4 3"' if kind == "dash" else ""
+            out.append(f'<line x1="{lx}" y1="16" x2="{lx + 10}" y2="16" stroke="{color}"{dash}/>')
+        out.append(f'<text class="legend" x="{lx + 14}" y="20">{html.escape(name)}</text>')
+        lx += 14 + len(name) * 7 + 16
+    out.append(f'<text class="legend" x="8" y="{top - 8}">drill time since the first fault</text>')
+    out += body
     out.append(
         f'<line x1="{left}" y1="{axis_y}" x2="{width - right}" y2="{axis_y}" stroke="#333"/>'
     )
     for k in range(6):
         t = lo + span * k / 5
-        out.append(f'<text x="{x(t):.1f}" y="{axis_y + 15}" text-anchor="middle">{_d(t)}</text>')
-    if target is not None and lo <= target <= hi:
         out.append(
-            f'<line x1="{x(target):.1f}" y1="15" x2="{x(target):.1f}" y2="{axis_y}" '
-            'stroke="#8e44ad" stroke-dasharray="4 3"><title>RTO objective</title></line>'
+            f'<text class="tick" x="{x(t):.1f}" y="{axis_y + 16}" text-anchor="middle">'
+            f"{_d(t)}</text>"
         )
-        out.append(f'<text x="{x(target) + 3:.1f}" y="14" fill="#8e44ad">RTO objective</text>')
+    if target is not None:
+        out.append(
+            f'<line x1="{x(target):.1f}" y1="{top}" x2="{x(target):.1f}" y2="{axis_y}" '
+            'stroke="#8e44ad" stroke-dasharray="4 3"><title>RTO objective '
+            f"{_d(target)}</title></line>"
+        )
     if rto is not None:
         out.append(
-            f'<line x1="{x(rto):.1f}" y1="15" x2="{x(rto):.1f}" y2="{axis_y}" stroke="#27ae60">'
-            "<title>recovered</title></line>"
+            f'<line x1="{x(rto):.1f}" y1="{top}" x2="{x(rto):.1f}" y2="{axis_y}" '
+            f'stroke="#27ae60"><title>recovered at {_d(rto)}</title></line>'
         )
     out.append("</svg>")
     return "\n".join(out)
@@ -288,8 +372,7 @@ def html_report(data: dict[str, Any], md: str) -> str:
 table{{border-collapse:collapse}}td{{border-bottom:1px solid #eee;padding:2px 8px}}</style>
 </head><body>
 <h1>Drill {html.escape(data["drill"])} — {data["outcome"]} (exit {data["exit_code"]})</h1>
-<p>Scenario {html.escape(data["scenario"])}, mode {data["mode"]},
-time scale ×{data["time_scale"]:g}.</p>
+<p>Scenario {html.escape(data["scenario"])}, mode {data["mode"]}, {html.escape(_clock(data))}.</p>
 <ul>{objectives}</ul>
 <h2>Timeline</h2>
 {svg_timeline(data)}

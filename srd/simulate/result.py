@@ -3,11 +3,11 @@ the measurements and the verdict. The parts of a run fill it in; the reports ren
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from srd import clock
 from srd.evaluation.recovery import RpoStatus
 from srd.simulate.drill import Drill, Targets
 from srd.simulate.faults import Revert
@@ -67,6 +67,10 @@ class DrillResult:
     recorded_rto: float | None = None
     target: TargetKind = "sandbox"
     preflight: list[PreflightCheck] = field(default_factory=list)
+    precision: float = 0.0
+    """Drill seconds: how late the drill may see what happened (its looks' interval)."""
+    wall_seconds: float = 0.0
+    """What the drill took on the wall clock (on virtual time, far less than its span)."""
 
     @property
     def judged(self) -> Verdict:
@@ -98,5 +102,5 @@ class Recorder:
         at: float | None = None,
         **detail: Any,
     ) -> None:
-        self.result.add(Event(at if at is not None else time.time(), event, label, source, detail))
+        self.result.add(Event(at if at is not None else clock.now(), event, label, source, detail))
         self.progress.event(label)

@@ -27,13 +27,16 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+from srd import clock
 from srd.config import ConfigError
 from srd.config.durations import format_duration
 from srd.evaluation.recovery import RpoStatus
 from srd.journal import open_journal
 from srd.runtime import Daemon, Setup
 from srd.simulate.actions import FaultSchedule, SimulatedOperator
+from srd.simulate.clock import VirtualLoop
 from srd.simulate.drill import Drill, Targets, load_drill, targets
+from srd.simulate.invariants import Invariants
 from srd.simulate.measurement import check_rpo, collect, measure, record_drill
 from srd.simulate.observer import TICK, JournalFollower, Observer
 from srd.simulate.preflight import preflight
@@ -65,8 +68,11 @@ class DrillRun:
         log_level: str = "error",
         real_config: Path | None = None,
         hold: bool = False,
+        invariants: Invariants | None = None,
     ) -> None:
         self.drill = drill
+        self.invariants = invariants
+        """Exploration's invariants, checked while the drill runs; None: a plain drill."""
         self.hold = hold
         """On the sandbox: after the drill and its reports, keep the sandbox up until SIGINT."""
         self.real_config = real_config
@@ -77,6 +83,9 @@ class DrillRun:
         self.progress = progress
         self.log_level = log_level
         self.interrupted = asyncio.Event()
+        self.tick = TICK if real_config is not None else drill.probe_interval
+        """Seconds between the drill's looks at the registry and the journal: on the sandbox
+        the probe interval (nothing changes in between), on a real environment a fraction."""
         self.result = DrillResult(
             drill,
             path,
@@ -85,9 +94,10 @@ class DrillRun:
             mode,
             "always" if self.rollback_enabled else "never",
             Targets(0.0, 0.0),
-            time.time(),
+            clock.now(),
             target="real" if real_config is not None else "sandbox",
         )
+        self.result.precision = self.tick * scale
         self.recorder = Recorder(self.result, progress)
 
     async def run(self) -> DrillResult:
@@ -123,7 +133,7 @@ class DrillRun:
                     await self._hold(environment)
         finally:
             loop.remove_signal_handler(signal.SIGINT)
-            result.ended_at = time.time()
+            result.ended_at = clock.now()
         return result
 
     def _sigint(self) -> None:
@@ -132,13 +142,17 @@ class DrillRun:
     async def _hold(self, environment: Environment) -> None:
         """Keep the sandbox as the drill left it (with ``--no-rollback``: broken) for study,
         the reports written first; until SIGINT. The daemon has stopped; its journal stays."""
-        self.result.ended_at = time.time()
+        self.result.ended_at = clock.now()
         write_reports(self.result)
         self.progress.done()
         lines = [f"  {name}: {url}" for name, url in environment.endpoints.items()]
         lines.append(f"  journal: srd journal --journal {environment.journal_dir}")
         print(summary_line(self.result))
         print("sandbox held for study; Ctrl-C ends it:\n" + "\n".join(lines), flush=True)
+        loop = asyncio.get_running_loop()
+        if isinstance(loop, VirtualLoop):
+            # Studied by a person: from here the sandbox lives in wall time.
+            loop.realtime()
         # The daemon's stop gave SIGINT back to the default; here it ends the hold.
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._sigint)
         await self.interrupted.wait()
@@ -171,19 +185,28 @@ class DrillRun:
         try:
             await collect(journal, self.result)
             measure(self.result)
+            if self.invariants is not None:
+                self.invariants.judge(self.result, setup.runbooks)
             await record_drill(journal, daemon.metrics, self.result)
         finally:
             await journal.close()
+        if environment.home_journal is not None and self.result.mode == "armed":
+            # Where the environment's own srd reads it: its dashboards show the drill.
+            home = await open_journal(environment.home_journal, password=environment.home_password)
+            try:
+                await record_drill(home, daemon.metrics, self.result)
+            finally:
+                await home.close()
 
     async def _drill(self, daemon: Daemon, environment: Environment) -> None:
         result, drill, recorder = self.result, self.drill, self.recorder
         failover = failover_stage(daemon)
-        observer = Observer(drill, daemon.metrics.samples, recorder, self.scale)
+        observer = Observer(drill, daemon.metrics.samples, recorder, self.scale, self.tick)
         if not await observer.wait_steady("before", self.interrupted):
             result.halted = "interrupted" if self.interrupted.is_set() else "aborted"
             return
         recorder.note("steady_state", "steady state holds: " + "; ".join(drill.steady_state.probes))
-        start = time.time()
+        start = clock.now()
         result.faults = [
             FaultRun(i, f.kind, dict(f.params), f.at, f.repaired_by)
             for i, f in zip(drill.fault_ids(), drill.faults, strict=True)
@@ -192,10 +215,12 @@ class DrillRun:
         follower = JournalFollower(drill.expect.runbook, self.progress)
         operator = SimulatedOperator(drill, recorder, self.scale, faults.repaired)
         deadline = drill.deadline or 2 * result.targets.rto
+        if self.invariants is not None:
+            self.invariants.attach(environment.target.kubernetes)
         rpo: asyncio.Task[RpoStatus | None] | None = None
         try:
             while True:
-                now = time.time()
+                now = clock.now()
                 self.progress.status(observer.status(now, faults.injected_at))
                 if self.interrupted.is_set():
                     recorder.note("interrupted", "interrupted (SIGINT): rolling back")
@@ -204,17 +229,20 @@ class DrillRun:
                 await faults.inject_due(start, now)
                 injected_at = faults.injected_at
                 if injected_at is None:
-                    await asyncio.sleep(TICK)
+                    await asyncio.sleep(self.tick)
                     continue
                 if rpo is None:
                     # Listing S3 takes a moment of wall time: it must not delay anything else.
                     rpo = asyncio.create_task(check_rpo(environment.pack, result), name="drill-rpo")
-                if trip := observer.tripped():
+                observer.refresh()
+                if trip := observer.tripped(now):
                     result.stop = {"condition": trip, "at": now}
                     recorder.note("stop_condition", f"stop condition tripped: {trip}")
                     result.halted = "aborted"
                     break
                 observer.look(now, injected_at)
+                if self.invariants is not None:
+                    self.invariants.look(now, injected_at, observer.drill_alert_firing())
                 if follower.due(now):
                     executions = await failover.journal.executions(20)
                     await follower.follow(failover.journal, executions, faults.repaired)
@@ -236,7 +264,7 @@ class DrillRun:
                         "deadline", f"deadline {format_duration(deadline)} passed, not recovered"
                     )
                     break
-                await asyncio.sleep(TICK)
+                await asyncio.sleep(self.tick)
         finally:
             # Rollback runs however the drill ended: met, failed, aborted, interrupted, crashed.
             if rpo is not None:
@@ -293,7 +321,8 @@ async def run_drill(
     if real_config is not None:
         scale, mode = time_scale or 1.0, mode or "dry-run"
     else:
-        scale, mode = time_scale or drill.time_scale, mode or "armed"
+        # Virtual time (srd.simulate.clock): the drill runs in its own time, unscaled.
+        scale, mode = 1.0, mode or "armed"
     progress = progress or Progress(drill.name, quiet=quiet)
     run = DrillRun(
         drill,
@@ -307,7 +336,9 @@ async def run_drill(
         real_config=real_config,
         hold=hold,
     )
+    wall = time.perf_counter()  # the wall clock by intent: what the drill cost to run
     result = await run.run()
+    result.wall_seconds = time.perf_counter() - wall
     progress.done()
     write_reports(result)
     return result
@@ -341,19 +372,22 @@ def simulate_command(
     summary: list[tuple[str, bool, str]] = []
     for path in paths:
         target_dir = base / path.stem if run_all else (report_dir or base / path.stem)
+        # The sandbox runs on virtual time; a real environment in wall time.
+        factory = VirtualLoop if real_config is None else None
         try:
-            result = asyncio.run(
-                run_drill(
-                    path,
-                    report_dir=target_dir,
-                    time_scale=time_scale,
-                    rollback=rollback,
-                    mode=mode,
-                    log_level=log_level,
-                    real_config=real_config,
-                    hold=hold,
+            with asyncio.Runner(loop_factory=factory) as runner:
+                result = runner.run(
+                    run_drill(
+                        path,
+                        report_dir=target_dir,
+                        time_scale=time_scale,
+                        rollback=rollback,
+                        mode=mode,
+                        log_level=log_level,
+                        real_config=real_config,
+                        hold=hold,
+                    )
                 )
-            )
         except ConfigError as exc:
             print(f"srd simulate: invalid drill {path}:", file=sys.stderr)
             for issue in exc.issues:

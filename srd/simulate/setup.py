@@ -25,16 +25,16 @@ from srd.evaluation.recovery import RecoveryPack
 from srd.failover.runbooks import load_runbooks
 from srd.failover.stage import FailoverStage
 from srd.runtime import Daemon, DaemonMetrics, Setup, load_setup
-from srd.simulate.drill import Drill, alert_group
+from srd.simulate.drill import Drill, alert_group, resolve_runbooks
 from srd.simulate.faults import REAL_KINDS, Target
 from srd.simulate.sandbox import FakeService, Sandbox, running_sandbox
 from srd.simulate.sandbox.aws import AwsProxy
 from srd.simulate.sandbox.cloud import DR_ADDRESS, DR_TARGET, PRIMARY_TARGET
 from srd.simulate.sandbox.exporters import serve
 
-PROBE_INTERVAL = 0.5
-"""Wall seconds between probes of the sandbox's HTTP targets and between evaluations during
-a drill: fine enough to see a fault within a second, coarse enough for a laptop."""
+BACKUP_LISTING = 300.0
+"""Drill seconds at least between listings of the sandbox's backups: new ones come every
+10 minutes, and a listing of moto's S3 is the costliest thing a drill does."""
 MIN_STEP_TIMEOUT = 5.0
 """Wall seconds at least for a scaled step timeout or health deadline: real API calls and the
 executor's 2 s convergence polls do not shrink with the time scale."""
@@ -92,26 +92,26 @@ def write_drill_config(
     mode: str,
 ) -> Path:
     """The sandbox's config, made to run the drill: the drill's runbooks, armed (or dry-run),
-    fast probes and evaluation, AWS through the delaying proxy, any port."""
+    every probe and the evaluation every ``probe_interval`` of drill time (virtual: a probe's
+    timeout is the interval's, since on the loop's clock a fake answers at once), AWS through
+    the delaying proxy, any port."""
     state_dir = sandbox.config_path.parent
     config: dict[str, Any] = yaml.safe_load(sandbox.config_path.read_text(encoding="utf-8"))
     values = sandbox_vars(sandbox, service_urls)
-    runbooks = []
-    for raw in drill.runbooks:
-        item = dict(raw)
-        item["vars"] = {**values, **dict(item.get("vars") or {})}
-        runbooks.append(_scale_runbook(item, scale))
+    runbooks = [_scale_runbook(r, scale) for r in resolve_runbooks(drill, drill.name, values)]
     runbook_path = state_dir / "drill-runbooks.yaml"
     runbook_path.write_text(yaml.safe_dump({"runbooks": runbooks}, sort_keys=False))
     config["mode"] = mode
     config["server"] = {"listen": "127.0.0.1:0"}
-    config.setdefault("evaluation", {})["interval"] = PROBE_INTERVAL
+    interval = drill.probe_interval
+    config.setdefault("evaluation", {})["interval"] = interval
+    _list_backups_every(state_dir / "rules" / "disaster_recovery.yaml", BACKUP_LISTING)
     probes = config.setdefault("probes", {})
     http = probes.setdefault("http", [])
-    for target in http:
-        target["interval"], target["timeout"] = PROBE_INTERVAL, PROBE_INTERVAL * 0.8
-    for target in probes.get("substrate", []):
-        target["interval"], target["timeout"] = PROBE_INTERVAL, PROBE_INTERVAL * 0.8
+    for target in [*http, *probes.get("substrate", [])]:
+        target["interval"], target["timeout"] = interval, interval * 0.8
+    for target in probes.get("exporter", []):
+        target["interval"] = interval
     known = {t["name"] for t in http}
     for name, url in service_urls.items():
         if name not in known:
@@ -119,12 +119,19 @@ def write_drill_config(
                 {
                     "name": name,
                     "url": f"{url}/health",
-                    "interval": PROBE_INTERVAL,
-                    "timeout": PROBE_INTERVAL * 0.8,
+                    "interval": interval,
+                    "timeout": interval * 0.8,
                 }
             )
     if aws_url is not None and "aws" in config.get("actuators", {}):
         config["actuators"]["aws"]["endpoint_url"] = aws_url
+    # The leader's looks at the journal for executions to take up: one replica, no hurry.
+    lease = int(3 * interval) + 1
+    config["ha"] = {
+        "retry_period": interval,
+        "renew_deadline": 2 * interval,
+        "lease_duration": lease,
+    }
     config["failover"] = {
         "runbooks": [str(runbook_path)],
         "auth": {"bearer_token": {"env": TOKEN_ENV}},
@@ -134,6 +141,16 @@ def write_drill_config(
     path = state_dir / "drill-srd.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def _list_backups_every(pack: Path, seconds: float) -> None:
+    if not pack.exists():
+        return
+    data = yaml.safe_load(pack.read_text(encoding="utf-8"))
+    s3 = data.get("srd", {}).get("s3")
+    if s3 is not None:
+        s3["interval"] = max(parse_duration(s3.get("interval", 0)), seconds)
+        pack.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 
 def real_setup(drill: Drill, config_path: Path, state_dir: Path, scale: float, mode: str) -> Setup:
@@ -147,7 +164,7 @@ def real_setup(drill: Drill, config_path: Path, state_dir: Path, scale: float, m
         reason = "--mode armed on a real environment needs mode: armed in this config"
         raise ConfigError([ConfigIssue(str(config_path), "mode", reason)])
     runbook_path = state_dir / "drill-runbooks.yaml"
-    runbooks = [_scale_runbook(dict(raw), scale) for raw in drill.runbooks]
+    runbooks = [_scale_runbook(r, scale) for r in resolve_runbooks(drill, drill.name, {})]
     runbook_path.write_text(yaml.safe_dump({"runbooks": runbooks}, sort_keys=False))
     slos = [slo.name for pack in setup.packs for slo in pack.slos]
     names = config.probes.target_names()
@@ -205,6 +222,10 @@ class Environment:
     endpoints: dict[str, str]
     """The sandbox's URLs (for ``--hold``); empty on a real environment."""
     journal_dir: Path
+    home_journal: str | None = None
+    """A real environment's own journal (its srd reads drill records there); None: the
+    sandbox, whose drill journal stays in the report directory."""
+    home_password: str | None = None
 
 
 @asynccontextmanager
@@ -240,9 +261,13 @@ def real_environment(
     drill: Drill, config_path: Path, state_dir: Path, scale: float, mode: str
 ) -> Environment:
     """The environment ``config_path`` watches: srd injects nothing there."""
+    home = load_setup(config_path).config
+    failover = home.failover
+    password = failover.journal_password.value if failover.journal_password else None
     setup = real_setup(drill, config_path, state_dir, scale, mode)
     empty = Target(None, {}, {}, None, None, scale)
-    return Environment(setup, empty, recovery_pack(setup), {}, state_dir)
+    journal = str(failover.journal or home.state_dir)
+    return Environment(setup, empty, recovery_pack(setup), {}, state_dir, journal, password)
 
 
 @asynccontextmanager
@@ -265,7 +290,12 @@ async def running_daemon(
             raise RuntimeError(f"the daemon stopped at start (exit {task.result()})")
         # The daemon took SIGINT for itself; during a drill it interrupts the drill.
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, on_sigint)
-        failover_stage(daemon).dispatcher.tags = {
+        stage = failover_stage(daemon)
+        # The drill's operator approves through this replica, which wakes the waiter at once:
+        # reading the journal for approvals from elsewhere is needless (and each read holds
+        # the virtual clock while the journal's thread answers).
+        stage.guards.approvals.poll = drill.probe_interval
+        stage.dispatcher.tags = {
             "kind": "drill",
             "drill": drill.name,
             "time_scale": scale,

@@ -63,7 +63,7 @@ async def replicas(tmp_path: Path, opener: Opener, count: int) -> AsyncIterator[
             k.clock.now = time.time()
             k.leader.leader = n == 0
             k.leader.fenced_as = Fence(f"r{n}", 1) if n == 0 else None
-            k.guards.approvals._poll = 0.05
+            k.guards.approvals.poll = 0.05
             kits.append(k)
         yield kits
 

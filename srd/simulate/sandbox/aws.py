@@ -27,7 +27,6 @@ instead of sleeping; ``calls`` lists the operations seen, in order (a plan makes
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -39,6 +38,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from srd import clock
 from srd.http.app import serving
 
 RRSET = re.compile(r"^/2013-04-01/hostedzone/[^/]+/rrset/?$")
@@ -61,7 +61,7 @@ DROPPED = frozenset(
 class AwsProxy:
     """Serves on a loopback port in front of ``upstream`` (moto server's URL)."""
 
-    def __init__(self, upstream: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, upstream: str, *, clock: Callable[[], float] = clock.monotonic) -> None:
         self.upstream = upstream.rstrip("/")
         self.dns_pending = 0.0
         self.targets_initial = 0.0

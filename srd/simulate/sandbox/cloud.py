@@ -9,15 +9,23 @@ it the sandbox runs without AWS and says so.
 from __future__ import annotations
 
 import asyncio
-import logging
+import io
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from aiobotocore.session import get_session
+from aiohttp import web
+from multidict import CIMultiDict
+
+from srd import clock
+from srd.simulate.sandbox.exporters import serve
 
 BUCKET = "vilokanam-backups-{environment}"
 DATABASE_EVERY = 30 * 60.0
@@ -48,17 +56,16 @@ class SandboxCloud:
 async def sandbox_cloud(environment: str = "sandbox") -> AsyncIterator[SandboxCloud | None]:
     """moto on a free loopback port, seeded like the platform; None when moto is missing."""
     try:
-        from moto.server import ThreadedMotoServer
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+        from moto.s3 import models as s3_models
     except ImportError:
         yield None
         return
-    # moto's werkzeug logs every request as plain text on stderr, between srd's JSON lines.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    await asyncio.to_thread(server.start)
-    try:
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
+    # S3 stamps an upload's LastModified, which the backup probe reads, with moto's utcnow:
+    # on a drill's virtual clock that must be the loop's time, as every other srd timestamp.
+    s3_models.utcnow = _utcnow  # type: ignore[attr-defined]
+    moto = DomainDispatcherApplication(create_backend_app)
+    async with serve(wsgi_app(moto)) as url:
         cloud = await _seed(url, BUCKET.format(environment=environment))
         task = asyncio.create_task(_keep_backing_up(cloud), name="sandbox-backups")
         try:
@@ -66,8 +73,70 @@ async def sandbox_cloud(environment: str = "sandbox") -> AsyncIterator[SandboxCl
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-    finally:
-        await asyncio.to_thread(server.stop)
+
+
+def _utcnow() -> datetime:
+    return datetime.fromtimestamp(clock.now(), UTC).replace(tzinfo=None)
+
+
+def wsgi_app(app: Callable[..., Iterable[bytes]]) -> web.Application:
+    """``app`` (WSGI) served on the event loop, each request handled in the loop itself.
+
+    moto is a WSGI app; its own server runs in a thread, which answers in wall time. Run on
+    the loop, it answers before the loop looks at its clock again, so a drill's virtual
+    clock never jumps while a call to the fake AWS is in flight (srd.simulate.clock). moto
+    answers from memory within milliseconds: blocking the loop that long is harmless."""
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        host, _, port = (request.host or "127.0.0.1").partition(":")
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": request.method,
+            "SCRIPT_NAME": "",
+            # PEP 3333: the path unquoted, its bytes as latin-1.
+            "PATH_INFO": unquote_to_bytes(request.raw_path.partition("?")[0]).decode("latin-1"),
+            "QUERY_STRING": request.query_string,
+            "CONTENT_TYPE": request.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "SERVER_NAME": host,
+            "SERVER_PORT": port or "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        for name in request.headers:
+            key = "HTTP_" + name.upper().replace("-", "_")
+            if key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+                environ[key] = ",".join(request.headers.getall(name))
+        started: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], *_: Any) -> None:
+            started[:] = [status, headers]
+
+        chunks = app(environ, start_response)
+        try:
+            content = b"".join(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        status, headers = started
+        reply = CIMultiDict(
+            (k, v) for k, v in headers if k.lower() not in ("content-length", "transfer-encoding")
+        )
+        code = int(status.split()[0])
+        empty = code in (204, 304) or request.method == "HEAD"
+        return web.Response(status=code, headers=reply, body=None if empty else content)
+
+    application = web.Application(client_max_size=64 * 1024**2)
+    application.router.add_route("*", "/{tail:.*}", handle)
+    return application
 
 
 def _client_args(url: str) -> dict[str, Any]:
@@ -91,7 +160,7 @@ async def _seed(url: str, bucket: str) -> SandboxCloud:
         session.create_client("elbv2", **args) as elbv2,
     ):
         await s3.create_bucket(Bucket=bucket)
-        now = time.time()
+        now = clock.now()
         # The platform keeps 30 database and 7 chain-state backups.
         for i in range(30):
             await _backup(s3, bucket, "database", now - 600 - i * DATABASE_EVERY)
@@ -146,10 +215,10 @@ async def _keep_backing_up(cloud: SandboxCloud) -> None:
     (and a drill that stops this task can breach it)."""
     session = get_session()
     async with session.create_client("s3", **_client_args(cloud.url)) as s3:
-        last = {"database": time.time() - 600, "blockchain": time.time() - 7200}
+        last = {"database": clock.now() - 600, "blockchain": clock.now() - 7200}
         while True:
             await asyncio.sleep(60)
-            now = time.time()
+            now = clock.now()
             for kind, every in (("database", DATABASE_EVERY), ("blockchain", CHAIN_EVERY)):
                 if now - last[kind] >= every:
                     await _backup(s3, cloud.bucket, kind, now)

@@ -9,12 +9,12 @@ platform's stats: a JSON endpoint and an exporter page with the ``vilokanam_*`` 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
 from aiohttp import web
 
+from srd import clock
 from srd.http.app import serving
 
 TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
@@ -65,7 +65,7 @@ class FakeNodeExporter:
         cpus: int = 64,
         disks: int = 8,
         interfaces: int = 16,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = clock.monotonic,
     ) -> None:
         self.cpus, self.disks, self.interfaces = cpus, disks, interfaces
         self._clock = clock
@@ -145,7 +145,7 @@ class FakeNodeExporter:
         for cpu in range(self.cpus):
             yield f'node_softnet_processed_total{{cpu="{cpu}"}} {int(1e6 + 100 * t)}'
         yield from _family("node_time_seconds", "gauge", "System time in seconds since epoch.")
-        yield f"node_time_seconds {time.time():.3f}"
+        yield f"node_time_seconds {clock.now():.3f}"
 
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -30,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from srd import clock
 from srd.http.app import serving
 
 Object = dict[str, Any]
@@ -110,7 +110,7 @@ ERROR_REASONS = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnav
 class ApiFault:
     """Requests the API answers with an error instead of serving them: those of ``verbs`` on
     ``resources`` (``deployments``, ``deployments/scale``, ``services`` …; None: any), for the
-    next ``times`` of them and until ``until`` (``time.monotonic()``; None: no limit on
+    next ``times`` of them and until ``until`` (``clock.monotonic()``; None: no limit on
     either, until the fault is removed)."""
 
     code: int
@@ -124,7 +124,7 @@ class ApiFault:
     answered: int = field(default=0, init=False)
 
     def matches(self, verb: str, resource: str) -> bool:
-        if self.until is not None and time.monotonic() >= self.until:
+        if self.until is not None and clock.monotonic() >= self.until:
             return False
         if self.times is not None and self.answered >= self.times:
             return False
@@ -155,6 +155,8 @@ class ObjectStore:
     def __init__(self) -> None:
         self._objects: dict[tuple[Resource, str, str], Object] = {}
         self.revision = 0
+        self.on_commit: list[Callable[[], None]] = []
+        """Called after every write: a drill's exploration checks capacity right there."""
 
     def select(self, resource: Resource, namespace: str, selector: str = "") -> list[Object]:
         """Objects of ``namespace`` whose labels match ``selector``, by name."""
@@ -184,7 +186,9 @@ class ObjectStore:
             raise ApiError(409, "AlreadyExists", message, details)
         metadata |= {
             "uid": str(uuid.uuid4()),
-            "creationTimestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "creationTimestamp": datetime.fromtimestamp(clock.now(), UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            ),
             "generation": 1,
         }
         return self._commit(resource, namespace, name, obj)
@@ -231,6 +235,8 @@ class ObjectStore:
         self.revision += 1
         obj["metadata"]["resourceVersion"] = str(self.revision)
         self._objects[(resource, namespace, name)] = obj
+        for watcher in self.on_commit:
+            watcher()
         return copy.deepcopy(obj)
 
 
