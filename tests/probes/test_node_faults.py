@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -41,14 +42,27 @@ async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
+def faulty(height: int, **faults: Any) -> FakeSubstrateNode:
+    """A node of a chain ``height`` blocks high showing ``faults`` (``NodeFaults`` fields)."""
+    node = FakeSubstrateNode(grown(height, "faults"))
+    node.faults = replace(node.faults, **faults)
+    return node
+
+
+async def rpc_error(url: str, session: aiohttp.ClientSession) -> RpcError:
+    """What the node at ``url`` fails a call with."""
+    with pytest.raises(RpcError) as failed:
+        await RpcClient(url, session, timeout=5.0).call("system_chain")
+    return failed.value
+
+
 # -- 1. whole bodies ---------------------------------------------------------------------------
 
 
 async def test_a_node_answering_in_two_chunks_30ms_apart_is_up(
     session: aiohttp.ClientSession,
 ) -> None:
-    node = FakeSubstrateNode(grown(12, "faults"))
-    node.faults.split_body = 0.03
+    node = faulty(12, split_body=0.03)
     async with node.serve() as url:
         obs = await SubstrateProbe(target(url), session)()
     assert obs.up, obs.reason
@@ -63,24 +77,20 @@ async def test_a_node_answering_in_two_chunks_30ms_apart_is_up(
 async def test_a_reply_over_the_limit_or_endless_is_too_big_not_malformed_and_the_call_ends(
     session: aiohttp.ClientSession, fault: str, setting: int | bool
 ) -> None:
-    node = FakeSubstrateNode(grown(1, "faults"))
-    setattr(node.faults, fault, setting)
+    node = faulty(1, **{fault: setting})
     async with node.serve() as url:
-        with pytest.raises(RpcError) as failed:
-            await RpcClient(url, session, timeout=5.0).call("system_chain")
-    assert failed.value.error_class == "too_big"
+        error = await rpc_error(url, session)
+    assert error.error_class == "too_big"
 
 
 async def test_a_5000_deep_answer_gives_a_reason_and_no_traceback(
     session: aiohttp.ClientSession,
 ) -> None:
-    node = FakeSubstrateNode(grown(1, "faults"))
-    node.faults.nested_result = 5000
+    node = faulty(1, nested_result=5000)
     async with node.serve() as url:
-        with pytest.raises(RpcError) as failed:
-            await RpcClient(url, session, timeout=5.0).call("system_chain")
+        error = await rpc_error(url, session)
         obs = await SubstrateProbe(target(url), session)()
-    assert failed.value.error_class == "too_deep"
+    assert error.error_class == "too_deep"
     assert not obs.up and "deeper than" in obs.reason
 
 
@@ -121,7 +131,7 @@ def test_node_urls_may_be_given_as_ws_or_wss() -> None:
 async def test_a_ws_url_is_probed_and_the_http_transport_derived(
     session: aiohttp.ClientSession,
 ) -> None:
-    node = FakeSubstrateNode(grown(5, "faults"))
+    node = faulty(5)
     async with node.serve() as url:
         obs = await SubstrateProbe(target(url.replace("http://", "ws://")), session)()
     assert obs.up, obs.reason

@@ -118,15 +118,28 @@ async def live(
         yield node, watcher
 
 
+@asynccontextmanager
+async def subscribed_only(
+    node: FakeSubstrateNode,
+    session: aiohttp.ClientSession,
+    metrics: ProbeMetrics,
+    head_tracking: str,
+) -> AsyncIterator[SubstrateWatcher]:
+    """``node`` served and a watcher following it whose polls are too rare to matter: every
+    head it sees came over the subscription."""
+    async with (
+        node.serve() as url,
+        followed(node, url, session, metrics, head_tracking, interval=5.0, timeout=1.0) as watcher,
+    ):
+        yield watcher
+
+
 async def test_heads_followed_over_websocket_count_blocks_and_block_times(
     session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     chain = FakeChain(name="live")
     node = FakeSubstrateNode(chain, pad_numbers=False)
-    async with (
-        node.serve() as url,
-        followed(node, url, session, metrics, "legacy", interval=5.0, timeout=1.0) as watcher,
-    ):
+    async with subscribed_only(node, session, metrics, "legacy") as watcher:
         await produce(chain, 4)
         await caught_up(watcher, chain)
     assert value(metrics, "vilokanam_blocks_produced_total", chain="live") == 4
@@ -168,10 +181,7 @@ async def test_a_depth_3_reorg_counts_exactly_one_reorg_of_depth_3(
     node = node_for(head_tracking, chain)
     for _ in range(8):
         chain.produce()
-    async with (
-        node.serve() as url,
-        followed(node, url, session, metrics, head_tracking, interval=5.0, timeout=1.0) as watcher,
-    ):
+    async with subscribed_only(node, session, metrics, head_tracking) as watcher:
         await caught_up(watcher, chain)
         chain.reorg(depth=3)
         await caught_up(watcher, chain)
@@ -203,10 +213,7 @@ async def test_a_gap_is_backfilled_without_polluting_block_times(
 ) -> None:
     chain = FakeChain(name="gap")
     node = FakeSubstrateNode(chain)
-    async with (
-        node.serve() as url,
-        followed(node, url, session, metrics, "legacy", interval=5.0, timeout=1.0) as watcher,
-    ):
+    async with subscribed_only(node, session, metrics, "legacy") as watcher:
         for _ in range(2):
             chain.produce()
             await caught_up(watcher, chain)
@@ -257,10 +264,7 @@ async def test_a_websocket_closed_mid_stream_is_reconnected(
     chain = FakeChain(name="closed")
     node = node_for(head_tracking, chain)
     labels = {"chain": "closed", "node": "n1", "reason": "closed"}
-    async with (
-        node.serve() as url,
-        followed(node, url, session, metrics, head_tracking, interval=5.0, timeout=1.0) as watcher,
-    ):
+    async with subscribed_only(node, session, metrics, head_tracking) as watcher:
         await node.close_websockets()
         await eventually(
             lambda: node.requests[FOLLOW[head_tracking]] == 2,
