@@ -39,6 +39,25 @@ async def caught_up(watcher: SubstrateWatcher, chain: FakeChain) -> None:
     )
 
 
+async def produced_one_by_one(watcher: SubstrateWatcher, chain: FakeChain, blocks: int) -> None:
+    """``chain`` grows by ``blocks``, the next only once ``watcher`` has seen the last."""
+    for _ in range(blocks):
+        chain.produce()
+        await caught_up(watcher, chain)
+
+
+def finalized_of(chain: FakeChain) -> Header:
+    return Header(chain.finalized.number, chain.finalized.hash, chain.finalized.parent_hash)
+
+
+async def finalized_caught_up(watcher: SubstrateWatcher, chain: FakeChain) -> None:
+    await eventually(
+        lambda: watcher.tracker.finalized == finalized_of(chain),
+        within=WITHIN,
+        what=f"{watcher.target.name} at finalized block {chain.finalized.number}",
+    )
+
+
 def subscribed(node: FakeSubstrateNode) -> Callable[[], bool]:
     return lambda: node.requests.get("chain_subscribeNewHeads", 0) >= 1 and node.websockets == 1
 
@@ -53,10 +72,6 @@ def new_spec_node(chain: FakeChain, *, legacy_http: bool = True) -> FakeSubstrat
 
 def following(node: FakeSubstrateNode) -> Callable[[], bool]:
     return lambda: node.follows == 1 and node.websockets == 1
-
-
-def _finalized_of(chain: FakeChain) -> Any:
-    return Header(chain.finalized.number, chain.finalized.hash, chain.finalized.parent_hash)
 
 
 HEAD_TRACKINGS = ["legacy", "chainhead", "poll"]
@@ -214,9 +229,7 @@ async def test_a_gap_is_backfilled_without_polluting_block_times(
     chain = FakeChain(name="gap")
     node = FakeSubstrateNode(chain)
     async with subscribed_only(node, session, metrics, "legacy") as watcher:
-        for _ in range(2):
-            chain.produce()
-            await caught_up(watcher, chain)
+        await produced_one_by_one(watcher, chain, 2)
         node.faults.skip_heads = 3
         for _ in range(4):
             chain.produce()
@@ -412,14 +425,8 @@ async def test_a_new_spec_only_node_is_followed_with_chainhead(
     ):
         await eventually(following(node), within=WITHIN, what="following")
         assert watcher.head_mode() == "chainhead"
-        for _ in range(5):
-            chain.produce()
-            await caught_up(watcher, chain)
-        await eventually(
-            lambda: watcher.tracker.finalized == _finalized_of(chain),
-            within=WITHIN,
-            what="at the finalized block",
-        )
+        await produced_one_by_one(watcher, chain, 5)
+        await finalized_caught_up(watcher, chain)
         await eventually(
             lambda: any(o.chain and o.chain.best == 9 for o in seen),
             within=WITHIN,
@@ -484,16 +491,10 @@ async def test_stop_is_followed_again_and_tracking_goes_on(
         )
         await caught_up(watcher, chain)  # polled
         chain.finality_stalled = False
-        for _ in range(3):
-            chain.produce()
-            await caught_up(watcher, chain)
+        await produced_one_by_one(watcher, chain, 3)
         await eventually(following(node), within=WITHIN, what="following")
         chain.produce()
         await caught_up(watcher, chain)
-        await eventually(
-            lambda: watcher.tracker.finalized == _finalized_of(chain),
-            within=WITHIN,
-            what="at the finalized block",
-        )
+        await finalized_caught_up(watcher, chain)
     assert node.requests["chainHead_v1_follow"] >= 2
     assert watcher.tracker.reorgs == 0
