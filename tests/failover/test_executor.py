@@ -114,9 +114,16 @@ async def test_next_remedy_is_not_tried_once_health_is_back(tmp_path: Path) -> N
         assert k.actuator.state == {"r": 1}
 
 
-async def crash_after_a_started_b(k: Kit, runbook: Runbook, *, b: int) -> ExecutionRecord:
-    """Leave the journal and the actuator as a kill during step b leaves them: a done (``a``
-    at 1), b started (``b`` at the given value); the unfinished execution, as a restart reads it."""
+def b_timing_out_after(timeout: str) -> str:
+    """``THREE_STEPS`` with step b converging within ``timeout``."""
+    return THREE_STEPS.replace("value: 2}}, timeout: 2s", f"value: 2}}}}, timeout: {timeout}")
+
+
+async def crash_after_a_started_b(k: Kit, text: str, *, b: int) -> tuple[Runbook, ExecutionRecord]:
+    """The runbook ``text`` holds, and the journal and the actuator as a kill during its step b
+    leaves them: a done (``a`` at 1), b started (``b`` at the given value); the unfinished
+    execution, as a restart reads it."""
+    runbook = k.runbook(text)
     execution = await k.execution(runbook)
     journal = k.journal
     await journal.set_state(execution.id, "running")
@@ -126,7 +133,7 @@ async def crash_after_a_started_b(k: Kit, runbook: Runbook, *, b: int) -> Execut
     await journal.step(StepRecord(eid, 1, "b", "started", f"{eid}:1", 3.0, prior={"value": 0}))
     k.actuator.state.update(a=1, b=b)
     [unfinished] = await journal.unfinished()
-    return unfinished
+    return runbook, unfinished
 
 
 async def b_ended(k: Kit, execution_id: str) -> StepRecord:
@@ -137,9 +144,8 @@ async def b_ended(k: Kit, execution_id: str) -> StepRecord:
 
 async def test_resume_continues_after_the_done_step_without_repeating_it(tmp_path: Path) -> None:
     async with kit(tmp_path) as k:
-        runbook = k.runbook(THREE_STEPS)
         # b's apply landed before the kill.
-        execution = await crash_after_a_started_b(k, runbook, b=2)
+        runbook, execution = await crash_after_a_started_b(k, THREE_STEPS, b=2)
         assert await k.executor.resume(runbook, execution) == "succeeded"
         assert k.actuator.calls == [("apply", "c", 3)]
         ended = [
@@ -152,11 +158,8 @@ async def test_resume_rolls_back_a_step_whose_changed_state_never_converges(
     tmp_path: Path,
 ) -> None:
     async with kit(tmp_path) as k:
-        runbook = k.runbook(
-            THREE_STEPS.replace("value: 2}}, timeout: 2s", "value: 2}}, timeout: 0.05s")
-        )
         # Neither the prior nor the target: not ours to redo.
-        execution = await crash_after_a_started_b(k, runbook, b=5)
+        runbook, execution = await crash_after_a_started_b(k, b_timing_out_after("0.05s"), b=5)
         assert await k.executor.resume(runbook, execution) == "rolled_back"
         assert k.actuator.calls == [("restore", "b", 0), ("restore", "a", 0)]
         assert ("apply", "a", 1) not in k.actuator.calls
@@ -166,12 +169,9 @@ async def test_resume_applies_again_a_step_interrupted_before_its_action_reached
     tmp_path: Path,
 ) -> None:
     async with kit(tmp_path) as k:
-        # A 10-minute step: the old resume polled "converged" for all of it, then rolled back.
-        runbook = k.runbook(
-            THREE_STEPS.replace("value: 2}}, timeout: 2s", "value: 2}}, timeout: 600s")
-        )
+        # A 10-minute step: the old resume polled "converged" for all of it, then rolled back;
         # b is still its recorded prior: never applied.
-        execution = await crash_after_a_started_b(k, runbook, b=0)
+        runbook, execution = await crash_after_a_started_b(k, b_timing_out_after("600s"), b=0)
         async with asyncio.timeout(5):
             assert await k.executor.resume(runbook, execution) == "succeeded"
         assert k.actuator.calls == [("apply", "b", 2), ("apply", "c", 3)]
@@ -198,9 +198,8 @@ async def test_a_step_killed_during_its_verify_is_verified_again_on_resume_and_r
     tmp_path: Path,
 ) -> None:
     async with kit(tmp_path, svc=False) as k:
-        runbook = k.runbook(VERIFIED)
         # b's action converged; its verify never passed.
-        execution = await crash_after_a_started_b(k, runbook, b=2)
+        runbook, execution = await crash_after_a_started_b(k, VERIFIED, b=2)
         assert await k.executor.resume(runbook, execution) == "rolled_back"
         assert ("apply", "c", 3) not in k.actuator.calls
         assert k.actuator.calls == [("restore", "b", 0), ("restore", "a", 0)]
@@ -215,8 +214,7 @@ async def test_a_step_killed_during_its_verify_goes_on_once_verify_passes_on_res
     tmp_path: Path,
 ) -> None:
     async with kit(tmp_path, svc=True) as k:
-        runbook = k.runbook(VERIFIED)
-        execution = await crash_after_a_started_b(k, runbook, b=2)
+        runbook, execution = await crash_after_a_started_b(k, VERIFIED, b=2)
         assert await k.executor.resume(runbook, execution) == "succeeded"
         assert k.actuator.calls == [("apply", "c", 3)]
         b_end = await b_ended(k, execution.id)
