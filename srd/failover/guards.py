@@ -51,6 +51,20 @@ class Refusal:
     reason: str
 
 
+def _at_limit(
+    guard: str,
+    counted: Sequence[ExecutionRecord],
+    now: float,
+    window: float,
+    limit: int,
+    reason: Callable[[int], str],
+) -> Refusal | None:
+    """Refuse once ``limit`` of the ``counted`` executions were created in the last ``window``
+    seconds; ``reason`` says so, given how many were."""
+    recent = sum(1 for e in counted if now - e.created_at < window)
+    return Refusal(guard, reason(recent)) if recent >= limit else None
+
+
 class GuardsJournal(Executions, Controls, Protocol):
     """What the guards read and write: the executions' history (admission), refusals, the
     kill switch and approvals."""
@@ -433,32 +447,33 @@ class Guards:
         now: float,
     ) -> Refusal | None:
         fingerprint = execution.alert.get("fingerprint")
-        window = self.limits.flap_window
-        recent = [
-            e
-            for e in history
-            if e.runbook == runbook.name
-            and e.alert.get("fingerprint") == fingerprint
-            and now - e.created_at < window
-        ]
-        if len(recent) >= self.limits.flap_max:
-            return Refusal(
-                "flapping",
-                f"alert {fingerprint} started {len(recent)} executions of {runbook.name} in "
-                f"the last {window:g}s (limit {self.limits.flap_max}): it is flapping",
-            )
-        return None
+        window, limit = self.limits.flap_window, self.limits.flap_max
+        return _at_limit(
+            "flapping",
+            [
+                e
+                for e in history
+                if e.runbook == runbook.name and e.alert.get("fingerprint") == fingerprint
+            ],
+            now,
+            window,
+            limit,
+            lambda n: (
+                f"alert {fingerprint} started {n} executions of {runbook.name} in "
+                f"the last {window:g}s (limit {limit}): it is flapping"
+            ),
+        )
 
     def _rate_limit(self, history: Sequence[ExecutionRecord], now: float) -> Refusal | None:
-        window = self.limits.execution_window
-        recent = [e for e in history if e.state in _ACTED and now - e.created_at < window]
-        if len(recent) >= self.limits.max_executions:
-            return Refusal(
-                "rate_limit",
-                f"{len(recent)} executions in the last {window:g}s "
-                f"(limit {self.limits.max_executions})",
-            )
-        return None
+        window, limit = self.limits.execution_window, self.limits.max_executions
+        return _at_limit(
+            "rate_limit",
+            [e for e in history if e.state in _ACTED],
+            now,
+            window,
+            limit,
+            lambda n: f"{n} executions in the last {window:g}s (limit {limit})",
+        )
 
     def _error_budget(self, runbook: Runbook) -> Refusal | None:
         if self._budget is None:

@@ -156,11 +156,7 @@ async def test_a_stuck_execution_is_let_go_on_losing_the_lead_and_taken_up_on_re
         assert execution.state == "running"
         k.leader.leader = True
         dispatcher.acquired()
-
-        async def succeeded() -> bool:
-            return await k.state(execution.id) == "succeeded"
-
-        await eventually(succeeded, within=10, what="taken up again and succeeded")
+        await k.reaches(execution.id, "succeeded", within=10)  # taken up again
         assert [c for c in k.actuator.calls if c[0] == "apply"] == [
             ("apply", "a", 1),
             ("apply", "b", 2),

@@ -10,7 +10,7 @@ from srd.actuators.base import ActuatorError
 from srd.config import Mode
 from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook
-from srd.journal import StepRecord
+from srd.journal import ExecutionRecord, StepRecord
 from tests.support.failoverkit import THREE_STEPS, Kit, kit
 
 
@@ -114,8 +114,16 @@ async def test_next_remedy_is_not_tried_once_health_is_back(tmp_path: Path) -> N
         assert k.actuator.state == {"r": 1}
 
 
-async def crash_after_a_started_b(k: Kit, runbook: Runbook) -> str:
-    """Leave the journal as a kill during step b leaves it: a done, b started."""
+def b_timing_out_after(timeout: str) -> str:
+    """``THREE_STEPS`` with step b converging within ``timeout``."""
+    return THREE_STEPS.replace("value: 2}}, timeout: 2s", f"value: 2}}}}, timeout: {timeout}")
+
+
+async def crash_after_a_started_b(k: Kit, text: str, *, b: int) -> tuple[Runbook, ExecutionRecord]:
+    """The runbook ``text`` holds, and the journal and the actuator as a kill during its step b
+    leaves them: a done (``a`` at 1), b started (``b`` at the given value); the unfinished
+    execution, as a restart reads it."""
+    runbook = k.runbook(text)
     execution = await k.execution(runbook)
     journal = k.journal
     await journal.set_state(execution.id, "running")
@@ -123,18 +131,26 @@ async def crash_after_a_started_b(k: Kit, runbook: Runbook) -> str:
     await journal.step(StepRecord(eid, 0, "a", "started", f"{eid}:0", 1.0, prior={"value": 0}))
     await journal.step(StepRecord(eid, 0, "a", "ended", f"{eid}:0", 2.0, result="ok"))
     await journal.step(StepRecord(eid, 1, "b", "started", f"{eid}:1", 3.0, prior={"value": 0}))
-    return str(eid)
+    k.actuator.state.update(a=1, b=b)
+    [unfinished] = await journal.unfinished()
+    return runbook, unfinished
+
+
+async def b_ended(k: Kit, execution_id: str) -> StepRecord:
+    """How step b ended on resume."""
+    [end] = [s for s in await k.journal.steps(execution_id) if s.name == "b" and s.phase == "ended"]
+    return end
 
 
 async def test_resume_continues_after_the_done_step_without_repeating_it(tmp_path: Path) -> None:
     async with kit(tmp_path) as k:
-        runbook = k.runbook(THREE_STEPS)
-        eid = await crash_after_a_started_b(k, runbook)
-        k.actuator.state.update(a=1, b=2)  # b's apply landed before the kill
-        [execution] = await k.journal.unfinished()
+        # b's apply landed before the kill.
+        runbook, execution = await crash_after_a_started_b(k, THREE_STEPS, b=2)
         assert await k.executor.resume(runbook, execution) == "succeeded"
         assert k.actuator.calls == [("apply", "c", 3)]
-        ended = [(s.name, s.detail) for s in await k.journal.steps(eid) if s.phase == "ended"]
+        ended = [
+            (s.name, s.detail) for s in await k.journal.steps(execution.id) if s.phase == "ended"
+        ]
         assert ("b", {"reconciled": True}) in ended
 
 
@@ -142,12 +158,8 @@ async def test_resume_rolls_back_a_step_whose_changed_state_never_converges(
     tmp_path: Path,
 ) -> None:
     async with kit(tmp_path) as k:
-        runbook = k.runbook(
-            THREE_STEPS.replace("value: 2}}, timeout: 2s", "value: 2}}, timeout: 0.05s")
-        )
-        await crash_after_a_started_b(k, runbook)
-        k.actuator.state.update(a=1, b=5)  # neither the prior nor the target: not ours to redo
-        [execution] = await k.journal.unfinished()
+        # Neither the prior nor the target: not ours to redo.
+        runbook, execution = await crash_after_a_started_b(k, b_timing_out_after("0.05s"), b=5)
         assert await k.executor.resume(runbook, execution) == "rolled_back"
         assert k.actuator.calls == [("restore", "b", 0), ("restore", "a", 0)]
         assert ("apply", "a", 1) not in k.actuator.calls
@@ -157,17 +169,13 @@ async def test_resume_applies_again_a_step_interrupted_before_its_action_reached
     tmp_path: Path,
 ) -> None:
     async with kit(tmp_path) as k:
-        # A 10-minute step: the old resume polled "converged" for all of it, then rolled back.
-        runbook = k.runbook(
-            THREE_STEPS.replace("value: 2}}, timeout: 2s", "value: 2}}, timeout: 600s")
-        )
-        eid = await crash_after_a_started_b(k, runbook)
-        k.actuator.state.update(a=1, b=0)  # b is still its recorded prior: never applied
-        [execution] = await k.journal.unfinished()
+        # A 10-minute step: the old resume polled "converged" for all of it, then rolled back;
+        # b is still its recorded prior: never applied.
+        runbook, execution = await crash_after_a_started_b(k, b_timing_out_after("600s"), b=0)
         async with asyncio.timeout(5):
             assert await k.executor.resume(runbook, execution) == "succeeded"
         assert k.actuator.calls == [("apply", "b", 2), ("apply", "c", 3)]
-        [b_end] = [s for s in await k.journal.steps(eid) if s.name == "b" and s.phase == "ended"]
+        b_end = await b_ended(k, execution.id)
         assert b_end.result == "ok"
         assert b_end.detail == {"reconciled": True, "reapplied": True, "after": {"value": 2}}
 
@@ -190,14 +198,12 @@ async def test_a_step_killed_during_its_verify_is_verified_again_on_resume_and_r
     tmp_path: Path,
 ) -> None:
     async with kit(tmp_path, svc=False) as k:
-        runbook = k.runbook(VERIFIED)
-        eid = await crash_after_a_started_b(k, runbook)
-        k.actuator.state.update(a=1, b=2)  # b's action converged; its verify never passed
-        [execution] = await k.journal.unfinished()
+        # b's action converged; its verify never passed.
+        runbook, execution = await crash_after_a_started_b(k, VERIFIED, b=2)
         assert await k.executor.resume(runbook, execution) == "rolled_back"
         assert ("apply", "c", 3) not in k.actuator.calls
         assert k.actuator.calls == [("restore", "b", 0), ("restore", "a", 0)]
-        [b_end] = [s for s in await k.journal.steps(eid) if s.name == "b" and s.phase == "ended"]
+        b_end = await b_ended(k, execution.id)
         assert b_end.result == "failed"
         assert b_end.detail is not None and "verify probe svc" in b_end.detail["reason"]
         [page] = k.escalations
@@ -208,13 +214,10 @@ async def test_a_step_killed_during_its_verify_goes_on_once_verify_passes_on_res
     tmp_path: Path,
 ) -> None:
     async with kit(tmp_path, svc=True) as k:
-        runbook = k.runbook(VERIFIED)
-        eid = await crash_after_a_started_b(k, runbook)
-        k.actuator.state.update(a=1, b=2)
-        [execution] = await k.journal.unfinished()
+        runbook, execution = await crash_after_a_started_b(k, VERIFIED, b=2)
         assert await k.executor.resume(runbook, execution) == "succeeded"
         assert k.actuator.calls == [("apply", "c", 3)]
-        [b_end] = [s for s in await k.journal.steps(eid) if s.name == "b" and s.phase == "ended"]
+        b_end = await b_ended(k, execution.id)
         assert (b_end.result, b_end.detail) == ("ok", {"reconciled": True})
 
 

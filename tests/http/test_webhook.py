@@ -300,11 +300,7 @@ async def approved(k: Kit, execution_id: str) -> None:
     """Give the one pending approval; the execution then runs to success."""
     [approval_id] = k.guards.approvals.pending()
     k.guards.approvals.approve(approval_id, "ann")
-
-    async def done() -> bool:
-        return await k.state(execution_id) == "succeeded"
-
-    await eventually(done, within=5, what="done")
+    await k.reaches(execution_id, "succeeded", within=5)
 
 
 async def test_refused_posts_do_not_disturb_a_runbook_in_progress_and_resends_do_nothing(
@@ -337,11 +333,7 @@ async def test_resolved_cancels_a_planned_execution(
             await eventually(planned, within=5, what="planned")
             assert (await post(url, payload("resolved")))[0] == 200
             [execution] = await k.journal.executions()
-
-            async def cancelled() -> bool:
-                return await k.state(execution.id) == "cancelled"
-
-            await eventually(cancelled, within=5, what="cancelled")
+            await k.reaches(execution.id, "cancelled", within=5)
         assert k.actuator.calls == []
 
 
@@ -365,11 +357,7 @@ async def test_a_resolve_a_follower_received_cancels_what_the_leader_takes_up(
             assert execution.state == "planned"
             k.leader.leader = True
             dispatcher.acquired()
-
-            async def cancelled() -> bool:
-                return await k.state(execution.id) == "cancelled"
-
-            await eventually(cancelled, within=5, what="cancelled")
+            await k.reaches(execution.id, "cancelled", within=5)
             await asyncio.sleep(0.05)
         assert not k.guards.approvals.pending()
         assert k.actuator.calls == []

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -19,6 +21,7 @@ from srd.model import Observation
 from srd.probes.http import HttpProbe
 from srd.probes.metrics import ProbeMetrics
 from srd.probes.substrate import RpcClient, RpcError, SubstrateProbe
+from srd.probes.substrate_watcher import SubstrateWatcher
 from srd.simulate.sandbox.substrate import FakeSubstrateNode, LoadBalancer
 from tests.support.substratekit import grown, head_of, produce, value, watched
 
@@ -41,14 +44,43 @@ async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
+def faulty(height: int, **faults: Any) -> FakeSubstrateNode:
+    """A node of a chain ``height`` blocks high showing ``faults`` (``NodeFaults`` fields)."""
+    node = FakeSubstrateNode(grown(height, "faults"))
+    node.faults = replace(node.faults, **faults)
+    return node
+
+
+@asynccontextmanager
+async def node_watched(
+    node: FakeSubstrateNode,
+    session: aiohttp.ClientSession,
+    metrics: ProbeMetrics,
+    seen: list[Observation] | None = None,
+    **settings: Any,
+) -> AsyncIterator[SubstrateWatcher]:
+    """``node`` served, and a watcher of it with ``settings`` (``target``'s overrides)."""
+    async with (
+        node.serve() as url,
+        watched(target(url, **settings), session, metrics, seen) as watcher,
+    ):
+        yield watcher
+
+
+async def rpc_error(url: str, session: aiohttp.ClientSession) -> RpcError:
+    """What the node at ``url`` fails a call with."""
+    with pytest.raises(RpcError) as failed:
+        await RpcClient(url, session, timeout=5.0).call("system_chain")
+    return failed.value
+
+
 # -- 1. whole bodies ---------------------------------------------------------------------------
 
 
 async def test_a_node_answering_in_two_chunks_30ms_apart_is_up(
     session: aiohttp.ClientSession,
 ) -> None:
-    node = FakeSubstrateNode(grown(12, "faults"))
-    node.faults.split_body = 0.03
+    node = faulty(12, split_body=0.03)
     async with node.serve() as url:
         obs = await SubstrateProbe(target(url), session)()
     assert obs.up, obs.reason
@@ -63,24 +95,20 @@ async def test_a_node_answering_in_two_chunks_30ms_apart_is_up(
 async def test_a_reply_over_the_limit_or_endless_is_too_big_not_malformed_and_the_call_ends(
     session: aiohttp.ClientSession, fault: str, setting: int | bool
 ) -> None:
-    node = FakeSubstrateNode(grown(1, "faults"))
-    setattr(node.faults, fault, setting)
+    node = faulty(1, **{fault: setting})
     async with node.serve() as url:
-        with pytest.raises(RpcError) as failed:
-            await RpcClient(url, session, timeout=5.0).call("system_chain")
-    assert failed.value.error_class == "too_big"
+        error = await rpc_error(url, session)
+    assert error.error_class == "too_big"
 
 
 async def test_a_5000_deep_answer_gives_a_reason_and_no_traceback(
     session: aiohttp.ClientSession,
 ) -> None:
-    node = FakeSubstrateNode(grown(1, "faults"))
-    node.faults.nested_result = 5000
+    node = faulty(1, nested_result=5000)
     async with node.serve() as url:
-        with pytest.raises(RpcError) as failed:
-            await RpcClient(url, session, timeout=5.0).call("system_chain")
+        error = await rpc_error(url, session)
         obs = await SubstrateProbe(target(url), session)()
-    assert failed.value.error_class == "too_deep"
+    assert error.error_class == "too_deep"
     assert not obs.up and "deeper than" in obs.reason
 
 
@@ -121,7 +149,7 @@ def test_node_urls_may_be_given_as_ws_or_wss() -> None:
 async def test_a_ws_url_is_probed_and_the_http_transport_derived(
     session: aiohttp.ClientSession,
 ) -> None:
-    node = FakeSubstrateNode(grown(5, "faults"))
+    node = faulty(5)
     async with node.serve() as url:
         obs = await SubstrateProbe(target(url.replace("http://", "ws://")), session)()
     assert obs.up, obs.reason
@@ -158,10 +186,9 @@ async def test_a_node_down_for_40_backoff_units_gets_at_most_about_6_attempts(
     labels = {"chain": "outage", "node": "n1"}
     chain = grown(3, "outage")
     node = FakeSubstrateNode(chain)
-    async with (
-        node.serve() as url,
-        watched(target(url, reconnect_backoff=unit, interval=0.5), session, metrics) as watcher,
-    ):
+    async with node_watched(
+        node, session, metrics, reconnect_backoff=unit, interval=0.5
+    ) as watcher:
         await eventually(lambda: node.websockets == 1)
         chain.produce()
         await eventually(lambda: watcher.tracker.best == head_of(chain))
@@ -189,7 +216,7 @@ async def test_after_a_node_reset_finalized_follows_the_node_and_never_exceeds_b
     chain = grown(30, "reset")
     node = FakeSubstrateNode(chain)
     seen: list[Observation] = []
-    async with node.serve() as url, watched(target(url), session, metrics, seen) as watcher:
+    async with node_watched(node, session, metrics, seen) as watcher:
         await eventually(lambda: bool(seen) and seen[-1].up and watcher.tracker.best is not None)
         assert watcher.tracker.finalized is not None and watcher.tracker.finalized.number == 28
         await node.close_websockets()
@@ -240,10 +267,7 @@ async def test_the_block_after_a_same_height_fork_is_timed_from_its_own_parent(
 ) -> None:
     chain = grown(5, "fork", finality_lag=3)
     node = FakeSubstrateNode(chain)
-    async with (
-        node.serve() as url,
-        watched(target(url, interval=5.0, timeout=1.0), session, metrics) as watcher,
-    ):
+    async with node_watched(node, session, metrics, interval=5.0, timeout=1.0) as watcher:
         await eventually(lambda: node.websockets == 1 and watcher.tracker.best == head_of(chain))
         chain.produce()
         await eventually(lambda: watcher.tracker.best == head_of(chain))
@@ -268,10 +292,7 @@ async def test_chainhead_following_keeps_only_unfinalized_headers(
     node = FakeSubstrateNode(chain)
     node.chainhead_only = True
     node.max_pinned = 100_000  # no stop, and so no fresh follow, in the middle
-    async with (
-        node.serve() as url,
-        watched(target(url, interval=5.0, timeout=1.0), session, metrics) as watcher,
-    ):
+    async with node_watched(node, session, metrics, interval=5.0, timeout=1.0) as watcher:
         await eventually(lambda: node.follows == 1 and watcher.tracker.best == head_of(chain))
         for _ in range(600):
             chain.produce()
@@ -291,10 +312,7 @@ async def test_poll_mode_records_no_block_times_quantised_to_the_interval(
     chain = grown(2, "polled")
     node = FakeSubstrateNode(chain)
     seen: list[Observation] = []
-    async with (
-        node.serve() as url,
-        watched(target(url, subscribe=False), session, metrics, seen) as watcher,
-    ):
+    async with node_watched(node, session, metrics, seen, subscribe=False) as watcher:
         await eventually(lambda: watcher.tracker.best == head_of(chain))
         for _ in range(6):
             chain.produce()

@@ -39,6 +39,25 @@ async def caught_up(watcher: SubstrateWatcher, chain: FakeChain) -> None:
     )
 
 
+async def produced_one_by_one(watcher: SubstrateWatcher, chain: FakeChain, blocks: int) -> None:
+    """``chain`` grows by ``blocks``, the next only once ``watcher`` has seen the last."""
+    for _ in range(blocks):
+        chain.produce()
+        await caught_up(watcher, chain)
+
+
+def finalized_of(chain: FakeChain) -> Header:
+    return Header(chain.finalized.number, chain.finalized.hash, chain.finalized.parent_hash)
+
+
+async def finalized_caught_up(watcher: SubstrateWatcher, chain: FakeChain) -> None:
+    await eventually(
+        lambda: watcher.tracker.finalized == finalized_of(chain),
+        within=WITHIN,
+        what=f"{watcher.target.name} at finalized block {chain.finalized.number}",
+    )
+
+
 def subscribed(node: FakeSubstrateNode) -> Callable[[], bool]:
     return lambda: node.requests.get("chain_subscribeNewHeads", 0) >= 1 and node.websockets == 1
 
@@ -53,10 +72,6 @@ def new_spec_node(chain: FakeChain, *, legacy_http: bool = True) -> FakeSubstrat
 
 def following(node: FakeSubstrateNode) -> Callable[[], bool]:
     return lambda: node.follows == 1 and node.websockets == 1
-
-
-def _finalized_of(chain: FakeChain) -> Any:
-    return Header(chain.finalized.number, chain.finalized.hash, chain.finalized.parent_hash)
 
 
 HEAD_TRACKINGS = ["legacy", "chainhead", "poll"]
@@ -118,15 +133,28 @@ async def live(
         yield node, watcher
 
 
+@asynccontextmanager
+async def subscribed_only(
+    node: FakeSubstrateNode,
+    session: aiohttp.ClientSession,
+    metrics: ProbeMetrics,
+    head_tracking: str,
+) -> AsyncIterator[SubstrateWatcher]:
+    """``node`` served and a watcher following it whose polls are too rare to matter: every
+    head it sees came over the subscription."""
+    async with (
+        node.serve() as url,
+        followed(node, url, session, metrics, head_tracking, interval=5.0, timeout=1.0) as watcher,
+    ):
+        yield watcher
+
+
 async def test_heads_followed_over_websocket_count_blocks_and_block_times(
     session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     chain = FakeChain(name="live")
     node = FakeSubstrateNode(chain, pad_numbers=False)
-    async with (
-        node.serve() as url,
-        followed(node, url, session, metrics, "legacy", interval=5.0, timeout=1.0) as watcher,
-    ):
+    async with subscribed_only(node, session, metrics, "legacy") as watcher:
         await produce(chain, 4)
         await caught_up(watcher, chain)
     assert value(metrics, "vilokanam_blocks_produced_total", chain="live") == 4
@@ -168,10 +196,7 @@ async def test_a_depth_3_reorg_counts_exactly_one_reorg_of_depth_3(
     node = node_for(head_tracking, chain)
     for _ in range(8):
         chain.produce()
-    async with (
-        node.serve() as url,
-        followed(node, url, session, metrics, head_tracking, interval=5.0, timeout=1.0) as watcher,
-    ):
+    async with subscribed_only(node, session, metrics, head_tracking) as watcher:
         await caught_up(watcher, chain)
         chain.reorg(depth=3)
         await caught_up(watcher, chain)
@@ -203,13 +228,8 @@ async def test_a_gap_is_backfilled_without_polluting_block_times(
 ) -> None:
     chain = FakeChain(name="gap")
     node = FakeSubstrateNode(chain)
-    async with (
-        node.serve() as url,
-        followed(node, url, session, metrics, "legacy", interval=5.0, timeout=1.0) as watcher,
-    ):
-        for _ in range(2):
-            chain.produce()
-            await caught_up(watcher, chain)
+    async with subscribed_only(node, session, metrics, "legacy") as watcher:
+        await produced_one_by_one(watcher, chain, 2)
         node.faults.skip_heads = 3
         for _ in range(4):
             chain.produce()
@@ -257,10 +277,7 @@ async def test_a_websocket_closed_mid_stream_is_reconnected(
     chain = FakeChain(name="closed")
     node = node_for(head_tracking, chain)
     labels = {"chain": "closed", "node": "n1", "reason": "closed"}
-    async with (
-        node.serve() as url,
-        followed(node, url, session, metrics, head_tracking, interval=5.0, timeout=1.0) as watcher,
-    ):
+    async with subscribed_only(node, session, metrics, head_tracking) as watcher:
         await node.close_websockets()
         await eventually(
             lambda: node.requests[FOLLOW[head_tracking]] == 2,
@@ -408,14 +425,8 @@ async def test_a_new_spec_only_node_is_followed_with_chainhead(
     ):
         await eventually(following(node), within=WITHIN, what="following")
         assert watcher.head_mode() == "chainhead"
-        for _ in range(5):
-            chain.produce()
-            await caught_up(watcher, chain)
-        await eventually(
-            lambda: watcher.tracker.finalized == _finalized_of(chain),
-            within=WITHIN,
-            what="at the finalized block",
-        )
+        await produced_one_by_one(watcher, chain, 5)
+        await finalized_caught_up(watcher, chain)
         await eventually(
             lambda: any(o.chain and o.chain.best == 9 for o in seen),
             within=WITHIN,
@@ -480,16 +491,10 @@ async def test_stop_is_followed_again_and_tracking_goes_on(
         )
         await caught_up(watcher, chain)  # polled
         chain.finality_stalled = False
-        for _ in range(3):
-            chain.produce()
-            await caught_up(watcher, chain)
+        await produced_one_by_one(watcher, chain, 3)
         await eventually(following(node), within=WITHIN, what="following")
         chain.produce()
         await caught_up(watcher, chain)
-        await eventually(
-            lambda: watcher.tracker.finalized == _finalized_of(chain),
-            within=WITHIN,
-            what="at the finalized block",
-        )
+        await finalized_caught_up(watcher, chain)
     assert node.requests["chainHead_v1_follow"] >= 2
     assert watcher.tracker.reorgs == 0

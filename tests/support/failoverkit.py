@@ -27,6 +27,7 @@ from srd.journal.sql import SqlJournal
 from srd.model import Alert
 from srd.testing import FakeActuator, FakeChecks
 from tests.support.clock import Clock
+from tests.support.eventually import eventually
 from tests.support.servers import running
 
 OPERATORS = {"ann": "ann-secret-token", "bob": "bob-secret-token"}
@@ -96,6 +97,14 @@ class Kit:
         record = await self.journal.execution(execution_id)
         assert record is not None
         return record.state
+
+    async def reaches(self, execution_id: str, state: str, *, within: float) -> None:
+        """Until the execution's journalled state is ``state``; the test fails after ``within``."""
+
+        async def reached() -> bool:
+            return await self.state(execution_id) == state
+
+        await eventually(reached, within=within, what=f"{execution_id} {state}")
 
     async def guards_blocked(self, execution_id: str) -> list[str]:
         return [b.guard for b in await self.journal.guard_blocks(execution_id)]
