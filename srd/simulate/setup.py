@@ -241,6 +241,9 @@ async def sandbox_environment(
         urls: dict[str, str] = {"web-viewer": sandbox.urls["web-viewer"]}
         services = dict(sandbox.services)
         for name in drill.services:
+            if name in sandbox.services:  # the sandbox's own (web-creator): its probe sees it
+                urls[name] = sandbox.urls[name]
+                continue
             service = FakeService()
             services[name] = service
             urls[name] = await stack.enter_async_context(serve(service.app()))
