@@ -22,7 +22,7 @@ import yaml
 from srd.config import ConfigError
 from srd.failover.runbooks import Runbook, load_runbooks, parse_runbooks
 from srd.journal import SqliteJournal
-from srd.simulate.drill import Condition, load_drill, parse_drill
+from srd.simulate.drill import Condition, load_drill, parse_drill, resolve_runbooks
 
 ROOT = Path(__file__).resolve().parents[2]
 SRD = str(Path(sys.executable).with_name("srd"))
@@ -375,11 +375,12 @@ def test_every_shipped_failover_and_the_blue_green_deploy_are_drilled_with_the_s
     ]
     drilled: dict[str, Runbook] = {}  # the first drill of each name
     for path in sorted((ROOT / "drills").glob("*.yaml")):
-        raw = load_drill(path).runbooks
-        # The sandbox's vars (its URLs, zone, target groups), as placeholders.
-        names = set(re.findall(r"\$\{(\w+)\}", json.dumps(raw)))
+        drill = load_drill(path)
+        # The sandbox's vars (its URLs, zone, target groups), as placeholders; shipped runbooks
+        # by reference are resolved as the runner does.
+        names = set(re.findall(r"\$\{(\w+)\}", json.dumps(drill.runbooks)))
         values = {n: "http://sandbox.test" if n.endswith("_url") else "sandbox" for n in names}
-        items = [{**r, "vars": {**values, **(r.get("vars") or {})}} for r in raw]
+        items = resolve_runbooks(drill, str(path), values)
         for runbook in parse_runbooks(yaml.safe_dump({"runbooks": items}), str(path)):
             drilled.setdefault(runbook.name, runbook)
     assert {r.name for r in shipped} <= drilled.keys()
