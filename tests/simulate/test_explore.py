@@ -4,31 +4,16 @@ the shipped runbooks with invariants checked; a violation is shrunk and replays.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from srd.simulate.drill import load_drill
 from srd.simulate.explore import generate
+from tests.support.simulating import simulate
 
 ROOT = Path(__file__).resolve().parents[2]
-SRD = str(Path(sys.executable).with_name("srd"))
 DRILL = ROOT / "drills" / "complete_data_center_outage.yaml"
-
-
-def srd(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [SRD, "simulate", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "NO_COLOR": "1"},
-        check=False,
-    )
 
 
 def test_the_same_seed_gives_the_same_schedules_and_another_seed_others() -> None:
@@ -38,7 +23,7 @@ def test_the_same_seed_gives_the_same_schedules_and_another_seed_others() -> Non
 
 
 def test_twenty_schedules_of_the_shipped_failover_break_no_invariant(tmp_path: Path) -> None:
-    done = srd("--explore", "20", "--seed", "7", "--report-dir", str(tmp_path))
+    done = simulate("--explore", "20", "--seed", "7", "--report-dir", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     data = json.loads((tmp_path / "explore.json").read_text())
     assert data["seed"] == 7
@@ -70,7 +55,7 @@ def test_a_runbook_that_scales_the_primary_down_first_is_caught_shrunk_and_repla
 ) -> None:
     drill = broken_drill(tmp_path)
     out = tmp_path / "explore"
-    done = srd(str(drill), "--explore", "1", "--seed", "7", "--report-dir", str(out))
+    done = simulate(str(drill), "--explore", "1", "--seed", "7", "--report-dir", str(out))
     assert done.returncode == 3, done.stdout + done.stderr
     data = json.loads((out / "explore.json").read_text())
     [violation] = data["violations"]
@@ -83,6 +68,6 @@ def test_a_runbook_that_scales_the_primary_down_first_is_caught_shrunk_and_repla
     assert len(generated) > 1
     assert [f["kind"] for f in shrunk["faults"]] == ["service_failing"]
     assert violation["replay"] == f"srd simulate --replay {out / 'explore.json'}#{shrunk['index']}"
-    replayed = srd("--replay", violation["replay"].rpartition(" ")[2])
+    replayed = simulate("--replay", violation["replay"].rpartition(" ")[2])
     assert replayed.returncode == 3, replayed.stdout + replayed.stderr
     assert "violated min_healthy" in replayed.stderr

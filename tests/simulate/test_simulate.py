@@ -4,11 +4,9 @@ the real daemon pipeline, its reports, exit codes, rollback and interruption."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,22 +21,10 @@ from srd.config import ConfigError
 from srd.failover.runbooks import Runbook, load_runbooks, parse_runbooks
 from srd.journal import SqliteJournal
 from srd.simulate.drill import Condition, load_drill, parse_drill, resolve_runbooks
+from tests.support.simulating import SRD, simulate
 
 ROOT = Path(__file__).resolve().parents[2]
-SRD = str(Path(sys.executable).with_name("srd"))
 DOC = ROOT / "docs" / "simulate.md"
-
-
-def simulate(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [SRD, "simulate", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "NO_COLOR": "1"},
-        check=False,
-    )
 
 
 def report(directory: Path) -> dict[str, Any]:
