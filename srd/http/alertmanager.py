@@ -8,7 +8,6 @@ retry rules: 5xx is retried, other 4xx are not — so a full queue is 503, never
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import datetime
 from typing import Literal
 
@@ -20,6 +19,7 @@ from srd.failover.intake import IncomingAlert, Intake, Refused, iso_utc
 from srd.failover.metrics import FailoverMetrics
 from srd.http.auth import AUTH_KEY, Authenticator
 from srd.journal import JournalError
+from srd.probes.body import BodyError, parse_json, read_stream
 
 log = structlog.get_logger("srd.http.alertmanager")
 
@@ -94,24 +94,21 @@ class Webhook:
         if not auth.allows(request.headers):
             return self._reject("unauthorized", auth.refusal())
         limit = self.max_body_bytes
-        too_large = web.json_response(
-            {"error": f"body larger than {limit} bytes (failover.max_body_bytes)"}, status=413
-        )
-        if request.content_length is not None and request.content_length > limit:
-            return self._reject("too_large", too_large)
-        body = await _read_limited(request, limit)
-        if body is None:
-            return self._reject("too_large", too_large)
         try:
-            payload = AlertmanagerPayload.model_validate(json.loads(body))
-            alerts = payload.incoming()
-        except RecursionError:
-            problem = {"error": "body is not JSON srd reads: nested too deeply"}
+            body = await read_stream(request.content, limit, request.content_length)
+            data = parse_json(body)
+        except BodyError as exc:
+            if exc.reason == "too_big":
+                error = f"body larger than {limit} bytes (failover.max_body_bytes)"
+                return self._reject("too_large", web.json_response({"error": error}, status=413))
+            problem = {"error": f"body {exc}"}
             return self._reject("malformed", web.json_response(problem, status=400))
+        try:
+            alerts = AlertmanagerPayload.model_validate(data).incoming()
         except OverflowError as exc:
             problem = {"error": f"a time is out of range once converted to UTC: {exc}"}
             return self._reject("malformed", web.json_response(problem, status=400))
-        except ValueError as exc:  # ValidationError and JSONDecodeError are ValueErrors
+        except ValidationError as exc:
             return self._reject("malformed", web.json_response(_problems(exc), status=400))
         try:
             ack = self._intake.submit(alerts, len(body))
@@ -143,19 +140,7 @@ class Webhook:
         return web.json_response({"accepted": len(alerts)})
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None once it grows past ``limit`` (the rest is never buffered)."""
-    body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
-def _problems(exc: ValueError) -> dict[str, object]:
-    if not isinstance(exc, ValidationError):
-        return {"error": f"body is not JSON: {exc}"}
+def _problems(exc: ValidationError) -> dict[str, object]:
     problems = [
         {"field": ".".join(str(part) for part in error["loc"]) or "(body)", "reason": error["msg"]}
         for error in exc.errors()

@@ -74,7 +74,7 @@ async def srd(tmp_path: Path) -> RunningSrd:  # type: ignore[misc]
 @pytest.mark.parametrize(
     ("body", "authorization", "status", "reason", "says"),
     [
-        (DEEP, BEARER, 400, "malformed", "nested too deeply"),
+        (DEEP, BEARER, 400, "malformed", "nested deeper than 128 levels"),
         (OVERFLOW, BEARER, 400, "malformed", "out of range"),
         (payload(alert()), b"Bearer \xff\xfe\xc3(", 401, "unauthorized", "authentication"),
         (payload(alert()), b"Basic \xff\xfe", 401, "unauthorized", "authentication"),
