@@ -62,7 +62,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from srd.simulate.runner import simulate_command  # the sandbox's imports only when asked
+    # the sandbox's imports only when asked
+    from srd.simulate.runner import DrillOptions, simulate_command
 
     if args.explore is not None or args.replay is not None:
         from srd.simulate.explore import DEFAULT_DRILL, explore, replay
@@ -86,10 +87,12 @@ def _simulate(args: argparse.Namespace) -> int:
         run_all=args.all,
         drills_dir=args.drills,
         report_dir=args.report_dir,
-        time_scale=args.time_scale,
-        rollback=not args.no_rollback,
-        mode=args.mode,
-        log_level=args.log_level or "error",
-        real_config=args.config,
-        hold=args.hold,
+        options=DrillOptions(
+            real_config=args.config,
+            time_scale=args.time_scale,
+            mode=args.mode,
+            rollback=not args.no_rollback,
+            log_level=args.log_level or "error",
+            hold=args.hold,
+        ),
     )

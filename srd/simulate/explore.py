@@ -27,7 +27,7 @@ from srd.simulate.invariants import Invariants, Violation
 from srd.simulate.progress import Progress
 from srd.simulate.report import write_reports
 from srd.simulate.result import DrillResult
-from srd.simulate.runner import DrillRun
+from srd.simulate.runner import DrillOptions, DrillRun
 
 DEFAULT_DRILL = Path("drills/complete_data_center_outage.yaml")
 MAX_EXTRA = 3
@@ -83,12 +83,10 @@ def run_schedule(
     run = DrillRun(
         with_faults(drill, faults),
         path,
-        report_dir=report_dir,
-        scale=1.0,
-        rollback=True,
-        mode="armed",
-        progress=Progress(drill.name, quiet=True),
-        invariants=invariants,
+        report_dir,
+        DrillOptions(),
+        Progress(drill.name, quiet=True),
+        invariants,
     )
     with asyncio.Runner(loop_factory=VirtualLoop) as runner:
         result = runner.run(run.run())

@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 from srd import clock
@@ -54,36 +55,51 @@ from srd.simulate.setup import (
 from srd.simulate.verdict import EXIT_INVALID, judge
 
 
+@dataclass(frozen=True)
+class DrillOptions:
+    """How a drill runs: ``srd simulate``'s flags."""
+
+    real_config: Path | None = None
+    """The config of the real environment to drill on; None: the sandbox."""
+    time_scale: float | None = None
+    """On a real environment, drill seconds per wall second (the sandbox runs on virtual time,
+    unscaled: ``srd.simulate.clock``)."""
+    mode: str | None = None
+    """armed or dry-run; None: armed on the sandbox, dry-run on a real environment."""
+    rollback: bool = True
+    log_level: str = "error"
+    hold: bool = False
+    """On the sandbox: after the drill and its reports, keep the sandbox up until SIGINT."""
+
+    @property
+    def scale(self) -> float:
+        return 1.0 if self.real_config is None else self.time_scale or 1.0
+
+    @property
+    def run_mode(self) -> str:
+        return self.mode or ("armed" if self.real_config is None else "dry-run")
+
+
 class DrillRun:
     def __init__(
         self,
         drill: Drill,
         path: Path,
-        *,
         report_dir: Path,
-        scale: float,
-        rollback: bool,
-        mode: str,
+        options: DrillOptions,
         progress: Progress,
-        log_level: str = "error",
-        real_config: Path | None = None,
-        hold: bool = False,
         invariants: Invariants | None = None,
     ) -> None:
         self.drill = drill
         self.invariants = invariants
         """Exploration's invariants, checked while the drill runs; None: a plain drill."""
-        self.hold = hold
-        """On the sandbox: after the drill and its reports, keep the sandbox up until SIGINT."""
-        self.real_config = real_config
-        """The config of the real environment to drill on; None: the sandbox."""
-        self.scale = scale
-        self.rollback_enabled = rollback and drill.rollback == "always"
-        self.mode = mode
+        self.options = options
+        self.scale = scale = options.scale
+        self.mode = mode = options.run_mode
+        self.rollback_enabled = options.rollback and drill.rollback == "always"
         self.progress = progress
-        self.log_level = log_level
         self.interrupted = asyncio.Event()
-        self.tick = TICK if real_config is not None else drill.probe_interval
+        self.tick = TICK if options.real_config is not None else drill.probe_interval
         """Seconds between the drill's looks at the registry and the journal: on the sandbox
         the probe interval (nothing changes in between), on a real environment a fraction."""
         self.result = DrillResult(
@@ -95,7 +111,7 @@ class DrillRun:
             "always" if self.rollback_enabled else "never",
             Targets(0.0, 0.0),
             clock.now(),
-            target="real" if real_config is not None else "sandbox",
+            target="real" if options.real_config is not None else "sandbox",
         )
         self.result.precision = self.tick * scale
         self.recorder = Recorder(self.result, progress)
@@ -110,9 +126,9 @@ class DrillRun:
         loop.add_signal_handler(signal.SIGINT, self._sigint)
         try:
             async with AsyncExitStack() as stack:
-                if self.real_config is not None:
+                if self.options.real_config is not None:
                     environment = real_environment(
-                        self.drill, self.real_config, state_dir, self.scale, self.mode
+                        self.drill, self.options.real_config, state_dir, self.scale, self.mode
                     )
                 else:
                     environment = await stack.enter_async_context(
@@ -121,7 +137,7 @@ class DrillRun:
                 pack = environment.pack
                 recovery = pack.disaster_recovery if pack else None
                 result.targets = targets(self.drill, recovery, str(result.path))
-                if self.real_config is None or await self._preflight(environment.setup):
+                if self.options.real_config is None or await self._preflight(environment.setup):
                     await self._with_daemon(environment)
                 result.verdict = judge(
                     result.halted,
@@ -129,7 +145,11 @@ class DrillRun:
                     result.rollback.get("steady_state_restored"),
                     expect_breach=self.drill.expect_breach,
                 )
-                if self.hold and self.real_config is None and not self.interrupted.is_set():
+                if (
+                    self.options.hold
+                    and self.options.real_config is None
+                    and not self.interrupted.is_set()
+                ):
                     await self._hold(environment)
         finally:
             loop.remove_signal_handler(signal.SIGINT)
@@ -178,7 +198,7 @@ class DrillRun:
     async def _with_daemon(self, environment: Environment) -> None:
         setup = environment.setup
         async with running_daemon(
-            setup, self.drill, self.scale, self.log_level, self._sigint
+            setup, self.drill, self.scale, self.options.log_level, self._sigint
         ) as daemon:
             await self._drill(daemon, environment)
         journal = await open_journal(setup.config.state_dir, create=False)
@@ -303,39 +323,17 @@ async def run_drill(
     path: Path,
     *,
     report_dir: Path,
-    time_scale: float | None = None,
-    rollback: bool = True,
-    mode: str | None = None,
+    options: DrillOptions = DrillOptions(),
     quiet: bool = False,
-    log_level: str = "error",
-    real_config: Path | None = None,
     progress: Progress | None = None,
-    hold: bool = False,
 ) -> DrillResult:
-    """Run the drill at ``path`` on the sandbox or, given ``real_config``, on the environment
-    that config watches (in real time unless ``time_scale`` says otherwise; ``dry-run`` unless
-    ``mode`` says armed); write its reports. ConfigError when the drill is invalid, or cannot
-    run on that target."""
+    """Run the drill at ``path`` as ``options`` say (on the sandbox, or on the environment
+    ``options.real_config`` watches); write its reports. ConfigError when the drill is invalid,
+    or cannot run on that target."""
     drill = load_drill(path)
-    check_faults(drill, path, real=real_config is not None)
-    if real_config is not None:
-        scale, mode = time_scale or 1.0, mode or "dry-run"
-    else:
-        # Virtual time (srd.simulate.clock): the drill runs in its own time, unscaled.
-        scale, mode = 1.0, mode or "armed"
+    check_faults(drill, path, real=options.real_config is not None)
     progress = progress or Progress(drill.name, quiet=quiet)
-    run = DrillRun(
-        drill,
-        path,
-        report_dir=report_dir,
-        scale=scale,
-        rollback=rollback,
-        mode=mode,
-        progress=progress,
-        log_level=log_level,
-        real_config=real_config,
-        hold=hold,
-    )
+    run = DrillRun(drill, path, report_dir, options, progress)
     wall = time.perf_counter()  # the wall clock by intent: what the drill cost to run
     result = await run.run()
     result.wall_seconds = time.perf_counter() - wall
@@ -350,12 +348,7 @@ def simulate_command(
     run_all: bool = False,
     drills_dir: Path = Path("drills"),
     report_dir: Path | None = None,
-    time_scale: float | None = None,
-    rollback: bool = True,
-    mode: str | None = None,
-    log_level: str = "error",
-    real_config: Path | None = None,
-    hold: bool = False,
+    options: DrillOptions = DrillOptions(),
 ) -> int:
     """Run one drill (its exit code) or, with ``run_all``, every drill in ``drills_dir``
     (0 when each met its objectives, or breached one as its ``expect_breach`` says; else 1)."""
@@ -373,21 +366,10 @@ def simulate_command(
     for path in paths:
         target_dir = base / path.stem if run_all else (report_dir or base / path.stem)
         # The sandbox runs on virtual time; a real environment in wall time.
-        factory = VirtualLoop if real_config is None else None
+        factory = VirtualLoop if options.real_config is None else None
         try:
             with asyncio.Runner(loop_factory=factory) as runner:
-                result = runner.run(
-                    run_drill(
-                        path,
-                        report_dir=target_dir,
-                        time_scale=time_scale,
-                        rollback=rollback,
-                        mode=mode,
-                        log_level=log_level,
-                        real_config=real_config,
-                        hold=hold,
-                    )
-                )
+                result = runner.run(run_drill(path, report_dir=target_dir, options=options))
         except ConfigError as exc:
             print(f"srd simulate: invalid drill {path}:", file=sys.stderr)
             for issue in exc.issues:

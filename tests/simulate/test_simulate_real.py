@@ -22,7 +22,8 @@ from srd.runtime import Setup
 from srd.simulate.drill import Drill, FaultSpec, load_drill
 from srd.simulate.preflight import PreflightCheck, preflight
 from srd.simulate.progress import Progress
-from srd.simulate.runner import run_drill
+from srd.simulate.result import DrillResult
+from srd.simulate.runner import DrillOptions, run_drill
 from srd.simulate.sandbox import Sandbox, running_sandbox
 from srd.simulate.sandbox.kubernetes import DR, replicas
 from srd.simulate.setup import real_setup
@@ -114,6 +115,18 @@ async def preflight_closing(setup: Setup, drill: Drill) -> list[PreflightCheck]:
             await actuator.close()
 
 
+async def preflight_failed(
+    path: Path, out: Path, environment: Sandbox
+) -> tuple[DrillResult, dict[str, PreflightCheck]]:
+    """Run the drill on ``environment`` as a real target, whose preflight must fail: the
+    result and the failed checks by name."""
+    result = await run_drill(
+        path, report_dir=out, options=DrillOptions(real_config=environment.config_path), quiet=True
+    )
+    assert result.exit_code == EXIT_PREFLIGHT
+    return result, {c.name: c for c in result.preflight if not c.ok}
+
+
 async def test_preflight_passes_on_a_reachable_permitted_environment_and_changes_nothing(
     tmp_path: Path, environment: Sandbox
 ) -> None:
@@ -176,12 +189,8 @@ async def test_a_denied_permission_and_an_unreadable_zone_fail_the_preflight_nam
     drill["runbooks"][0]["vars"]["zone_id"] = "Z0NOSUCHZONE"
     path.write_text(yaml.safe_dump(drill))
 
-    result = await run_drill(
-        path, report_dir=tmp_path / "out", real_config=environment.config_path, quiet=True
-    )
+    result, failed = await preflight_failed(path, tmp_path / "out", environment)
 
-    assert result.exit_code == EXIT_PREFLIGHT
-    failed = {c.name: c for c in result.preflight if not c.ok}
     denied = failed["failover/scale_backup_up: patch deployments/scale in vilokanam-dr"]
     assert "grant srd's credentials RBAC" in denied.fix and "[patch]" in denied.fix
     unreadable = failed["failover/dns_to_dr: aws route53_upsert"]
@@ -204,13 +213,9 @@ async def test_an_aws_permission_the_principal_lacks_fails_the_preflight_with_th
     }
     path = drill_file(tmp_path, environment)
 
-    result = await run_drill(
-        path, report_dir=tmp_path / "out", real_config=environment.config_path, quiet=True
-    )
+    result, failed = await preflight_failed(path, tmp_path / "out", environment)
 
-    assert result.exit_code == EXIT_PREFLIGHT
     zone = f"arn:aws:route53:::hostedzone/{environment.cloud.zone_id}"
-    failed = {c.name: c for c in result.preflight if not c.ok}
     assert list(failed) == [f"failover/dns_to_dr: route53:ChangeResourceRecordSets on {zone}"]
     [refused] = failed.values()
     assert refused.kind == "permission"
@@ -294,7 +299,7 @@ async def test_a_dry_run_drill_on_a_real_target_journals_a_plan_and_changes_noth
     result = await run_drill(
         path,
         report_dir=out,
-        real_config=environment.config_path,
+        options=DrillOptions(real_config=environment.config_path),
         progress=Progress("real", stream=operator),
     )
 
@@ -319,11 +324,17 @@ async def test_a_real_target_refuses_injected_faults_and_armed_mode_the_config_l
     fault = {"kind": "service_failing", "params": {"service": "web-viewer"}}
     path = drill_file(tmp_path, environment, faults=[fault])
     with pytest.raises(ConfigError, match="cannot be injected into a real environment"):
-        await run_drill(path, report_dir=tmp_path / "a", real_config=environment.config_path)
+        await run_drill(
+            path,
+            report_dir=tmp_path / "a",
+            options=DrillOptions(real_config=environment.config_path),
+        )
     path = drill_file(tmp_path, environment)
     with pytest.raises(ConfigError, match="needs mode: armed in this config"):
         await run_drill(
-            path, report_dir=tmp_path / "b", real_config=environment.config_path, mode="armed"
+            path,
+            report_dir=tmp_path / "b",
+            options=DrillOptions(real_config=environment.config_path, mode="armed"),
         )
     with pytest.raises(ConfigError, match="a manual fault needs --target real"):
         await run_drill(path, report_dir=tmp_path / "c")
