@@ -37,7 +37,7 @@ import hashlib
 import json
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import aiohttp
 import structlog
@@ -96,19 +96,34 @@ class KubernetesSettings(KubernetesConnection):
         return self
 
 
-class ScaleDeployment(Strict):
+class _InNamespace(Strict):
+    """An action on one object of a namespace, named in the journal and errors by ``target``."""
+
+    KIND: ClassVar[str]
     namespace: str = Field(pattern=NAMESPACE)
-    name: str = Field(pattern=OBJECT_NAME)
-    replicas: int = Field(ge=0)
+
+    def object_name(self) -> str:
+        raise NotImplementedError
 
     @property
     def target(self) -> str:
-        return f"deployment {self.namespace}/{self.name}"
+        return f"{self.KIND} {self.namespace}/{self.object_name()}"
 
 
-class PatchServiceSelector(Strict):
-    namespace: str = Field(pattern=NAMESPACE)
+class _Named(_InNamespace):
     name: str = Field(pattern=OBJECT_NAME)
+
+    def object_name(self) -> str:
+        return self.name
+
+
+class ScaleDeployment(_Named):
+    KIND = "deployment"
+    replicas: int = Field(ge=0)
+
+
+class PatchServiceSelector(_Named):
+    KIND = "service"
     selector: dict[str, str] = Field(min_length=1, description="Labels to set in the selector.")
 
     @field_validator("selector")
@@ -121,13 +136,9 @@ class PatchServiceSelector(Strict):
                 raise ValueError(f"{value!r} (for {key}) is not a Kubernetes label value")
         return selector
 
-    @property
-    def target(self) -> str:
-        return f"service {self.namespace}/{self.name}"
 
-
-class ApplyDeployment(Strict):
-    namespace: str = Field(pattern=NAMESPACE)
+class ApplyDeployment(_InNamespace):
+    KIND = "deployment"
     manifest: dict[str, Any] = Field(description="An apps/v1 Deployment, as kubectl applies it.")
 
     @model_validator(mode="after")
@@ -151,6 +162,9 @@ class ApplyDeployment(Strict):
 
     @property
     def name(self) -> str:
+        return self.object_name()
+
+    def object_name(self) -> str:
         return str(self.manifest["metadata"]["name"])
 
     @property
@@ -161,13 +175,9 @@ class ApplyDeployment(Strict):
     def labels(self) -> dict[str, str]:
         return dict(self.manifest["metadata"].get("labels") or {})
 
-    @property
-    def target(self) -> str:
-        return f"deployment {self.namespace}/{self.name}"
 
-
-class DetectColour(Strict):
-    namespace: str = Field(pattern=NAMESPACE)
+class DetectColour(_InNamespace):
+    KIND = "service"
     service: str = Field(pattern=OBJECT_NAME)
     label: str = Field("version", pattern=rf"^{LABEL_KEY}$")
     colours: tuple[str, str] = Field(("blue", "green"), description="The two colours.")
@@ -191,9 +201,8 @@ class DetectColour(Strict):
     def name(self) -> str:
         return self.service
 
-    @property
-    def target(self) -> str:
-        return f"service {self.namespace}/{self.service}"
+    def object_name(self) -> str:
+        return self.service
 
 
 Action = ScaleDeployment | PatchServiceSelector | ApplyDeployment | DetectColour

@@ -27,8 +27,8 @@ import hashlib
 import itertools
 import json
 import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -699,14 +699,9 @@ class FakeSubstrateNode:
             ]
         return "\n".join(lines) + "\n"
 
-    @asynccontextmanager
-    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> AbstractAsyncContextManager[str]:
         """Serve on host:port (0 = a free port); yields the node's RPC URL (HTTP and WS)."""
-        async with serving(self.app(), host, port) as bound:
-            try:
-                yield f"http://{host}:{bound}"
-            finally:
-                await self.close_websockets()
+        return _serving_rpc(self.app(), [self], host, port)
 
 
 class LoadBalancer:
@@ -741,14 +736,23 @@ class LoadBalancer:
         app.router.add_get("/", self._websocket)
         return app
 
-    @asynccontextmanager
-    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-        async with serving(self.app(), host, port) as bound:
-            try:
-                yield f"http://{host}:{bound}"
-            finally:
-                for node in self.nodes:
-                    await node.close_websockets()
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> AbstractAsyncContextManager[str]:
+        """Serve on host:port (0 = a free port); yields the one URL of all the nodes."""
+        return _serving_rpc(self.app(), self.nodes, host, port)
+
+
+@asynccontextmanager
+async def _serving_rpc(
+    app: web.Application, nodes: Sequence[FakeSubstrateNode], host: str, port: int
+) -> AsyncIterator[str]:
+    """Serve ``app`` (RPC over HTTP and WebSocket) for ``nodes``; yields its URL and closes
+    the nodes' open WebSockets when it ends, so a server stop does not wait for them."""
+    async with serving(app, host, port) as bound:
+        try:
+            yield f"http://{host}:{bound}"
+        finally:
+            for node in nodes:
+                await node.close_websockets()
 
 
 @asynccontextmanager
