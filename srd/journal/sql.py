@@ -603,20 +603,7 @@ class SqlJournal(ABC):
             " FROM step_events WHERE execution_id = ? ORDER BY seq",
             (execution_id,),
         )
-        return [
-            StepRecord(
-                execution_id=row[0],
-                index=row[1],
-                name=row[2],
-                phase=row[3],
-                key=row[4],
-                at=row[5],
-                result=row[6],
-                prior=_loads_optional(row[7]),
-                detail=_loads_optional(row[8]),
-            )
-            for row in rows
-        ]
+        return [_step(*row) for row in rows]
 
     async def unfinished(self) -> Sequence[ExecutionRecord]:
         """Oldest first: reconcile in the order the executions were decided."""
@@ -640,7 +627,7 @@ class SqlJournal(ABC):
             " WHERE execution_id = ? ORDER BY seq",
             (execution_id,),
         )
-        return [StateChange(row[0], row[1], row[2], _loads_optional(row[3])) for row in rows]
+        return [StateChange(row[0], row[1], row[2], _loads(row[3])) for row in rows]
 
     async def guard_blocks(
         self, execution_id: str | None = None, limit: int = 100
@@ -662,17 +649,18 @@ def _require_execution(execution_id: str) -> Op[None]:
         raise KeyError(f"no execution {execution_id!r} in the journal")
 
 
+def _step(*columns: Any) -> StepRecord:
+    execution_id, index, name, phase, key, at, result, prior, detail = columns
+    return StepRecord(
+        execution_id, index, name, phase, key, at, result, _loads(prior), _loads(detail)
+    )
+
+
 def _execution(row: tuple[Any, ...]) -> ExecutionRecord:
+    """A row of ``_EXECUTION_COLUMNS`` (in ExecutionRecord's field order)."""
+    id_, runbook, key, mode, state, correlation, alert, created, updated = row
     return ExecutionRecord(
-        id=row[0],
-        runbook=row[1],
-        key=row[2],
-        mode=row[3],
-        state=row[4],
-        correlation_id=row[5],
-        alert=json.loads(row[6]),
-        created_at=row[7],
-        updated_at=row[8],
+        id_, runbook, key, mode, state, correlation, json.loads(alert), created, updated
     )
 
 
@@ -713,5 +701,5 @@ def _dumps_optional(value: dict[str, Any] | None) -> str | None:
     return None if value is None else _dumps(value)
 
 
-def _loads_optional(text: str | None) -> dict[str, Any] | None:
+def _loads(text: str | None) -> dict[str, Any] | None:
     return None if text is None else cast(dict[str, Any], json.loads(text))
