@@ -6,6 +6,8 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from srd.actuators.base import ActuatorError
 from srd.config import Mode
 from srd.failover.metrics import FailoverMetrics
@@ -194,31 +196,35 @@ runbooks:
 """
 
 
-async def test_a_step_killed_during_its_verify_is_verified_again_on_resume_and_rolls_back_if_not(
+@pytest.mark.parametrize(
+    ("verify_passes", "outcome", "calls", "b_result"),
+    [
+        (False, "rolled_back", [("restore", "b", 0), ("restore", "a", 0)], "failed"),
+        (True, "succeeded", [("apply", "c", 3)], "ok"),
+    ],
+    ids=["rolls-back-if-not-verified", "goes-on-once-verified"],
+)
+async def test_a_step_killed_during_its_verify_is_verified_again_on_resume(
     tmp_path: Path,
+    verify_passes: bool,
+    outcome: str,
+    calls: list[tuple[str, str, int]],
+    b_result: str,
 ) -> None:
-    async with kit(tmp_path, svc=False) as k:
-        # b's action converged; its verify never passed.
+    async with kit(tmp_path, svc=verify_passes) as k:
+        # b's action converged before the crash; its verify had not passed yet.
         runbook, execution = await crash_after_a_started_b(k, VERIFIED, b=2)
-        assert await k.executor.resume(runbook, execution) == "rolled_back"
-        assert ("apply", "c", 3) not in k.actuator.calls
-        assert k.actuator.calls == [("restore", "b", 0), ("restore", "a", 0)]
+        assert await k.executor.resume(runbook, execution) == outcome
+        assert k.actuator.calls == calls  # never c before b is verified; b not applied again
         b_end = await b_ended(k, execution.id)
-        assert b_end.result == "failed"
-        assert b_end.detail is not None and "verify probe svc" in b_end.detail["reason"]
-        [page] = k.escalations
-        assert dict(page.labels)["reason"] == "rolled_back"
-
-
-async def test_a_step_killed_during_its_verify_goes_on_once_verify_passes_on_resume(
-    tmp_path: Path,
-) -> None:
-    async with kit(tmp_path, svc=True) as k:
-        runbook, execution = await crash_after_a_started_b(k, VERIFIED, b=2)
-        assert await k.executor.resume(runbook, execution) == "succeeded"
-        assert k.actuator.calls == [("apply", "c", 3)]
-        b_end = await b_ended(k, execution.id)
-        assert (b_end.result, b_end.detail) == ("ok", {"reconciled": True})
+        assert b_end.result == b_result
+        if verify_passes:
+            assert b_end.detail == {"reconciled": True}
+            assert k.escalations == []
+        else:
+            assert b_end.detail is not None and "verify probe svc" in b_end.detail["reason"]
+            [page] = k.escalations
+            assert dict(page.labels)["reason"] == "rolled_back"
 
 
 async def test_a_runbook_killed_mid_step_resumes_without_repeating_a_done_step(

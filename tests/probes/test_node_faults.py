@@ -5,7 +5,7 @@ sandbox's fake node on a real loopback port, and none may give a false signal.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from srd.config.probes import HttpTarget, SubstrateTarget
+from srd.config.probes import HttpTarget
 from srd.http.app import serving
 from srd.model import Observation
 from srd.probes.http import HttpProbe
@@ -23,25 +23,14 @@ from srd.probes.metrics import ProbeMetrics
 from srd.probes.substrate import RpcClient, RpcError, SubstrateProbe
 from srd.probes.substrate_watcher import SubstrateWatcher
 from srd.simulate.sandbox.substrate import FakeSubstrateNode, LoadBalancer
-from tests.support.substratekit import grown, head_of, produce, value, watched
+from tests.support.eventually import eventually
+from tests.support.substratekit import at_head, grown, produce, target, value, watched
 
 
 @pytest_asyncio.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
-
-
-def target(url: str, name: str = "n1", **overrides: Any) -> SubstrateTarget:
-    settings = {"interval": 0.2, "timeout": 0.2, "silence_timeout": 5.0}
-    settings |= {"reconnect_backoff": 0.05, **overrides}
-    return SubstrateTarget(name=name, url=url, **settings)
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.01)
 
 
 def faulty(height: int, **faults: Any) -> FakeSubstrateNode:
@@ -168,10 +157,14 @@ async def test_a_websocket_only_node_is_probed_and_followed_over_websocket(
         obs = await SubstrateProbe(target(ws_url), session)()
         assert obs.up, obs.reason
         async with watched(target(ws_url), session, metrics, seen) as watcher:
-            await eventually(lambda: node.requests.get("chain_subscribeNewHeads", 0) >= 1)
+            await eventually(
+                lambda: node.requests.get("chain_subscribeNewHeads", 0) >= 1,
+                within=5.0,
+                what="a subscription over WebSocket",
+            )
             await produce(chain, 3)
-            await eventually(lambda: watcher.tracker.best == head_of(chain))
-            await eventually(lambda: bool(seen) and seen[-1].up)
+            await at_head(watcher, chain)
+            await eventually(lambda: seen and seen[-1].up, within=5.0, what="the node up")
     assert value(metrics, "vilokanam_blocks_produced_total", chain="ws-only") == 3
 
 
@@ -189,9 +182,9 @@ async def test_a_node_down_for_40_backoff_units_gets_at_most_about_6_attempts(
     async with node_watched(
         node, session, metrics, reconnect_backoff=unit, interval=0.5
     ) as watcher:
-        await eventually(lambda: node.websockets == 1)
+        await eventually(lambda: node.websockets == 1, within=5.0, what="a WebSocket open")
         chain.produce()
-        await eventually(lambda: watcher.tracker.best == head_of(chain))
+        await at_head(watcher, chain)
         subscribed = node.requests["chain_subscribeNewHeads"]
         await node.go_down()
         before = node.websocket_attempts
@@ -200,7 +193,11 @@ async def test_a_node_down_for_40_backoff_units_gets_at_most_about_6_attempts(
         attempts = node.websocket_attempts - before
         counted = value(metrics, "srd_chain_subscription_attempts_total", **labels) - counted
         node.faults.down = False
-        await eventually(lambda: node.requests["chain_subscribeNewHeads"] > subscribed)
+        await eventually(
+            lambda: node.requests["chain_subscribeNewHeads"] > subscribed,
+            within=5.0,
+            what="subscribed again after the outage",
+        )
     assert 3 <= attempts <= 7
     assert counted == attempts
     restarts = value(metrics, "srd_chain_subscription_restarts_total", **labels, reason="closed")
@@ -217,7 +214,11 @@ async def test_after_a_node_reset_finalized_follows_the_node_and_never_exceeds_b
     node = FakeSubstrateNode(chain)
     seen: list[Observation] = []
     async with node_watched(node, session, metrics, seen) as watcher:
-        await eventually(lambda: bool(seen) and seen[-1].up and watcher.tracker.best is not None)
+        await eventually(
+            lambda: seen and seen[-1].up and watcher.tracker.best is not None,
+            within=5.0,
+            what="the node up and followed",
+        )
         assert watcher.tracker.finalized is not None and watcher.tracker.finalized.number == 28
         await node.close_websockets()
         chain.reset()
@@ -227,10 +228,12 @@ async def test_after_a_node_reset_finalized_follows_the_node_and_never_exceeds_b
             lambda: (
                 watcher.tracker.finalized is not None
                 and watcher.tracker.finalized.number == chain.finalized.number
-            )
+            ),
+            within=5.0,
+            what="finalized followed down to the reset node's",
         )
         seen.clear()
-        await eventually(lambda: len(seen) >= 2)
+        await eventually(lambda: len(seen) >= 2, within=5.0, what="two more observations")
     assert all(o.chain is not None and o.chain.finalized <= o.chain.best for o in seen if o.up)
     assert value(metrics, "srd_chain_finalized_block", chain="reset", node="n1") == 3
     kinds = {
@@ -254,7 +257,9 @@ async def test_a_load_balanced_url_follows_what_the_nodes_say_and_counts_regress
         aiohttp.ClientSession(connector=connector) as session,
         watched(target(url, subscribe=False), session, metrics, seen),
     ):
-        await eventually(lambda: sum(o.up for o in seen) >= 6)
+        await eventually(
+            lambda: sum(o.up for o in seen) >= 6, within=5.0, what="six observations up"
+        )
     assert all(o.chain.finalized <= o.chain.best for o in seen if o.chain is not None)
     assert value(metrics, "srd_chain_height_regressions_total", node="n1", kind="finalized") >= 1
 
@@ -268,16 +273,17 @@ async def test_the_block_after_a_same_height_fork_is_timed_from_its_own_parent(
     chain = grown(5, "fork", finality_lag=3)
     node = FakeSubstrateNode(chain)
     async with node_watched(node, session, metrics, interval=5.0, timeout=1.0) as watcher:
-        await eventually(lambda: node.websockets == 1 and watcher.tracker.best == head_of(chain))
+        await eventually(lambda: node.websockets == 1, within=5.0, what="a WebSocket open")
+        await at_head(watcher, chain)
         chain.produce()
-        await eventually(lambda: watcher.tracker.best == head_of(chain))
+        await at_head(watcher, chain)
         await asyncio.sleep(1.0)  # the old fork's block is old by now
         chain.reorg(depth=1, length=1)  # a competing block at the same height
-        await eventually(lambda: watcher.tracker.best == head_of(chain))
+        await at_head(watcher, chain)
         before = value(metrics, "srd_chain_block_time_seconds_sum", chain="fork")
         await asyncio.sleep(0.05)
         chain.produce()
-        await eventually(lambda: watcher.tracker.best == head_of(chain))
+        await at_head(watcher, chain)
     block_time = value(metrics, "srd_chain_block_time_seconds_sum", chain="fork") - before
     assert 0.04 < block_time < 0.5  # not the 1 s since the old fork's block
 
@@ -293,11 +299,12 @@ async def test_chainhead_following_keeps_only_unfinalized_headers(
     node.chainhead_only = True
     node.max_pinned = 100_000  # no stop, and so no fresh follow, in the middle
     async with node_watched(node, session, metrics, interval=5.0, timeout=1.0) as watcher:
-        await eventually(lambda: node.follows == 1 and watcher.tracker.best == head_of(chain))
+        await eventually(lambda: node.follows == 1, within=5.0, what="a chainHead follow")
+        await at_head(watcher, chain)
         for _ in range(600):
             chain.produce()
             await asyncio.sleep(0.001)
-        await eventually(lambda: watcher.tracker.best == head_of(chain), timeout=20.0)
+        await at_head(watcher, chain, within=20.0)
         held = len(watcher._follow_headers)
     # The unfinalized blocks (2) and the newest finalized one, with slack for events in flight.
     assert held <= 8
@@ -310,13 +317,11 @@ async def test_poll_mode_records_no_block_times_quantised_to_the_interval(
     session: aiohttp.ClientSession, metrics: ProbeMetrics
 ) -> None:
     chain = grown(2, "polled")
-    node = FakeSubstrateNode(chain)
-    seen: list[Observation] = []
-    async with node_watched(node, session, metrics, seen, subscribe=False) as watcher:
-        await eventually(lambda: watcher.tracker.best == head_of(chain))
+    async with node_watched(FakeSubstrateNode(chain), session, metrics, subscribe=False) as watcher:
+        await at_head(watcher, chain)
         for _ in range(6):
             chain.produce()
             await asyncio.sleep(0.15)  # about one block per poll: each poll sees one
-        await eventually(lambda: watcher.tracker.best == head_of(chain))
+        await at_head(watcher, chain)
     assert value(metrics, "vilokanam_blocks_produced_total", chain="polled") == 6
     assert value(metrics, "srd_chain_block_time_seconds_count", chain="polled") == 0

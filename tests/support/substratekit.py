@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 
@@ -15,6 +16,7 @@ from srd.probes.chain import Header
 from srd.probes.metrics import ProbeMetrics
 from srd.probes.substrate_watcher import SubstrateWatcher
 from srd.simulate.sandbox.substrate import FakeChain
+from tests.support.eventually import eventually
 
 
 def value(metrics: ProbeMetrics, name: str, **labels: str) -> float:
@@ -78,3 +80,19 @@ async def watched(
     watcher = SubstrateWatcher(target, session, metrics, on_observation=on_observation)
     async with watching(watcher):
         yield watcher
+
+
+def target(url: str, name: str = "n1", **overrides: Any) -> SubstrateTarget:
+    """A node target with the tests' short intervals, timeouts and backoff."""
+    settings = {"interval": 0.2, "timeout": 0.2, "silence_timeout": 5.0}
+    settings |= {"reconnect_backoff": 0.05, **overrides}
+    return SubstrateTarget(name=name, url=url, **settings)
+
+
+async def at_head(watcher: SubstrateWatcher, chain: FakeChain, within: float = 5.0) -> None:
+    """Wait until ``watcher`` has followed ``chain`` to its head."""
+    await eventually(
+        lambda: watcher.tracker.best == head_of(chain),
+        within=within,
+        what=f"the watcher at the head of {chain.name}",
+    )
