@@ -19,23 +19,25 @@ from srd.probes.substrate import RpcClient, RpcError, SubstrateProbe
 from srd.probes.substrate_watcher import SubstrateWatcher
 from srd.simulate.sandbox.substrate import FakeChain, FakeSubstrateNode, producing
 from tests.support.eventually import eventually
-from tests.support.substratekit import head_of, produce, recording, value, watched, watching
+from tests.support.substratekit import (
+    at_head,
+    head_of,
+    produce,
+    recording,
+    value,
+    watched,
+    watching,
+)
+from tests.support.substratekit import target as node_target
 
 WITHIN = 5.0
 """Seconds a watcher gets to see what the fake node did: many block intervals here."""
 
 
 def target(url: str, name: str = "n1", **overrides: Any) -> SubstrateTarget:
-    settings = {"interval": 0.1, "timeout": 0.1, "silence_timeout": 0.3}
-    settings |= {"reconnect_backoff": 0.05, **overrides}
-    return SubstrateTarget(name=name, url=url, **settings)
-
-
-async def caught_up(watcher: SubstrateWatcher, chain: FakeChain) -> None:
-    await eventually(
-        lambda: watcher.tracker.best == head_of(chain),
-        within=WITHIN,
-        what=f"{watcher.target.name} at block {chain.best.number}",
+    """A node target polled and declared silent faster than the fault tests' ones."""
+    return node_target(
+        url, name, **{"interval": 0.1, "timeout": 0.1, "silence_timeout": 0.3, **overrides}
     )
 
 
@@ -43,14 +45,14 @@ async def produced_one_by_one(watcher: SubstrateWatcher, chain: FakeChain, block
     """``chain`` grows by ``blocks``, the next only once ``watcher`` has seen the last."""
     for _ in range(blocks):
         chain.produce()
-        await caught_up(watcher, chain)
+        await at_head(watcher, chain)
 
 
 def finalized_of(chain: FakeChain) -> Header:
     return Header(chain.finalized.number, chain.finalized.hash, chain.finalized.parent_hash)
 
 
-async def finalized_caught_up(watcher: SubstrateWatcher, chain: FakeChain) -> None:
+async def finalized_at_head(watcher: SubstrateWatcher, chain: FakeChain) -> None:
     await eventually(
         lambda: watcher.tracker.finalized == finalized_of(chain),
         within=WITHIN,
@@ -156,7 +158,7 @@ async def test_heads_followed_over_websocket_count_blocks_and_block_times(
     node = FakeSubstrateNode(chain, pad_numbers=False)
     async with subscribed_only(node, session, metrics, "legacy") as watcher:
         await produce(chain, 4)
-        await caught_up(watcher, chain)
+        await at_head(watcher, chain)
     assert value(metrics, "vilokanam_blocks_produced_total", chain="live") == 4
     assert value(metrics, "srd_chain_block_time_seconds_count", chain="live") == 3
     assert node.requests.get("chain_getHeader", 0) <= 3  # heads came from the subscription
@@ -197,13 +199,13 @@ async def test_a_depth_3_reorg_counts_exactly_one_reorg_of_depth_3(
     for _ in range(8):
         chain.produce()
     async with subscribed_only(node, session, metrics, head_tracking) as watcher:
-        await caught_up(watcher, chain)
+        await at_head(watcher, chain)
         chain.reorg(depth=3)
-        await caught_up(watcher, chain)
+        await at_head(watcher, chain)
         produced = value(metrics, "vilokanam_blocks_produced_total", chain="reorg")
         for _ in range(2):  # finalizes past the fork: the old branch is pruned
             chain.produce()
-        await caught_up(watcher, chain)
+        await at_head(watcher, chain)
         if head_tracking == "chainhead":
             await eventually(
                 lambda: node.pinned() == chain.finality_lag,
@@ -233,7 +235,7 @@ async def test_a_gap_is_backfilled_without_polluting_block_times(
         node.faults.skip_heads = 3
         for _ in range(4):
             chain.produce()
-        await caught_up(watcher, chain)
+        await at_head(watcher, chain)
     assert [watcher.tracker.hash_at(n) for n in range(7)] == [b.hash for b in chain.blocks]
     assert node.requests["chain_getBlockHash"] == 1  # one list call for the whole gap
     assert value(metrics, "vilokanam_blocks_produced_total", chain="gap") == 6
@@ -286,7 +288,7 @@ async def test_a_websocket_closed_mid_stream_is_reconnected(
         )
         await eventually(lambda: node.websockets == 1, within=WITHIN, what="one websocket")
         chain.produce()
-        await caught_up(watcher, chain)
+        await at_head(watcher, chain)
     assert value(metrics, "srd_chain_subscription_restarts_total", **labels) == 1
 
 
@@ -300,7 +302,7 @@ async def test_without_subscriptions_heads_are_polled_over_http(
         watched(target(url, subscribe=False), session, metrics) as watcher,
     ):
         await produce(chain, 3, every=0.15)
-        await caught_up(watcher, chain)
+        await at_head(watcher, chain)
     assert node.websockets == 0 and "chain_subscribeNewHeads" not in node.requests
 
 
@@ -426,7 +428,7 @@ async def test_a_new_spec_only_node_is_followed_with_chainhead(
         await eventually(following(node), within=WITHIN, what="following")
         assert watcher.head_mode() == "chainhead"
         await produced_one_by_one(watcher, chain, 5)
-        await finalized_caught_up(watcher, chain)
+        await finalized_at_head(watcher, chain)
         await eventually(
             lambda: any(o.chain and o.chain.best == 9 for o in seen),
             within=WITHIN,
@@ -489,12 +491,12 @@ async def test_stop_is_followed_again_and_tracking_goes_on(
             within=WITHIN,
             what="a restart",
         )
-        await caught_up(watcher, chain)  # polled
+        await at_head(watcher, chain)  # polled
         chain.finality_stalled = False
         await produced_one_by_one(watcher, chain, 3)
         await eventually(following(node), within=WITHIN, what="following")
         chain.produce()
-        await caught_up(watcher, chain)
-        await finalized_caught_up(watcher, chain)
+        await at_head(watcher, chain)
+        await finalized_at_head(watcher, chain)
     assert node.requests["chainHead_v1_follow"] >= 2
     assert watcher.tracker.reorgs == 0

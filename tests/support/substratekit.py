@@ -94,5 +94,5 @@ async def at_head(watcher: SubstrateWatcher, chain: FakeChain, within: float = 5
     await eventually(
         lambda: watcher.tracker.best == head_of(chain),
         within=within,
-        what=f"the watcher at the head of {chain.name}",
+        what=f"{watcher.target.name} at block {chain.best.number}",
     )
