@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,18 +72,26 @@ async def _keys(box: Sandbox, kind: str) -> list[str]:
         return sorted(str(o["Key"]) for o in listed.get("Contents", ()))
 
 
+@asynccontextmanager
+async def injected(target: Target, kind: str, /, **params: Any) -> AsyncIterator[None]:
+    """The fault ``kind`` with ``params`` in place inside the ``async with``; reverted after."""
+    revert = await KINDS[kind].apply(target, params)
+    try:
+        yield
+    finally:
+        await revert()
+
+
 async def test_service_faults_fail_and_slow_the_health_endpoint_until_reverted(
     sandbox: tuple[Sandbox, Target],
 ) -> None:
     box, target = sandbox
     url = box.urls["web-viewer"]
-    revert = await KINDS["service_failing"].apply(target, {"service": "web-viewer"})
-    assert await _health(url) == 503
-    await revert()
+    async with injected(target, "service_failing", service="web-viewer"):
+        assert await _health(url) == 503
     assert await _health(url) == 200
-    revert = await KINDS["service_slow"].apply(target, {"service": "web-viewer", "delay": 0.3})
-    await _answers_slowly(_health(url), 0.3)
-    await revert()
+    async with injected(target, "service_slow", service="web-viewer", delay=0.3):
+        await _answers_slowly(_health(url), 0.3)
     assert box.services["web-viewer"].delay == 0
 
 
@@ -95,9 +103,8 @@ async def test_chain_faults_stall_production_and_finality_and_reorg(
         ("chain_stall", "production_stalled"),
         ("finality_stall", "finality_stalled"),
     ):
-        revert = await KINDS[kind].apply(target, {})
-        assert getattr(box.chain, flag) is True
-        await revert()
+        async with injected(target, kind):
+            assert getattr(box.chain, flag) is True
         assert getattr(box.chain, flag) is False
     while box.chain.best.number - box.chain.finalized.number < 2:
         box.chain.produce()
@@ -110,19 +117,17 @@ async def test_node_faults_refuse_break_and_slow_its_rpc(
     sandbox: tuple[Sandbox, Target],
 ) -> None:
     box, target = sandbox
-    url = box.urls["validator-1"]
-    revert = await KINDS["node_down"].apply(target, {"node": "validator-1"})
-    assert await _status(url) == 429
-    assert await _status(box.urls["validator-2"]) == 200
-    await revert()
+    node, url = box.nodes["validator-1"], box.urls["validator-1"]
+    async with injected(target, "node_down", node="validator-1"):
+        assert await _status(url) == 429
+        assert await _status(box.urls["validator-2"]) == 200
     assert await _status(url) == 200
-    revert = await KINDS["rpc_errors"].apply(target, {"node": "validator-1"})
-    assert box.nodes["validator-1"].faults.malformed_json
-    await revert()
-    revert = await KINDS["rpc_latency"].apply(target, {"node": "validator-1", "delay": 0.2})
-    await _answers_slowly(_status(url), 0.2)
-    await revert()
-    assert box.nodes["validator-1"].faults.latency == 0
+    async with injected(target, "rpc_errors", node="validator-1"):
+        assert node.faults.malformed_json
+    assert not node.faults.malformed_json
+    async with injected(target, "rpc_latency", node="validator-1", delay=0.2):
+        await _answers_slowly(_status(url), 0.2)
+    assert node.faults.latency == 0
 
 
 async def test_backup_faults_delete_backups_and_their_revert_puts_them_back(
@@ -132,13 +137,11 @@ async def test_backup_faults_delete_backups_and_their_revert_puts_them_back(
     before = await _keys(box, "database")
     assert len(before) == 30
     # The newest database backup is 10 min old: deleting those under 2 h ages the newest.
-    revert = await KINDS["backups_aged"].apply(target, {"kind": "database", "newer_than": 7200})
-    assert len(await _keys(box, "database")) == 30 - 4
-    await revert()
+    async with injected(target, "backups_aged", kind="database", newer_than=7200):
+        assert len(await _keys(box, "database")) == 30 - 4
     assert await _keys(box, "database") == before
-    revert = await KINDS["backups_deleted"].apply(target, {"kind": "blockchain"})
-    assert await _keys(box, "blockchain") == []
-    await revert()
+    async with injected(target, "backups_deleted", kind="blockchain"):
+        assert await _keys(box, "blockchain") == []
     assert len(await _keys(box, "blockchain")) == 7
 
 
@@ -148,13 +151,11 @@ async def test_aws_faults_slow_dns_and_targets_in_drill_time_and_throttle(
     _, target = sandbox
     proxy = target.proxy
     assert proxy is not None
-    revert = await KINDS["dns_slow"].apply(target, {"seconds": "1h"})
-    assert proxy.dns_pending == pytest.approx(36.0)  # 1 h at ×100
-    await revert()
+    async with injected(target, "dns_slow", seconds="1h"):
+        assert proxy.dns_pending == pytest.approx(36.0)  # 1 h at ×100
     assert proxy.dns_pending == 0
-    revert = await KINDS["targets_slow"].apply(target, {"seconds": 500})
-    assert proxy.targets_initial == pytest.approx(5.0)
-    await revert()
+    async with injected(target, "targets_slow", seconds=500):
+        assert proxy.targets_initial == pytest.approx(5.0)
     assert proxy.targets_initial == 0
     await KINDS["aws_throttle"].apply(target, {"operation": "GetChange", "times": 2})
     assert proxy._throttles["GetChange"] == ["Throttling", "Throttling"]
@@ -181,27 +182,26 @@ async def test_kubernetes_conflicts_answer_writes_409_and_the_actuator_rereads_t
 ) -> None:
     box, target = sandbox
     url = box.urls["kubernetes"]
-    revert = await KINDS["kubernetes_conflicts"].apply(target, {"times": 3})
-    code, status, _ = await _k8s(url, "PATCH", SCALE, {"spec": {"replicas": 2}})
-    assert code == 409
-    assert status["kind"] == "Status" and status["reason"] == "Conflict"
-    assert status["message"].startswith('Operation cannot be fulfilled on deployments.apps "web-')
-    assert (await _k8s(url, "GET", SCALE))[0] == 200  # reads are served
     actuator = KubernetesActuator(KubernetesSettings(host=url))
     try:
-        await actuator.apply("scale_deployment", BACKUP)  # two conflicts left: re-read, re-apply
-        assert replicas(box.kubernetes, DR, "web-viewer-backup") == 3
-        assert box.kubernetes.faults[0].answered == 3
-
-        await revert()
+        async with injected(target, "kubernetes_conflicts", times=3):
+            code, status, _ = await _k8s(url, "PATCH", SCALE, {"spec": {"replicas": 2}})
+            assert code == 409
+            assert status["kind"] == "Status" and status["reason"] == "Conflict"
+            message = 'Operation cannot be fulfilled on deployments.apps "web-'
+            assert status["message"].startswith(message)
+            assert (await _k8s(url, "GET", SCALE))[0] == 200  # reads are served
+            # Two conflicts left: re-read, re-apply.
+            await actuator.apply("scale_deployment", BACKUP)
+            assert replicas(box.kubernetes, DR, "web-viewer-backup") == 3
+            assert box.kubernetes.faults[0].answered == 3
         assert box.kubernetes.faults == []
         # For a duration (drill time): 1 h at ×100 is 36 s, beyond the actuator's 4 retries.
-        revert = await KINDS["kubernetes_conflicts"].apply(target, {"duration": "1h"})
-        with pytest.raises(ActuatorError, match="409, still after 4 fresh reads") as caught:
-            await actuator.apply("scale_deployment", PRIMARY)
-        assert caught.value.retryable
-        assert replicas(box.kubernetes, PRODUCTION, "web-viewer-primary") == 3
-        await revert()
+        async with injected(target, "kubernetes_conflicts", duration="1h"):
+            with pytest.raises(ActuatorError, match="409, still after 4 fresh reads") as caught:
+                await actuator.apply("scale_deployment", PRIMARY)
+            assert caught.value.retryable
+            assert replicas(box.kubernetes, PRODUCTION, "web-viewer-primary") == 3
         await actuator.apply("scale_deployment", PRIMARY)
         assert replicas(box.kubernetes, PRODUCTION, "web-viewer-primary") == 0
     finally:
@@ -213,25 +213,23 @@ async def test_kubernetes_errors_answer_5xx_or_429_for_a_kind_and_verb_until_use
 ) -> None:
     box, target = sandbox
     url = box.urls["kubernetes"]
-    params = {"code": 429, "resource": "deployments/scale", "verb": "patch", "times": 1}
-    revert = await KINDS["kubernetes_errors"].apply(target, params)
-    assert (await _k8s(url, "GET", SCALE))[0] == 200  # another verb: served
-    code, status, retry_after = await _k8s(url, "PATCH", SCALE, {"spec": {"replicas": 1}})
-    assert (code, status["reason"], retry_after) == (429, "TooManyRequests", "1")
-    assert (await _k8s(url, "PATCH", SCALE, {"spec": {"replicas": 1}}))[0] == 200  # used up
-    await revert()
+    patch_429 = {"code": 429, "resource": "deployments/scale", "verb": "patch", "times": 1}
+    async with injected(target, "kubernetes_errors", **patch_429):
+        assert (await _k8s(url, "GET", SCALE))[0] == 200  # another verb: served
+        code, status, retry_after = await _k8s(url, "PATCH", SCALE, {"spec": {"replicas": 1}})
+        assert (code, status["reason"], retry_after) == (429, "TooManyRequests", "1")
+        assert (await _k8s(url, "PATCH", SCALE, {"spec": {"replicas": 1}}))[0] == 200  # used up
 
-    revert = await KINDS["kubernetes_errors"].apply(target, {"code": 503, "times": 2})
-    code, status, _ = await _k8s(url, "GET", "/api/v1/namespaces/vilokanam-web/pods")
-    assert (code, status["kind"], status["reason"]) == (503, "Status", "ServiceUnavailable")
     actuator = KubernetesActuator(KubernetesSettings(host=url))
     try:
-        began = time.monotonic()
-        assert await actuator.snapshot("scale_deployment", BACKUP) == {"replicas": 1}
-        assert time.monotonic() - began >= 0.2  # backed off once before the call that worked
+        async with injected(target, "kubernetes_errors", code=503, times=2):
+            code, status, _ = await _k8s(url, "GET", "/api/v1/namespaces/vilokanam-web/pods")
+            assert (code, status["kind"], status["reason"]) == (503, "Status", "ServiceUnavailable")
+            began = time.monotonic()
+            assert await actuator.snapshot("scale_deployment", BACKUP) == {"replicas": 1}
+            assert time.monotonic() - began >= 0.2  # backed off once before the call that worked
     finally:
         await actuator.close()
-        await revert()
     assert box.kubernetes.faults == []
 
 
