@@ -24,7 +24,14 @@ from srd.probes.substrate import RpcClient, RpcError, SubstrateProbe
 from srd.probes.substrate_watcher import SubstrateWatcher
 from srd.simulate.sandbox.substrate import FakeSubstrateNode, LoadBalancer
 from tests.support.eventually import eventually
-from tests.support.substratekit import at_head, grown, produce, target, value, watched
+from tests.support.substratekit import (
+    at_head,
+    grown,
+    target,
+    three_blocks_followed,
+    value,
+    watched,
+)
 
 
 @pytest_asyncio.fixture
@@ -157,13 +164,7 @@ async def test_a_websocket_only_node_is_probed_and_followed_over_websocket(
         obs = await SubstrateProbe(target(ws_url), session)()
         assert obs.up, obs.reason
         async with watched(target(ws_url), session, metrics, seen) as watcher:
-            await eventually(
-                lambda: node.requests.get("chain_subscribeNewHeads", 0) >= 1,
-                within=5.0,
-                what="a subscription over WebSocket",
-            )
-            await produce(chain, 3)
-            await at_head(watcher, chain)
+            await three_blocks_followed(node, chain, watcher)
             await eventually(lambda: seen and seen[-1].up, within=5.0, what="the node up")
     assert value(metrics, "vilokanam_blocks_produced_total", chain="ws-only") == 3
 

@@ -17,8 +17,7 @@ from srd.probes.substrate import SubstrateProbe
 from srd.simulate.sandbox.substrate import FakeSubstrateNode
 from tests.cli.test_probe_cli import srd
 from tests.probes.test_http_probe import self_signed
-from tests.support.eventually import eventually
-from tests.support.substratekit import at_head, grown, produce, target, value, watched
+from tests.support.substratekit import grown, target, three_blocks_followed, value, watched
 
 
 @pytest_asyncio.fixture
@@ -72,13 +71,7 @@ async def test_a_wss_only_node_is_followed_over_tls(
         serving_tls(node, tmp_path) as (url, cert),
         watched(target(url, ca_file=cert), session, metrics) as watcher,
     ):
-        await eventually(
-            lambda: node.requests.get("chain_subscribeNewHeads", 0) >= 1,
-            within=5.0,
-            what="a subscription over the secure WebSocket",
-        )
-        await produce(chain, 3)
-        await at_head(watcher, chain)
+        await three_blocks_followed(node, chain, watcher)
     assert value(metrics, "vilokanam_blocks_produced_total", chain="wss-only") == 3
 
 

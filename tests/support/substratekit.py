@@ -15,7 +15,7 @@ from srd.model import Observation
 from srd.probes.chain import Header
 from srd.probes.metrics import ProbeMetrics
 from srd.probes.substrate_watcher import SubstrateWatcher
-from srd.simulate.sandbox.substrate import FakeChain
+from srd.simulate.sandbox.substrate import FakeChain, FakeSubstrateNode
 from tests.support.eventually import eventually
 
 
@@ -96,3 +96,17 @@ async def at_head(watcher: SubstrateWatcher, chain: FakeChain, within: float = 5
         within=within,
         what=f"{watcher.target.name} at block {chain.best.number}",
     )
+
+
+async def three_blocks_followed(
+    node: FakeSubstrateNode, chain: FakeChain, watcher: SubstrateWatcher
+) -> None:
+    """Once ``watcher`` has subscribed to ``node``'s new heads, ``chain`` grows by three
+    blocks and the watcher follows it to the head."""
+    await eventually(
+        lambda: node.requests.get("chain_subscribeNewHeads", 0) >= 1,
+        within=5.0,
+        what=f"{watcher.target.name} subscribed to new heads",
+    )
+    await produce(chain, 3)
+    await at_head(watcher, chain)
