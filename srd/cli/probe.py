@@ -162,14 +162,9 @@ def _report(obs: Observation) -> dict[str, Any]:
     }
 
 
+_CHAIN_REPORTED = "chain best finalized finality_lag peers is_syncing should_have_peers sync_gap"
+"""What ``srd probe substrate`` reports of a node's chain, in this order."""
+
+
 def _chain(chain: ChainSnapshot) -> dict[str, Any]:
-    return {
-        "chain": chain.chain,
-        "best": chain.best,
-        "finalized": chain.finalized,
-        "finality_lag": chain.finality_lag,
-        "peers": chain.peers,
-        "is_syncing": chain.is_syncing,
-        "should_have_peers": chain.should_have_peers,
-        "sync_gap": chain.sync_gap,
-    }
+    return {name: getattr(chain, name) for name in _CHAIN_REPORTED.split()}

@@ -14,7 +14,15 @@ import types
 from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar, Union, get_args, get_origin, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, ValidationError
 
 
@@ -182,3 +190,16 @@ def compiles(pattern: str) -> str:
     except re.error as exc:
         raise ValueError(f"invalid regular expression: {exc}") from None
     return pattern
+
+
+def matching(pattern: str, must_be: str) -> AfterValidator:
+    """For ``Annotated[str, matching(pattern, must_be)]``: the whole string matches
+    ``pattern``, or ValueError ``'<value>' is not <must_be>`` at the item's own key."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{value!r} is not {must_be}")
+        return value
+
+    return AfterValidator(check)

@@ -21,7 +21,7 @@ import re
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 import aiohttp
@@ -29,7 +29,7 @@ import structlog
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api, V1Pod
 from kubernetes_asyncio.client.exceptions import ApiException
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from srd.config import ConfigError
 from srd.config.discovery import (
@@ -41,6 +41,7 @@ from srd.config.discovery import (
 from srd.config.durations import Duration
 from srd.config.files import parse_yaml_model
 from srd.config.probes import ExporterTarget, HttpTarget
+from srd.config.types import matching
 from srd.kubeapi import api_configuration
 from srd.probes.metrics import ProbeMetrics
 from srd.probes.relabel import RelabelConfig, relabel
@@ -182,17 +183,14 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class _StaticConfig(_Lenient):
-    targets: list[str] = Field(default_factory=list)
-    labels: dict[str, str] = Field(default_factory=dict)
+_HostPort = Annotated[
+    str, matching(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:\d{1,5})?", "host or host:port")
+]
 
-    @field_validator("targets")
-    @classmethod
-    def _addresses(cls, value: list[str]) -> list[str]:
-        for address in value:
-            if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:\d{1,5})?", address):
-                raise ValueError(f"{address!r} is not host or host:port")
-        return value
+
+class _StaticConfig(_Lenient):
+    targets: list[_HostPort] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
 
 
 class _Open(BaseModel):

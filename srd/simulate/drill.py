@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
@@ -31,7 +31,7 @@ from pydantic import Field, field_validator, model_validator
 from srd.config import ConfigError, ConfigIssue
 from srd.config.durations import Duration
 from srd.config.files import load_yaml_model, parse_yaml_model
-from srd.config.types import Strict
+from srd.config.types import Strict, matching
 from srd.evaluation.recovery import DisasterRecovery, ScenarioName
 from srd.evaluation.rules import Outcome, Selector, SeriesNeed, SeriesReader
 from srd.model import LabelSet, Sample
@@ -206,6 +206,9 @@ class Expect(Strict):
     objectives: list[ObjectiveName] = Field(default_factory=lambda: list(OBJECTIVES))
 
 
+_SERVICE_NAME = "a service name (lower case letters, digits and -, a letter first)"
+
+
 class Drill(Strict):
     name: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$", description="Default: file stem.")
     description: str = ""
@@ -227,7 +230,7 @@ class Drill(Strict):
     expect_breach: bool = Field(
         False, description="The drill exists to show a breach: a breach counts as passing."
     )
-    services: list[str] = Field(
+    services: list[Annotated[str, matching(r"[a-z][a-z0-9-]{0,40}", _SERVICE_NAME)]] = Field(
         default_factory=list,
         description="Extra health endpoints the sandbox serves (and srd probes) by name.",
     )
@@ -271,14 +274,6 @@ class Drill(Strict):
             StopCondition.model_validate({"expr": s}) if isinstance(s, str) else s
             for s in self.stop_conditions
         ]
-
-    @field_validator("services")
-    @classmethod
-    def _service_names(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if not re.fullmatch(r"[a-z][a-z0-9-]{0,40}", name):
-                raise ValueError(f"service name {name!r}: lower case letters, digits and -")
-        return value
 
     def fault_ids(self) -> list[str]:
         return [f.id or f"{f.kind}-{i + 1}" for i, f in enumerate(self.faults)]

@@ -113,7 +113,7 @@ async def test_a_job_that_is_not_in_the_file_is_an_error_naming_file_and_key(
         (
             "scrape_configs:\n  - job_name: node\n    static_configs:\n"
             "      - targets: ['http://10.0.0.1:9100']\n",
-            "prometheus.yml:4: scrape_configs[0].static_configs[0].targets: "
+            "prometheus.yml:4: scrape_configs[0].static_configs[0].targets[0]: "
             "'http://10.0.0.1:9100' is not host or host:port",
         ),
         (

@@ -306,6 +306,16 @@ def test_an_invalid_drill_exits_2_naming_file_line_and_key(tmp_path: Path) -> No
     assert not (tmp_path / "out").exists()
 
 
+def test_a_drill_service_name_is_refused_at_its_own_item_saying_what_it_must_be() -> None:
+    drill = yaml.safe_load(doc_drill())
+    drill["services"] = ["web-creator", "Web_Creator"]
+    with pytest.raises(ConfigError) as caught:
+        parse_drill(yaml.safe_dump(drill), "d.yaml")
+    [issue] = caught.value.issues
+    assert issue.key == "services[1]"
+    assert issue.reason.startswith("'Web_Creator' is not a service name (lower case letters")
+
+
 def test_simulate_all_summarises_and_fails_when_one_drill_fails(tmp_path: Path) -> None:
     drills = tmp_path / "drills"
     drills.mkdir()
