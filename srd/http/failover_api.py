@@ -35,16 +35,15 @@ KILL_SWITCH_KEY = web.AppKey("srd_kill_switch", KillSwitch)
 APPROVALS_KEY = web.AppKey("srd_approvals", Approvals)
 DISPATCHER_KEY = web.AppKey("srd_dispatcher", Dispatcher)
 _REQUEST = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_routes = web.RouteTableDef()
+"""The kill switch and approvals (``POST /api/executions`` is mounted on its own)."""
 
 
 def add_api_routes(app: web.Application, kill_switch: KillSwitch, approvals: Approvals) -> None:
     """Mount the API on ``app``; call after ``webhook.add_routes`` (it sets the credentials)."""
     app[KILL_SWITCH_KEY] = kill_switch
     app[APPROVALS_KEY] = approvals
-    app.router.add_get("/api/killswitch", _get_kill_switch)
-    app.router.add_post("/api/killswitch", _set_kill_switch)
-    app.router.add_get("/api/approvals", _pending)
-    app.router.add_post("/api/approvals/{id}", _approve)
+    app.add_routes(_routes)
 
 
 def add_start_route(app: web.Application, dispatcher: Dispatcher) -> None:
@@ -95,12 +94,14 @@ async def _start(request: web.Request) -> web.Response:
     return web.json_response(asdict(execution), status=201 if created else 200)
 
 
+@_routes.get("/api/killswitch")
 async def _get_kill_switch(request: web.Request) -> web.Response:
     _caller(request)
     reading = await request.app[KILL_SWITCH_KEY].read()
     return web.json_response(reading.to_dict())
 
 
+@_routes.post("/api/killswitch")
 async def _set_kill_switch(request: web.Request) -> web.Response:
     by = _caller(request)
     try:
@@ -125,6 +126,7 @@ async def _set_kill_switch(request: web.Request) -> web.Response:
     return web.json_response((await kill_switch.read()).to_dict())
 
 
+@_routes.get("/api/approvals")
 async def _pending(request: web.Request) -> web.Response:
     _caller(request)
     approvals = request.app[APPROVALS_KEY]
@@ -137,6 +139,7 @@ async def _pending(request: web.Request) -> web.Response:
         )
 
 
+@_routes.post("/api/approvals/{id}")
 async def _approve(request: web.Request) -> web.Response:
     by = _caller(request)
     approval_id = request.match_info["id"]

@@ -13,25 +13,27 @@ Readiness = Callable[[], list[str]]
 
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 READINESS_KEY: web.AppKey[Readiness] = web.AppKey("readiness")
+_routes = web.RouteTableDef()
 
 
 def add_routes(app: web.Application, registry: CollectorRegistry, readiness: Readiness) -> None:
     app[REGISTRY_KEY] = registry
     app[READINESS_KEY] = readiness
-    app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
+    app.add_routes(_routes)
 
 
+@_routes.get("/metrics")
 async def _metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[REGISTRY_KEY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+@_routes.get("/healthz")
 async def _healthz(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+@_routes.get("/readyz")
 async def _readyz(request: web.Request) -> web.Response:
     reasons = request.app[READINESS_KEY]()
     if reasons:

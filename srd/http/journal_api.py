@@ -22,13 +22,13 @@ READ_AUTH_KEY = web.AppKey("srd_read_auth", Authenticator)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 """Caps one response: the journal keeps every execution ever made."""
+_routes = web.RouteTableDef()
 
 
 def add_routes(app: web.Application, journal: Journal, auth: Authenticator) -> None:
     app[JOURNAL_KEY] = journal
     app[READ_AUTH_KEY] = auth
-    app.router.add_get("/api/executions", _executions)
-    app.router.add_get("/api/executions/{id}", _execution)
+    app.add_routes(_routes)
 
 
 async def execution_detail(journal: Journal, execution_id: str) -> dict[str, Any] | None:
@@ -49,6 +49,7 @@ async def execution_detail(journal: Journal, execution_id: str) -> dict[str, Any
     }
 
 
+@_routes.get("/api/executions")
 async def _executions(request: web.Request) -> web.Response:
     """Newest first, at most ``?limit=`` (default 100, at most 1000)."""
     request.app[READ_AUTH_KEY].demand(request)
@@ -61,6 +62,7 @@ async def _executions(request: web.Request) -> web.Response:
     return web.json_response([asdict(e) for e in executions])
 
 
+@_routes.get("/api/executions/{id}")
 async def _execution(request: web.Request) -> web.Response:
     request.app[READ_AUTH_KEY].demand(request)
     execution_id = request.match_info["id"]

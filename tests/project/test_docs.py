@@ -54,7 +54,7 @@ def test_every_http_route_has_its_home_on_the_architecture_page() -> None:
     routes = set()
     for module in (ROOT / "srd" / "http").glob("*.py"):
         source = module.read_text(encoding="utf-8")
-        routes |= set(re.findall(r'add_(?:get|post|put|delete)\("([^"{]+)', source))
+        routes |= set(re.findall(r'(?:add_|routes\.)(?:get|post|put|delete)\("([^"{]+)', source))
     assert "/alertmanager" in routes
     for route in sorted(routes):
         home = re.search(rf"`(?:(?:GET|POST) )?{re.escape(route.rstrip('/'))}", text)
