@@ -156,7 +156,7 @@ def unit_test(slo: Slo, scenario: Scenario, every_step: bool = False) -> dict[st
         alert_tests += [alert_rule_test(at, name, firing) for name in names]
         remaining = slo.budget_remaining(engine.store, at)
         if slo.timezone is None and remaining is not None and step in checks:
-            match = ",".join(f'{k}="{v}"' for k, v in sorted(slo.sloth_labels.items()))
+            match = slo.sloth_matchers
             expr_tests.append(
                 {
                     "expr": f"round(slo:period_error_budget_remaining:ratio{{{match}}}, "

@@ -152,6 +152,11 @@ class Slo:
             "sloth_slo": self.name,
         }
 
+    @property
+    def sloth_matchers(self) -> str:
+        """``sloth_labels`` as PromQL matchers, sorted: ``sloth_id="…",sloth_service="…",…``."""
+        return ",".join(f'{k}="{v}"' for k, v in sorted(self.sloth_labels.items()))
+
     def windows(self) -> list[float]:
         """Every window a ratio is recorded for: the tiers' windows, then the period."""
         found = {w for t in self.tiers if t.enabled for w in (t.short_window, t.long_window)}
@@ -188,10 +193,19 @@ def record_name(window: float) -> str:
 
 
 @dataclass(frozen=True)
-class BurnRateAlert:
-    """One tier of one SLO, inhibited while any faster enabled tier of the same SLO fires."""
+class _SloAlert:
+    """An alert rule of one SLO: it reads the SLO's series."""
 
     slo: Slo
+
+    def needs(self) -> Sequence[SeriesNeed]:
+        return self.slo.needs()
+
+
+@dataclass(frozen=True)
+class BurnRateAlert(_SloAlert):
+    """One tier of one SLO, inhibited while any faster enabled tier of the same SLO fires."""
+
     tier: Tier
     inhibited_by: tuple[str, ...]
 
@@ -234,7 +248,7 @@ class BurnRateAlert:
         return self.factor * (1 - self.slo.objective)
 
     def expr(self) -> str:
-        match = ",".join(f'{k}="{v}"' for k, v in sorted(self.slo.sloth_labels.items()))
+        match = self.slo.sloth_matchers
         windows = (self.tier.short_window, self.tier.long_window)
         both = "\nand\n".join(
             f"max without (sloth_window) ({record_name(w)}{{{match}}} > {self.threshold!r})"
@@ -251,9 +265,6 @@ class BurnRateAlert:
             names = "|".join(self.inhibited_by)
             expr += f'\nunless on() ALERTS{{alertname=~"{names}",alertstate="firing"}}'
         return expr
-
-    def needs(self) -> Sequence[SeriesNeed]:
-        return self.slo.needs()
 
     def evaluate(
         self, store: SeriesReader, at: float, firing: Mapping[str, bool]
@@ -274,10 +285,8 @@ class BurnRateAlert:
 
 
 @dataclass(frozen=True)
-class NoDataAlert:
+class NoDataAlert(_SloAlert):
     """``<Slo>NoData``: no events at all over the fastest tier's long window (or no series)."""
-
-    slo: Slo
 
     @property
     def name(self) -> str:
@@ -305,9 +314,6 @@ class NoDataAlert:
 
     def expr(self) -> str:
         return f"absent(({self.slo.sli.total_rate_promql(format_duration(self.window))}) > 0)"
-
-    def needs(self) -> Sequence[SeriesNeed]:
-        return self.slo.needs()
 
     def evaluate(
         self, store: SeriesReader, at: float, firing: Mapping[str, bool]
@@ -338,8 +344,7 @@ class SloGroup:
             )
             for w in slo.windows()
         ]
-        match = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        period = record_name(slo.period)
+        match, period = slo.sloth_matchers, record_name(slo.period)
         rules += [
             RecordingRule("slo:objective:ratio", repr(slo.objective), labels),
             RecordingRule("slo:error_budget:ratio", repr(1 - slo.objective), labels),
