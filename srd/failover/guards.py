@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -323,39 +323,32 @@ class Limits:
         )
 
 
+@dataclass(kw_only=True, eq=False)
 class Guards:
-    def __init__(
-        self,
-        *,
-        mode: Callable[[], Mode],
-        kill_switch: KillSwitch,
-        leadership: Leadership,
-        journal: GuardsJournal,
-        limits: Limits,
-        checks: CheckRunner,
-        metrics: FailoverMetrics,
-        budget: BudgetReader | None = None,
-        clock: Callable[[], float] = clock.now,
-    ) -> None:
-        self.mode = mode
-        self.kill_switch = kill_switch
-        self.leadership = leadership
-        self.approvals = Approvals(journal)
-        self._journal = journal
-        self.limits = limits
-        """Replaced on reload (``FailoverStage.reload``): judged at each admission."""
-        self._checks = checks
-        self._metrics = metrics
-        self._budget = budget
-        self._clock = clock
+    """Every guard an execution passes before it starts (``admit``) and before each step."""
+
+    mode: Callable[[], Mode]
+    kill_switch: KillSwitch
+    leadership: Leadership
+    journal: GuardsJournal
+    limits: Limits
+    """Replaced on reload (``FailoverStage.reload``): judged at each admission."""
+    checks: CheckRunner
+    metrics: FailoverMetrics
+    budget: BudgetReader | None = None
+    clock: Callable[[], float] = clock.now
+    approvals: Approvals = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.approvals = Approvals(self.journal)
         for guard in GUARDS:
-            metrics.guard_blocks.labels(guard)
+            self.metrics.guard_blocks.labels(guard)
 
     async def refuse(self, execution_id: str | None, refusal: Refusal) -> None:
-        self._metrics.guard_blocks.labels(refusal.guard).inc()
+        self.metrics.guard_blocks.labels(refusal.guard).inc()
         log.warning("guard blocked", guard=refusal.guard, reason=refusal.reason)
         try:
-            await self._journal.guard_blocked(execution_id, refusal.guard, refusal.reason)
+            await self.journal.guard_blocked(execution_id, refusal.guard, refusal.reason)
         except JournalError as exc:
             # Journaled when possible: a refusal because the journal is down must still refuse.
             log.error("guard refusal not journaled", guard=refusal.guard, error=str(exc))
@@ -382,7 +375,7 @@ class Guards:
         if refusal := await self.acting(execution):
             return refusal
         if step.reduces_capacity and step.other_side is not None:
-            result = await self._checks(step.other_side)
+            result = await self.checks(step.other_side)
             if not result.ok:
                 return Refusal(
                     "min_healthy",
@@ -394,10 +387,10 @@ class Guards:
     async def admit(self, runbook: Runbook, execution: ExecutionRecord) -> Refusal | None:
         history = [
             e
-            for e in await self._journal.executions(_HISTORY)
+            for e in await self.journal.executions(_HISTORY)
             if e.id != execution.id and e.mode == execution.mode
         ]
-        now = self._clock()
+        now = self.clock()
         # Only the flap count takes blocked executions (the others count what acted): read the
         # state history of those it would count, to leave out released ones.
         flap_window = self.limits.flap_window
@@ -421,7 +414,7 @@ class Guards:
         again): not a flap, not an execution that counts toward any limit."""
         if execution.state != "blocked":
             return False
-        states = await self._journal.states(execution.id)
+        states = await self.journal.states(execution.id)
         detail = states[-1].detail if states else None
         return bool(detail and detail.get("released") is True)
 
@@ -476,10 +469,10 @@ class Guards:
         )
 
     def _error_budget(self, runbook: Runbook) -> Refusal | None:
-        if self._budget is None:
+        if self.budget is None:
             return None
         for slo in runbook.budget_gate:
-            remaining = self._budget.remaining_budget(slo)
+            remaining = self.budget.remaining_budget(slo)
             # Unknown is not exhausted: a gate must never fail everything closed on no data.
             if remaining is not None and remaining <= 0:
                 return Refusal(
