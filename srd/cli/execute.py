@@ -42,8 +42,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a label of the execution, as an alert's; the runbook's match must hold "
-        '(its NAME="value" matchers are filled in)',
+        help="one of the runbook's inputs (srd runbooks lists them: --var image=…), or a label "
+        "of the execution, as an alert's; the runbook's match must hold (its NAME=\"value\" "
+        "matchers are filled in)",
     )
     execute.add_argument(
         "--dry-run", action="store_true", help="plan and journal every step, change nothing"

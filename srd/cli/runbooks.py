@@ -92,6 +92,7 @@ def describe(runbook: Runbook) -> dict[str, Any]:
         "scenario": runbook.scenario,
         "match": list(runbook.match),
         "settle_seconds": runbook.settle,
+        "inputs": dict(runbook.inputs),
         "steps": steps,
         "actuators": sorted(actuators),
         "gates": {"error_budget": list(runbook.budget_gate), "approval": approvals},

@@ -387,7 +387,8 @@ class Dispatcher:
         execution; only ``settle`` is not waited (a person decided, no alert may resolve).
         ``labels`` stand in for an alert's: the runbook's ``=`` matchers filled in, and
         each given one checked against the matchers on its label (a runbook for
-        ``service="web"`` is not started with ``service=db``). ``dry_run`` can only lower the mode.
+        ``service="web"`` is not started with ``service=db``); those named like the runbook's
+        ``inputs`` set them. ``dry_run`` can only lower the mode.
         ``request`` names the request: the same one again returns the same execution.
         StartRefused: no such runbook, or labels its matchers refuse."""
         runbook = next((r for r in self.runbooks if r.name == runbook_name), None)
@@ -402,6 +403,8 @@ class Dispatcher:
             if m.label in full and not m.matches(full)
         ]:
             raise StartRefused(f"{runbook.name} matches {refused}, which {dict(labels)} breaks")
+        if bad := self._executor.input_issues(runbook, labels):
+            raise StartRefused(f"{runbook.name}: {'; '.join(bad)}")
         mode = Mode.DRY_RUN.value if dry_run else self._mode().value
         key = f"{runbook.name}/{BY_HAND}/{request}"
         data: dict[str, Any] = {

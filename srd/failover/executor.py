@@ -35,7 +35,7 @@ from srd.config.durations import format_duration
 from srd.failover.checks import CheckResult, CheckRunner, wait_for
 from srd.failover.guards import Guards, Refusal
 from srd.failover.metrics import FailoverMetrics
-from srd.failover.runbooks import ActionSpec, Check, Runbook, Step, resolve
+from srd.failover.runbooks import ActionSpec, Check, Runbook, Step, input_issues, resolve
 from srd.journal import (
     ExecutionRecord,
     Executions,
@@ -92,7 +92,8 @@ class _Run:
     """Taken when the run begins and carried by all its writes: a replica that lost the lead
     and won it back (a new term) must not continue a run the leader in between reconciled."""
     bound: dict[str, str] = field(default_factory=dict)
-    """The variables steps bound so far (``bind``), from their snapshots."""
+    """The run-time variables: the runbook's inputs (from the execution's labels) and those
+    steps bound so far (``bind``), from their snapshots."""
     due: dict[int, float] = field(default_factory=dict)
     """Per delay step index, the journaled time (``clock``) its wait ends."""
 
@@ -135,6 +136,10 @@ class Executor:
         self._clock = clock
         self._sleep = sleep
 
+    def input_issues(self, runbook: Runbook, labels: Mapping[str, str]) -> list[str]:
+        """What is wrong with the inputs ``labels`` give ``runbook``, for these actuators."""
+        return input_issues(runbook, labels, self._actuators)
+
     async def run(self, runbook: Runbook, execution: ExecutionRecord) -> ExecutionState | None:
         """Carry out a ``planned`` execution. None: fenced off, this replica stopped and the
         execution's state is the new leader's to decide."""
@@ -149,6 +154,7 @@ class Executor:
         self, runbook: Runbook, execution: ExecutionRecord, *, resume: bool
     ) -> ExecutionState | None:
         run = _Run(runbook, execution, [], set(), fence=self._guards.leadership.fence())
+        run.bound = runbook.input_values(_labels(execution))
         with _bound(execution):
             try:
                 if resume:
@@ -414,7 +420,7 @@ class Executor:
         return await self._ended(run, index, step, True, "")
 
     def _resolved(self, run: _Run, step: Step) -> Step:
-        return resolve(step, run.bound) if run.runbook.bound else step
+        return resolve(step, run.bound) if run.runbook.variables else step
 
     async def _ended(self, run: _Run, index: int, step: Step, ok: bool, reason: str) -> Outcome:
         detail = {"reason": reason} if reason else None
@@ -604,6 +610,14 @@ def _describe(step: Step) -> str:
     if step.delay is not None:
         return f"wait {format_duration(step.delay)}"
     return f"ask for approval: {step.approval}"
+
+
+def _labels(execution: ExecutionRecord) -> dict[str, str]:
+    """The labels of the alert that started ``execution`` (by hand: the ones given)."""
+    labels = execution.alert.get("labels")
+    if not isinstance(labels, dict):
+        return {}
+    return {str(k): str(v) for k, v in labels.items()}
 
 
 def _bind(run: _Run, step: Step, prior: State) -> str:

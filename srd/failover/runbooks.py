@@ -8,8 +8,11 @@ journaled, so it survives restarts and leader changes). ``${var}`` in any string
 from ``vars``; ``for_each`` lists var sets, making one runbook per set (one per service). An
 action step's ``bind`` names variables read at run time from its snapshot (the blue-green
 runbook's ``${active}`` and ``${idle}`` colours); they are journaled with it, so a resumed
-execution uses the values it read. Everything, actuator parameters included, is validated at
-load: never at 3 a.m.
+execution uses the values it read. A change's ``inputs`` are variables its caller sets
+(``srd execute blue_green_deploy --var image=…``), each with a default: they travel in the
+execution's labels, which the journal keeps, so a resumed execution uses the same values.
+Everything, actuator parameters included, is validated at load (with the inputs' defaults):
+never at 3 a.m.
 
 A runbook is a ``remedy`` (the default: it restores health after an alert) or a ``change``
 (a deploy, started by hand). Only a change may have a ``budget_gate``: an outage burns the
@@ -46,8 +49,22 @@ _MATCHER = re.compile(
     r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|([^\s"]*))\s*$'
 )
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_INPUT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+MAX_INPUT = 1024
+"""Characters of an input's value at most (an image reference is at most 255 + tag)."""
 BOUND_SAMPLE = "bound"
 """Stands for a variable a step binds at run time when its users are validated at load."""
+
+
+def input_problem(value: str) -> str:
+    """Why ``value`` cannot be an input's value; "" when it can."""
+    if not value:
+        return "is empty"
+    if len(value) > MAX_INPUT:
+        return f"is longer than {MAX_INPUT} characters"
+    if not value.isprintable():
+        return f"{value!r} holds control characters"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -236,6 +253,12 @@ class Runbook(Strict):
         default_factory=list,
         description="SLOs whose exhausted error budget blocks this change (kind: change only).",
     )
+    inputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="Variables the caller sets (srd execute --var NAME=VALUE, or the labels "
+        "of the alert that starts it), each with its default (kind: change only). The "
+        "default is what the steps are validated with at load.",
+    )
     steps: list[Step] | None = None
     remedies: list[Remedy] | None = None
 
@@ -256,6 +279,37 @@ class Runbook(Strict):
                 "error budget, and gating its remedy would let the outage block its own fix"
             )
         return self
+
+    @field_validator("inputs")
+    @classmethod
+    def _input_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, default in value.items():
+            if not _INPUT.fullmatch(name):
+                raise ValueError(f"input {name!r} is not a name (letters, digits and _)")
+            if why := input_problem(default):
+                raise ValueError(f"input {name}: default {why}")
+        return value
+
+    @model_validator(mode="after")
+    def _inputs_of_a_change(self) -> Runbook:
+        if self.inputs and self.kind != "change":
+            raise ValueError(
+                "inputs are for a change (kind: change), started by hand: a remedy acts on "
+                "what its alert says, not on values a caller passes"
+            )
+        if clash := sorted(self.inputs.keys() & self.bound):
+            raise ValueError(f"{clash} are both inputs and bound by a step; rename one")
+        return self
+
+    def input_values(self, labels: Mapping[str, str]) -> dict[str, str]:
+        """The inputs of an execution whose (alert's) labels are ``labels``: each given one,
+        else its default."""
+        return {name: labels.get(name) or default for name, default in self.inputs.items()}
+
+    @property
+    def variables(self) -> set[str]:
+        """The variables filled in at run time: inputs, and those steps bind."""
+        return self.inputs.keys() | self.bound
 
     @model_validator(mode="after")
     def _steps_or_remedies(self) -> Runbook:
@@ -403,10 +457,14 @@ def _expand(
         yield None, validation_issues(exc, filename, node, _Expansion)
         return
     body = {k: v for k, v in raw.items() if k not in ("vars", "for_each")}
-    bound = _bound_names(body)
+    late = _bound_names(body) | _input_names(body)
+    if clash := sorted(late & (expansion.vars.keys() | {k for e in expansion.for_each for k in e})):
+        reason = f"{clash} are run-time variables (inputs or bound); do not set them in vars"
+        yield None, [issue_at(filename, node, [], reason)]
+        return
     for extra in expansion.for_each or [{}]:
-        # A variable bound at run time stays ${name} until the step that reads it has run.
-        values = {**{name: f"${{{name}}}" for name in bound}, **expansion.vars, **extra}
+        # A variable filled in at run time stays ${name} until then.
+        values = {**{name: f"${{{name}}}" for name in late}, **expansion.vars, **extra}
         missing: set[str] = set()
         data = _substitute(body, values, missing)
         if missing:
@@ -419,6 +477,11 @@ def _expand(
             yield None, exc.issues
             continue
         yield runbook, []
+
+
+def _input_names(body: Mapping[str, Any]) -> set[str]:
+    inputs = body.get("inputs")
+    return {str(name) for name in inputs} if isinstance(inputs, dict) else set()
 
 
 def _bound_names(body: Mapping[str, Any]) -> set[str]:
@@ -465,13 +528,30 @@ def _substitute(value: Any, values: Mapping[str, str], missing: set[str]) -> Any
     return value
 
 
+def input_issues(
+    runbook: Runbook, labels: Mapping[str, str], actuators: Mapping[str, Actuator]
+) -> list[str]:
+    """What is wrong with the inputs ``labels`` give ``runbook`` (``srd execute --var``):
+    a value no input may have, or one that makes a step's action invalid for its actuator,
+    as load validates it with the defaults. Empty: they are fine."""
+    given = {name: labels[name] for name in runbook.inputs if name in labels}
+    if bad := [
+        f"input {name} {why}" for name, value in given.items() if (why := input_problem(value))
+    ]:
+        return bad
+    found = _check_refs(runbook, "", None, actuators, None, given)
+    return [f"{issue.key}: {issue.reason}" for issue in found]
+
+
 def _check_refs(
     runbook: Runbook,
     filename: str,
     node: yaml.Node | None,
     actuators: Mapping[str, Actuator] | None,
     probes: Collection[str] | None,
+    inputs: Mapping[str, str] | None = None,
 ) -> list[ConfigIssue]:
+    """``inputs``: the inputs' values to validate actions with (default: their defaults)."""
     issues = []
     for r, remedy in enumerate(runbook.plan):
         base: list[Any] = ["steps"] if runbook.steps is not None else ["remedies", r, "steps"]
@@ -480,8 +560,9 @@ def _check_refs(
             for key, spec in (("action", step.action), ("compensate", step.compensate)):
                 if not isinstance(spec, ActionSpec) or actuators is None:
                     continue
-                if runbook.bound:
+                if runbook.variables:
                     sample = dict.fromkeys(runbook.bound, BOUND_SAMPLE)
+                    sample |= runbook.input_values(inputs or {})
                     spec = ActionSpec.model_validate(_substitute(spec.model_dump(), sample, set()))
                 if reason := _action_problem(spec, actuators):
                     issues.append(issue_at(filename, node, [*loc, key], reason))

@@ -48,6 +48,17 @@ runbooks:
           action: scale_deployment
           params: {namespace: vilokanam-dr, name: web-backup, replicas: 3}
         timeout: 30s
+  - name: scale_web_backup_to
+    kind: change
+    description: Scale web's backup to ${replicas}.
+    inputs: {replicas: "2"}
+    steps:
+      - name: scale_backup
+        action:
+          actuator: kubernetes
+          action: scale_deployment
+          params: {namespace: vilokanam-dr, name: web-backup, replicas: "${replicas}"}
+        timeout: 30s
 """
 
 
@@ -141,7 +152,9 @@ async def test_runbooks_lists_what_a_config_loads_with_steps_actuators_and_gates
     code, out, err = await srd_cli("runbooks", "--config", str(config), "--json", env=env)
     assert code == 0, err
     listed = {runbook["name"]: runbook for runbook in json.loads(out)}
-    assert sorted(listed) == ["scale_web_backup", "scale_web_backup_now"]
+    assert sorted(listed) == ["scale_web_backup", "scale_web_backup_now", "scale_web_backup_to"]
+    assert listed["scale_web_backup_to"]["inputs"] == {"replicas": "2"}
+    assert listed["scale_web_backup_to"]["description"] == "Scale web's backup to ${replicas}."
     gated = listed["scale_web_backup"]
     assert gated["description"] == "Bring web's backup up."
     assert gated["match"] == ['alertname="ServiceDown"', 'service="web"']
@@ -155,7 +168,7 @@ async def test_runbooks_lists_what_a_config_loads_with_steps_actuators_and_gates
 
     code, out, _ = await srd_cli("runbooks", "--config", str(config), env=env)
     assert code == 0
-    header, first, _ = out.splitlines()
+    header, first, *_ = out.splitlines()
     assert header.split() == ["NAME", "STEPS", "ACTUATORS", "GATES", "MATCH"]
     assert first.split()[:4] == ["scale_web_backup", "2", "kubernetes", "approval:ask"]
 
@@ -195,6 +208,28 @@ async def test_execute_with_url_and_token_starts_a_runbook_that_the_journal_says
     assert (code, err.strip()) == (1, "srd execute: authentication required")
     code, _, err = await srd_cli("execute", "nope", "--url", running.base_url, env=env)
     assert code == 1 and "no runbook named 'nope'" in err
+
+
+async def test_execute_sets_a_changes_input_and_refuses_one_its_step_would_refuse(
+    srd: tuple[RunningSrd, Path], kubernetes: tuple[FakeKubernetes, str]
+) -> None:
+    running, _ = srd
+    fake, _ = kubernetes
+    before = replicas(fake, "vilokanam-dr", "web-backup")
+    start = ("execute", "scale_web_backup_to", "--url", running.base_url)
+    code, _, err = await srd_cli(*start, "--var", "replicas=lots", env={"SRD_TOKEN": TOKEN})
+    assert code == 1
+    assert "scale_web_backup_to: steps[0].action: kubernetes.scale_deployment" in err
+    assert "replicas" in err
+    assert running.logged("execution started by hand") == []  # refused before it was journaled
+
+    code, _, err = await srd_cli(*start, "--var", "replicas=5", env={"SRD_TOKEN": TOKEN})
+    assert code == 0, err
+    await eventually(
+        lambda: replicas(fake, "vilokanam-dr", "web-backup") == 5,
+        within=20,
+        what=f"web-backup scaled from {before} to the input's 5",
+    )
 
 
 async def test_execute_on_a_terminal_follows_the_execution_through_its_approval(

@@ -15,7 +15,7 @@ import pytest
 
 from srd.actuators.kubernetes import KubernetesActuator, KubernetesSettings
 from srd.failover.executor import ACTUATOR_RETRY, Executor
-from srd.failover.runbooks import Runbook, parse_runbooks
+from srd.failover.runbooks import Runbook, input_issues, parse_runbooks
 from srd.journal import Fence
 from srd.simulate.sandbox import kubernetes as fake_kubernetes
 from srd.simulate.sandbox.kubernetes import (
@@ -30,6 +30,8 @@ from tests.support.failoverkit import Kit, kit
 
 SHIPPED = Path(__file__).parents[2] / "rules" / "runbooks" / "blue_green.yaml"
 IMAGE = "registry.example/vilokanam/web:2.0"
+"""What the tests deploy: the runbook's ``image`` input, as ``srd execute --var`` gives it."""
+DEFAULT_IMAGE = "registry.example/vilokanam/web:latest"
 HOUR = 3600.0
 
 
@@ -63,8 +65,7 @@ async def cluster() -> AsyncIterator[Cluster]:
 
 
 def deploy_runbook(actuator: KubernetesActuator, rollout: str = "300s") -> Runbook:
-    text = SHIPPED.read_text().replace("registry.example/vilokanam/web:latest", IMAGE)
-    text = text.replace("timeout: 300s", f"timeout: {rollout}")
+    text = SHIPPED.read_text().replace("timeout: 300s", f"timeout: {rollout}")
     runbooks = parse_runbooks(text, str(SHIPPED), {"kubernetes": actuator})
     [runbook] = [r for r in runbooks if r.name == "blue_green_deploy"]
     return runbook
@@ -110,7 +111,7 @@ async def test_a_failed_health_check_switches_back_to_the_old_colour(
         slept: list[float] = []
         async with replica(k, cluster.url, fake_sleep(k, slept)) as executor:
             runbook = deploy_runbook(KubernetesActuator(KubernetesSettings()))
-            execution = await k.execution(runbook)
+            execution = await k.execution(runbook, labels={"image": IMAGE})
             assert await executor.run(runbook, execution) == "rolled_back"
 
         assert cluster.colour() == "blue", "switched back"
@@ -143,7 +144,7 @@ async def test_a_rollout_not_complete_in_time_never_switches_the_selector(
     async with kit(tmp_path, check=True) as k:
         async with replica(k, cluster.url, fake_sleep(k, [])) as executor:
             runbook = deploy_runbook(KubernetesActuator(KubernetesSettings()), rollout="0.2s")
-            execution = await k.execution(runbook)
+            execution = await k.execution(runbook, labels={"image": IMAGE})
             assert await executor.run(runbook, execution) == "rolled_back"
         assert cluster.writes("services") == 0
         assert cluster.colour() == "blue"
@@ -156,7 +157,7 @@ async def test_the_old_colour_is_kept_an_hour_then_scaled_to_zero_across_a_leade
     async with kit(tmp_path, check=True) as k:
         k.leader.fenced_as = Fence("srd-0", 1)
         runbook = deploy_runbook(KubernetesActuator(KubernetesSettings()))
-        execution = await k.execution(runbook)
+        execution = await k.execution(runbook, labels={"image": IMAGE})
         waiting = asyncio.Event()
 
         async def until_killed(seconds: float) -> None:
@@ -215,3 +216,25 @@ async def test_a_switch_back_during_the_hour_keeps_the_old_colour_up(
         ended = {s.name: s.result for s in steps if s.phase == "ended"}
         assert ended["still_on_new_colour"] == "failed"
         assert "scale_old_colour_down" not in ended
+
+
+async def test_the_image_is_the_callers_input_or_else_the_runbooks_default(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    async with kit(tmp_path, check=True) as k:
+        actuator = KubernetesActuator(KubernetesSettings())
+        runbook = deploy_runbook(actuator)
+        assert runbook.inputs == {"image": DEFAULT_IMAGE}
+        actuators = {"kubernetes": actuator}
+        assert input_issues(runbook, {"image": ""}, actuators) == ["input image is empty"]
+        assert input_issues(runbook, {"image": IMAGE}, actuators) == []
+        slept: list[float] = []
+        async with replica(k, cluster.url, fake_sleep(k, slept)) as executor:
+            first = await k.execution(runbook, "fp1")
+            assert await executor.run(runbook, first) == "succeeded"
+            assert cluster.image("web-green") == DEFAULT_IMAGE  # no input: the default
+            k.clock.now += 2 * HOUR  # past the cooldown
+            second = await k.execution(runbook, "fp2", labels={"image": IMAGE})
+            assert await executor.run(runbook, second) == "succeeded"
+        assert cluster.colour() == "blue", "green, then back to the blue colour, now idle"
+        assert cluster.image("web-blue") == IMAGE

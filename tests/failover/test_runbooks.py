@@ -10,7 +10,7 @@ from srd.actuators.base import Actuator
 from srd.actuators.kubernetes import KubernetesActuator, KubernetesSettings
 from srd.config import ConfigError
 from srd.evaluation.rulepacks import load_rule_packs
-from srd.failover.runbooks import Matcher, load_runbooks, parse_runbooks, resolve
+from srd.failover.runbooks import Matcher, input_issues, load_runbooks, parse_runbooks, resolve
 from srd.testing import FakeActuator
 
 SHIPPED = Path(__file__).parents[2] / "rules" / "runbooks"
@@ -98,6 +98,47 @@ def test_a_change_without_matchers_matches_no_alert_and_a_remedy_needs_them() ->
     assert not runbook.matches({}) and not runbook.matches({"alertname": "Down"})
     [issue] = errors(change.replace("    kind: change\n", ""))
     assert "a remedy needs match" in issue
+
+
+SCALE_TO = (
+    "{name: scale, action: {actuator: kubernetes, action: scale_deployment, "
+    'params: {namespace: web, name: "web-${colour}", replicas: "${count}"}}}'
+)
+
+
+def test_a_changes_inputs_are_left_for_run_time_and_validated_with_each_value_given() -> None:
+    text = one_runbook("kind: change", "inputs: {colour: blue, count: '3'}", step=SCALE_TO)
+    actuators = real_actuators()
+    [runbook] = parse_runbooks(text, "rb.yaml", actuators)
+    [step] = runbook.plan[0].steps
+    assert step.action is not None and step.action.params["name"] == "web-${colour}"
+    assert runbook.input_values({"count": "5", "other": "x"}) == {"colour": "blue", "count": "5"}
+    resolved = resolve(step, runbook.input_values({"colour": "green"}))
+    assert resolved.action is not None
+    assert resolved.action.params == {"namespace": "web", "name": "web-green", "replicas": "3"}
+    assert input_issues(runbook, {"colour": "green", "count": "5"}, actuators) == []
+    [bad] = input_issues(runbook, {"colour": "Green!", "count": "5"}, actuators)
+    assert bad.startswith("steps[0].action: kubernetes.scale_deployment: ")
+    assert "name" in bad
+    [bad] = input_issues(runbook, {"count": "many"}, actuators)
+    assert "replicas" in bad
+    assert input_issues(runbook, {"count": "1\n2"}, actuators) == [
+        "input count '1\\n2' holds control characters"
+    ]
+
+
+def test_inputs_are_refused_on_a_remedy_in_vars_or_with_a_default_steps_refuse() -> None:
+    [issue] = errors(one_runbook('match: [a="b"]', "inputs: {image: x}"))
+    assert "inputs are for a change (kind: change)" in issue
+    [issue] = errors(one_runbook("kind: change", "inputs: {image: x}", "vars: {image: y}"))
+    assert "['image'] are run-time variables (inputs or bound); do not set them in vars" in issue
+    [issue] = errors(one_runbook("kind: change", "inputs: {image: ''}"))
+    assert "rb.yaml:4: runbooks[0].inputs: " in issue and "input image: default is empty" in issue
+    text = one_runbook("kind: change", "inputs: {colour: Blue!, count: '3'}", step=SCALE_TO)
+    with pytest.raises(ConfigError) as refused:
+        parse_runbooks(text, "rb.yaml", real_actuators())
+    [found] = refused.value.issues
+    assert found.key == "runbooks[0].steps[0].action"
 
 
 def test_a_variable_a_step_binds_is_left_for_run_time_and_validated_with_a_sample() -> None:

@@ -83,9 +83,13 @@ class Kit:
         return runbook
 
     async def execution(
-        self, runbook: Runbook, fingerprint: str = "fp1", starts_at: str = "2024-01-01T00:00Z"
+        self,
+        runbook: Runbook,
+        fingerprint: str = "fp1",
+        starts_at: str = "2024-01-01T00:00Z",
+        labels: dict[str, str] | None = None,
     ) -> ExecutionRecord:
-        alert = {"fingerprint": fingerprint, "startsAt": starts_at, "labels": {}}
+        alert = {"fingerprint": fingerprint, "startsAt": starts_at, "labels": labels or {}}
         key = f"{runbook.name}/{fingerprint}/{starts_at}"
         record = await self.journal.start_execution(
             runbook.name, key, self.mode[0].value, "corr", alert
