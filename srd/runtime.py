@@ -42,7 +42,7 @@ from srd.evaluation.slo import Slo
 from srd.failover.leader import leadership_from_config
 from srd.failover.metrics import FailoverMetrics
 from srd.failover.runbooks import Runbook, load_runbooks
-from srd.failover.stage import AuthRequired, FailoverStage
+from srd.failover.stage import AuthRequired, FailoverStage, share_auth
 from srd.http.app import FailoverRoutes, build_app, listen, serving
 from srd.journal import JournalError, JournalFault
 from srd.model import Observation, Sample
@@ -387,10 +387,14 @@ class Daemon:
             systemd.reloading()
             try:
                 new = await asyncio.to_thread(load_setup, path)
+                # Armed now: every replica on the journal must require auth from this moment,
+                # not from the next restart (or this one, unarmed, has none while one is armed).
+                where = str(new.config.failover.journal or new.config.state_dir)
+                await share_auth(new.config, self._failover().journal, where)
             except Exception as exc:
                 # Whatever went wrong, the reloader must live on to read the next SIGHUP.
                 self.metrics.runtime.config_reloads.labels("error").inc()
-                issues = exc.issues if isinstance(exc, ConfigError) else [repr(exc)]
+                issues = exc.issues if isinstance(exc, ConfigError) else [_reason(exc)]
                 log.error(
                     "config reload failed; the running config stays in force",
                     file=str(path),
@@ -531,3 +535,8 @@ class Daemon:
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def _reason(exc: Exception) -> str:
+    """Why a reload failed: srd's own errors by their message, anything else in full."""
+    return str(exc) if isinstance(exc, AuthRequired | JournalError) else repr(exc)

@@ -7,6 +7,7 @@ executions through it."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -113,6 +114,31 @@ async def test_a_replica_without_auth_stops_when_an_armed_replica_starts_on_its_
             assert unarmed.process.returncode == 1
             [stopping] = unarmed.logged("stopping")
             assert "set failover.auth on this replica too" in str(stopping["reason"])
+
+
+async def test_a_replica_reloaded_into_armed_makes_one_without_auth_stop_at_once(
+    tmp_path: Path,
+) -> None:
+    open_port, armed_port = free_port(), free_port()
+    open_config = config(tmp_path, "open", open_port, armed=False)
+    later = config(tmp_path, "later", armed_port, armed=True)
+    armed_text = later.read_text()
+    later.write_text(armed_text.replace("mode: armed", "mode: observe"))  # auth, not armed
+    async with (
+        running_srd("run", "--config", str(open_config), port=open_port) as unarmed,
+        running_srd("run", "--config", str(later), port=armed_port, env=ENV) as reloaded,
+    ):
+        await asyncio.sleep(1.0)  # five looks at the journal: nothing armed yet
+        assert await post_kill_switch(unarmed, False) == 200
+        later.write_text(armed_text)
+        reloaded.process.send_signal(signal.SIGHUP)
+        await eventually(
+            lambda: reloaded.logged("config reloaded"), within=10, what="the reload to armed"
+        )
+        await asyncio.wait_for(unarmed.process.wait(), 15)  # not at the armed one's restart
+        assert unarmed.process.returncode == 1
+        [stopping] = unarmed.logged("stopping")
+        assert "set failover.auth on this replica too" in str(stopping["reason"])
 
 
 def test_identity_is_the_name_of_the_token_a_request_carries(tmp_path: Path) -> None:
