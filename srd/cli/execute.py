@@ -100,6 +100,9 @@ async def execute(
             return FAILED
         execution_id = str(answer["id"])
         print(execution_id, file=out, flush=True)
+        if inputs := answer["alert"].get("inputs"):  # defaults included: shown, never guessed
+            shown = " ".join(f"{k}={v}" for k, v in inputs.items())
+            print(f"srd execute: {runbook} inputs: {shown}", file=sys.stderr)
         if not follow:
             return OK
         try:

@@ -153,6 +153,8 @@ def timeline_header(detail: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if alert.get("started_by"):
         header.insert(3, ("started by", str(alert["started_by"])))
+    if isinstance(inputs := alert.get("inputs"), dict) and inputs:
+        header.insert(-3, ("inputs", " ".join(f"{k}={v}" for k, v in inputs.items())))
     return header
 
 

@@ -419,6 +419,10 @@ class Dispatcher:
         }
         if runbook.scenario is not None:
             data["scenario"] = runbook.scenario
+        if runbook.inputs:
+            # What the steps will use, defaults included: a resume or the next leader uses
+            # these even if a reload has changed a default meanwhile.
+            data["inputs"] = runbook.input_values(full)
         data.update(self.tags)
         correlation = logs.new_correlation_id()
         with structlog.contextvars.bound_contextvars(correlation_id=correlation):

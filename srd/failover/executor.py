@@ -154,7 +154,7 @@ class Executor:
         self, runbook: Runbook, execution: ExecutionRecord, *, resume: bool
     ) -> ExecutionState | None:
         run = _Run(runbook, execution, [], set(), fence=self._guards.leadership.fence())
-        run.bound = runbook.input_values(_labels(execution))
+        run.bound = _inputs(runbook, execution)
         with _bound(execution):
             try:
                 if resume:
@@ -612,12 +612,14 @@ def _describe(step: Step) -> str:
     return f"ask for approval: {step.approval}"
 
 
-def _labels(execution: ExecutionRecord) -> dict[str, str]:
-    """The labels of the alert that started ``execution`` (by hand: the ones given)."""
-    labels = execution.alert.get("labels")
-    if not isinstance(labels, dict):
-        return {}
-    return {str(k): str(v) for k, v in labels.items()}
+def _inputs(runbook: Runbook, execution: ExecutionRecord) -> dict[str, str]:
+    """The inputs journaled with ``execution`` (a start by hand records them); else those
+    the labels of the alert that started it give, with the runbook's defaults."""
+    recorded, labels = execution.alert.get("inputs"), execution.alert.get("labels")
+    if isinstance(recorded, dict):
+        return {str(k): str(v) for k, v in recorded.items()}
+    given = {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+    return runbook.input_values(given)
 
 
 def _bind(run: _Run, step: Step, prior: State) -> str:

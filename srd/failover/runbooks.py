@@ -9,8 +9,8 @@ from ``vars``; ``for_each`` lists var sets, making one runbook per set (one per 
 action step's ``bind`` names variables read at run time from its snapshot (the blue-green
 runbook's ``${active}`` and ``${idle}`` colours); they are journaled with it, so a resumed
 execution uses the values it read. A change's ``inputs`` are variables its caller sets
-(``srd execute blue_green_deploy --var image=…``), each with a default: they travel in the
-execution's labels, which the journal keeps, so a resumed execution uses the same values.
+(``srd execute blue_green_deploy --var image=…``), each with a default: the values are
+journaled with the execution, so a resumed execution uses the same ones.
 Everything, actuator parameters included, is validated at load (with the inputs' defaults):
 never at 3 a.m.
 

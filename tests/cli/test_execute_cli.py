@@ -225,6 +225,7 @@ async def test_execute_sets_a_changes_input_and_refuses_one_its_step_would_refus
 
     code, _, err = await srd_cli(*start, "--var", "replicas=5", env={"SRD_TOKEN": TOKEN})
     assert code == 0, err
+    assert "srd execute: scale_web_backup_to inputs: replicas=5" in err.splitlines()
     await eventually(
         lambda: replicas(fake, "vilokanam-dr", "web-backup") == 5,
         within=20,

@@ -238,3 +238,21 @@ async def test_the_image_is_the_callers_input_or_else_the_runbooks_default(
             assert await executor.run(runbook, second) == "succeeded"
         assert cluster.colour() == "blue", "green, then back to the blue colour, now idle"
         assert cluster.image("web-blue") == IMAGE
+
+
+async def test_a_resumed_deploy_uses_the_inputs_journaled_at_its_start_not_todays_default(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    # The start by hand journals the inputs it resolved; a reload may change the default
+    # before the execution is resumed, and a mixed deploy must not follow.
+    async with kit(tmp_path, check=True) as k:
+        runbook = deploy_runbook(KubernetesActuator(KubernetesSettings()))
+        alert = {"fingerprint": "fp1", "startsAt": "2024-01-01T00:00Z", "labels": {}}
+        alert["inputs"] = {"image": IMAGE}
+        execution = await k.journal.start_execution(
+            runbook.name, "by-hand", k.mode[0].value, "corr", alert
+        )
+        assert execution is not None
+        async with replica(k, cluster.url, fake_sleep(k, [])) as executor:
+            assert await executor.run(runbook, execution) == "succeeded"
+        assert cluster.image("web-green") == IMAGE
