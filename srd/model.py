@@ -14,6 +14,12 @@ def label_set(labels: Mapping[str, str]) -> LabelSet:
     return tuple(sorted(labels.items()))
 
 
+def unquote(text: str) -> str:
+    """A matcher's double-quoted label value as written (``label="a \\"b\\""``), quotes
+    removed already: its escaped quotes and backslashes undone."""
+    return text.replace('\\"', '"').replace("\\\\", "\\")
+
+
 @dataclass(frozen=True, slots=True)
 class ChainSnapshot:
     """What one Substrate node says about its chain at one instant."""

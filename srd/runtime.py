@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from srd import __version__, clock, logs, systemd
 from srd.actuators import registry
 from srd.actuators.base import Actuator
-from srd.config import Config, ConfigError, ConfigIssue, load_config
+from srd.config import Config, ConfigError, ConfigIssue, Mode, load_config
 from srd.evaluation.backups import BackupChecker, assess_readiness
 from srd.evaluation.engine import Engine, Schedule
 from srd.evaluation.metrics import EvaluationMetrics
@@ -387,10 +387,7 @@ class Daemon:
             systemd.reloading()
             try:
                 new = await asyncio.to_thread(load_setup, path)
-                # Armed now: every replica on the journal must require auth from this moment,
-                # not from the next restart (or this one, unarmed, has none while one is armed).
-                where = str(new.config.failover.journal or new.config.state_dir)
-                await share_auth(new.config, self._failover().journal, where)
+                await self._share_auth(new.config)
             except Exception as exc:
                 # Whatever went wrong, the reloader must live on to read the next SIGHUP.
                 self.metrics.runtime.config_reloads.labels("error").inc()
@@ -418,6 +415,20 @@ class Daemon:
             log.info("config reloaded", file=str(path), tasks=len(self._stage_tasks()))
             systemd.notify("READY=1", "STATUS=config reloaded")
             return True
+
+    async def _share_auth(self, config: Config) -> None:
+        """A reload into armed records now that every replica on the journal must
+        authenticate (not at the next start); one without ``failover.auth`` checks that no
+        armed replica requires it. AuthRequired or JournalError: refuse the reload — but for
+        a replica that already ran without auth an unreadable journal does not block it (its
+        ``shared-auth`` task checks again), and de-arming keeping auth reads nothing."""
+        where = str(config.failover.journal or config.state_dir)
+        try:
+            await share_auth(config, self._failover().journal, where)
+        except JournalError as exc:
+            if config.mode is Mode.ARMED or self.config.failover.auth is not None:
+                raise
+            log.warning("cannot read the journal's shared auth; reloading anyway", error=str(exc))
 
     def _configure_logs(self, config: Config) -> None:
         logs.configure(self._log_level or config.log.level, self._log_format or config.log.format)

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from srd.model import LabelSet, label_set
+from srd.model import LabelSet, label_set, unquote
 
 _SELECTOR = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(.*)\})?\s*$", re.DOTALL)
 _MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
@@ -54,7 +54,7 @@ class Selector:
                     'or label!="value", separated by commas'
                 )
             name, op, value = matcher.groups()
-            value = value.replace('\\"', '"').replace("\\\\", "\\")
+            value = unquote(value)
             (equal if op == "=" else not_equal)[name] = value
             pos = matcher.end()
         return cls(match.group(1), label_set(equal), label_set(not_equal))

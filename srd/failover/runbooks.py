@@ -42,6 +42,7 @@ from srd.config.files import (
 )
 from srd.config.probes import BodyMatch, HttpTarget
 from srd.config.types import Strict
+from srd.model import unquote
 
 Name = str
 _NAME = r"^[A-Za-z0-9_.\[\]-]{1,100}$"
@@ -85,7 +86,7 @@ class Matcher:
                 f'cannot read matcher {text!r}; write label="value" with one of = != =~ !~'
             )
         label, op, quoted, bare = found.groups()
-        value = quoted.replace('\\"', '"').replace("\\\\", "\\") if quoted is not None else bare
+        value = unquote(quoted) if quoted is not None else bare
         if op in ("=~", "!~"):
             try:
                 re.compile(value)

@@ -20,9 +20,12 @@ from srd.cli import main
 from srd.cli.exitcodes import OK, USAGE
 from srd.config.failover import WebhookAuth
 from srd.http.auth import Authenticator
+from srd.journal import SqliteJournal
 from tests.support.daemon import RunningSrd, free_port, running_srd
 from tests.support.eventually import eventually
 from tests.support.failoverkit import APPROVAL, OPERATORS, as_operator, kit, operators
+from tests.support.pgserver import PgServer
+from tests.support.sqlitelock import held_lock
 
 TOKEN = "shared-auth-token"
 ENV = {"SRD_TEST_TOKEN": TOKEN}
@@ -139,6 +142,79 @@ async def test_a_replica_reloaded_into_armed_makes_one_without_auth_stop_at_once
         assert unarmed.process.returncode == 1
         [stopping] = unarmed.logged("stopping")
         assert "set failover.auth on this replica too" in str(stopping["reason"])
+
+
+async def test_a_reload_into_armed_waits_for_a_journal_that_can_record_it(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    path = config(tmp_path, "later", port, armed=True)
+    armed_text = path.read_text()
+    path.write_text(armed_text.replace("mode: armed", "mode: observe"))
+    journal = tmp_path / "shared.sqlite3"
+    async with running_srd("run", "--config", str(path), port=port, env=ENV) as srd:
+        path.write_text(armed_text)
+        # Another process holds the write lock longer than srd waits for it (5 s + 1 s).
+        with held_lock(journal, seconds=8.0):
+            srd.process.send_signal(signal.SIGHUP)
+            await eventually(
+                lambda: srd.logged("config reload failed; the running config stays in force"),
+                within=15,
+                what="the reload refused",
+            )
+        [failed] = srd.logged("config reload failed; the running config stays in force")
+        assert "locked" in str(failed["errors"])
+        assert srd.logged("config reloaded") == []  # still observing
+        async with await SqliteJournal.open(journal) as reader:
+            assert await reader.auth_required() is None
+
+        srd.process.send_signal(signal.SIGHUP)  # the same config, the journal free again
+        await eventually(
+            lambda: srd.logged("config reloaded"), within=10, what="the reload to armed"
+        )
+        async with await SqliteJournal.open(journal) as reader:
+            assert await reader.auth_required() is not None
+
+
+async def test_de_arming_works_while_the_journal_is_down_and_dropping_auth_does_not(
+    tmp_path: Path,
+) -> None:
+    with PgServer.running() as server:
+        database = server.create_database()
+        port = free_port()
+        path = tmp_path / "srd.yaml"
+        armed = config(tmp_path, "armed", port, armed=True).read_text()
+        armed = armed.replace(f"sqlite://{tmp_path / 'shared.sqlite3'}", database.url)
+        armed += "  journal_password: {env: SRD_TEST_JOURNAL_PASSWORD}\n"
+        path.write_text(armed)
+        env = ENV | {"SRD_TEST_JOURNAL_PASSWORD": database.password}
+        async with running_srd("run", "--config", str(path), port=port, env=env) as srd:
+            await asyncio.to_thread(server.stop)
+            try:
+                await reload_in_the_outage(srd, path, armed)
+            finally:
+                await asyncio.to_thread(server.start)  # the server's own exit stops it
+
+
+async def reload_in_the_outage(srd: RunningSrd, path: Path, armed: str) -> None:
+    """With the journal unreachable: a reload to observe that keeps auth goes through; one
+    that also drops auth is refused (nothing can check that no armed replica needs it)."""
+    await asyncio.to_thread(path.write_text, armed.replace("mode: armed", "mode: observe"))
+    srd.process.send_signal(signal.SIGHUP)
+    await eventually(
+        lambda: srd.logged("config reloaded"), within=15, what="de-armed in the outage"
+    )
+    unauthenticated = "".join(
+        line for line in armed.splitlines(keepends=True) if "auth:" not in line
+    )
+    observing = unauthenticated.replace("mode: armed", "mode: observe")
+    await asyncio.to_thread(path.write_text, observing)
+    srd.process.send_signal(signal.SIGHUP)
+    failed = "config reload failed; the running config stays in force"
+    await eventually(lambda: srd.logged(failed), within=30, what="dropping auth refused")
+    [refused] = srd.logged(failed)
+    assert "journal" in str(refused["errors"])
+    assert len(srd.logged("config reloaded")) == 1
 
 
 def test_identity_is_the_name_of_the_token_a_request_carries(tmp_path: Path) -> None:
