@@ -54,15 +54,16 @@ def show(
             str(len(d["steps"])),
             ",".join(d["actuators"]) or "-",
             _gates(d["gates"]),
+            ",".join(d["inputs"]) or "-",
             " ".join(d["match"]),
         )
         for d in described
     ]
-    lines = [("NAME", "STEPS", "ACTUATORS", "GATES", "MATCH"), *rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(4)]
+    lines = [("NAME", "STEPS", "ACTUATORS", "GATES", "INPUTS", "MATCH"), *rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(5)]
     for line in lines:
         cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
-        print("  ".join([*cells, line[4]]).rstrip(), file=out)
+        print("  ".join([*cells, line[5]]).rstrip(), file=out)
 
 
 def describe(runbook: Runbook) -> dict[str, Any]:

@@ -168,9 +168,10 @@ async def test_runbooks_lists_what_a_config_loads_with_steps_actuators_and_gates
 
     code, out, _ = await srd_cli("runbooks", "--config", str(config), env=env)
     assert code == 0
-    header, first, *_ = out.splitlines()
-    assert header.split() == ["NAME", "STEPS", "ACTUATORS", "GATES", "MATCH"]
-    assert first.split()[:4] == ["scale_web_backup", "2", "kubernetes", "approval:ask"]
+    header, first, _, change = out.splitlines()
+    assert header.split() == ["NAME", "STEPS", "ACTUATORS", "GATES", "INPUTS", "MATCH"]
+    assert first.split()[:5] == ["scale_web_backup", "2", "kubernetes", "approval:ask", "-"]
+    assert change.split() == ["scale_web_backup_to", "1", "kubernetes", "-", "replicas"]
 
 
 async def test_execute_with_url_and_token_starts_a_runbook_that_the_journal_says_who_started(
