@@ -11,9 +11,13 @@ nothing, the operator does, and the drill waits for the symptom.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from aiobotocore.session import get_session
@@ -44,6 +48,8 @@ class Target:
     scale: float
     """Drill seconds per wall second: fault durations are in drill time."""
     kubernetes: FakeKubernetes | None = None
+    journal: Path | None = None
+    """The drill daemon's SQLite journal (``journal_locked`` holds its write lock)."""
 
 
 Inject = Callable[[Target, Any], Awaitable[Revert]]
@@ -325,6 +331,36 @@ async def targets_slow(target: Target, p: DelayParams) -> Revert:
     return _set(proxy, "targets_initial", p.seconds / target.scale, proxy.targets_initial)
 
 
+async def journal_locked(target: Target, p: DelayParams) -> Revert:
+    """Another process holds the journal's write lock (``BEGIN IMMEDIATE``, as a backup tool
+    or a stray ``sqlite3`` shell does) for ``seconds`` of drill time: srd's writes wait out
+    the busy timeout, retry, and then fail as ``locked``."""
+    if target.journal is None:
+        raise RuntimeError("journal_locked needs the drill's own SQLite journal (the sandbox's)")
+    holder = sqlite3.connect(target.journal, timeout=0, isolation_level=None)
+    while True:
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            break
+        except sqlite3.OperationalError:  # srd is inside a write: take the lock right after
+            await asyncio.sleep(0.01)
+
+    def release() -> None:
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
+        holder.close()
+
+    loop = asyncio.get_running_loop()
+    releasing = loop.call_later(p.seconds / target.scale, release)
+
+    async def revert() -> None:
+        releasing.cancel()
+        with contextlib.suppress(sqlite3.ProgrammingError):  # released already
+            release()
+
+    return revert
+
+
 async def aws_throttle(target: Target, p: ThrottleParams) -> Revert:
     _proxy(target).throttle(p.operation, p.times, p.code)
     # Throttles are used up by the calls they answer; nothing is left to undo.
@@ -391,6 +427,9 @@ KINDS: dict[str, FaultKind] = {
     "dns_slow": FaultKind(DelayParams, dns_slow, "Route 53 changes stay PENDING"),
     "targets_slow": FaultKind(DelayParams, targets_slow, "new ELBv2 targets stay initial"),
     "aws_throttle": FaultKind(ThrottleParams, aws_throttle, "AWS answers Throttling"),
+    "journal_locked": FaultKind(
+        DelayParams, journal_locked, "another process holds the journal's write lock"
+    ),
     "kubernetes_conflicts": FaultKind(
         KubernetesConflictParams, kubernetes_conflicts, "Kubernetes writes answer 409 Conflict"
     ),

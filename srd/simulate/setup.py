@@ -24,6 +24,7 @@ from srd.config.server import ServerConfig
 from srd.evaluation.recovery import RecoveryPack
 from srd.failover.runbooks import load_runbooks
 from srd.failover.stage import FailoverStage
+from srd.journal import journal_path
 from srd.runtime import Daemon, DaemonMetrics, Setup, load_setup
 from srd.simulate.drill import Drill, alert_group, resolve_runbooks
 from srd.simulate.faults import REAL_KINDS, Target
@@ -252,7 +253,14 @@ async def sandbox_environment(
         config_path = write_drill_config(drill, sandbox, urls, aws_url, scale, mode)
         setup = load_setup(config_path)
         target = Target(
-            sandbox.chain, sandbox.nodes, services, sandbox.cloud, proxy, scale, sandbox.kubernetes
+            sandbox.chain,
+            sandbox.nodes,
+            services,
+            sandbox.cloud,
+            proxy,
+            scale,
+            sandbox.kubernetes,
+            journal_path(setup.config.failover.journal or setup.config.state_dir),
         )
         endpoints = dict(sorted({**sandbox.urls, **urls}.items()))
         if sandbox.cloud is not None:

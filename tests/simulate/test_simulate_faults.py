@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from aiobotocore.session import get_session
 
 from srd.actuators.base import ActuatorError
 from srd.actuators.kubernetes import KubernetesActuator, KubernetesSettings
+from srd.journal import JournalFault, SqliteJournal
 from srd.simulate.faults import KINDS, Target
 from srd.simulate.sandbox import Sandbox, running_sandbox
 from srd.simulate.sandbox.aws import AwsProxy
@@ -159,6 +161,31 @@ async def test_aws_faults_slow_dns_and_targets_in_drill_time_and_throttle(
     assert proxy.targets_initial == 0
     await KINDS["aws_throttle"].apply(target, {"operation": "GetChange", "times": 2})
     assert proxy._throttles["GetChange"] == ["Throttling", "Throttling"]
+
+
+async def test_a_journal_lock_holds_srds_writes_until_it_is_released(
+    sandbox: tuple[Sandbox, Target], tmp_path: Path
+) -> None:
+    box, target = sandbox
+    path = tmp_path / "journal.sqlite3"
+    async with await SqliteJournal.open(path) as journal:
+        target = replace(target, journal=path)
+        # 100 drill seconds at ×100: held for 1 s, less than srd's retries (5 s).
+        async with injected(target, "journal_locked", seconds=100):
+            began = time.monotonic()
+            await journal.set_kill_switch(True, "test", "under a held lock")
+            waited = time.monotonic() - began
+        assert 0.9 <= waited < 5.0  # it waited for the lock, then wrote
+        state = await journal.kill_switch()
+        assert state is not None and (state.on, state.reason) == (True, "under a held lock")
+        # Held longer than the retries: the write fails as locked, and nothing is written.
+        async with injected(target, "journal_locked", seconds=800):
+            with pytest.raises(JournalFault) as failed:
+                await journal.set_kill_switch(False, "test", "still locked")
+        assert failed.value.kind == "locked"
+        state = await journal.kill_switch()
+        assert state is not None and state.on  # the refused write left nothing
+    assert box.chain is not None  # the sandbox itself was untouched
 
 
 async def _k8s(
