@@ -59,6 +59,14 @@ async def post_kill_switch(srd: RunningSrd, on: bool) -> int:
         return reply.status
 
 
+async def stopped_for_want_of_auth(srd: RunningSrd) -> None:
+    """``srd``, without ``failover.auth``, exits 1 saying it needs the armed replica's."""
+    await asyncio.wait_for(srd.process.wait(), 15)
+    assert srd.process.returncode == 1
+    [stopping] = srd.logged("stopping")
+    assert "set failover.auth on this replica too" in str(stopping["reason"])
+
+
 async def test_a_replica_without_auth_refuses_to_start_on_a_journal_an_armed_replica_shares(
     tmp_path: Path,
 ) -> None:
@@ -113,10 +121,7 @@ async def test_a_replica_without_auth_stops_when_an_armed_replica_starts_on_its_
                     return unarmed.process.returncode is not None
 
             await eventually(refused_or_gone, within=10, what="the unarmed replica refuses")
-            await asyncio.wait_for(unarmed.process.wait(), 15)
-            assert unarmed.process.returncode == 1
-            [stopping] = unarmed.logged("stopping")
-            assert "set failover.auth on this replica too" in str(stopping["reason"])
+            await stopped_for_want_of_auth(unarmed)
 
 
 async def test_a_replica_reloaded_into_armed_makes_one_without_auth_stop_at_once(
@@ -138,10 +143,7 @@ async def test_a_replica_reloaded_into_armed_makes_one_without_auth_stop_at_once
         await eventually(
             lambda: reloaded.logged("config reloaded"), within=10, what="the reload to armed"
         )
-        await asyncio.wait_for(unarmed.process.wait(), 15)  # not at the armed one's restart
-        assert unarmed.process.returncode == 1
-        [stopping] = unarmed.logged("stopping")
-        assert "set failover.auth on this replica too" in str(stopping["reason"])
+        await stopped_for_want_of_auth(unarmed)  # now, not at the armed one's restart
 
 
 async def test_a_reload_into_armed_waits_for_a_journal_that_can_record_it(
