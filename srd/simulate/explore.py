@@ -4,7 +4,8 @@ throughout; a schedule that breaks one is shrunk to a minimal one that still doe
 
 A schedule keeps the drill's own repaired faults (the outage the runbook answers) and adds
 up to ``MAX_EXTRA`` faults of the sandbox's kinds — Kubernetes conflicts and errors, slow
-load-balancer targets, slow Route 53 — at random offsets, with random sizes. The generator
+load-balancer targets, slow Route 53, the journal's write lock held by another process — at
+random offsets, with random sizes. The generator
 is a ``random.Random(seed)``, so the same seed gives the same schedules, and a run on virtual
 time is deterministic, so a violation replays: ``srd simulate --replay DIR/explore.json#K``.
 
@@ -41,7 +42,8 @@ Fault = dict[str, Any]
 
 def _extra(rng: random.Random) -> Fault:
     """One extra fault: a kind the sandbox injects, its size and offset drawn from ``rng``."""
-    kind = rng.choice(["kubernetes_conflicts", "kubernetes_errors", "targets_slow", "dns_slow"])
+    kinds = ["kubernetes_conflicts", "kubernetes_errors", "targets_slow", "dns_slow"]
+    kind = rng.choice([*kinds, "journal_locked"])
     params: dict[str, Any]
     if kind == "kubernetes_conflicts":
         params = {"resources": ["deployments/scale"], "times": rng.randint(1, 3)}
@@ -50,6 +52,9 @@ def _extra(rng: random.Random) -> Fault:
         code = rng.choice([503, 429])
         params = {"code": code, "resource": "deployments/scale", "verb": verb}
         params["times"] = rng.randint(1, 3)
+    elif kind == "journal_locked":
+        # Short: under the virtual clock each of srd's waits for the lock costs real time.
+        params = {"seconds": rng.randint(5, 30)}
     else:
         params = {"seconds": rng.randint(30, 360)}
     return {"kind": kind, "at": float(rng.randint(0, LATEST)), "params": params}
