@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import sys
 import textwrap
 from pathlib import Path
@@ -25,7 +26,6 @@ from tests.support.daemon import RunningSrd, free_port, running_srd
 from tests.support.eventually import eventually
 from tests.support.failoverkit import APPROVAL, OPERATORS, as_operator, kit, operators
 from tests.support.pgserver import PgServer
-from tests.support.sqlitelock import held_lock
 
 TOKEN = "shared-auth-token"
 ENV = {"SRD_TEST_TOKEN": TOKEN}
@@ -156,14 +156,19 @@ async def test_a_reload_into_armed_waits_for_a_journal_that_can_record_it(
     journal = tmp_path / "shared.sqlite3"
     async with running_srd("run", "--config", str(path), port=port, env=ENV) as srd:
         path.write_text(armed_text)
-        # Another process holds the write lock longer than srd waits for it (5 s + 1 s).
-        with held_lock(journal, seconds=8.0):
+        # Another process holds the write lock until srd gives up on it (after 5 s + 1 s).
+        holder = sqlite3.connect(journal, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
             srd.process.send_signal(signal.SIGHUP)
             await eventually(
                 lambda: srd.logged("config reload failed; the running config stays in force"),
-                within=15,
+                within=30,
                 what="the reload refused",
             )
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
         [failed] = srd.logged("config reload failed; the running config stays in force")
         assert "locked" in str(failed["errors"])
         assert srd.logged("config reloaded") == []  # still observing

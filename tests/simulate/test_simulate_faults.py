@@ -179,7 +179,8 @@ async def test_a_journal_lock_holds_srds_writes_until_it_is_released(
         state = await journal.kill_switch()
         assert state is not None and (state.on, state.reason) == (True, "under a held lock")
         # Held longer than the retries: the write fails as locked, and nothing is written.
-        async with injected(target, "journal_locked", seconds=800):
+        # (30 s at ×100; released when the block ends.)
+        async with injected(target, "journal_locked", seconds=3000):
             with pytest.raises(JournalFault) as failed:
                 await journal.set_kill_switch(False, "test", "still locked")
         assert failed.value.kind == "locked"
