@@ -37,7 +37,7 @@ import hashlib
 import json
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import aiohttp
 import structlog
@@ -102,19 +102,18 @@ class _InNamespace(Strict):
     KIND: ClassVar[str]
     namespace: str = Field(pattern=NAMESPACE)
 
-    def object_name(self) -> str:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # a field or a property of each action
+
+        @property
+        def name(self) -> str: ...
 
     @property
     def target(self) -> str:
-        return f"{self.KIND} {self.namespace}/{self.object_name()}"
+        return f"{self.KIND} {self.namespace}/{self.name}"
 
 
 class _Named(_InNamespace):
     name: str = Field(pattern=OBJECT_NAME)
-
-    def object_name(self) -> str:
-        return self.name
 
 
 class ScaleDeployment(_Named):
@@ -162,9 +161,6 @@ class ApplyDeployment(_InNamespace):
 
     @property
     def name(self) -> str:
-        return self.object_name()
-
-    def object_name(self) -> str:
         return str(self.manifest["metadata"]["name"])
 
     @property
@@ -199,9 +195,6 @@ class DetectColour(_InNamespace):
 
     @property
     def name(self) -> str:
-        return self.service
-
-    def object_name(self) -> str:
         return self.service
 
 
