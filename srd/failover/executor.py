@@ -153,8 +153,8 @@ class Executor:
     async def _carry_out(
         self, runbook: Runbook, execution: ExecutionRecord, *, resume: bool
     ) -> ExecutionState | None:
-        run = _Run(runbook, execution, [], set(), fence=self._guards.leadership.fence())
-        run.bound = _inputs(runbook, execution)
+        fence = self._guards.leadership.fence()
+        run = _Run(runbook, execution, [], set(), fence=fence, bound=_inputs(runbook, execution))
         with _bound(execution):
             try:
                 if resume:

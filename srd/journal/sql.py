@@ -603,7 +603,7 @@ class SqlJournal(ABC):
             " FROM step_events WHERE execution_id = ? ORDER BY seq",
             (execution_id,),
         )
-        return [_step(*row) for row in rows]
+        return [_step(row) for row in rows]
 
     async def unfinished(self) -> Sequence[ExecutionRecord]:
         """Oldest first: reconcile in the order the executions were decided."""
@@ -649,8 +649,9 @@ def _require_execution(execution_id: str) -> Op[None]:
         raise KeyError(f"no execution {execution_id!r} in the journal")
 
 
-def _step(*columns: Any) -> StepRecord:
-    execution_id, index, name, phase, key, at, result, prior, detail = columns
+def _step(row: tuple[Any, ...]) -> StepRecord:
+    """A row of ``steps``' query (in StepRecord's field order)."""
+    execution_id, index, name, phase, key, at, result, prior, detail = row
     return StepRecord(
         execution_id, index, name, phase, key, at, result, _loads(prior), _loads(detail)
     )

@@ -5,9 +5,9 @@ throughout; a schedule that breaks one is shrunk to a minimal one that still doe
 A schedule keeps the drill's own repaired faults (the outage the runbook answers) and adds
 up to ``MAX_EXTRA`` faults of the sandbox's kinds — Kubernetes conflicts and errors, slow
 load-balancer targets, slow Route 53, the journal's write lock held by another process — at
-random offsets, with random sizes. The generator
-is a ``random.Random(seed)``, so the same seed gives the same schedules, and a run on virtual
-time is deterministic, so a violation replays: ``srd simulate --replay DIR/explore.json#K``.
+random offsets, with random sizes. The generator is a ``random.Random(seed)``, so the same
+seed gives the same schedules, and a run on virtual time is deterministic, so a violation
+replays: ``srd simulate --replay DIR/explore.json#K``.
 
 The invariants are in ``srd.simulate.invariants``.
 """
@@ -42,8 +42,9 @@ Fault = dict[str, Any]
 
 def _extra(rng: random.Random) -> Fault:
     """One extra fault: a kind the sandbox injects, its size and offset drawn from ``rng``."""
-    kinds = ["kubernetes_conflicts", "kubernetes_errors", "targets_slow", "dns_slow"]
-    kind = rng.choice([*kinds, "journal_locked"])
+    kind = rng.choice(
+        ["kubernetes_conflicts", "kubernetes_errors", "targets_slow", "dns_slow", "journal_locked"]
+    )
     params: dict[str, Any]
     if kind == "kubernetes_conflicts":
         params = {"resources": ["deployments/scale"], "times": rng.randint(1, 3)}

@@ -236,7 +236,7 @@ async def test_the_image_is_the_callers_input_or_else_the_runbooks_default(
             k.clock.now += 2 * HOUR  # past the cooldown
             second = await k.execution(runbook, "fp2", labels={"image": IMAGE})
             assert await executor.run(runbook, second) == "succeeded"
-        assert cluster.colour() == "blue", "green, then back to the blue colour, now idle"
+        assert cluster.colour() == "blue", "the second deploy went to blue, idle after the first"
         assert cluster.image("web-blue") == IMAGE
 
 

@@ -166,7 +166,7 @@ async def test_aws_faults_slow_dns_and_targets_in_drill_time_and_throttle(
 async def test_a_journal_lock_holds_srds_writes_until_it_is_released(
     sandbox: tuple[Sandbox, Target], tmp_path: Path
 ) -> None:
-    box, target = sandbox
+    _, target = sandbox
     path = tmp_path / "journal.sqlite3"
     async with await SqliteJournal.open(path) as journal:
         target = replace(target, journal=path)
@@ -186,7 +186,6 @@ async def test_a_journal_lock_holds_srds_writes_until_it_is_released(
         assert failed.value.kind == "locked"
         state = await journal.kill_switch()
         assert state is not None and state.on  # the refused write left nothing
-    assert box.chain is not None  # the sandbox itself was untouched
 
 
 async def _k8s(
