@@ -27,6 +27,7 @@ throughout.
 from __future__ import annotations
 
 import asyncio
+import os
 import selectors
 import time
 from collections.abc import Callable
@@ -41,9 +42,10 @@ _Ts = TypeVarTuple("_Ts")
 THREAD_WAIT = 1.0
 """Wall seconds the loop waits at most in one go for a pending thread call before it looks
 again (a thread's result wakes it at once; this bounds a wait nothing would end)."""
-IDLE_POLLS = 2
-"""Zero-timeout polls that must find nothing before virtual time jumps: a second look lets a
-loopback packet still in the kernel's hands (under CPU load) arrive before the clock moves."""
+IDLE_POLLS = 3
+"""Zero-timeout polls that must find nothing before virtual time jumps. Between two looks the
+loop yields the CPU (``sched_yield``): under CPU load the kernel may hand a loopback packet
+to a softirq thread that needs the CPU to deliver it, and the clock must not move before."""
 
 
 class _VirtualSelector(selectors.BaseSelector):
@@ -72,7 +74,9 @@ class _VirtualSelector(selectors.BaseSelector):
         self._real.close()
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        for _ in range(IDLE_POLLS):
+        for look in range(IDLE_POLLS):
+            if look:
+                os.sched_yield()
             events = self._real.select(0)
             if events or timeout == 0:
                 return events
